@@ -1,0 +1,1009 @@
+//! The ledger: an append-only, hash-chained log of events with the state derived
+//! from it.
+//!
+//! One writer thread owns appends. Callers send commands over a bounded channel; the
+//! writer drains whatever is queued into one batch, validates each command against the
+//! state as it will be when the command applies, writes the batch and its idempotency
+//! keys in one sled transaction, flushes, and only then publishes the new state and
+//! answers every caller (group commit: concurrent writers share one flush).
+//! Readers load the published `Arc<State>` without taking any lock.
+
+pub mod error;
+pub mod event;
+pub mod names;
+pub mod policy;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+pub use error::Error;
+use event::{EntryBody, Event, GrantSpec, Seq, UnixNanos};
+pub use policy::Access;
+pub use state::{Command, State};
+
+use crate::store::{RawEntry, Store};
+
+/// Container label naming the decision a container was spawned under.
+pub const LABEL_DECISION: &str = "privledger.decision";
+/// Container label naming the user a container is for.
+pub const LABEL_USER: &str = "privledger.user";
+/// Actor of entries the server appends on its own.
+pub const ACTOR_SYSTEM: &str = "system";
+
+/// Most commands one batch takes; bounds the latency of the batch's flush.
+const MAX_BATCH: usize = 1024;
+/// Queue of commands waiting for the writer; callers wait (backpressure) beyond it.
+const WRITE_QUEUE: usize = 8192;
+
+/// Paths used in the spawner fragments of a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpawnConfig {
+    /// The daemon socket on the host, bound for raw grants.
+    pub host_socket: String,
+    /// Where it appears in the container.
+    pub container_socket: String,
+    /// Host directory holding the per-user limited proxy sockets (`DIR/USER/docker.sock`).
+    pub limited_host_dir: String,
+    /// Where the limited socket appears in the container (and `DOCKER_HOST` points).
+    pub limited_container_socket: String,
+}
+
+impl Default for SpawnConfig {
+    fn default() -> Self {
+        SpawnConfig {
+            host_socket: "/var/run/docker.sock".into(),
+            container_socket: "/var/run/docker.sock".into(),
+            limited_host_dir: "/run/privledger/users".into(),
+            limited_container_socket: "/run/privledger/docker.sock".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Write a state checkpoint every this many entries (start-up replays at most this
+    /// many; point-in-time queries replay at most this many).
+    pub checkpoint_interval: u64,
+    pub spawn: SpawnConfig,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            checkpoint_interval: 10_000,
+            spawn: SpawnConfig::default(),
+        }
+    }
+}
+
+/// One decoded entry, with its exact stored body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub seq: Seq,
+    pub time_ns: UnixNanos,
+    pub actor: String,
+    pub request_id: Option<String>,
+    pub event: Event,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+    /// The exact stored bytes; `hash = SHA-256(prev_hash || body)`.
+    pub body: Vec<u8>,
+}
+
+impl Entry {
+    fn decode(raw: RawEntry) -> Result<Entry, Error> {
+        let body: EntryBody = serde_json::from_slice(&raw.body).map_err(|e| Error::Corrupt {
+            seq: raw.seq,
+            reason: format!("body does not decode: {e}"),
+        })?;
+        let mut prev_hash = [0u8; 32];
+        hex::decode_to_slice(&body.prev_hash, &mut prev_hash).map_err(|e| Error::Corrupt {
+            seq: raw.seq,
+            reason: format!("prev_hash: {e}"),
+        })?;
+        Ok(Entry {
+            seq: raw.seq,
+            time_ns: body.time_ns,
+            actor: body.actor,
+            request_id: body.request_id,
+            event: body.event,
+            prev_hash,
+            hash: raw.hash,
+            body: raw.body,
+        })
+    }
+}
+
+/// The result of a mutation.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The appended entry, or the original one when `replayed`.
+    pub entry: Arc<Entry>,
+    /// True when the request_id was seen before and nothing was appended.
+    pub replayed: bool,
+    /// The published state right after the batch (at least as new as `entry`).
+    pub state: Arc<State>,
+}
+
+/// A past position to evaluate at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum At {
+    Seq(Seq),
+    /// The last entry at or before this time; expiry judged at this time.
+    Time(UnixNanos),
+}
+
+/// The chain head.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Head {
+    pub seq: Seq,
+    pub hash: [u8; 32],
+    pub time_ns: UnixNanos,
+    pub earliest_seq: Seq,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyReport {
+    pub from_seq: Seq,
+    pub to_seq: Seq,
+    pub checked: u64,
+    /// The first seq that fails, and why.
+    pub first_bad: Option<(Seq, String)>,
+    pub last_hash: [u8; 32],
+}
+
+/// Which entries a stream delivers.
+#[derive(Debug, Clone, Default)]
+pub struct StreamFilter {
+    pub kinds: Vec<String>,
+    pub subject: Option<String>,
+}
+
+impl StreamFilter {
+    pub fn validate(&self) -> Result<(), Error> {
+        for k in &self.kinds {
+            if !Event::KINDS.contains(&k.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown entry kind {k:?}; known kinds: {}",
+                    Event::KINDS.join(", ")
+                )));
+            }
+        }
+        if let Some(s) = &self.subject {
+            names::check_subject_filter(s)?;
+        }
+        Ok(())
+    }
+
+    fn matches(&self, e: &Entry) -> bool {
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == e.event.kind()))
+            && self
+                .subject
+                .as_deref()
+                .is_none_or(|s| e.event.concerns(e.seq, s))
+    }
+}
+
+enum Msg {
+    Write(WriteRequest),
+    Stop(oneshot::Sender<()>),
+}
+
+struct WriteRequest {
+    actor: String,
+    request_id: Option<String>,
+    cmd: Command,
+    reply: oneshot::Sender<Result<Committed, Error>>,
+}
+
+/// Handle to the ledger. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The state as of the durable head; replaced whole by the writer after each
+    /// flushed batch, loaded lock-free by readers.
+    state: Arc<ArcSwap<State>>,
+    /// Commands for the writer thread. Bounded: when the writer falls behind,
+    /// callers wait instead of queueing without limit.
+    tx: mpsc::Sender<Msg>,
+    /// The durable head seq, for followers of the audit stream.
+    head: watch::Receiver<Seq>,
+    store: Store,
+    cfg: LedgerConfig,
+    /// Set once a storage write failed: the ledger then refuses every write until
+    /// restarted, since memory and disk may disagree (fail closed).
+    failed: Arc<AtomicBool>,
+    /// The writer thread, joined on shutdown.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+pub fn now_ns() -> UnixNanos {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// RFC 3339 rendering of a unix-ns time (UTC).
+pub fn format_time(ns: UnixNanos) -> String {
+    let t = if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH
+    };
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+/// SHA-256 of a token secret, hex, as stored.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn chain_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(body);
+    h.finalize().into()
+}
+
+fn idempotency_key(actor: &str, request_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(actor.len() + 1 + request_id.len());
+    k.extend_from_slice(actor.as_bytes());
+    k.push(0);
+    k.extend_from_slice(request_id.as_bytes());
+    k
+}
+
+impl Ledger {
+    /// Loads the newest usable checkpoint, replays the tail of the log and starts the
+    /// writer thread.
+    pub fn open(store: Store, cfg: LedgerConfig) -> Result<Ledger, Error> {
+        let head = store.last()?.map(|e| e.seq).unwrap_or(0);
+        let (state, from_checkpoint) = load_state(&store, head)?;
+        info!(
+            head,
+            checkpoint = from_checkpoint,
+            replayed = head - from_checkpoint,
+            "ledger loaded"
+        );
+        let state = Arc::new(ArcSwap::from_pointee(state));
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let (head_tx, head_rx) = watch::channel(head);
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            rx,
+            store: store.clone(),
+            published: state.clone(),
+            head: head_tx,
+            cfg: cfg.clone(),
+            failed: failed.clone(),
+            since_checkpoint: head - from_checkpoint,
+        };
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                state,
+                tx,
+                head: head_rx,
+                store,
+                cfg,
+                failed,
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Appends the event `cmd` produces, durably, and returns it. With a request_id
+    /// seen before from the same actor, returns the original entry and appends nothing.
+    pub async fn submit(
+        &self,
+        actor: &str,
+        request_id: Option<String>,
+        cmd: Command,
+    ) -> Result<Committed, Error> {
+        if let Some(r) = &request_id {
+            names::request_id(r)?;
+        }
+        let (reply, rx) = oneshot::channel();
+        let req = WriteRequest {
+            actor: actor.to_string(),
+            request_id,
+            cmd,
+            reply,
+        };
+        self.inner
+            .tx
+            .send(Msg::Write(req))
+            .await
+            .map_err(|_| Error::Unavailable("the ledger is shutting down".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("the ledger writer stopped".into()))?
+    }
+
+    /// The current state (as of the durable head).
+    pub fn snapshot(&self) -> Arc<State> {
+        self.inner.state.load_full()
+    }
+
+    pub fn spawn_config(&self) -> &SpawnConfig {
+        &self.inner.cfg.spawn
+    }
+
+    /// Whether a storage failure has put the ledger in fail-closed mode.
+    pub fn is_failed(&self) -> bool {
+        self.inner.failed.load(Ordering::Relaxed)
+    }
+
+    pub fn head(&self) -> Result<Head, Error> {
+        let st = self.snapshot();
+        let earliest = self.inner.store.first_seq()?.unwrap_or(0);
+        Ok(Head {
+            seq: st.seq,
+            hash: st.hash,
+            time_ns: st.time_ns,
+            earliest_seq: earliest,
+        })
+    }
+
+    /// Effective access now, from memory.
+    pub fn check_access(&self, user: &str) -> Result<Access, Error> {
+        names::user(user)?;
+        Ok(policy::evaluate(&self.snapshot(), user, now_ns()))
+    }
+
+    /// The state at a past position and the time to judge expiry at.
+    pub async fn state_at(&self, at: At) -> Result<(Arc<State>, UnixNanos), Error> {
+        let current = self.snapshot();
+        match at {
+            At::Seq(s) if s >= current.seq => {
+                if s > current.seq {
+                    return Err(Error::InvalidArgument(format!(
+                        "seq {s} is beyond the head ({})",
+                        current.seq
+                    )));
+                }
+                let t = current.time_ns;
+                Ok((current, t))
+            }
+            At::Time(t) if t >= current.time_ns => Ok((current, t)),
+            _ => {
+                let store = self.inner.store.clone();
+                tokio::task::spawn_blocking(move || past_state(&store, at, current.seq))
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("point-in-time task: {e}")))?
+            }
+        }
+    }
+
+    /// Effective access at a past position.
+    pub async fn check_access_at(&self, user: &str, at: At) -> Result<Access, Error> {
+        names::user(user)?;
+        let (st, t) = self.state_at(at).await?;
+        Ok(policy::evaluate(&st, user, t))
+    }
+
+    pub async fn who_has_access(&self, at: Option<At>) -> Result<(Vec<Access>, Seq), Error> {
+        let (st, t) = match at {
+            None => (self.snapshot(), now_ns()),
+            Some(at) => self.state_at(at).await?,
+        };
+        Ok((policy::who_has_access(&st, t), st.seq))
+    }
+
+    /// One entry, decoded.
+    pub fn entry(&self, seq: Seq) -> Result<Option<Entry>, Error> {
+        match self.inner.store.get(seq)? {
+            Some(raw) => Ok(Some(Entry::decode(raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` entries from `from` to `to` (inclusive), decoded.
+    pub fn entries(&self, from: Seq, to: Seq, limit: usize) -> Result<Vec<Entry>, Error> {
+        self.inner
+            .store
+            .range(from, to, limit)?
+            .into_iter()
+            .map(Entry::decode)
+            .collect()
+    }
+
+    /// Streams entries from `from` (history, then live when `follow`) into a bounded
+    /// channel. The producer reads from the store in chunks and waits for the head to
+    /// move, so there is no gap and no duplicate, and a consumer that stops reading
+    /// only stops the producer (memory stays bounded by the channel). The producer
+    /// ends when the receiver is dropped.
+    pub fn stream(
+        &self,
+        from: Seq,
+        follow: bool,
+        filter: StreamFilter,
+        buffer: usize,
+    ) -> Result<mpsc::Receiver<Result<Entry, Error>>, Error> {
+        filter.validate()?;
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        let ledger = self.clone();
+        let mut head = self.inner.head.clone();
+        let span = tracing::info_span!("audit_stream", from, follow);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut next = from.max(1);
+                loop {
+                    let target = *head.borrow_and_update();
+                    while next <= target {
+                        let l = ledger.clone();
+                        let chunk = tokio::task::spawn_blocking(move || {
+                            l.entries(next, target, STREAM_CHUNK)
+                        })
+                        .await;
+                        let chunk = match chunk {
+                            Ok(Ok(c)) => c,
+                            Ok(Err(e)) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                            Err(e) => {
+                                let _ = tx
+                                    .send(Err(Error::Unavailable(format!("stream task: {e}"))))
+                                    .await;
+                                return;
+                            }
+                        };
+                        if chunk.is_empty() {
+                            // Entries below the earliest retained seq: skip to it.
+                            match ledger.inner.store.first_seq() {
+                                Ok(Some(f)) if f > next => {
+                                    next = f;
+                                    continue;
+                                }
+                                _ => break,
+                            }
+                        }
+                        for e in chunk {
+                            next = e.seq + 1;
+                            if filter.matches(&e) && tx.send(Ok(e)).await.is_err() {
+                                return; // the consumer went away
+                            }
+                        }
+                    }
+                    if !follow {
+                        return;
+                    }
+                    tokio::select! {
+                        changed = head.changed() => if changed.is_err() { return },
+                        _ = tx.closed() => return,
+                    }
+                }
+            },
+            span,
+        ));
+        Ok(rx)
+    }
+
+    /// Recomputes the chain over `[from, to]` (0 = earliest / head).
+    pub async fn verify(&self, from: Seq, to: Seq) -> Result<VerifyReport, Error> {
+        let store = self.inner.store.clone();
+        let head = self.snapshot().seq;
+        tokio::task::spawn_blocking(move || verify_range(&store, from, to, head))
+            .await
+            .map_err(|e| Error::Unavailable(format!("verify task: {e}")))?
+    }
+
+    /// Makes the configured built-in groups exist with their configured grants, and
+    /// records that the server started. Appends only what is missing or changed.
+    pub async fn start_up(
+        &self,
+        builtins: &[(String, GrantSpec)],
+        version: &str,
+    ) -> Result<(), Error> {
+        for (name, spec) in builtins {
+            let st = self.snapshot();
+            if !st.group(name).is_some_and(|g| g.builtin) {
+                warn!(group = %name, "built-in group missing; restoring it");
+                self.submit(
+                    ACTOR_SYSTEM,
+                    None,
+                    Command::RestoreBuiltinGroup {
+                        group: name.clone(),
+                    },
+                )
+                .await?;
+            }
+            let st = self.snapshot();
+            let current: Vec<_> = st
+                .open_grants_of(&event::Subject::Group(name.clone()))
+                .filter(|g| g.builtin)
+                .map(|g| (g.id, g.spec))
+                .collect();
+            if current.iter().any(|(_, s)| s == spec) && current.len() == 1 {
+                continue;
+            }
+            for (id, _) in current {
+                self.submit(
+                    ACTOR_SYSTEM,
+                    None,
+                    Command::ReplaceBuiltinGrant { grant_id: id },
+                )
+                .await?;
+            }
+            self.submit(
+                ACTOR_SYSTEM,
+                None,
+                Command::IssueBuiltinGrant {
+                    group: name.clone(),
+                    spec: *spec,
+                },
+            )
+            .await?;
+        }
+        self.submit(
+            ACTOR_SYSTEM,
+            None,
+            Command::ServerStarted {
+                version: version.to_string(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Appends `grant_expired` for every grant whose expiry has passed, then waits
+    /// for the next expiry (or a new grant) until `shutdown` resolves.
+    pub async fn run_expiry(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut head = self.inner.head.clone();
+        loop {
+            let now = now_ns();
+            let st = self.snapshot();
+            let mut wait = Duration::from_secs(60);
+            if let Some((exp, id)) = st.next_expiry() {
+                if exp <= now {
+                    match self
+                        .submit(ACTOR_SYSTEM, None, Command::ExpireGrant { grant_id: id })
+                        .await
+                    {
+                        Ok(c) => info!(grant = id, seq = c.entry.seq, "grant expired"),
+                        Err(Error::Unavailable(e)) => {
+                            warn!(error = %e, "cannot record an expiry now");
+                            wait = Duration::from_secs(1);
+                        }
+                        Err(e) => warn!(grant = id, error = %e, "expiry refused"),
+                    }
+                    if wait != Duration::from_secs(1) {
+                        continue;
+                    }
+                } else {
+                    wait = wait.min(Duration::from_nanos((exp - now) as u64));
+                }
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(wait) => {}
+                r = head.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// Stops the writer after it has answered everything queued, and flushes.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Msg::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.inner.writer.lock().expect("writer lock").take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        if let Err(e) = self.inner.store.flush() {
+            error!(error = %e, "final flush failed");
+        }
+    }
+}
+
+/// Entries read from the store per step of a stream.
+const STREAM_CHUNK: usize = 1024;
+
+/// The writer thread: the only code that appends.
+struct Writer {
+    rx: mpsc::Receiver<Msg>,
+    store: Store,
+    published: Arc<ArcSwap<State>>,
+    head: watch::Sender<Seq>,
+    cfg: LedgerConfig,
+    failed: Arc<AtomicBool>,
+    since_checkpoint: u64,
+}
+
+enum Outcome {
+    /// Index into this batch's new entries.
+    New(usize),
+    Replay(Arc<Entry>),
+    Err(Error),
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let Some(first) = self.rx.blocking_recv() else {
+                return;
+            };
+            let mut stop = None;
+            match first {
+                Msg::Write(w) => batch.push(w),
+                Msg::Stop(s) => stop = Some(s),
+            }
+            while stop.is_none() && batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(Msg::Write(w)) => batch.push(w),
+                    Ok(Msg::Stop(s)) => stop = Some(s),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(std::mem::take(&mut batch));
+            }
+            if let Some(s) = stop {
+                self.rx.close();
+                // Refuse whatever raced in after the stop.
+                while let Ok(m) = self.rx.try_recv() {
+                    if let Msg::Write(w) = m {
+                        let _ = w
+                            .reply
+                            .send(Err(Error::Unavailable("the ledger is shutting down".into())));
+                    }
+                }
+                let _ = s.send(());
+                return;
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<WriteRequest>) {
+        if self.failed.load(Ordering::Relaxed) {
+            for w in batch {
+                let _ = w.reply.send(Err(Error::Unavailable(
+                    "an earlier storage write failed; restart the server after fixing storage"
+                        .into(),
+                )));
+            }
+            return;
+        }
+        let current = self.published.load_full();
+        let mut next = (*current).clone();
+        let mut raws: Vec<RawEntry> = Vec::new();
+        let mut entries: Vec<Arc<Entry>> = Vec::new();
+        let mut idem: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut batch_idem: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for w in &batch {
+            outcomes.push(self.prepare_one(
+                w,
+                &mut next,
+                &mut raws,
+                &mut entries,
+                &mut idem,
+                &mut batch_idem,
+            ));
+        }
+        if !raws.is_empty() {
+            if let Err(e) = self.store.append(&raws, &idem) {
+                error!(error = %e, "storage write failed; refusing writes from now on");
+                self.failed.store(true, Ordering::Relaxed);
+                for (w, o) in batch.into_iter().zip(outcomes) {
+                    let r = match o {
+                        Outcome::Err(e) => Err(e),
+                        _ => Err(Error::Unavailable(format!("storage write failed: {e}"))),
+                    };
+                    let _ = w.reply.send(r);
+                }
+                return;
+            }
+            self.since_checkpoint += raws.len() as u64;
+        }
+        let state = Arc::new(next);
+        if !raws.is_empty() {
+            self.published.store(state.clone());
+            self.head.send_replace(state.seq);
+            if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1) {
+                match self
+                    .store
+                    .put_checkpoint(state.seq, &state.to_checkpoint())
+                {
+                    Ok(()) => self.since_checkpoint = 0,
+                    Err(e) => warn!(error = %e, "checkpoint not written"),
+                }
+            }
+        }
+        for (w, o) in batch.into_iter().zip(outcomes) {
+            let r = match o {
+                Outcome::New(i) => Ok(Committed {
+                    entry: entries[i].clone(),
+                    replayed: false,
+                    state: state.clone(),
+                }),
+                Outcome::Replay(entry) => Ok(Committed {
+                    entry,
+                    replayed: true,
+                    state: state.clone(),
+                }),
+                Outcome::Err(e) => Err(e),
+            };
+            let _ = w.reply.send(r);
+        }
+    }
+
+    fn prepare_one(
+        &self,
+        w: &WriteRequest,
+        next: &mut State,
+        raws: &mut Vec<RawEntry>,
+        entries: &mut Vec<Arc<Entry>>,
+        idem: &mut Vec<(Vec<u8>, u64)>,
+        batch_idem: &mut HashMap<Vec<u8>, usize>,
+    ) -> Outcome {
+        let key = w
+            .request_id
+            .as_deref()
+            .map(|r| idempotency_key(&w.actor, r));
+        if let Some(k) = &key {
+            let earlier = if let Some(&i) = batch_idem.get(k) {
+                Some(entries[i].clone())
+            } else {
+                match self.store.idempotency_get(k) {
+                    Ok(Some(seq)) => match self.store.get(seq) {
+                        Ok(Some(raw)) => match Entry::decode(raw) {
+                            Ok(e) => Some(Arc::new(e)),
+                            Err(e) => return Outcome::Err(e),
+                        },
+                        Ok(None) => {
+                            return Outcome::Err(Error::Corrupt {
+                                seq,
+                                reason: "idempotency key names a missing entry".into(),
+                            })
+                        }
+                        Err(e) => return Outcome::Err(e.into()),
+                    },
+                    Ok(None) => None,
+                    Err(e) => return Outcome::Err(e.into()),
+                }
+            };
+            if let Some(e) = earlier {
+                if e.event.kind() != w.cmd.kind() {
+                    return Outcome::Err(Error::InvalidArgument(format!(
+                        "request_id {:?} was already used for a different operation ({} at seq {})",
+                        w.request_id.as_deref().unwrap_or_default(),
+                        e.event.kind(),
+                        e.seq
+                    )));
+                }
+                return Outcome::Replay(e);
+            }
+        }
+        let seq = next.seq + 1;
+        let time_ns = now_ns().max(next.time_ns);
+        let event = match next.prepare(&w.cmd, seq, time_ns, &self.cfg.spawn) {
+            Ok(ev) => ev,
+            Err(e) => return Outcome::Err(e),
+        };
+        let body = EntryBody {
+            seq,
+            time_ns,
+            actor: w.actor.clone(),
+            request_id: w.request_id.clone(),
+            prev_hash: hex::encode(next.hash),
+            event,
+        };
+        let bytes = serde_json::to_vec(&body).expect("entry body serializes");
+        let prev_hash = next.hash;
+        let hash = chain_hash(&prev_hash, &bytes);
+        next.apply(seq, time_ns, &w.actor, &body.event);
+        next.hash = hash;
+        raws.push(RawEntry {
+            seq,
+            hash,
+            body: bytes.clone(),
+        });
+        entries.push(Arc::new(Entry {
+            seq,
+            time_ns,
+            actor: body.actor,
+            request_id: body.request_id,
+            event: body.event,
+            prev_hash,
+            hash,
+            body: bytes,
+        }));
+        if let Some(k) = key {
+            batch_idem.insert(k.clone(), entries.len() - 1);
+            idem.push((k, seq));
+        }
+        Outcome::New(entries.len() - 1)
+    }
+}
+
+/// The state at `target` from the newest usable checkpoint at or before it, plus the
+/// checkpoint's seq (0 when replaying from the start).
+fn load_state(store: &Store, target: Seq) -> Result<(State, Seq), Error> {
+    let mut base = State::default();
+    for cp in store.checkpoints_at_or_before(target) {
+        let (seq, bytes) = cp?;
+        match State::from_checkpoint(&bytes) {
+            Ok(st) if store.get(seq)?.is_some_and(|e| e.hash == st.hash) => {
+                base = st;
+                break;
+            }
+            Ok(_) => warn!(seq, "checkpoint does not match the log; trying an older one"),
+            Err(e) => warn!(seq, error = %e, "checkpoint unreadable; trying an older one"),
+        }
+    }
+    let from = base.seq;
+    let mut st = base;
+    for raw in store.iter_from(from + 1) {
+        let raw = raw?;
+        if raw.seq > target {
+            break;
+        }
+        if raw.seq != st.seq + 1 {
+            return Err(Error::Corrupt {
+                seq: st.seq + 1,
+                reason: format!("missing (next stored entry is {})", raw.seq),
+            });
+        }
+        let e = Entry::decode(raw)?;
+        if e.prev_hash != st.hash || chain_hash(&e.prev_hash, &e.body) != e.hash {
+            // Verify reports it; the state is still derived from what is stored.
+            error!(seq = e.seq, "hash chain broken at this entry; run verify");
+        }
+        st.apply(e.seq, e.time_ns, &e.actor, &e.event);
+        st.hash = e.hash;
+    }
+    Ok((st, from))
+}
+
+fn past_state(store: &Store, at: At, head: Seq) -> Result<(Arc<State>, UnixNanos), Error> {
+    let (seq, t) = match at {
+        At::Seq(s) => {
+            let t = match store.get(s)? {
+                Some(raw) => Entry::decode(raw)?.time_ns,
+                None => 0,
+            };
+            (s, t)
+        }
+        At::Time(t) => (seq_at_time(store, t, head)?, t),
+    };
+    let (st, _) = load_state(store, seq)?;
+    Ok((Arc::new(st), t))
+}
+
+/// The last seq whose time is at or before `t` (0 when none). Times are
+/// non-decreasing with seq, so a binary search over the log finds it.
+fn seq_at_time(store: &Store, t: UnixNanos, head: Seq) -> Result<Seq, Error> {
+    let first = store.first_seq()?.unwrap_or(1);
+    let (mut lo, mut hi) = (first, head); // answer in [first-1, head]
+    let mut best = first - 1;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        let time = match store.get(mid)? {
+            Some(raw) => Entry::decode(raw)?.time_ns,
+            None => break,
+        };
+        if time <= t {
+            best = mid;
+            lo = mid + 1;
+        } else {
+            if mid == 0 {
+                break;
+            }
+            hi = mid - 1;
+        }
+    }
+    Ok(best)
+}
+
+fn verify_range(store: &Store, from: Seq, to: Seq, head: Seq) -> Result<VerifyReport, Error> {
+    let earliest = store.first_seq()?.unwrap_or(1);
+    let from = if from == 0 { earliest } else { from };
+    let to = if to == 0 { head } else { to };
+    if from > to && to != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "from_seq {from} is after to_seq {to}"
+        )));
+    }
+    if to > head {
+        return Err(Error::InvalidArgument(format!(
+            "to_seq {to} is beyond the head ({head})"
+        )));
+    }
+    if from < earliest {
+        return Err(Error::InvalidArgument(format!(
+            "from_seq {from} is before the earliest retained entry ({earliest})"
+        )));
+    }
+    let mut prev: [u8; 32] = if from <= 1 {
+        [0u8; 32]
+    } else {
+        match store.get(from - 1)? {
+            Some(e) => e.hash,
+            None => [0u8; 32],
+        }
+    };
+    let mut report = VerifyReport {
+        from_seq: from,
+        to_seq: to,
+        checked: 0,
+        first_bad: None,
+        last_hash: prev,
+    };
+    if head == 0 {
+        return Ok(report);
+    }
+    let mut expect = from;
+    for raw in store.iter_from(from) {
+        let raw = match raw {
+            Ok(r) => r,
+            Err(e) => {
+                report.first_bad = Some((expect, e.to_string()));
+                return Ok(report);
+            }
+        };
+        if raw.seq > to {
+            break;
+        }
+        if raw.seq != expect {
+            report.first_bad = Some((expect, format!("missing (next is {})", raw.seq)));
+            return Ok(report);
+        }
+        let problem = check_one(&raw, &prev);
+        report.checked += 1;
+        if let Some(p) = problem {
+            report.first_bad = Some((raw.seq, p));
+            return Ok(report);
+        }
+        prev = raw.hash;
+        report.last_hash = raw.hash;
+        expect += 1;
+    }
+    if expect <= to {
+        report.first_bad = Some((expect, "missing".into()));
+    }
+    Ok(report)
+}
+
+/// Why a stored entry does not fit the chain, if it does not.
+fn check_one(raw: &RawEntry, prev: &[u8; 32]) -> Option<String> {
+    if chain_hash(prev, &raw.body) != raw.hash {
+        return Some("stored hash does not match SHA-256(prev_hash || body)".into());
+    }
+    #[derive(serde::Deserialize)]
+    struct Link<'a> {
+        seq: Seq,
+        #[serde(borrow)]
+        prev_hash: &'a str,
+    }
+    match serde_json::from_slice::<Link<'_>>(&raw.body) {
+        Ok(l) if l.seq != raw.seq => Some(format!("body says seq {}", l.seq)),
+        Ok(l) if l.prev_hash != hex::encode(prev) => {
+            Some("body's prev_hash is not the previous entry's hash".into())
+        }
+        Ok(_) => None,
+        Err(e) => Some(format!("body does not decode: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,422 @@
+//! The ledger's vocabulary: events, grants, subjects and the stored entry body.
+//!
+//! These types are serialized (JSON) into the exact bytes that the hash chain covers,
+//! so renaming a field or a variant changes the on-disk format: add, never rename.
+
+use serde::{Deserialize, Serialize};
+
+/// A ledger position. Dense, from 1, never reused.
+pub type Seq = u64;
+
+/// Unix time in nanoseconds.
+pub type UnixNanos = i64;
+
+/// Who or what a grant is given to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subject {
+    User(String),
+    Group(String),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::User(u) => write!(f, "user:{u}"),
+            Subject::Group(g) => write!(f, "group:{g}"),
+        }
+    }
+}
+
+/// Docker socket access, ordered so that `max` combines grants: raw supersedes
+/// limited supersedes none.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketAccess {
+    #[default]
+    None,
+    Limited,
+    Raw,
+}
+
+impl SocketAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketAccess::None => "none",
+            SocketAccess::Limited => "limited",
+            SocketAccess::Raw => "raw",
+        }
+    }
+}
+
+impl std::str::FromStr for SocketAccess {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(SocketAccess::None),
+            "limited" => Ok(SocketAccess::Limited),
+            "raw" => Ok(SocketAccess::Raw),
+            other => Err(format!(
+                "unknown socket access {other:?} (expected none, raw or limited)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketMode {
+    #[default]
+    Rw,
+    Ro,
+}
+
+impl SocketMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketMode::Rw => "rw",
+            SocketMode::Ro => "ro",
+        }
+    }
+}
+
+impl std::str::FromStr for SocketMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rw" => Ok(SocketMode::Rw),
+            "ro" => Ok(SocketMode::Ro),
+            other => Err(format!("unknown socket mode {other:?} (expected rw or ro)")),
+        }
+    }
+}
+
+/// Limits of a `limited` grant as issued: an unset field takes its default.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_containers: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_volumes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_networks: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_storage_gb: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cap_cores: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_cap_gb: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_dangerous_flags: Option<bool>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Every field filled in with DESIGN §2's defaults.
+    pub fn resolved(&self) -> EffectiveLimits {
+        let d = EffectiveLimits::DEFAULTS;
+        EffectiveLimits {
+            max_containers: self.max_containers.unwrap_or(d.max_containers),
+            max_volumes: self.max_volumes.unwrap_or(d.max_volumes),
+            max_networks: self.max_networks.unwrap_or(d.max_networks),
+            max_storage_gb: self.max_storage_gb.unwrap_or(d.max_storage_gb),
+            cpu_cap_cores: self.cpu_cap_cores.unwrap_or(d.cpu_cap_cores),
+            mem_cap_gb: self.mem_cap_gb.unwrap_or(d.mem_cap_gb),
+            allow_dangerous_flags: self
+                .allow_dangerous_flags
+                .unwrap_or(d.allow_dangerous_flags),
+        }
+    }
+}
+
+/// Limits after combination; all zero unless the effective socket is `limited`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct EffectiveLimits {
+    pub max_containers: u32,
+    pub max_volumes: u32,
+    pub max_networks: u32,
+    pub max_storage_gb: f64,
+    pub cpu_cap_cores: f64,
+    pub mem_cap_gb: f64,
+    pub allow_dangerous_flags: bool,
+}
+
+impl EffectiveLimits {
+    pub const DEFAULTS: EffectiveLimits = EffectiveLimits {
+        max_containers: 10,
+        max_volumes: 10,
+        max_networks: 3,
+        max_storage_gb: 50.0,
+        cpu_cap_cores: 2.0,
+        mem_cap_gb: 8.0,
+        allow_dangerous_flags: false,
+    };
+
+    /// Per-field maximum; dangerous flags OR.
+    pub fn max(self, o: EffectiveLimits) -> EffectiveLimits {
+        EffectiveLimits {
+            max_containers: self.max_containers.max(o.max_containers),
+            max_volumes: self.max_volumes.max(o.max_volumes),
+            max_networks: self.max_networks.max(o.max_networks),
+            max_storage_gb: self.max_storage_gb.max(o.max_storage_gb),
+            cpu_cap_cores: self.cpu_cap_cores.max(o.cpu_cap_cores),
+            mem_cap_gb: self.mem_cap_gb.max(o.mem_cap_gb),
+            allow_dangerous_flags: self.allow_dangerous_flags || o.allow_dangerous_flags,
+        }
+    }
+}
+
+/// What a grant gives.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct GrantSpec {
+    pub socket: SocketAccess,
+    /// Meaningful for raw only; stored as rw otherwise.
+    pub socket_mode: SocketMode,
+    pub privileged: bool,
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+}
+
+/// API token roles (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Spawner,
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Spawner => "spawner",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "spawner" => Ok(Role::Spawner),
+            "auditor" => Ok(Role::Auditor),
+            other => Err(format!(
+                "unknown role {other:?} (expected admin, spawner or auditor)"
+            )),
+        }
+    }
+}
+
+/// A recorded spawn decision: enough to answer a retry and to correlate containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpawnDecision {
+    pub decision_id: String,
+    pub user: String,
+    pub server_name: String,
+    pub image: String,
+    pub evaluated_at_seq: Seq,
+    pub allowed: bool,
+    pub reason: String,
+    pub socket: SocketAccess,
+    pub socket_mode: SocketMode,
+    pub privileged: bool,
+    pub limits: EffectiveLimits,
+    /// Contributing grants: (grant id, via group or empty).
+    pub grants: Vec<(Seq, String)>,
+    pub binds: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+}
+
+/// Everything the ledger records. The variant name (snake_case) is the entry's kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    ServerStarted {
+        version: String,
+    },
+    GroupCreated {
+        group: String,
+    },
+    /// Deleting a group ends its memberships and its grants; both are listed so the
+    /// entry reads on its own.
+    GroupDeleted {
+        group: String,
+        removed_members: Vec<String>,
+        ended_grants: Vec<Seq>,
+    },
+    /// A built-in group from configuration was missing (or not yet marked built-in)
+    /// at start.
+    BuiltinGroupRestored {
+        group: String,
+        existed: bool,
+    },
+    MemberAdded {
+        group: String,
+        user: String,
+    },
+    MemberRemoved {
+        group: String,
+        user: String,
+    },
+    /// The grant's id is this entry's seq.
+    GrantIssued {
+        subject: Subject,
+        spec: GrantSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at_ns: Option<UnixNanos>,
+        reason: String,
+        #[serde(default)]
+        builtin: bool,
+    },
+    GrantRevoked {
+        grant_id: Seq,
+        reason: String,
+    },
+    GrantExpired {
+        grant_id: Seq,
+        expired_at_ns: UnixNanos,
+    },
+    /// Only the SHA-256 of the secret is ever recorded.
+    TokenIssued {
+        name: String,
+        role: Role,
+        secret_sha256: String,
+    },
+    TokenRevoked {
+        name: String,
+    },
+    SpawnDecided(SpawnDecision),
+}
+
+impl Event {
+    /// The entry kind as stored (`"kind"` in the body).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ServerStarted { .. } => "server_started",
+            Event::GroupCreated { .. } => "group_created",
+            Event::GroupDeleted { .. } => "group_deleted",
+            Event::BuiltinGroupRestored { .. } => "builtin_group_restored",
+            Event::MemberAdded { .. } => "member_added",
+            Event::MemberRemoved { .. } => "member_removed",
+            Event::GrantIssued { .. } => "grant_issued",
+            Event::GrantRevoked { .. } => "grant_revoked",
+            Event::GrantExpired { .. } => "grant_expired",
+            Event::TokenIssued { .. } => "token_issued",
+            Event::TokenRevoked { .. } => "token_revoked",
+            Event::SpawnDecided(_) => "spawn_decided",
+        }
+    }
+
+    /// All kinds, for validating stream filters.
+    pub const KINDS: &'static [&'static str] = &[
+        "server_started",
+        "group_created",
+        "group_deleted",
+        "builtin_group_restored",
+        "member_added",
+        "member_removed",
+        "grant_issued",
+        "grant_revoked",
+        "grant_expired",
+        "token_issued",
+        "token_revoked",
+        "spawn_decided",
+    ];
+
+    /// Whether the entry concerns `subject`: a user, group, token name, decision id or
+    /// grant id (as its decimal seq).
+    pub fn concerns(&self, seq: Seq, subject: &str) -> bool {
+        let is = |s: &str| s == subject;
+        match self {
+            Event::ServerStarted { .. } => false,
+            Event::GroupCreated { group } | Event::BuiltinGroupRestored { group, .. } => {
+                is(group)
+            }
+            Event::GroupDeleted {
+                group,
+                removed_members,
+                ended_grants,
+            } => {
+                is(group)
+                    || removed_members.iter().any(|m| is(m))
+                    || ended_grants.iter().any(|g| is(&g.to_string()))
+            }
+            Event::MemberAdded { group, user } | Event::MemberRemoved { group, user } => {
+                is(group) || is(user)
+            }
+            Event::GrantIssued { subject: s, .. } => {
+                is(&seq.to_string())
+                    || match s {
+                        Subject::User(u) => is(u),
+                        Subject::Group(g) => is(g),
+                    }
+            }
+            Event::GrantRevoked { grant_id, .. } | Event::GrantExpired { grant_id, .. } => {
+                is(&grant_id.to_string())
+            }
+            Event::TokenIssued { name, .. } | Event::TokenRevoked { name } => is(name),
+            Event::SpawnDecided(d) => is(&d.user) || is(&d.decision_id),
+        }
+    }
+}
+
+/// The stored, hashed body of one entry. `hash = SHA-256(prev_hash || body bytes)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryBody {
+    pub seq: Seq,
+    pub time_ns: UnixNanos,
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Hex of the previous entry's hash (64 zeros for seq 1).
+    pub prev_hash: String,
+    pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_access_orders_raw_over_limited_over_none() {
+        assert!(SocketAccess::Raw > SocketAccess::Limited);
+        assert!(SocketAccess::Limited > SocketAccess::None);
+    }
+
+    #[test]
+    fn event_body_is_tagged_json_with_kind() {
+        let e = Event::MemberAdded {
+            group: "g".into(),
+            user: "alice".into(),
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(json, r#"{"kind":"member_added","group":"g","user":"alice"}"#);
+        assert_eq!(e.kind(), "member_added");
+        assert!(Event::KINDS.contains(&e.kind()));
+    }
+
+    #[test]
+    fn unset_limits_take_defaults() {
+        let l = Limits {
+            max_containers: Some(3),
+            ..Limits::default()
+        }
+        .resolved();
+        assert_eq!(l.max_containers, 3);
+        assert_eq!(l.max_volumes, 10);
+        assert_eq!(l.max_networks, 3);
+        assert_eq!(l.max_storage_gb, 50.0);
+        assert_eq!(l.cpu_cap_cores, 2.0);
+        assert_eq!(l.mem_cap_gb, 8.0);
+        assert!(!l.allow_dangerous_flags);
+    }
+}

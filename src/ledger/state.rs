@@ -1,0 +1,796 @@
+//! The current state (groups, members, grants, tokens), derived purely from the log.
+//!
+//! `State` uses persistent maps (imbl) so that the single writer can clone the
+//! published state in O(1), apply a batch to the clone, and publish it only after the
+//! batch is durable; readers keep whatever `Arc<State>` they loaded, lock-free.
+//! [`State::prepare`] validates a command against the state it will apply to and
+//! turns it into an event; [`State::apply`] is the only way state changes, and replay
+//! uses the very same function.
+
+use imbl::{HashMap, OrdMap, OrdSet};
+use serde::{Deserialize, Serialize};
+
+use super::event::{Event, GrantSpec, Role, Seq, SocketAccess, SocketMode, Subject, UnixNanos};
+use super::{names, policy, Error, SpawnConfig};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    pub builtin: bool,
+    pub created_seq: Seq,
+    pub members: OrdSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndKind {
+    Revoked,
+    Expired,
+    GroupDeleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantEnd {
+    pub seq: Seq,
+    pub kind: EndKind,
+    pub reason: String,
+    pub time_ns: UnixNanos,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantState {
+    pub id: Seq,
+    pub subject: Subject,
+    pub spec: GrantSpec,
+    pub expires_at_ns: Option<UnixNanos>,
+    pub reason: String,
+    pub issued_by: String,
+    pub issued_at_ns: UnixNanos,
+    pub builtin: bool,
+    pub ended: Option<GrantEnd>,
+}
+
+impl GrantState {
+    /// Not revoked or expired by an entry, and not past its expiry at `at_ns`.
+    pub fn is_active_at(&self, at_ns: UnixNanos) -> bool {
+        self.ended.is_none() && self.expires_at_ns.is_none_or(|e| e > at_ns)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenState {
+    pub name: String,
+    pub role: Role,
+    pub secret_sha256: String,
+    pub created_seq: Seq,
+    pub created_by: String,
+    pub revoked_seq: Option<Seq>,
+}
+
+/// A state-changing request, before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    CreateGroup {
+        group: String,
+    },
+    DeleteGroup {
+        group: String,
+    },
+    AddMember {
+        group: String,
+        user: String,
+    },
+    RemoveMember {
+        group: String,
+        user: String,
+    },
+    IssueGrant {
+        subject: Subject,
+        spec: GrantSpec,
+        expires_at_ns: Option<UnixNanos>,
+        reason: String,
+    },
+    RevokeGrant {
+        grant_id: Seq,
+        reason: String,
+    },
+    /// Appended by the server when a grant's expiry passes.
+    ExpireGrant {
+        grant_id: Seq,
+    },
+    CreateToken {
+        name: String,
+        role: Role,
+        secret_sha256: String,
+    },
+    RevokeToken {
+        name: String,
+    },
+    AuthorizeSpawn {
+        user: String,
+        server_name: String,
+        image: String,
+    },
+    /// Start-up: make a configured built-in group exist and be marked built-in.
+    RestoreBuiltinGroup {
+        group: String,
+    },
+    /// Start-up: give a built-in group its configured grant.
+    IssueBuiltinGrant {
+        group: String,
+        spec: GrantSpec,
+    },
+    /// Start-up: the configured grant of a built-in group changed.
+    ReplaceBuiltinGrant {
+        grant_id: Seq,
+    },
+    ServerStarted {
+        version: String,
+    },
+}
+
+impl Command {
+    /// The event kind this command appends, to detect a request_id reused for a
+    /// different operation.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateGroup { .. } => "group_created",
+            Command::DeleteGroup { .. } => "group_deleted",
+            Command::AddMember { .. } => "member_added",
+            Command::RemoveMember { .. } => "member_removed",
+            Command::IssueGrant { .. } | Command::IssueBuiltinGrant { .. } => "grant_issued",
+            Command::RevokeGrant { .. } | Command::ReplaceBuiltinGrant { .. } => "grant_revoked",
+            Command::ExpireGrant { .. } => "grant_expired",
+            Command::CreateToken { .. } => "token_issued",
+            Command::RevokeToken { .. } => "token_revoked",
+            Command::AuthorizeSpawn { .. } => "spawn_decided",
+            Command::RestoreBuiltinGroup { .. } => "builtin_group_restored",
+            Command::ServerStarted { .. } => "server_started",
+        }
+    }
+}
+
+/// The derived state as of `seq`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    pub seq: Seq,
+    pub hash: [u8; 32],
+    pub time_ns: UnixNanos,
+    groups: HashMap<String, GroupState>,
+    /// user → groups the user is in (reverse index of `groups[*].members`).
+    user_groups: HashMap<String, OrdSet<String>>,
+    /// Every grant ever issued, including ended ones.
+    grants: OrdMap<Seq, GrantState>,
+    /// Grants not ended by an entry, by subject.
+    user_grants: HashMap<String, OrdSet<Seq>>,
+    group_grants: HashMap<String, OrdSet<Seq>>,
+    /// (expires_at, grant id) of grants not ended by an entry that carry an expiry.
+    expiring: OrdSet<(UnixNanos, Seq)>,
+    tokens: HashMap<String, TokenState>,
+    /// secret hash → token name, for tokens not revoked.
+    token_hashes: HashMap<String, String>,
+}
+
+fn not_found(msg: String) -> Error {
+    Error::NotFound(msg)
+}
+
+impl State {
+    // === queries ===
+
+    pub fn group(&self, name: &str) -> Option<&GroupState> {
+        self.groups.get(name)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = (&String, &GroupState)> {
+        self.groups.iter()
+    }
+
+    pub fn groups_of(&self, user: &str) -> Option<&OrdSet<String>> {
+        self.user_groups.get(user)
+    }
+
+    pub fn grant(&self, id: Seq) -> Option<&GrantState> {
+        self.grants.get(&id)
+    }
+
+    pub fn grants(&self) -> impl Iterator<Item = &GrantState> {
+        self.grants.values()
+    }
+
+    /// Grants not ended by an entry whose subject is exactly `subject`.
+    pub fn open_grants_of(&self, subject: &Subject) -> impl Iterator<Item = &GrantState> {
+        let ids = match subject {
+            Subject::User(u) => self.user_grants.get(u.as_str()),
+            Subject::Group(g) => self.group_grants.get(g.as_str()),
+        };
+        ids.into_iter()
+            .flat_map(|s| s.iter())
+            .filter_map(|id| self.grants.get(id))
+    }
+
+    pub(super) fn open_user_grant_ids(&self, user: &str) -> Option<&OrdSet<Seq>> {
+        self.user_grants.get(user)
+    }
+
+    pub(super) fn open_group_grant_ids(&self, group: &str) -> Option<&OrdSet<Seq>> {
+        self.group_grants.get(group)
+    }
+
+    pub(super) fn users_with_direct_grants(&self) -> impl Iterator<Item = &String> {
+        self.user_grants
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(u, _)| u)
+    }
+
+    pub(super) fn groups_with_grants(&self) -> impl Iterator<Item = &String> {
+        self.group_grants
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(g, _)| g)
+    }
+
+    /// The earliest expiry among grants not yet ended by an entry.
+    pub fn next_expiry(&self) -> Option<(UnixNanos, Seq)> {
+        self.expiring.get_min().copied()
+    }
+
+    pub fn token(&self, name: &str) -> Option<&TokenState> {
+        self.tokens.get(name)
+    }
+
+    pub fn tokens(&self) -> impl Iterator<Item = &TokenState> {
+        self.tokens.values()
+    }
+
+    /// The active token whose secret hashes to `secret_sha256`.
+    pub fn token_by_hash(&self, secret_sha256: &str) -> Option<&TokenState> {
+        self.token_hashes
+            .get(secret_sha256)
+            .and_then(|n| self.tokens.get(n))
+    }
+
+    // === validation ===
+
+    /// Validates `cmd` against this state and turns it into the event to append at
+    /// `seq`, `time_ns`. Changes nothing.
+    pub fn prepare(
+        &self,
+        cmd: &Command,
+        seq: Seq,
+        time_ns: UnixNanos,
+        spawn: &SpawnConfig,
+    ) -> Result<Event, Error> {
+        match cmd {
+            Command::CreateGroup { group } => {
+                names::group(group)?;
+                if self.groups.contains_key(group) {
+                    return Err(Error::AlreadyExists(format!(
+                        "group {group:?} already exists"
+                    )));
+                }
+                Ok(Event::GroupCreated {
+                    group: group.clone(),
+                })
+            }
+            Command::DeleteGroup { group } => {
+                names::group(group)?;
+                let g = self
+                    .groups
+                    .get(group)
+                    .ok_or_else(|| not_found(format!("no group {group:?}")))?;
+                if g.builtin {
+                    return Err(Error::FailedPrecondition(format!(
+                        "group {group:?} is built in (from configuration) and cannot be deleted"
+                    )));
+                }
+                Ok(Event::GroupDeleted {
+                    group: group.clone(),
+                    removed_members: g.members.iter().cloned().collect(),
+                    ended_grants: self
+                        .group_grants
+                        .get(group)
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default(),
+                })
+            }
+            Command::AddMember { group, user } => {
+                names::group(group)?;
+                names::user(user)?;
+                let g = self
+                    .groups
+                    .get(group)
+                    .ok_or_else(|| not_found(format!("no group {group:?}")))?;
+                if g.members.contains(user) {
+                    return Err(Error::AlreadyExists(format!(
+                        "user {user:?} is already a member of group {group:?}"
+                    )));
+                }
+                Ok(Event::MemberAdded {
+                    group: group.clone(),
+                    user: user.clone(),
+                })
+            }
+            Command::RemoveMember { group, user } => {
+                names::group(group)?;
+                names::user(user)?;
+                let g = self
+                    .groups
+                    .get(group)
+                    .ok_or_else(|| not_found(format!("no group {group:?}")))?;
+                if !g.members.contains(user) {
+                    return Err(not_found(format!(
+                        "user {user:?} is not a member of group {group:?}"
+                    )));
+                }
+                Ok(Event::MemberRemoved {
+                    group: group.clone(),
+                    user: user.clone(),
+                })
+            }
+            Command::IssueGrant {
+                subject,
+                spec,
+                expires_at_ns,
+                reason,
+            } => {
+                match subject {
+                    Subject::User(u) => names::user(u)?,
+                    Subject::Group(g) => {
+                        names::group(g)?;
+                        if !self.groups.contains_key(g) {
+                            return Err(not_found(format!("no group {g:?}")));
+                        }
+                    }
+                }
+                names::reason(reason)?;
+                validate_spec(spec)?;
+                if let Some(exp) = expires_at_ns {
+                    if *exp <= time_ns {
+                        return Err(Error::InvalidArgument(format!(
+                            "expiry {} is not in the future",
+                            super::format_time(*exp)
+                        )));
+                    }
+                }
+                Ok(Event::GrantIssued {
+                    subject: subject.clone(),
+                    spec: *spec,
+                    expires_at_ns: *expires_at_ns,
+                    reason: reason.clone(),
+                    builtin: false,
+                })
+            }
+            Command::RevokeGrant { grant_id, reason } => {
+                names::reason(reason)?;
+                let g = self.open_grant(*grant_id)?;
+                if g.builtin {
+                    return Err(Error::FailedPrecondition(format!(
+                        "grant {grant_id} belongs to a built-in group; change it in the configuration"
+                    )));
+                }
+                Ok(Event::GrantRevoked {
+                    grant_id: *grant_id,
+                    reason: reason.clone(),
+                })
+            }
+            Command::ExpireGrant { grant_id } => {
+                let g = self.open_grant(*grant_id)?;
+                match g.expires_at_ns {
+                    Some(exp) if exp <= time_ns => Ok(Event::GrantExpired {
+                        grant_id: *grant_id,
+                        expired_at_ns: exp,
+                    }),
+                    _ => Err(Error::FailedPrecondition(format!(
+                        "grant {grant_id} has not expired"
+                    ))),
+                }
+            }
+            Command::CreateToken {
+                name,
+                role,
+                secret_sha256,
+            } => {
+                names::token_name(name)?;
+                if let Some(t) = self.tokens.get(name) {
+                    return Err(Error::AlreadyExists(format!(
+                        "a token named {name:?} was created at seq {}{}; names are never reused",
+                        t.created_seq,
+                        if t.revoked_seq.is_some() { " (since revoked)" } else { "" }
+                    )));
+                }
+                Ok(Event::TokenIssued {
+                    name: name.clone(),
+                    role: *role,
+                    secret_sha256: secret_sha256.clone(),
+                })
+            }
+            Command::RevokeToken { name } => {
+                names::token_name(name)?;
+                let t = self
+                    .tokens
+                    .get(name)
+                    .ok_or_else(|| not_found(format!("no token named {name:?}")))?;
+                if let Some(s) = t.revoked_seq {
+                    return Err(Error::FailedPrecondition(format!(
+                        "token {name:?} was already revoked at seq {s}"
+                    )));
+                }
+                Ok(Event::TokenRevoked { name: name.clone() })
+            }
+            Command::AuthorizeSpawn {
+                user,
+                server_name,
+                image,
+            } => {
+                names::user(user)?;
+                names::server_name(server_name)?;
+                names::image(image)?;
+                Ok(Event::SpawnDecided(policy::decide(
+                    self,
+                    user,
+                    server_name,
+                    image,
+                    seq,
+                    time_ns,
+                    spawn,
+                )))
+            }
+            Command::RestoreBuiltinGroup { group } => {
+                names::group(group)?;
+                let existed = match self.groups.get(group) {
+                    Some(g) if g.builtin => {
+                        return Err(Error::AlreadyExists(format!(
+                            "built-in group {group:?} exists"
+                        )))
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+                Ok(Event::BuiltinGroupRestored {
+                    group: group.clone(),
+                    existed,
+                })
+            }
+            Command::IssueBuiltinGrant { group, spec } => {
+                validate_spec(spec)?;
+                if !self.groups.get(group).is_some_and(|g| g.builtin) {
+                    return Err(not_found(format!("no built-in group {group:?}")));
+                }
+                Ok(Event::GrantIssued {
+                    subject: Subject::Group(group.clone()),
+                    spec: *spec,
+                    expires_at_ns: None,
+                    reason: format!("built-in group {group:?} from configuration"),
+                    builtin: true,
+                })
+            }
+            Command::ReplaceBuiltinGrant { grant_id } => {
+                self.open_grant(*grant_id)?;
+                Ok(Event::GrantRevoked {
+                    grant_id: *grant_id,
+                    reason: "the configured grant of this built-in group changed".into(),
+                })
+            }
+            Command::ServerStarted { version } => Ok(Event::ServerStarted {
+                version: version.clone(),
+            }),
+        }
+    }
+
+    fn open_grant(&self, id: Seq) -> Result<&GrantState, Error> {
+        let g = self
+            .grants
+            .get(&id)
+            .ok_or_else(|| not_found(format!("no grant {id}")))?;
+        if let Some(end) = &g.ended {
+            let how = match end.kind {
+                EndKind::Revoked => "revoked",
+                EndKind::Expired => "expired",
+                EndKind::GroupDeleted => "ended by deleting its group",
+            };
+            return Err(Error::FailedPrecondition(format!(
+                "grant {id} was already {how} at seq {}",
+                end.seq
+            )));
+        }
+        Ok(g)
+    }
+
+    // === application ===
+
+    /// Applies an event appended at `seq`. Events were validated by `prepare` (or come
+    /// from the verified log), so application does not fail; an event that no longer
+    /// fits (impossible through `prepare`) is applied as far as it makes sense.
+    pub fn apply(&mut self, seq: Seq, time_ns: UnixNanos, actor: &str, event: &Event) {
+        self.seq = seq;
+        self.time_ns = time_ns;
+        match event {
+            Event::ServerStarted { .. } | Event::SpawnDecided(_) => {}
+            Event::GroupCreated { group } => {
+                self.groups.insert(
+                    group.clone(),
+                    GroupState {
+                        builtin: false,
+                        created_seq: seq,
+                        members: OrdSet::new(),
+                    },
+                );
+            }
+            Event::BuiltinGroupRestored { group, .. } => {
+                let g = self.groups.entry(group.clone()).or_insert(GroupState {
+                    builtin: true,
+                    created_seq: seq,
+                    members: OrdSet::new(),
+                });
+                g.builtin = true;
+            }
+            Event::GroupDeleted { group, .. } => {
+                if let Some(g) = self.groups.remove(group) {
+                    for m in g.members.iter() {
+                        self.unlink_member(group, m);
+                    }
+                }
+                let ids: Vec<Seq> = self
+                    .group_grants
+                    .get(group)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                for id in ids {
+                    self.end_grant(
+                        id,
+                        GrantEnd {
+                            seq,
+                            kind: EndKind::GroupDeleted,
+                            reason: format!("group {group:?} deleted"),
+                            time_ns,
+                        },
+                    );
+                }
+            }
+            Event::MemberAdded { group, user } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.members.insert(user.clone());
+                    self.user_groups
+                        .entry(user.clone())
+                        .or_default()
+                        .insert(group.clone());
+                }
+            }
+            Event::MemberRemoved { group, user } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.members.remove(user);
+                }
+                self.unlink_member(group, user);
+            }
+            Event::GrantIssued {
+                subject,
+                spec,
+                expires_at_ns,
+                reason,
+                builtin,
+            } => {
+                let grant = GrantState {
+                    id: seq,
+                    subject: subject.clone(),
+                    spec: *spec,
+                    expires_at_ns: *expires_at_ns,
+                    reason: reason.clone(),
+                    issued_by: actor.to_string(),
+                    issued_at_ns: time_ns,
+                    builtin: *builtin,
+                    ended: None,
+                };
+                self.index_grant(&grant);
+                self.grants.insert(seq, grant);
+            }
+            Event::GrantRevoked { grant_id, reason } => self.end_grant(
+                *grant_id,
+                GrantEnd {
+                    seq,
+                    kind: EndKind::Revoked,
+                    reason: reason.clone(),
+                    time_ns,
+                },
+            ),
+            Event::GrantExpired {
+                grant_id,
+                expired_at_ns,
+            } => self.end_grant(
+                *grant_id,
+                GrantEnd {
+                    seq,
+                    kind: EndKind::Expired,
+                    reason: "expired".into(),
+                    time_ns: *expired_at_ns,
+                },
+            ),
+            Event::TokenIssued {
+                name,
+                role,
+                secret_sha256,
+            } => {
+                self.token_hashes
+                    .insert(secret_sha256.clone(), name.clone());
+                self.tokens.insert(
+                    name.clone(),
+                    TokenState {
+                        name: name.clone(),
+                        role: *role,
+                        secret_sha256: secret_sha256.clone(),
+                        created_seq: seq,
+                        created_by: actor.to_string(),
+                        revoked_seq: None,
+                    },
+                );
+            }
+            Event::TokenRevoked { name } => {
+                if let Some(t) = self.tokens.get_mut(name) {
+                    t.revoked_seq = Some(seq);
+                    let h = t.secret_sha256.clone();
+                    self.token_hashes.remove(&h);
+                }
+            }
+        }
+    }
+
+    fn unlink_member(&mut self, group: &str, user: &str) {
+        let now_empty = match self.user_groups.get_mut(user) {
+            Some(gs) => {
+                gs.remove(group);
+                gs.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.user_groups.remove(user);
+        }
+    }
+
+    fn index_grant(&mut self, g: &GrantState) {
+        if g.ended.is_some() {
+            return;
+        }
+        match &g.subject {
+            Subject::User(u) => self.user_grants.entry(u.clone()).or_default().insert(g.id),
+            Subject::Group(n) => self.group_grants.entry(n.clone()).or_default().insert(g.id),
+        };
+        if let Some(exp) = g.expires_at_ns {
+            self.expiring.insert((exp, g.id));
+        }
+    }
+
+    fn end_grant(&mut self, id: Seq, end: GrantEnd) {
+        let Some(g) = self.grants.get_mut(&id) else {
+            return;
+        };
+        if g.ended.is_some() {
+            return;
+        }
+        g.ended = Some(end);
+        let (subject, exp) = (g.subject.clone(), g.expires_at_ns);
+        let index = match &subject {
+            Subject::User(u) => self.user_grants.get_mut(u.as_str()),
+            Subject::Group(n) => self.group_grants.get_mut(n.as_str()),
+        };
+        let now_empty = index.map(|s| {
+            s.remove(&id);
+            s.is_empty()
+        });
+        if now_empty == Some(true) {
+            match &subject {
+                Subject::User(u) => self.user_grants.remove(u.as_str()),
+                Subject::Group(n) => self.group_grants.remove(n.as_str()),
+            };
+        }
+        if let Some(exp) = exp {
+            self.expiring.remove(&(exp, id));
+        }
+    }
+
+    // === checkpoints ===
+
+    pub fn to_checkpoint(&self) -> Vec<u8> {
+        let cp = CheckpointV1 {
+            seq: self.seq,
+            hash: hex::encode(self.hash),
+            time_ns: self.time_ns,
+            groups: self
+                .groups
+                .iter()
+                .map(|(n, g)| CheckpointGroup {
+                    name: n.clone(),
+                    builtin: g.builtin,
+                    created_seq: g.created_seq,
+                    members: g.members.iter().cloned().collect(),
+                })
+                .collect(),
+            grants: self.grants.values().cloned().collect(),
+            tokens: self.tokens.values().cloned().collect(),
+        };
+        serde_json::to_vec(&cp).expect("state serializes")
+    }
+
+    pub fn from_checkpoint(bytes: &[u8]) -> Result<State, String> {
+        let cp: CheckpointV1 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut st = State {
+            seq: cp.seq,
+            time_ns: cp.time_ns,
+            ..State::default()
+        };
+        hex::decode_to_slice(&cp.hash, &mut st.hash).map_err(|e| e.to_string())?;
+        for g in cp.groups {
+            for m in &g.members {
+                st.user_groups
+                    .entry(m.clone())
+                    .or_default()
+                    .insert(g.name.clone());
+            }
+            st.groups.insert(
+                g.name,
+                GroupState {
+                    builtin: g.builtin,
+                    created_seq: g.created_seq,
+                    members: g.members.into_iter().collect(),
+                },
+            );
+        }
+        for g in cp.grants {
+            st.index_grant(&g);
+            st.grants.insert(g.id, g);
+        }
+        for t in cp.tokens {
+            if t.revoked_seq.is_none() {
+                st.token_hashes
+                    .insert(t.secret_sha256.clone(), t.name.clone());
+            }
+            st.tokens.insert(t.name.clone(), t);
+        }
+        Ok(st)
+    }
+}
+
+fn validate_spec(spec: &GrantSpec) -> Result<(), Error> {
+    let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
+    if spec.socket != SocketAccess::Raw && spec.socket_mode != SocketMode::Rw {
+        return bad("socket_mode ro applies only to a raw socket grant");
+    }
+    if spec.socket != SocketAccess::Limited && !spec.limits.is_empty() {
+        return bad("limits apply only to a limited socket grant");
+    }
+    if spec.socket == SocketAccess::None && !spec.privileged {
+        return bad("the grant gives nothing: set a socket (raw or limited) or privileged");
+    }
+    for (name, v) in [
+        ("max_storage_gb", spec.limits.max_storage_gb),
+        ("cpu_cap_cores", spec.limits.cpu_cap_cores),
+        ("mem_cap_gb", spec.limits.mem_cap_gb),
+    ] {
+        if let Some(v) = v {
+            if !v.is_finite() || !(0.0..=1_000_000.0).contains(&v) {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} must be a number from 0 to 1000000, not {v}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointGroup {
+    name: String,
+    builtin: bool,
+    created_seq: Seq,
+    members: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointV1 {
+    seq: Seq,
+    hash: String,
+    time_ns: UnixNanos,
+    groups: Vec<CheckpointGroup>,
+    grants: Vec<GrantState>,
+    tokens: Vec<TokenState>,
+}

@@ -1,0 +1,32 @@
+//! privledger: a tamper-evident privilege ledger and spawn-time authorizer for Docker
+//! on multi-user container platforms (JupyterHub with DockerSpawner and the like).
+//!
+//! # Layout
+//! - [`ledger`]: the domain. Events, the derived state, the pure policy, and the
+//!   `Ledger` handle (single writer with group commit, point-in-time, streams,
+//!   verify). Knows neither tonic nor sled.
+//! - [`store`]: sled trees for entries, idempotency keys, checkpoints, metadata.
+//! - [`api`]: tonic handlers, request conversion, the one error → status mapping,
+//!   and bearer-token authentication.
+//! - [`server`]: opens the store, builds the ledger and the gRPC stack, serves until
+//!   shutdown, drains.
+//! - [`config`]: the TOML file, flags and environment, validated before any bind.
+//! - [`cli`]: the command-line client (same binary).
+//!
+//! Dependency direction: `server → api → ledger → store`.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod ledger;
+pub mod store;
+
+/// Generated protobuf types and gRPC stubs for `privledger.v1`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("privledger.v1");
+
+    /// Encoded descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("privledger_descriptor");
+}

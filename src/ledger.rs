@@ -662,9 +662,9 @@ impl Writer {
                 // Refuse whatever raced in after the stop.
                 while let Ok(m) = self.rx.try_recv() {
                     if let Msg::Write(w) = m {
-                        let _ = w
-                            .reply
-                            .send(Err(Error::Unavailable("the ledger is shutting down".into())));
+                        let _ = w.reply.send(Err(Error::Unavailable(
+                            "the ledger is shutting down".into(),
+                        )));
                     }
                 }
                 let _ = s.send(());
@@ -720,10 +720,7 @@ impl Writer {
             self.published.store(state.clone());
             self.head.send_replace(state.seq);
             if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1) {
-                match self
-                    .store
-                    .put_checkpoint(state.seq, &state.to_checkpoint())
-                {
+                match self.store.put_checkpoint(state.seq, &state.to_checkpoint()) {
                     Ok(()) => self.since_checkpoint = 0,
                     Err(e) => warn!(error = %e, "checkpoint not written"),
                 }
@@ -847,7 +844,10 @@ fn load_state(store: &Store, target: Seq) -> Result<(State, Seq), Error> {
                 base = st;
                 break;
             }
-            Ok(_) => warn!(seq, "checkpoint does not match the log; trying an older one"),
+            Ok(_) => warn!(
+                seq,
+                "checkpoint does not match the log; trying an older one"
+            ),
             Err(e) => warn!(seq, error = %e, "checkpoint unreadable; trying an older one"),
         }
     }

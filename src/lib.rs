@@ -18,8 +18,14 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod api;
+pub mod cli;
+pub mod config;
 pub mod ledger;
+pub mod server;
+pub mod signal;
 pub mod store;
+pub mod telemetry;
 
 /// Generated protobuf types and gRPC stubs for `privledger.v1`.
 pub mod pb {

@@ -338,9 +338,7 @@ impl Event {
         let is = |s: &str| s == subject;
         match self {
             Event::ServerStarted { .. } => false,
-            Event::GroupCreated { group } | Event::BuiltinGroupRestored { group, .. } => {
-                is(group)
-            }
+            Event::GroupCreated { group } | Event::BuiltinGroupRestored { group, .. } => is(group),
             Event::GroupDeleted {
                 group,
                 removed_members,
@@ -399,7 +397,10 @@ mod tests {
             user: "alice".into(),
         };
         let json = serde_json::to_string(&e).unwrap();
-        assert_eq!(json, r#"{"kind":"member_added","group":"g","user":"alice"}"#);
+        assert_eq!(
+            json,
+            r#"{"kind":"member_added","group":"g","user":"alice"}"#
+        );
         assert_eq!(e.kind(), "member_added");
         assert!(Event::KINDS.contains(&e.kind()));
     }

@@ -148,4 +148,3 @@ mod tests {
         assert!(reason("esc\u{1b}[31m").is_err());
     }
 }
-

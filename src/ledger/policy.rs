@@ -158,7 +158,10 @@ pub fn decide(
         SocketAccess::None => {}
     }
     let labels = vec![
-        (crate::ledger::LABEL_DECISION.to_string(), decision_id.clone()),
+        (
+            crate::ledger::LABEL_DECISION.to_string(),
+            decision_id.clone(),
+        ),
         (crate::ledger::LABEL_USER.to_string(), user.to_string()),
     ];
     let reason = describe(&access);

@@ -396,7 +396,11 @@ impl State {
                     return Err(Error::AlreadyExists(format!(
                         "a token named {name:?} was created at seq {}{}; names are never reused",
                         t.created_seq,
-                        if t.revoked_seq.is_some() { " (since revoked)" } else { "" }
+                        if t.revoked_seq.is_some() {
+                            " (since revoked)"
+                        } else {
+                            ""
+                        }
                     )));
                 }
                 Ok(Event::TokenIssued {
@@ -750,7 +754,7 @@ impl State {
     }
 }
 
-fn validate_spec(spec: &GrantSpec) -> Result<(), Error> {
+pub fn validate_spec(spec: &GrantSpec) -> Result<(), Error> {
     let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
     if spec.socket != SocketAccess::Raw && spec.socket_mode != SocketMode::Rw {
         return bad("socket_mode ro applies only to a raw socket grant");

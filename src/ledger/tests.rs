@@ -76,14 +76,26 @@ async fn raw_supersedes_limited_and_zeroes_limits_rw_wins_privileged_ors() {
     assert_eq!(a.socket, SocketAccess::Limited);
     assert_eq!(a.limits.max_containers, 20);
     assert_eq!(a.limits.max_volumes, 10, "default applies");
-    ok(&l, grant(group("g"), SocketAccess::Raw, SocketMode::Ro, false)).await;
+    ok(
+        &l,
+        grant(group("g"), SocketAccess::Raw, SocketMode::Ro, false),
+    )
+    .await;
     let a = l.check_access("alice").unwrap();
     assert_eq!(a.socket, SocketAccess::Raw);
     assert_eq!(a.socket_mode, SocketMode::Ro);
     assert_eq!(a.limits, EffectiveLimits::default(), "raw zeroes limits");
     assert!(!a.privileged);
-    ok(&l, grant(user("alice"), SocketAccess::Raw, SocketMode::Rw, false)).await;
-    ok(&l, grant(group("g"), SocketAccess::None, SocketMode::Rw, true)).await;
+    ok(
+        &l,
+        grant(user("alice"), SocketAccess::Raw, SocketMode::Rw, false),
+    )
+    .await;
+    ok(
+        &l,
+        grant(group("g"), SocketAccess::None, SocketMode::Rw, true),
+    )
+    .await;
     let a = l.check_access("alice").unwrap();
     assert_eq!(a.socket_mode, SocketMode::Rw, "rw wins");
     assert!(a.privileged, "privileged ORs");
@@ -144,24 +156,40 @@ async fn idempotent_retry_appends_once_and_different_op_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let l = open(dir.path(), 1000);
     let c1 = l
-        .submit("t", Some("r1".into()), Command::CreateGroup { group: "g".into() })
+        .submit(
+            "t",
+            Some("r1".into()),
+            Command::CreateGroup { group: "g".into() },
+        )
         .await
         .unwrap();
     let c2 = l
-        .submit("t", Some("r1".into()), Command::CreateGroup { group: "g".into() })
+        .submit(
+            "t",
+            Some("r1".into()),
+            Command::CreateGroup { group: "g".into() },
+        )
         .await
         .unwrap();
     assert!(!c1.replayed && c2.replayed);
     assert_eq!(c1.entry.seq, c2.entry.seq);
     assert_eq!(l.snapshot().seq, c1.entry.seq);
     let e = l
-        .submit("t", Some("r1".into()), Command::DeleteGroup { group: "g".into() })
+        .submit(
+            "t",
+            Some("r1".into()),
+            Command::DeleteGroup { group: "g".into() },
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)));
     // Another actor's request ids are its own.
     let c3 = l
-        .submit("u", Some("r1".into()), Command::CreateGroup { group: "h".into() })
+        .submit(
+            "u",
+            Some("r1".into()),
+            Command::CreateGroup { group: "h".into() },
+        )
         .await
         .unwrap();
     assert!(!c3.replayed);
@@ -214,7 +242,11 @@ async fn point_in_time_sees_the_past() {
     let dir = tempfile::tempdir().unwrap();
     let l = open(dir.path(), 3);
     ok(&l, Command::CreateGroup { group: "g".into() }).await;
-    ok(&l, grant(group("g"), SocketAccess::Raw, SocketMode::Rw, false)).await;
+    ok(
+        &l,
+        grant(group("g"), SocketAccess::Raw, SocketMode::Rw, false),
+    )
+    .await;
     let joined = ok(
         &l,
         Command::AddMember {
@@ -224,7 +256,13 @@ async fn point_in_time_sees_the_past() {
     )
     .await;
     for i in 0..10 {
-        ok(&l, Command::CreateGroup { group: format!("x{i}") }).await;
+        ok(
+            &l,
+            Command::CreateGroup {
+                group: format!("x{i}"),
+            },
+        )
+        .await;
     }
     ok(
         &l,
@@ -237,10 +275,18 @@ async fn point_in_time_sees_the_past() {
     assert!(!l.check_access("alice").unwrap().any());
     let s = joined.entry.seq;
     assert!(l.check_access_at("alice", At::Seq(s)).await.unwrap().any());
-    assert!(!l.check_access_at("alice", At::Seq(s - 1)).await.unwrap().any());
+    assert!(!l
+        .check_access_at("alice", At::Seq(s - 1))
+        .await
+        .unwrap()
+        .any());
     let t = joined.entry.time_ns;
     assert!(l.check_access_at("alice", At::Time(t)).await.unwrap().any());
-    assert!(!l.check_access_at("alice", At::Time(t - 1)).await.unwrap().any());
+    assert!(!l
+        .check_access_at("alice", At::Time(t - 1))
+        .await
+        .unwrap()
+        .any());
     l.shutdown().await;
 }
 

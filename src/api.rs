@@ -1,0 +1,468 @@
+//! gRPC handlers for `privledger.v1` (Admin, Authorizer, Audit): check the caller's
+//! role, convert the request, call the ledger, convert the answer. No logic of their
+//! own beyond that.
+
+pub mod auth;
+pub mod convert;
+pub mod layers;
+pub mod status;
+
+use std::pin::Pin;
+
+use base64::Engine;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use crate::ledger::event::{Event, Subject};
+use crate::ledger::{hash_secret, Command, Committed, Ledger, StreamFilter};
+use crate::pb;
+use auth::{require, ADMIN, CHECKERS, READERS, SPAWNERS};
+use convert as cv;
+
+/// Entries buffered per audit stream before the producer waits for the consumer.
+const STREAM_BUFFER: usize = 256;
+
+/// The three services over one ledger.
+#[derive(Clone)]
+pub struct Api {
+    ledger: Ledger,
+}
+
+impl Api {
+    pub fn new(ledger: Ledger) -> Self {
+        Api { ledger }
+    }
+
+    async fn submit(
+        &self,
+        actor: &str,
+        request_id: String,
+        cmd: Command,
+    ) -> Result<Committed, Status> {
+        Ok(self
+            .ledger
+            .submit(actor, cv::request_id(request_id), cmd)
+            .await?)
+    }
+}
+
+fn receipt(c: &Committed) -> pb::MutationReceipt {
+    pb::MutationReceipt {
+        seq: c.entry.seq,
+        replayed: c.replayed,
+    }
+}
+
+/// A fresh bearer secret: 32 random bytes, URL-safe base64, with a recognizable prefix
+/// (so secret scanners can find leaked ones).
+pub fn new_secret() -> Result<String, Status> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Status::unavailable(format!("no randomness available: {e}")))?;
+    Ok(format!(
+        "plg_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+// === impl Admin ===
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for Api {
+    #[instrument(skip_all)]
+    async fn create_group(
+        &self,
+        req: Request<pb::CreateGroupRequest>,
+    ) -> Result<Response<pb::Group>, Status> {
+        let caller = require(&req, ADMIN, "CreateGroup")?;
+        let r = req.into_inner();
+        let c = self
+            .submit(
+                &caller.name,
+                r.request_id,
+                Command::CreateGroup {
+                    group: r.name.clone(),
+                },
+            )
+            .await?;
+        let name = match &c.entry.event {
+            Event::GroupCreated { group } => group.clone(),
+            _ => r.name,
+        };
+        Ok(Response::new(cv::pb_group(
+            &c.state,
+            &name,
+            c.entry.seq,
+            c.replayed,
+        )))
+    }
+
+    #[instrument(skip_all)]
+    async fn delete_group(
+        &self,
+        req: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::MutationReceipt>, Status> {
+        let caller = require(&req, ADMIN, "DeleteGroup")?;
+        let r = req.into_inner();
+        let c = self
+            .submit(
+                &caller.name,
+                r.request_id,
+                Command::DeleteGroup { group: r.name },
+            )
+            .await?;
+        Ok(Response::new(receipt(&c)))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_groups(
+        &self,
+        req: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        require(&req, READERS, "ListGroups")?;
+        let st = self.ledger.snapshot();
+        let mut groups: Vec<pb::GroupSummary> = st
+            .groups()
+            .map(|(name, g)| pb::GroupSummary {
+                name: name.clone(),
+                builtin: g.builtin,
+                member_count: g.members.len() as u32,
+                active_grant_count: st.open_grants_of(&Subject::Group(name.clone())).count() as u32,
+                created_seq: g.created_seq,
+            })
+            .collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups,
+            seq: st.seq,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_group(
+        &self,
+        req: Request<pb::GetGroupRequest>,
+    ) -> Result<Response<pb::Group>, Status> {
+        require(&req, READERS, "GetGroup")?;
+        let name = req.into_inner().name;
+        crate::ledger::names::group(&name)?;
+        let st = self.ledger.snapshot();
+        let g = st
+            .group(&name)
+            .ok_or_else(|| Status::not_found(format!("no group {name:?}")))?;
+        Ok(Response::new(cv::pb_group(
+            &st,
+            &name,
+            g.created_seq,
+            false,
+        )))
+    }
+
+    #[instrument(skip_all)]
+    async fn add_member(
+        &self,
+        req: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::MutationReceipt>, Status> {
+        let caller = require(&req, ADMIN, "AddMember")?;
+        let r = req.into_inner();
+        let c = self
+            .submit(
+                &caller.name,
+                r.request_id,
+                Command::AddMember {
+                    group: r.group,
+                    user: r.user,
+                },
+            )
+            .await?;
+        Ok(Response::new(receipt(&c)))
+    }
+
+    #[instrument(skip_all)]
+    async fn remove_member(
+        &self,
+        req: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::MutationReceipt>, Status> {
+        let caller = require(&req, ADMIN, "RemoveMember")?;
+        let r = req.into_inner();
+        let c = self
+            .submit(
+                &caller.name,
+                r.request_id,
+                Command::RemoveMember {
+                    group: r.group,
+                    user: r.user,
+                },
+            )
+            .await?;
+        Ok(Response::new(receipt(&c)))
+    }
+
+    #[instrument(skip_all)]
+    async fn issue_grant(
+        &self,
+        req: Request<pb::IssueGrantRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        let caller = require(&req, ADMIN, "IssueGrant")?;
+        let r = req.into_inner();
+        let cmd = Command::IssueGrant {
+            subject: cv::subject(r.subject)?,
+            spec: cv::grant_spec(r.spec)?,
+            expires_at_ns: r.expires_at.as_ref().map(cv::time_ns).transpose()?,
+            reason: r.reason,
+        };
+        let c = self.submit(&caller.name, r.request_id, cmd).await?;
+        let g = c
+            .state
+            .grant(c.entry.seq)
+            .ok_or_else(|| Status::internal("issued grant not in state"))?;
+        Ok(Response::new(cv::pb_grant(g)))
+    }
+
+    #[instrument(skip_all)]
+    async fn revoke_grant(
+        &self,
+        req: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        let caller = require(&req, ADMIN, "RevokeGrant")?;
+        let r = req.into_inner();
+        let c = self
+            .submit(
+                &caller.name,
+                r.request_id,
+                Command::RevokeGrant {
+                    grant_id: r.grant_id,
+                    reason: r.reason,
+                },
+            )
+            .await?;
+        let id = match &c.entry.event {
+            Event::GrantRevoked { grant_id, .. } => *grant_id,
+            _ => r.grant_id,
+        };
+        let g = c
+            .state
+            .grant(id)
+            .ok_or_else(|| Status::internal("revoked grant not in state"))?;
+        Ok(Response::new(cv::pb_grant(g)))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_grants(
+        &self,
+        req: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        require(&req, READERS, "ListGrants")?;
+        let r = req.into_inner();
+        let subject = match r.subject {
+            Some(s) => Some(cv::subject(Some(s))?),
+            None => None,
+        };
+        let st = self.ledger.snapshot();
+        let grants = st
+            .grants()
+            .filter(|g| r.include_inactive || g.ended.is_none())
+            .filter(|g| subject.as_ref().is_none_or(|s| &g.subject == s))
+            .map(cv::pb_grant)
+            .collect();
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants,
+            seq: st.seq,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let caller = require(&req, ADMIN, "CreateToken")?;
+        let r = req.into_inner();
+        let role = cv::role(r.role)?;
+        let secret = new_secret()?;
+        let c = self
+            .submit(
+                &caller.name,
+                r.request_id,
+                Command::CreateToken {
+                    name: r.name,
+                    role,
+                    secret_sha256: hash_secret(&secret),
+                },
+            )
+            .await?;
+        let (name, role) = match &c.entry.event {
+            Event::TokenIssued { name, role, .. } => (name.clone(), *role),
+            _ => return Err(Status::internal("unexpected entry for a token")),
+        };
+        Ok(Response::new(pb::CreateTokenResponse {
+            name,
+            role: cv::pb_role(role),
+            // Only the hash is stored: a replay cannot show the secret again.
+            secret: if c.replayed { String::new() } else { secret },
+            seq: c.entry.seq,
+            replayed: c.replayed,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        require(&req, ADMIN, "ListTokens")?;
+        let st = self.ledger.snapshot();
+        let mut tokens: Vec<_> = st.tokens().map(cv::pb_token).collect();
+        tokens.sort_by_key(|t| t.created_seq);
+        Ok(Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    #[instrument(skip_all)]
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::MutationReceipt>, Status> {
+        let caller = require(&req, ADMIN, "RevokeToken")?;
+        let r = req.into_inner();
+        let c = self
+            .submit(
+                &caller.name,
+                r.request_id,
+                Command::RevokeToken { name: r.name },
+            )
+            .await?;
+        Ok(Response::new(receipt(&c)))
+    }
+}
+
+// === impl Authorizer ===
+
+#[tonic::async_trait]
+impl pb::authorizer_server::Authorizer for Api {
+    #[instrument(skip_all)]
+    async fn authorize_spawn(
+        &self,
+        req: Request<pb::AuthorizeSpawnRequest>,
+    ) -> Result<Response<pb::Decision>, Status> {
+        let caller = require(&req, SPAWNERS, "AuthorizeSpawn")?;
+        let r = req.into_inner();
+        let c = self
+            .submit(
+                &caller.name,
+                r.request_id,
+                Command::AuthorizeSpawn {
+                    user: r.user,
+                    server_name: r.server_name,
+                    image: r.image,
+                },
+            )
+            .await?;
+        match &c.entry.event {
+            Event::SpawnDecided(d) => Ok(Response::new(cv::pb_decision(
+                d,
+                c.entry.seq,
+                c.entry.time_ns,
+                &c.state,
+                c.replayed,
+            ))),
+            _ => Err(Status::internal("unexpected entry for a decision")),
+        }
+    }
+
+    async fn check_access(
+        &self,
+        req: Request<pb::CheckAccessRequest>,
+    ) -> Result<Response<pb::Access>, Status> {
+        require(&req, CHECKERS, "CheckAccess")?;
+        let r = req.into_inner();
+        let access = match cv::position(r.at)? {
+            None => self.ledger.check_access(&r.user)?,
+            Some(at) => self.ledger.check_access_at(&r.user, at).await?,
+        };
+        Ok(Response::new(cv::pb_access(&access)))
+    }
+
+    #[instrument(skip_all)]
+    async fn who_has_access(
+        &self,
+        req: Request<pb::WhoHasAccessRequest>,
+    ) -> Result<Response<pb::WhoHasAccessResponse>, Status> {
+        require(&req, READERS, "WhoHasAccess")?;
+        let at = cv::position(req.into_inner().at)?;
+        let (users, seq) = self.ledger.who_has_access(at).await?;
+        Ok(Response::new(pb::WhoHasAccessResponse {
+            users: users.iter().map(cv::pb_access).collect(),
+            seq,
+        }))
+    }
+}
+
+// === impl Audit ===
+
+type EntryStream = Pin<Box<dyn Stream<Item = Result<pb::Entry, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::audit_server::Audit for Api {
+    type StreamStream = EntryStream;
+
+    #[instrument(skip_all)]
+    async fn stream(
+        &self,
+        req: Request<pb::StreamRequest>,
+    ) -> Result<Response<EntryStream>, Status> {
+        require(&req, READERS, "Stream")?;
+        let r = req.into_inner();
+        let filter = StreamFilter {
+            kinds: r.kinds,
+            subject: (!r.subject.is_empty()).then_some(r.subject),
+        };
+        let rx = self
+            .ledger
+            .stream(r.from_seq, r.follow, filter, STREAM_BUFFER)?;
+        let s = ReceiverStream::new(rx).map(|item| match item {
+            Ok(e) => Ok(cv::pb_entry(&e)),
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    #[instrument(skip_all)]
+    async fn head(
+        &self,
+        req: Request<pb::HeadRequest>,
+    ) -> Result<Response<pb::HeadResponse>, Status> {
+        require(&req, READERS, "Head")?;
+        let h = self.ledger.head()?;
+        Ok(Response::new(pb::HeadResponse {
+            seq: h.seq,
+            hash: h.hash.to_vec(),
+            earliest_seq: h.earliest_seq,
+            time: Some(cv::timestamp(h.time_ns)),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn verify(
+        &self,
+        req: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        require(&req, READERS, "Verify")?;
+        let r = req.into_inner();
+        let rep = self.ledger.verify(r.from_seq, r.to_seq).await?;
+        let (first_bad_seq, problem) = match rep.first_bad {
+            Some((s, p)) => (Some(s), p),
+            None => (None, String::new()),
+        };
+        Ok(Response::new(pb::VerifyResponse {
+            ok: first_bad_seq.is_none(),
+            checked: rep.checked,
+            first_bad_seq,
+            problem,
+            from_seq: rep.from_seq,
+            to_seq: rep.to_seq,
+            head_hash: rep.last_hash.to_vec(),
+        }))
+    }
+}

@@ -1,0 +1,320 @@
+//! Conversions between protobuf messages and ledger types; the only file that knows
+//! both. Requests are checked here (`TryFrom`-style functions returning
+//! INVALID_ARGUMENT); responses are built with plain functions.
+
+use prost_types::Timestamp;
+use tonic::Status;
+
+use crate::ledger::event::{
+    EffectiveLimits, GrantSpec, Limits, Role, Seq, SocketAccess, SocketMode, SpawnDecision,
+    Subject, UnixNanos,
+};
+use crate::ledger::policy::{Access, Contribution};
+use crate::ledger::state::{EndKind, GrantState, State, TokenState};
+use crate::ledger::{At, Entry};
+use crate::pb;
+
+fn bad(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg)
+}
+
+// === requests ===
+
+pub fn socket_access(v: i32) -> Result<SocketAccess, Status> {
+    match pb::SocketAccess::try_from(v) {
+        Ok(pb::SocketAccess::Unspecified | pb::SocketAccess::None) => Ok(SocketAccess::None),
+        Ok(pb::SocketAccess::Raw) => Ok(SocketAccess::Raw),
+        Ok(pb::SocketAccess::Limited) => Ok(SocketAccess::Limited),
+        Err(_) => Err(bad(format!("unknown socket access value {v}"))),
+    }
+}
+
+pub fn socket_mode(v: i32) -> Result<SocketMode, Status> {
+    match pb::SocketMode::try_from(v) {
+        Ok(pb::SocketMode::Unspecified | pb::SocketMode::Rw) => Ok(SocketMode::Rw),
+        Ok(pb::SocketMode::Ro) => Ok(SocketMode::Ro),
+        Err(_) => Err(bad(format!("unknown socket mode value {v}"))),
+    }
+}
+
+pub fn role(v: i32) -> Result<Role, Status> {
+    match pb::Role::try_from(v) {
+        Ok(pb::Role::Admin) => Ok(Role::Admin),
+        Ok(pb::Role::Spawner) => Ok(Role::Spawner),
+        Ok(pb::Role::Auditor) => Ok(Role::Auditor),
+        Ok(pb::Role::Unspecified) => Err(bad("a role is required (admin, spawner or auditor)")),
+        Err(_) => Err(bad(format!("unknown role value {v}"))),
+    }
+}
+
+pub fn subject(s: Option<pb::Subject>) -> Result<Subject, Status> {
+    match s.and_then(|s| s.kind) {
+        Some(pb::subject::Kind::User(u)) => Ok(Subject::User(u)),
+        Some(pb::subject::Kind::Group(g)) => Ok(Subject::Group(g)),
+        None => Err(bad("a subject (user or group) is required")),
+    }
+}
+
+pub fn grant_spec(s: Option<pb::GrantSpec>) -> Result<GrantSpec, Status> {
+    let s = s.ok_or_else(|| bad("a grant spec is required"))?;
+    let l = s.limits.unwrap_or_default();
+    Ok(GrantSpec {
+        socket: socket_access(s.socket)?,
+        socket_mode: socket_mode(s.socket_mode)?,
+        privileged: s.privileged,
+        limits: Limits {
+            max_containers: l.max_containers,
+            max_volumes: l.max_volumes,
+            max_networks: l.max_networks,
+            max_storage_gb: l.max_storage_gb,
+            cpu_cap_cores: l.cpu_cap_cores,
+            mem_cap_gb: l.mem_cap_gb,
+            allow_dangerous_flags: l.allow_dangerous_flags,
+        },
+    })
+}
+
+pub fn time_ns(t: &Timestamp) -> Result<UnixNanos, Status> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(bad(format!("timestamp nanos {} out of range", t.nanos)));
+    }
+    t.seconds
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(i64::from(t.nanos)))
+        .ok_or_else(|| bad(format!("timestamp {}s is out of range", t.seconds)))
+}
+
+pub fn position(p: Option<pb::Position>) -> Result<Option<At>, Status> {
+    match p.and_then(|p| p.at) {
+        None => Ok(None),
+        Some(pb::position::At::Seq(s)) => Ok(Some(At::Seq(s))),
+        Some(pb::position::At::Time(t)) => Ok(Some(At::Time(time_ns(&t)?))),
+    }
+}
+
+/// An optional request_id: empty means none.
+pub fn request_id(r: String) -> Option<String> {
+    (!r.is_empty()).then_some(r)
+}
+
+// === responses ===
+
+pub fn timestamp(ns: UnixNanos) -> Timestamp {
+    Timestamp {
+        seconds: ns.div_euclid(1_000_000_000),
+        nanos: ns.rem_euclid(1_000_000_000) as i32,
+    }
+}
+
+fn pb_socket(s: SocketAccess) -> i32 {
+    match s {
+        SocketAccess::None => pb::SocketAccess::None,
+        SocketAccess::Raw => pb::SocketAccess::Raw,
+        SocketAccess::Limited => pb::SocketAccess::Limited,
+    }
+    .into()
+}
+
+fn pb_mode(m: SocketMode) -> i32 {
+    match m {
+        SocketMode::Rw => pb::SocketMode::Rw,
+        SocketMode::Ro => pb::SocketMode::Ro,
+    }
+    .into()
+}
+
+pub fn pb_role(r: Role) -> i32 {
+    match r {
+        Role::Admin => pb::Role::Admin,
+        Role::Spawner => pb::Role::Spawner,
+        Role::Auditor => pb::Role::Auditor,
+    }
+    .into()
+}
+
+pub fn pb_subject(s: &Subject) -> pb::Subject {
+    pb::Subject {
+        kind: Some(match s {
+            Subject::User(u) => pb::subject::Kind::User(u.clone()),
+            Subject::Group(g) => pb::subject::Kind::Group(g.clone()),
+        }),
+    }
+}
+
+pub fn pb_spec(s: &GrantSpec) -> pb::GrantSpec {
+    let l = &s.limits;
+    pb::GrantSpec {
+        socket: pb_socket(s.socket),
+        socket_mode: pb_mode(s.socket_mode),
+        privileged: s.privileged,
+        limits: (!l.is_empty()).then_some(pb::Limits {
+            max_containers: l.max_containers,
+            max_volumes: l.max_volumes,
+            max_networks: l.max_networks,
+            max_storage_gb: l.max_storage_gb,
+            cpu_cap_cores: l.cpu_cap_cores,
+            mem_cap_gb: l.mem_cap_gb,
+            allow_dangerous_flags: l.allow_dangerous_flags,
+        }),
+    }
+}
+
+pub fn pb_limits(l: &EffectiveLimits) -> pb::EffectiveLimits {
+    pb::EffectiveLimits {
+        max_containers: l.max_containers,
+        max_volumes: l.max_volumes,
+        max_networks: l.max_networks,
+        max_storage_gb: l.max_storage_gb,
+        cpu_cap_cores: l.cpu_cap_cores,
+        mem_cap_gb: l.mem_cap_gb,
+        allow_dangerous_flags: l.allow_dangerous_flags,
+    }
+}
+
+pub fn pb_grant(g: &GrantState) -> pb::Grant {
+    let (status, ended_seq, ended_reason) = match &g.ended {
+        None => (pb::GrantStatus::Active, None, String::new()),
+        Some(e) => (
+            match e.kind {
+                EndKind::Expired => pb::GrantStatus::Expired,
+                EndKind::Revoked | EndKind::GroupDeleted => pb::GrantStatus::Revoked,
+            },
+            Some(e.seq),
+            e.reason.clone(),
+        ),
+    };
+    pb::Grant {
+        id: g.id,
+        subject: Some(pb_subject(&g.subject)),
+        spec: Some(pb_spec(&g.spec)),
+        expires_at: g.expires_at_ns.map(timestamp),
+        reason: g.reason.clone(),
+        issued_by: g.issued_by.clone(),
+        issued_at: Some(timestamp(g.issued_at_ns)),
+        status: status.into(),
+        ended_seq,
+        ended_reason,
+        builtin: g.builtin,
+    }
+}
+
+fn pb_contribution(c: &Contribution) -> pb::Contribution {
+    pb::Contribution {
+        grant_id: c.grant_id,
+        via_group: c.via_group.clone().unwrap_or_default(),
+        spec: Some(pb_spec(&c.spec)),
+        expires_at: c.expires_at_ns.map(timestamp),
+        reason: c.reason.clone(),
+    }
+}
+
+pub fn pb_access(a: &Access) -> pb::Access {
+    pb::Access {
+        user: a.user.clone(),
+        socket: pb_socket(a.socket),
+        socket_mode: pb_mode(a.socket_mode),
+        privileged: a.privileged,
+        limits: Some(pb_limits(&a.limits)),
+        provenance: a.provenance.iter().map(pb_contribution).collect(),
+        seq: a.seq,
+        evaluated_at: Some(timestamp(a.evaluated_at_ns)),
+    }
+}
+
+/// A recorded decision as an answer; provenance details come from `state`, which
+/// keeps every grant ever issued.
+pub fn pb_decision(
+    d: &SpawnDecision,
+    seq: Seq,
+    time_ns: UnixNanos,
+    state: &State,
+    replayed: bool,
+) -> pb::Decision {
+    let provenance = d
+        .grants
+        .iter()
+        .filter_map(|(id, via)| {
+            state.grant(*id).map(|g| pb::Contribution {
+                grant_id: *id,
+                via_group: via.clone(),
+                spec: Some(pb_spec(&g.spec)),
+                expires_at: g.expires_at_ns.map(timestamp),
+                reason: g.reason.clone(),
+            })
+        })
+        .collect();
+    pb::Decision {
+        decision_id: d.decision_id.clone(),
+        seq,
+        evaluated_at_seq: d.evaluated_at_seq,
+        allowed: d.allowed,
+        reason: d.reason.clone(),
+        access: Some(pb::Access {
+            user: d.user.clone(),
+            socket: pb_socket(d.socket),
+            socket_mode: pb_mode(d.socket_mode),
+            privileged: d.privileged,
+            limits: Some(pb_limits(&d.limits)),
+            provenance,
+            seq: d.evaluated_at_seq,
+            evaluated_at: Some(timestamp(time_ns)),
+        }),
+        fragments: Some(pb::SpawnFragments {
+            binds: d.binds.clone(),
+            privileged: d.privileged,
+            labels: d.labels.iter().cloned().collect(),
+            env: d.env.iter().cloned().collect(),
+        }),
+        replayed,
+    }
+}
+
+pub fn pb_token(t: &TokenState) -> pb::TokenInfo {
+    pb::TokenInfo {
+        name: t.name.clone(),
+        role: pb_role(t.role),
+        created_seq: t.created_seq,
+        created_by: t.created_by.clone(),
+        revoked: t.revoked_seq.is_some(),
+        revoked_seq: t.revoked_seq,
+    }
+}
+
+pub fn pb_group(state: &State, name: &str, seq: Seq, replayed: bool) -> pb::Group {
+    match state.group(name) {
+        Some(g) => pb::Group {
+            name: name.to_string(),
+            builtin: g.builtin,
+            members: g.members.iter().cloned().collect(),
+            grants: state
+                .open_grants_of(&Subject::Group(name.to_string()))
+                .map(pb_grant)
+                .collect(),
+            created_seq: g.created_seq,
+            seq,
+            replayed,
+        },
+        // Deleted since (only on a replayed create).
+        None => pb::Group {
+            name: name.to_string(),
+            created_seq: seq,
+            seq,
+            replayed,
+            ..pb::Group::default()
+        },
+    }
+}
+
+pub fn pb_entry(e: &Entry) -> pb::Entry {
+    pb::Entry {
+        seq: e.seq,
+        time: Some(timestamp(e.time_ns)),
+        time_unix_nanos: e.time_ns,
+        actor: e.actor.clone(),
+        request_id: e.request_id.clone().unwrap_or_default(),
+        kind: e.event.kind().to_string(),
+        prev_hash: e.prev_hash.to_vec(),
+        hash: e.hash.to_vec(),
+        body: e.body.clone(),
+    }
+}

@@ -1,0 +1,26 @@
+//! The one place ledger errors become gRPC statuses.
+
+use tonic::Status;
+use tracing::error;
+
+use crate::ledger::Error;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        match e {
+            Error::InvalidArgument(m) => Status::invalid_argument(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            // Fail closed: the caller learns nothing was stored.
+            Error::Unavailable(m) => Status::unavailable(m),
+            e @ (Error::Corrupt { .. } | Error::Store(_)) => {
+                error!(error = %e, "ledger storage error");
+                match e {
+                    Error::Store(_) => Status::unavailable("ledger storage is not available"),
+                    _ => Status::internal("the stored ledger is damaged; run verify"),
+                }
+            }
+        }
+    }
+}

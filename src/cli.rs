@@ -1,0 +1,326 @@
+//! The command line: `serve`, and client commands that talk to a running server.
+
+mod client;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "privledger",
+    version,
+    about = "Decide which Docker privileges a user's container gets, and keep a tamper-evident ledger of why",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: Connection,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// How client commands reach the server.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// Server address.
+    #[arg(long, global = true, env = config::ENV_SERVER, default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// Bearer token secret.
+    #[arg(long, global = true, env = config::ENV_TOKEN, hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token (default: the admin token of the default data
+    /// directory, when readable).
+    #[arg(long, global = true, env = config::ENV_TOKEN_FILE)]
+    pub token_file: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the ledger service.
+    Serve(ServeArgs),
+    /// Manage groups and their members.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Issue, revoke and list grants.
+    #[command(subcommand)]
+    Grant(GrantCmd),
+    /// A user's effective access, now or at a past position.
+    Check {
+        user: String,
+        /// A seq, or an RFC 3339 time such as 2026-03-01T14:00:00Z.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Ask for (and record) a spawn decision, as a spawner would.
+    Authorize {
+        user: String,
+        #[arg(long, default_value = "")]
+        server_name: String,
+        #[arg(long, default_value = "")]
+        image: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Everyone with any Docker privilege, now or at a past position.
+    Who {
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Read the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Recompute the hash chain and report the first entry that does not match.
+    Verify {
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 0)]
+        to: u64,
+    },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = config::ENV_CONFIG)]
+    pub config: Option<PathBuf>,
+    /// Data directory (ledger and admin token).
+    #[arg(long = "data", env = config::ENV_DATA)]
+    pub data_dir: Option<PathBuf>,
+    /// TCP address to listen on, or "none" [default: 127.0.0.1:50051].
+    #[arg(long, env = config::ENV_LISTEN)]
+    pub listen: Option<String>,
+    /// Also listen on this Unix socket.
+    #[arg(long, env = config::ENV_UNIX_SOCKET)]
+    pub unix_socket: Option<PathBuf>,
+    /// Entries between state checkpoints [default: 10000].
+    #[arg(long, env = config::ENV_CHECKPOINT_INTERVAL)]
+    pub checkpoint_interval: Option<u64>,
+    /// Largest accepted request, in bytes [default: 65536].
+    #[arg(long, env = config::ENV_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: Option<usize>,
+    /// Docker socket on the host, bound for raw grants [default: /var/run/docker.sock].
+    #[arg(long, env = config::ENV_HOST_SOCKET)]
+    pub host_socket: Option<String>,
+    /// Where the socket appears in the container [default: /var/run/docker.sock].
+    #[arg(long, env = config::ENV_CONTAINER_SOCKET)]
+    pub container_socket: Option<String>,
+    /// Host directory of per-user limited sockets [default: /run/privledger/users].
+    #[arg(long, env = config::ENV_LIMITED_HOST_DIR)]
+    pub limited_host_dir: Option<String>,
+    /// Where the limited socket appears in the container [default: /run/privledger/docker.sock].
+    #[arg(long, env = config::ENV_LIMITED_CONTAINER_SOCKET)]
+    pub limited_container_socket: Option<String>,
+    /// Built-in groups, `NAME=SOCKET[:MODE][:privileged]` separated by `;`
+    /// [default: docker-privileged=raw:rw].
+    #[arg(long, env = config::ENV_BUILTIN_GROUPS)]
+    pub builtin_groups: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    Delete {
+        name: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    AddMember {
+        group: String,
+        user: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    RemoveMember {
+        group: String,
+        user: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantCmd {
+    Issue(IssueArgs),
+    Revoke {
+        id: u64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    List {
+        #[arg(long, conflicts_with = "group")]
+        user: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+        /// Include revoked and expired grants.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["user", "group"])))]
+pub struct IssueArgs {
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub group: Option<String>,
+    /// none, raw or limited.
+    #[arg(long, default_value = "none")]
+    pub socket: String,
+    /// rw or ro (raw only).
+    #[arg(long)]
+    pub mode: Option<String>,
+    #[arg(long)]
+    pub privileged: bool,
+    #[arg(long)]
+    pub max_containers: Option<u32>,
+    #[arg(long)]
+    pub max_volumes: Option<u32>,
+    #[arg(long)]
+    pub max_networks: Option<u32>,
+    #[arg(long)]
+    pub max_storage_gb: Option<f64>,
+    #[arg(long)]
+    pub cpu_cap_cores: Option<f64>,
+    #[arg(long)]
+    pub mem_cap_gb: Option<f64>,
+    #[arg(long)]
+    pub allow_dangerous_flags: bool,
+    /// A duration from now (30d, 12h) or an RFC 3339 time.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Why (mandatory).
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Print entries (and keep following with --follow).
+    Tail {
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        #[arg(long)]
+        follow: bool,
+        /// Only these kinds (repeatable).
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Only entries concerning this user, group, token or id.
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// Write entries as JSON lines, with the exact hashed bodies.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
+    /// The chain head.
+    Head,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    Create {
+        name: String,
+        /// admin, spawner or auditor.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    List,
+    Revoke {
+        name: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            unix_socket: self.unix_socket.clone(),
+            data_dir: self.data_dir.clone(),
+            checkpoint_interval: self.checkpoint_interval,
+            max_request_bytes: self.max_request_bytes,
+            host_socket: self.host_socket.clone(),
+            container_socket: self.container_socket.clone(),
+            limited_host_dir: self.limited_host_dir.clone(),
+            limited_container_socket: self.limited_container_socket.clone(),
+            builtin_groups: self.builtin_groups.clone(),
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("privledger: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Cmd::Serve(args) => {
+            // Configuration is checked before anything is bound.
+            let cfg = match Config::load(args.config.as_deref(), &args.overrides()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("privledger: {e}");
+                    return ExitCode::from(64); // EX_USAGE
+                }
+            };
+            crate::telemetry::init();
+            rt.block_on(serve(cfg))
+        }
+        command => rt.block_on(client::run(cli.conn, command)),
+    }
+}
+
+async fn serve(cfg: Config) -> ExitCode {
+    let listener = match cfg.listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("privledger: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    match crate::server::run(cfg, listener, crate::signal::shutdown()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("privledger: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! Client commands: connect with a bearer token, call the RPC, print the answer.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use serde_json::json;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use super::output::{self, Out};
+use super::{AuditCmd, Cmd, Connection, GrantCmd, GroupCmd, IssueArgs, TokenCmd};
+use crate::api::convert::timestamp;
+use crate::pb;
+
+/// A client-side failure, printed as one line.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach the server at {server}: {message}")]
+    Connect { server: String, message: String },
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Rpc(Status),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<Status> for CliError {
+    fn from(s: Status) -> Self {
+        CliError::Rpc(s)
+    }
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Adds `authorization: Bearer …` to every call.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Svc = InterceptedService<Channel, Bearer>;
+
+struct Clients {
+    admin: pb::admin_client::AdminClient<Svc>,
+    authz: pb::authorizer_client::AuthorizerClient<Svc>,
+    audit: pb::audit_client::AuditClient<Svc>,
+}
+
+/// Largest response the CLI accepts (WhoHasAccess over a large population is big).
+const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+
+fn token(conn: &Connection) -> Result<Option<String>, CliError> {
+    if let Some(t) = &conn.token {
+        return Ok(Some(t.trim().to_string()));
+    }
+    let (path, explicit) = match &conn.token_file {
+        Some(p) => (p.clone(), true),
+        None => {
+            let data = std::env::var_os(crate::config::ENV_DATA)
+                .map(Into::into)
+                .unwrap_or_else(crate::config::default_data_dir);
+            (data.join(crate::config::ADMIN_TOKEN_FILE), false)
+        }
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if explicit => Err(CliError::Usage(format!(
+            "cannot read token file {}: {e}",
+            path.display()
+        ))),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn connect(conn: &Connection) -> Result<Clients, CliError> {
+    let bearer = match token(conn)? {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| CliError::Usage("the token contains invalid characters".into()))?,
+        ),
+        None => None,
+    };
+    let endpoint = Endpoint::from_shared(conn.server.clone())
+        .map_err(|e| CliError::Usage(format!("invalid --server {:?}: {e}", conn.server)))?;
+    let channel = endpoint.connect().await.map_err(|e| CliError::Connect {
+        server: conn.server.clone(),
+        message: source_chain(&e),
+    })?;
+    let b = Bearer(bearer);
+    Ok(Clients {
+        admin: pb::admin_client::AdminClient::with_interceptor(channel.clone(), b.clone())
+            .max_decoding_message_size(MAX_RESPONSE),
+        authz: pb::authorizer_client::AuthorizerClient::with_interceptor(
+            channel.clone(),
+            b.clone(),
+        )
+        .max_decoding_message_size(MAX_RESPONSE),
+        audit: pb::audit_client::AuditClient::with_interceptor(channel, b)
+            .max_decoding_message_size(MAX_RESPONSE),
+    })
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Runs a client command; prints one error line and exits non-zero on failure.
+pub async fn run(conn: Connection, cmd: Cmd) -> ExitCode {
+    let out = Out { json: conn.json };
+    match dispatch(&conn, cmd, &out).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("privledger: {e}");
+            match e {
+                CliError::Usage(_) => ExitCode::from(64),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn rid(r: Option<String>) -> String {
+    r.unwrap_or_default()
+}
+
+fn parse_position(at: Option<String>) -> Result<Option<pb::Position>, CliError> {
+    let Some(at) = at else { return Ok(None) };
+    let at_pos = if let Ok(seq) = at.parse::<u64>() {
+        pb::position::At::Seq(seq)
+    } else {
+        let t = humantime::parse_rfc3339_weak(&at).map_err(|e| {
+            CliError::Usage(format!(
+                "--at {at:?} is neither a seq nor an RFC 3339 time: {e}"
+            ))
+        })?;
+        pb::position::At::Time(system_time(t))
+    };
+    Ok(Some(pb::Position { at: Some(at_pos) }))
+}
+
+fn system_time(t: SystemTime) -> prost_types::Timestamp {
+    let ns = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    timestamp(ns)
+}
+
+fn parse_expiry(s: &str) -> Result<prost_types::Timestamp, CliError> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(system_time(SystemTime::now() + d));
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(system_time)
+        .map_err(|_| {
+            CliError::Usage(format!(
+                "--expires {s:?} is neither a duration (30d, 12h) nor an RFC 3339 time"
+            ))
+        })
+}
+
+fn socket_value(s: &str) -> Result<i32, CliError> {
+    let v: crate::ledger::event::SocketAccess = s.parse().map_err(CliError::Usage)?;
+    Ok(match v {
+        crate::ledger::event::SocketAccess::None => pb::SocketAccess::None,
+        crate::ledger::event::SocketAccess::Raw => pb::SocketAccess::Raw,
+        crate::ledger::event::SocketAccess::Limited => pb::SocketAccess::Limited,
+    }
+    .into())
+}
+
+fn issue_request(a: IssueArgs) -> Result<pb::IssueGrantRequest, CliError> {
+    let subject = match (a.user, a.group) {
+        (Some(u), None) => pb::subject::Kind::User(u),
+        (None, Some(g)) => pb::subject::Kind::Group(g),
+        _ => {
+            return Err(CliError::Usage(
+                "give exactly one of --user or --group".into(),
+            ))
+        }
+    };
+    let mode = match a.mode.as_deref() {
+        None => pb::SocketMode::Unspecified,
+        Some("rw") => pb::SocketMode::Rw,
+        Some("ro") => pb::SocketMode::Ro,
+        Some(m) => return Err(CliError::Usage(format!("--mode {m:?}: expected rw or ro"))),
+    };
+    let limits = pb::Limits {
+        max_containers: a.max_containers,
+        max_volumes: a.max_volumes,
+        max_networks: a.max_networks,
+        max_storage_gb: a.max_storage_gb,
+        cpu_cap_cores: a.cpu_cap_cores,
+        mem_cap_gb: a.mem_cap_gb,
+        allow_dangerous_flags: a.allow_dangerous_flags.then_some(true),
+    };
+    let has_limits = limits != pb::Limits::default();
+    Ok(pb::IssueGrantRequest {
+        subject: Some(pb::Subject {
+            kind: Some(subject),
+        }),
+        spec: Some(pb::GrantSpec {
+            socket: socket_value(&a.socket)?,
+            socket_mode: mode.into(),
+            privileged: a.privileged,
+            limits: has_limits.then_some(limits),
+        }),
+        expires_at: a.expires.as_deref().map(parse_expiry).transpose()?,
+        reason: a.reason,
+        request_id: rid(a.request_id),
+    })
+}
+
+async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, CliError> {
+    let mut c = connect(conn).await?;
+    match cmd {
+        Cmd::Serve(_) => unreachable!("serve is handled by the caller"),
+        Cmd::Group(g) => match g {
+            GroupCmd::Create { name, request_id } => {
+                let g = c
+                    .admin
+                    .create_group(pb::CreateGroupRequest {
+                        name,
+                        request_id: rid(request_id),
+                    })
+                    .await?
+                    .into_inner();
+                out.group(&g);
+            }
+            GroupCmd::Delete { name, request_id } => {
+                let r = c
+                    .admin
+                    .delete_group(pb::DeleteGroupRequest {
+                        name: name.clone(),
+                        request_id: rid(request_id),
+                    })
+                    .await?
+                    .into_inner();
+                out.receipt(&format!("deleted group {name}"), &r);
+            }
+            GroupCmd::List => {
+                let r = c
+                    .admin
+                    .list_groups(pb::ListGroupsRequest {})
+                    .await?
+                    .into_inner();
+                out.groups(&r);
+            }
+            GroupCmd::Show { name } => {
+                let g = c
+                    .admin
+                    .get_group(pb::GetGroupRequest { name })
+                    .await?
+                    .into_inner();
+                out.group(&g);
+            }
+            GroupCmd::AddMember {
+                group,
+                user,
+                request_id,
+            } => {
+                let r = c
+                    .admin
+                    .add_member(pb::MemberRequest {
+                        group: group.clone(),
+                        user: user.clone(),
+                        request_id: rid(request_id),
+                    })
+                    .await?
+                    .into_inner();
+                out.receipt(&format!("added {user} to {group}"), &r);
+            }
+            GroupCmd::RemoveMember {
+                group,
+                user,
+                request_id,
+            } => {
+                let r = c
+                    .admin
+                    .remove_member(pb::MemberRequest {
+                        group: group.clone(),
+                        user: user.clone(),
+                        request_id: rid(request_id),
+                    })
+                    .await?
+                    .into_inner();
+                out.receipt(&format!("removed {user} from {group}"), &r);
+            }
+        },
+        Cmd::Grant(g) => match g {
+            GrantCmd::Issue(a) => {
+                let g = c.admin.issue_grant(issue_request(a)?).await?.into_inner();
+                out.grants(&[g], true);
+            }
+            GrantCmd::Revoke {
+                id,
+                reason,
+                request_id,
+            } => {
+                let g = c
+                    .admin
+                    .revoke_grant(pb::RevokeGrantRequest {
+                        grant_id: id,
+                        reason,
+                        request_id: rid(request_id),
+                    })
+                    .await?
+                    .into_inner();
+                out.grants(&[g], true);
+            }
+            GrantCmd::List { user, group, all } => {
+                let subject = match (user, group) {
+                    (Some(u), _) => Some(pb::Subject {
+                        kind: Some(pb::subject::Kind::User(u)),
+                    }),
+                    (_, Some(g)) => Some(pb::Subject {
+                        kind: Some(pb::subject::Kind::Group(g)),
+                    }),
+                    _ => None,
+                };
+                let r = c
+                    .admin
+                    .list_grants(pb::ListGrantsRequest {
+                        subject,
+                        include_inactive: all,
+                    })
+                    .await?
+                    .into_inner();
+                out.grants(&r.grants, false);
+            }
+        },
+        Cmd::Check { user, at } => {
+            let a = c
+                .authz
+                .check_access(pb::CheckAccessRequest {
+                    user,
+                    at: parse_position(at)?,
+                })
+                .await?
+                .into_inner();
+            out.access(&a);
+        }
+        Cmd::Authorize {
+            user,
+            server_name,
+            image,
+            request_id,
+        } => {
+            let d = c
+                .authz
+                .authorize_spawn(pb::AuthorizeSpawnRequest {
+                    user,
+                    server_name,
+                    image,
+                    request_id: rid(request_id),
+                })
+                .await?
+                .into_inner();
+            out.decision(&d);
+        }
+        Cmd::Who { at } => {
+            let r = c
+                .authz
+                .who_has_access(pb::WhoHasAccessRequest {
+                    at: parse_position(at)?,
+                })
+                .await?
+                .into_inner();
+            out.who(&r);
+        }
+        Cmd::Audit(a) => match a {
+            AuditCmd::Tail {
+                from,
+                follow,
+                kinds,
+                subject,
+            } => {
+                let mut s = c
+                    .audit
+                    .stream(pb::StreamRequest {
+                        from_seq: from,
+                        follow,
+                        kinds,
+                        subject: subject.unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner();
+                let stdout = std::io::stdout();
+                while let Some(e) = s.message().await? {
+                    let mut lock = stdout.lock();
+                    let line = if out.json {
+                        output::entry_json(&e).to_string()
+                    } else {
+                        output::entry_line(&e)
+                    };
+                    if writeln!(lock, "{line}")
+                        .and_then(|()| lock.flush())
+                        .is_err()
+                    {
+                        break; // stdout closed (e.g. piped into head)
+                    }
+                }
+            }
+            AuditCmd::Export { out: path, from } => {
+                let head = c.audit.head(pb::HeadRequest {}).await?.into_inner();
+                let total = head
+                    .seq
+                    .saturating_sub(from.max(1).max(head.earliest_seq) - 1);
+                let file = std::fs::File::create(&path)?;
+                let mut w = std::io::BufWriter::new(file);
+                let bar = indicatif::ProgressBar::new(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {pos}/{len} entries ({per_sec}, eta {eta})",
+                    )
+                    .expect("valid template"),
+                );
+                let mut s = c
+                    .audit
+                    .stream(pb::StreamRequest {
+                        from_seq: from,
+                        follow: false,
+                        kinds: vec![],
+                        subject: String::new(),
+                    })
+                    .await?
+                    .into_inner();
+                let mut n = 0u64;
+                while let Some(e) = s.message().await? {
+                    if e.seq > head.seq {
+                        break;
+                    }
+                    serde_json::to_writer(&mut w, &output::entry_json(&e))
+                        .map_err(std::io::Error::other)?;
+                    w.write_all(b"\n")?;
+                    n += 1;
+                    if n % 1024 == 0 {
+                        bar.set_position(n);
+                    }
+                }
+                w.flush()?;
+                w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                bar.finish_and_clear();
+                if out.json {
+                    println!(
+                        "{}",
+                        json!({"exported": n, "out": path, "head_seq": head.seq})
+                    );
+                } else {
+                    println!(
+                        "exported {n} entries to {} (through seq {})",
+                        path.display(),
+                        head.seq
+                    );
+                }
+            }
+            AuditCmd::Head => {
+                let h = c.audit.head(pb::HeadRequest {}).await?.into_inner();
+                out.head(&h);
+            }
+        },
+        Cmd::Verify { from, to } => {
+            let r = c
+                .audit
+                .verify(pb::VerifyRequest {
+                    from_seq: from,
+                    to_seq: to,
+                })
+                .await?
+                .into_inner();
+            out.verify(&r);
+            if !r.ok {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Cmd::Token(t) => match t {
+            TokenCmd::Create {
+                name,
+                role,
+                request_id,
+            } => {
+                let role = match role.as_str() {
+                    "admin" => pb::Role::Admin,
+                    "spawner" => pb::Role::Spawner,
+                    "auditor" => pb::Role::Auditor,
+                    r => {
+                        return Err(CliError::Usage(format!(
+                            "--role {r:?}: expected admin, spawner or auditor"
+                        )))
+                    }
+                };
+                let r = c
+                    .admin
+                    .create_token(pb::CreateTokenRequest {
+                        name,
+                        role: role.into(),
+                        request_id: rid(request_id),
+                    })
+                    .await?
+                    .into_inner();
+                out.token_created(&r);
+            }
+            TokenCmd::List => {
+                let r = c
+                    .admin
+                    .list_tokens(pb::ListTokensRequest {})
+                    .await?
+                    .into_inner();
+                out.tokens(&r);
+            }
+            TokenCmd::Revoke { name, request_id } => {
+                let r = c
+                    .admin
+                    .revoke_token(pb::RevokeTokenRequest {
+                        name: name.clone(),
+                        request_id: rid(request_id),
+                    })
+                    .await?
+                    .into_inner();
+                out.receipt(&format!("revoked token {name}"), &r);
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}

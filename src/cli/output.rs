@@ -1,0 +1,514 @@
+//! Rendering of answers: human tables (comfy-table) or JSON (`--json`).
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde_json::{json, Value};
+
+use crate::ledger::format_time;
+use crate::pb;
+
+pub struct Out {
+    pub json: bool,
+}
+
+fn ts(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .map(|t| format_time(t.seconds * 1_000_000_000 + i64::from(t.nanos)))
+        .unwrap_or_default()
+}
+
+fn ts_json(t: &Option<prost_types::Timestamp>) -> Value {
+    match t {
+        Some(_) => Value::String(ts(t)),
+        None => Value::Null,
+    }
+}
+
+pub fn socket(v: i32) -> &'static str {
+    match pb::SocketAccess::try_from(v) {
+        Ok(pb::SocketAccess::Raw) => "raw",
+        Ok(pb::SocketAccess::Limited) => "limited",
+        _ => "none",
+    }
+}
+
+pub fn mode(v: i32) -> &'static str {
+    match pb::SocketMode::try_from(v) {
+        Ok(pb::SocketMode::Ro) => "ro",
+        _ => "rw",
+    }
+}
+
+fn role(v: i32) -> &'static str {
+    match pb::Role::try_from(v) {
+        Ok(pb::Role::Admin) => "admin",
+        Ok(pb::Role::Spawner) => "spawner",
+        Ok(pb::Role::Auditor) => "auditor",
+        _ => "unspecified",
+    }
+}
+
+fn status(v: i32) -> &'static str {
+    match pb::GrantStatus::try_from(v) {
+        Ok(pb::GrantStatus::Active) => "active",
+        Ok(pb::GrantStatus::Revoked) => "revoked",
+        Ok(pb::GrantStatus::Expired) => "expired",
+        _ => "unknown",
+    }
+}
+
+fn subject(s: &Option<pb::Subject>) -> (String, String) {
+    match s.as_ref().and_then(|s| s.kind.as_ref()) {
+        Some(pb::subject::Kind::User(u)) => ("user".into(), u.clone()),
+        Some(pb::subject::Kind::Group(g)) => ("group".into(), g.clone()),
+        None => (String::new(), String::new()),
+    }
+}
+
+fn spec_text(s: &Option<pb::GrantSpec>) -> String {
+    let Some(s) = s else { return String::new() };
+    let mut parts = Vec::new();
+    match socket(s.socket) {
+        "raw" => parts.push(format!("raw:{}", mode(s.socket_mode))),
+        "limited" => parts.push("limited".into()),
+        _ => {}
+    }
+    if s.privileged {
+        parts.push("privileged".into());
+    }
+    parts.join(" + ")
+}
+
+fn limits_json(l: &Option<pb::Limits>) -> Value {
+    match l {
+        None => Value::Null,
+        Some(l) => json!({
+            "max_containers": l.max_containers, "max_volumes": l.max_volumes,
+            "max_networks": l.max_networks, "max_storage_gb": l.max_storage_gb,
+            "cpu_cap_cores": l.cpu_cap_cores, "mem_cap_gb": l.mem_cap_gb,
+            "allow_dangerous_flags": l.allow_dangerous_flags,
+        }),
+    }
+}
+
+fn spec_json(s: &Option<pb::GrantSpec>) -> Value {
+    let Some(s) = s else { return Value::Null };
+    json!({
+        "socket": socket(s.socket), "socket_mode": mode(s.socket_mode),
+        "privileged": s.privileged, "limits": limits_json(&s.limits),
+    })
+}
+
+fn grant_json(g: &pb::Grant) -> Value {
+    let (kind, name) = subject(&g.subject);
+    json!({
+        "id": g.id, "subject": {kind: name}, "spec": spec_json(&g.spec),
+        "expires_at": ts_json(&g.expires_at), "reason": g.reason, "issued_by": g.issued_by,
+        "issued_at": ts_json(&g.issued_at), "status": status(g.status),
+        "ended_seq": g.ended_seq, "ended_reason": g.ended_reason, "builtin": g.builtin,
+    })
+}
+
+fn effective_limits_json(l: &Option<pb::EffectiveLimits>) -> Value {
+    let l = l.clone().unwrap_or_default();
+    json!({
+        "max_containers": l.max_containers, "max_volumes": l.max_volumes,
+        "max_networks": l.max_networks, "max_storage_gb": l.max_storage_gb,
+        "cpu_cap_cores": l.cpu_cap_cores, "mem_cap_gb": l.mem_cap_gb,
+        "allow_dangerous_flags": l.allow_dangerous_flags,
+    })
+}
+
+pub fn access_json(a: &pb::Access) -> Value {
+    let grants: Vec<Value> = a
+        .provenance
+        .iter()
+        .map(|c| {
+            json!({
+                "grant_id": c.grant_id,
+                "via_group": if c.via_group.is_empty() { Value::Null } else { Value::String(c.via_group.clone()) },
+                "spec": spec_json(&c.spec), "expires_at": ts_json(&c.expires_at), "reason": c.reason,
+            })
+        })
+        .collect();
+    json!({
+        "user": a.user, "socket": socket(a.socket), "socket_mode": mode(a.socket_mode),
+        "privileged": a.privileged, "limits": effective_limits_json(&a.limits),
+        "grants": grants, "seq": a.seq, "evaluated_at": ts_json(&a.evaluated_at),
+    })
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(header.to_vec());
+    t
+}
+
+/// The entry as JSON: metadata, the parsed event, and the exact hashed body text.
+pub fn entry_json(e: &pb::Entry) -> Value {
+    let body = String::from_utf8_lossy(&e.body).into_owned();
+    let event = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|mut v| v.get_mut("event").map(Value::take))
+        .unwrap_or(Value::Null);
+    json!({
+        "seq": e.seq, "time": ts_json(&e.time), "time_unix_nanos": e.time_unix_nanos,
+        "actor": e.actor,
+        "request_id": if e.request_id.is_empty() { Value::Null } else { Value::String(e.request_id.clone()) },
+        "kind": e.kind, "event": event, "prev_hash": hex::encode(&e.prev_hash),
+        "hash": hex::encode(&e.hash), "body": body,
+    })
+}
+
+/// One readable line per entry.
+pub fn entry_line(e: &pb::Entry) -> String {
+    let mut event = serde_json::from_slice::<Value>(&e.body)
+        .ok()
+        .and_then(|mut v| v.get_mut("event").map(Value::take))
+        .unwrap_or(Value::Null);
+    if let Some(o) = event.as_object_mut() {
+        o.remove("kind");
+    }
+    let details = match &event {
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    format!(
+        "{:>6}  {}  {:<10}  {:<22}  {}",
+        e.seq,
+        ts(&e.time),
+        e.actor,
+        e.kind,
+        details
+    )
+}
+
+impl Out {
+    fn print(&self, v: Value) {
+        println!("{v}");
+    }
+
+    pub fn receipt(&self, what: &str, r: &pb::MutationReceipt) {
+        if self.json {
+            self.print(json!({"seq": r.seq, "replayed": r.replayed}));
+        } else if r.replayed {
+            println!(
+                "{what} (already recorded at seq {}; nothing appended)",
+                r.seq
+            );
+        } else {
+            println!("{what} (seq {})", r.seq);
+        }
+    }
+
+    pub fn group(&self, g: &pb::Group) {
+        if self.json {
+            self.print(json!({
+                "name": g.name, "builtin": g.builtin, "members": g.members,
+                "grants": g.grants.iter().map(grant_json).collect::<Vec<_>>(),
+                "created_seq": g.created_seq, "seq": g.seq, "replayed": g.replayed,
+            }));
+            return;
+        }
+        println!(
+            "group {}{} (created at seq {})",
+            g.name,
+            if g.builtin { " [built-in]" } else { "" },
+            g.created_seq
+        );
+        println!(
+            "members: {}",
+            if g.members.is_empty() {
+                "(none)".into()
+            } else {
+                g.members.join(", ")
+            }
+        );
+        if !g.grants.is_empty() {
+            self.grants(&g.grants, false);
+        }
+    }
+
+    pub fn groups(&self, r: &pb::ListGroupsResponse) {
+        if self.json {
+            let gs: Vec<Value> = r
+                .groups
+                .iter()
+                .map(|g| json!({"name": g.name, "builtin": g.builtin, "members": g.member_count, "active_grants": g.active_grant_count, "created_seq": g.created_seq}))
+                .collect();
+            self.print(json!({"groups": gs, "seq": r.seq}));
+            return;
+        }
+        let mut t = table(&[
+            "group",
+            "built-in",
+            "members",
+            "active grants",
+            "created at seq",
+        ]);
+        for g in &r.groups {
+            t.add_row(vec![
+                g.name.clone(),
+                if g.builtin {
+                    "yes".into()
+                } else {
+                    String::new()
+                },
+                g.member_count.to_string(),
+                g.active_grant_count.to_string(),
+                g.created_seq.to_string(),
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn grants(&self, gs: &[pb::Grant], single: bool) {
+        if self.json {
+            if single && gs.len() == 1 {
+                self.print(grant_json(&gs[0]));
+            } else {
+                self.print(json!({"grants": gs.iter().map(grant_json).collect::<Vec<_>>()}));
+            }
+            return;
+        }
+        let mut t = table(&[
+            "id", "subject", "gives", "expires", "status", "reason", "by",
+        ]);
+        for g in gs {
+            let (k, n) = subject(&g.subject);
+            t.add_row(vec![
+                g.id.to_string(),
+                format!("{k}:{n}"),
+                spec_text(&g.spec),
+                ts(&g.expires_at),
+                match g.ended_seq {
+                    Some(s) => format!("{} at seq {s}", status(g.status)),
+                    None => status(g.status).to_string(),
+                },
+                g.reason.clone(),
+                g.issued_by.clone(),
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn access(&self, a: &pb::Access) {
+        if self.json {
+            self.print(access_json(a));
+            return;
+        }
+        println!(
+            "user {}: socket {}{}{} (as of seq {}, {})",
+            a.user,
+            socket(a.socket),
+            if socket(a.socket) == "raw" {
+                format!(" ({})", mode(a.socket_mode))
+            } else {
+                String::new()
+            },
+            if a.privileged { ", privileged" } else { "" },
+            a.seq,
+            ts(&a.evaluated_at)
+        );
+        if socket(a.socket) == "limited" {
+            let l = a.limits.clone().unwrap_or_default();
+            println!(
+                "limits: {} containers, {} volumes, {} networks, {} GB storage, {} cores, {} GB memory, dangerous flags {}",
+                l.max_containers, l.max_volumes, l.max_networks, l.max_storage_gb,
+                l.cpu_cap_cores, l.mem_cap_gb,
+                if l.allow_dangerous_flags { "allowed" } else { "not allowed" }
+            );
+        }
+        if a.provenance.is_empty() {
+            println!("no active grant reaches this user");
+            return;
+        }
+        let mut t = table(&["grant", "via", "gives", "expires", "reason"]);
+        for c in &a.provenance {
+            t.add_row(vec![
+                c.grant_id.to_string(),
+                if c.via_group.is_empty() {
+                    "(direct)".into()
+                } else {
+                    format!("group {}", c.via_group)
+                },
+                spec_text(&c.spec),
+                ts(&c.expires_at),
+                c.reason.clone(),
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn decision(&self, d: &pb::Decision) {
+        let f = d.fragments.clone().unwrap_or_default();
+        if self.json {
+            let mut labels: Vec<_> = f.labels.iter().collect();
+            labels.sort();
+            let mut env: Vec<_> = f.env.iter().collect();
+            env.sort();
+            self.print(json!({
+                "decision_id": d.decision_id, "seq": d.seq, "evaluated_at_seq": d.evaluated_at_seq,
+                "allowed": d.allowed, "reason": d.reason, "replayed": d.replayed,
+                "access": d.access.as_ref().map(access_json),
+                "fragments": {
+                    "binds": f.binds, "privileged": f.privileged,
+                    "labels": labels.into_iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+                    "env": env.into_iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+                },
+            }));
+            return;
+        }
+        println!(
+            "decision {} (seq {}): {}",
+            d.decision_id,
+            d.seq,
+            if d.allowed {
+                "privileges granted"
+            } else {
+                "no privileges"
+            }
+        );
+        println!("reason: {}", d.reason);
+        for b in &f.binds {
+            println!("bind: {b}");
+        }
+        if f.privileged {
+            println!("privileged: true");
+        }
+        let mut env: Vec<_> = f.env.iter().collect();
+        env.sort();
+        for (k, v) in env {
+            println!("env: {k}={v}");
+        }
+        let mut labels: Vec<_> = f.labels.iter().collect();
+        labels.sort();
+        for (k, v) in labels {
+            println!("label: {k}={v}");
+        }
+    }
+
+    pub fn who(&self, r: &pb::WhoHasAccessResponse) {
+        if self.json {
+            self.print(
+                json!({"users": r.users.iter().map(access_json).collect::<Vec<_>>(), "seq": r.seq}),
+            );
+            return;
+        }
+        let mut t = table(&["user", "socket", "privileged", "through"]);
+        for a in &r.users {
+            t.add_row(vec![
+                a.user.clone(),
+                match socket(a.socket) {
+                    "raw" => format!("raw ({})", mode(a.socket_mode)),
+                    s => s.to_string(),
+                },
+                if a.privileged {
+                    "yes".into()
+                } else {
+                    String::new()
+                },
+                a.provenance
+                    .iter()
+                    .map(|c| {
+                        if c.via_group.is_empty() {
+                            format!("grant {}", c.grant_id)
+                        } else {
+                            format!("grant {} via {}", c.grant_id, c.via_group)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]);
+        }
+        println!("{t}");
+        println!("as of seq {}", r.seq);
+    }
+
+    pub fn head(&self, h: &pb::HeadResponse) {
+        if self.json {
+            self.print(json!({"seq": h.seq, "hash": hex::encode(&h.hash), "earliest_seq": h.earliest_seq, "time": ts_json(&h.time)}));
+        } else {
+            println!(
+                "head seq {} hash {} at {} (earliest retained seq {})",
+                h.seq,
+                hex::encode(&h.hash),
+                ts(&h.time),
+                h.earliest_seq
+            );
+        }
+    }
+
+    pub fn verify(&self, r: &pb::VerifyResponse) {
+        if self.json {
+            self.print(json!({
+                "ok": r.ok, "checked": r.checked, "first_bad_seq": r.first_bad_seq,
+                "problem": r.problem, "from_seq": r.from_seq, "to_seq": r.to_seq,
+                "head_hash": hex::encode(&r.head_hash),
+            }));
+        } else if r.ok {
+            println!(
+                "ok: {} entries verified (seq {}..={}), last hash {}",
+                r.checked,
+                r.from_seq,
+                r.to_seq,
+                hex::encode(&r.head_hash)
+            );
+        } else {
+            println!(
+                "FAILED at seq {}: {} ({} entries checked before it)",
+                r.first_bad_seq.unwrap_or_default(),
+                r.problem,
+                r.checked.saturating_sub(1)
+            );
+        }
+    }
+
+    pub fn token_created(&self, r: &pb::CreateTokenResponse) {
+        if self.json {
+            self.print(json!({"name": r.name, "role": role(r.role), "secret": r.secret, "seq": r.seq, "replayed": r.replayed}));
+        } else if r.replayed {
+            println!(
+                "token {} was already created at seq {}; its secret is shown only once",
+                r.name, r.seq
+            );
+        } else {
+            println!(
+                "token {} ({}) created at seq {}",
+                r.name,
+                role(r.role),
+                r.seq
+            );
+            println!("secret (shown once; only its hash is stored):");
+            println!("{}", r.secret);
+        }
+    }
+
+    pub fn tokens(&self, r: &pb::ListTokensResponse) {
+        if self.json {
+            let ts: Vec<Value> = r.tokens.iter().map(|t| json!({"name": t.name, "role": role(t.role), "created_seq": t.created_seq, "created_by": t.created_by, "revoked": t.revoked, "revoked_seq": t.revoked_seq})).collect();
+            self.print(json!({"tokens": ts}));
+            return;
+        }
+        let mut t = table(&["name", "role", "created at seq", "by", "revoked"]);
+        for k in &r.tokens {
+            t.add_row(vec![
+                k.name.clone(),
+                role(k.role).to_string(),
+                k.created_seq.to_string(),
+                k.created_by.clone(),
+                k.revoked_seq
+                    .map(|s| format!("at seq {s}"))
+                    .unwrap_or_default(),
+            ]);
+        }
+        println!("{t}");
+    }
+}

@@ -1,0 +1,412 @@
+//! Server configuration: a TOML file, overridden by flags and environment variables,
+//! validated as a whole before any port is bound. Errors name the offending key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ledger::event::{GrantSpec, Limits, SocketAccess, SocketMode};
+use crate::ledger::{LedgerConfig, SpawnConfig};
+
+pub const ENV_CONFIG: &str = "PRIVLEDGER_CONFIG";
+pub const ENV_DATA: &str = "PRIVLEDGER_DATA";
+pub const ENV_LISTEN: &str = "PRIVLEDGER_LISTEN";
+pub const ENV_UNIX_SOCKET: &str = "PRIVLEDGER_UNIX_SOCKET";
+pub const ENV_CHECKPOINT_INTERVAL: &str = "PRIVLEDGER_CHECKPOINT_INTERVAL";
+pub const ENV_MAX_REQUEST_BYTES: &str = "PRIVLEDGER_MAX_REQUEST_BYTES";
+pub const ENV_HOST_SOCKET: &str = "PRIVLEDGER_HOST_SOCKET";
+pub const ENV_CONTAINER_SOCKET: &str = "PRIVLEDGER_CONTAINER_SOCKET";
+pub const ENV_LIMITED_HOST_DIR: &str = "PRIVLEDGER_LIMITED_HOST_DIR";
+pub const ENV_LIMITED_CONTAINER_SOCKET: &str = "PRIVLEDGER_LIMITED_CONTAINER_SOCKET";
+pub const ENV_BUILTIN_GROUPS: &str = "PRIVLEDGER_BUILTIN_GROUPS";
+pub const ENV_SERVER: &str = "PRIVLEDGER_SERVER";
+pub const ENV_TOKEN: &str = "PRIVLEDGER_TOKEN";
+pub const ENV_TOKEN_FILE: &str = "PRIVLEDGER_TOKEN_FILE";
+pub const ENV_LOG: &str = "PRIVLEDGER_LOG";
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_BUILTIN_GROUP: &str = "docker-privileged";
+/// Name of the admin token file written in the data directory on first start.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TCP address to serve on; `None` when disabled (`listen = "none"`).
+    pub listen: Option<SocketAddr>,
+    pub unix_socket: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub ledger: LedgerConfig,
+    pub builtin_groups: Vec<(String, GrantSpec)>,
+    /// Largest request message accepted; larger ones get RESOURCE_EXHAUSTED.
+    pub max_request_bytes: usize,
+}
+
+impl Config {
+    /// The defaults, rooted at `data_dir` (for tests and embedding).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: Some(DEFAULT_LISTEN.parse().expect("default address")),
+            unix_socket: None,
+            data_dir: data_dir.into(),
+            ledger: LedgerConfig::default(),
+            builtin_groups: vec![(
+                DEFAULT_BUILTIN_GROUP.to_string(),
+                GrantSpec {
+                    socket: SocketAccess::Raw,
+                    socket_mode: SocketMode::Rw,
+                    privileged: false,
+                    limits: Limits::default(),
+                },
+            )],
+            max_request_bytes: 64 * 1024,
+        }
+    }
+
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join(ADMIN_TOKEN_FILE)
+    }
+
+    /// Reads the file (when given) and applies the overrides on top.
+    pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config, ConfigError> {
+        let f = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Self::parse_file(p, &text)?
+            }
+            None => FileConfig::default(),
+        };
+        let mut cfg = Config::with_data_dir(default_data_dir());
+        let listen = o.listen.clone().or(f.listen);
+        if let Some(l) = listen {
+            cfg.listen = parse_listen(&l)?;
+        }
+        cfg.unix_socket = o.unix_socket.clone().or(f.unix_socket);
+        if let Some(d) = o.data_dir.clone().or(f.data_dir) {
+            cfg.data_dir = d;
+        }
+        if let Some(n) = o.checkpoint_interval.or(f.checkpoint_interval) {
+            if n == 0 {
+                return Err(invalid("checkpoint_interval", "must be at least 1"));
+            }
+            cfg.ledger.checkpoint_interval = n;
+        }
+        if let Some(n) = o.max_request_bytes.or(f.max_request_bytes) {
+            if !(1024..=64 * 1024 * 1024).contains(&n) {
+                return Err(invalid(
+                    "max_request_bytes",
+                    "must be from 1024 to 67108864",
+                ));
+            }
+            cfg.max_request_bytes = n;
+        }
+        let fs = f.sockets.unwrap_or_default();
+        let spawn = &mut cfg.ledger.spawn;
+        let pick = |o: &Option<String>, f: Option<String>, d: &str| {
+            o.clone().or(f).unwrap_or_else(|| d.to_string())
+        };
+        let d = SpawnConfig::default();
+        spawn.host_socket = pick(&o.host_socket, fs.host_socket, &d.host_socket);
+        spawn.container_socket = pick(
+            &o.container_socket,
+            fs.container_socket,
+            &d.container_socket,
+        );
+        spawn.limited_host_dir = pick(
+            &o.limited_host_dir,
+            fs.limited_host_dir,
+            &d.limited_host_dir,
+        );
+        spawn.limited_container_socket = pick(
+            &o.limited_container_socket,
+            fs.limited_container_socket,
+            &d.limited_container_socket,
+        );
+        for (key, v) in [
+            ("sockets.host_socket", &spawn.host_socket),
+            ("sockets.container_socket", &spawn.container_socket),
+            ("sockets.limited_host_dir", &spawn.limited_host_dir),
+            (
+                "sockets.limited_container_socket",
+                &spawn.limited_container_socket,
+            ),
+        ] {
+            check_path(key, v)?;
+        }
+        if let Some(spec) = &o.builtin_groups {
+            cfg.builtin_groups = parse_builtin_spec(spec)?;
+        } else if let Some(groups) = f.builtin_groups {
+            cfg.builtin_groups = groups
+                .into_iter()
+                .enumerate()
+                .map(|(i, g)| g.into_domain(i))
+                .collect::<Result<_, _>>()?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in &cfg.builtin_groups {
+            if !seen.insert(name.clone()) {
+                return Err(invalid(
+                    "builtin_groups",
+                    format!("group {name:?} is listed twice"),
+                ));
+            }
+        }
+        if cfg.listen.is_none() && cfg.unix_socket.is_none() {
+            return Err(invalid(
+                "listen",
+                "nothing to listen on: set listen or unix_socket",
+            ));
+        }
+        Ok(cfg)
+    }
+
+    fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Settings given as flags or environment variables; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub unix_socket: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub checkpoint_interval: Option<u64>,
+    pub max_request_bytes: Option<usize>,
+    pub host_socket: Option<String>,
+    pub container_socket: Option<String>,
+    pub limited_host_dir: Option<String>,
+    pub limited_container_socket: Option<String>,
+    /// `NAME=SOCKET[:MODE][:privileged]`, separated by `;` (e.g. `docker-privileged=raw:rw`).
+    pub builtin_groups: Option<String>,
+}
+
+/// `$XDG_DATA_HOME/privledger`, else `$HOME/.local/share/privledger`, else
+/// `./privledger-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("privledger");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/privledger");
+    }
+    PathBuf::from("privledger-data")
+}
+
+fn parse_listen(s: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if s == "none" {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        invalid(
+            "listen",
+            format!("{s:?} is not an address like 127.0.0.1:50051 (or \"none\")"),
+        )
+    })
+}
+
+fn check_path(key: &str, v: &str) -> Result<(), ConfigError> {
+    if !v.starts_with('/') {
+        return Err(invalid(key, format!("{v:?} must be an absolute path")));
+    }
+    if v.contains(':') || v.chars().any(char::is_control) {
+        return Err(invalid(
+            key,
+            format!("{v:?} must not contain ':' or control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_builtin_spec(s: &str) -> Result<Vec<(String, GrantSpec)>, ConfigError> {
+    const KEY: &str = "builtin_groups";
+    let mut out = Vec::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, rest) = part.split_once('=').ok_or_else(|| {
+            invalid(
+                KEY,
+                format!("{part:?}: expected NAME=SOCKET[:MODE][:privileged]"),
+            )
+        })?;
+        let mut spec = GrantSpec::default();
+        for (i, tok) in rest.split(':').enumerate() {
+            match (i, tok) {
+                (0, t) => spec.socket = t.parse().map_err(|e: String| invalid(KEY, e))?,
+                (_, "privileged") => spec.privileged = true,
+                (_, t) => spec.socket_mode = t.parse().map_err(|e: String| invalid(KEY, e))?,
+            }
+        }
+        let name = name.trim().to_string();
+        validate_builtin(KEY, &name, &spec)?;
+        out.push((name, spec));
+    }
+    Ok(out)
+}
+
+fn validate_builtin(key: &str, name: &str, spec: &GrantSpec) -> Result<(), ConfigError> {
+    crate::ledger::names::group(name).map_err(|e| invalid(key, e.to_string()))?;
+    crate::ledger::state::validate_spec(spec)
+        .map_err(|e| invalid(key, format!("group {name:?}: {e}")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    unix_socket: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    checkpoint_interval: Option<u64>,
+    max_request_bytes: Option<usize>,
+    sockets: Option<FileSockets>,
+    builtin_groups: Option<Vec<FileBuiltin>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSockets {
+    host_socket: Option<String>,
+    container_socket: Option<String>,
+    limited_host_dir: Option<String>,
+    limited_container_socket: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBuiltin {
+    name: String,
+    socket: String,
+    socket_mode: Option<String>,
+    #[serde(default)]
+    privileged: bool,
+    #[serde(default)]
+    limits: Limits,
+}
+
+impl FileBuiltin {
+    fn into_domain(self, i: usize) -> Result<(String, GrantSpec), ConfigError> {
+        let key = |k: &str| format!("builtin_groups[{i}].{k}");
+        let spec = GrantSpec {
+            socket: self
+                .socket
+                .parse()
+                .map_err(|e: String| invalid(&key("socket"), e))?,
+            socket_mode: match self.socket_mode {
+                Some(m) => m
+                    .parse()
+                    .map_err(|e: String| invalid(&key("socket_mode"), e))?,
+                None => SocketMode::Rw,
+            },
+            privileged: self.privileged,
+            limits: self.limits,
+        };
+        validate_builtin(&format!("builtin_groups[{i}]"), &self.name, &spec)?;
+        Ok((self.name, spec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(Some(&p), &Overrides::default())
+    }
+
+    #[test]
+    fn full_file_parses_and_overrides_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            r#"
+listen = "127.0.0.1:7000"
+data_dir = "/tmp/x"
+checkpoint_interval = 50
+[sockets]
+host_socket = "/run/docker.sock"
+[[builtin_groups]]
+name = "docker-privileged"
+socket = "raw"
+socket_mode = "ro"
+[[builtin_groups]]
+name = "builders"
+socket = "limited"
+limits = { max_containers = 4, mem_cap_gb = 1.5 }
+"#,
+        )
+        .unwrap();
+        let o = Overrides {
+            listen: Some("127.0.0.1:7001".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(&p), &o).unwrap();
+        assert_eq!(c.listen.unwrap().port(), 7001);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.ledger.checkpoint_interval, 50);
+        assert_eq!(c.ledger.spawn.host_socket, "/run/docker.sock");
+        assert_eq!(c.builtin_groups.len(), 2);
+        assert_eq!(c.builtin_groups[0].1.socket_mode, SocketMode::Ro);
+        assert_eq!(c.builtin_groups[1].1.limits.max_containers, Some(4));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load_text("lisen = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = load_text("listen = \"nonsense\"").unwrap_err().to_string();
+        assert!(e.contains("`listen`"), "{e}");
+        let e = load_text("checkpoint_interval = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("checkpoint_interval"), "{e}");
+        let e = load_text("[[builtin_groups]]\nname = \"g\"\nsocket = \"root\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("builtin_groups[0].socket"), "{e}");
+        let e = load_text("[sockets]\nhost_socket = \"relative.sock\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sockets.host_socket"), "{e}");
+    }
+
+    #[test]
+    fn builtin_spec_from_flag_or_env() {
+        let g = parse_builtin_spec("docker-privileged=raw:rw; gpu=none:privileged").unwrap();
+        assert_eq!(g[0].1.socket, SocketAccess::Raw);
+        assert!(g[1].1.privileged);
+        assert!(
+            parse_builtin_spec("x=none").is_err(),
+            "a grant giving nothing"
+        );
+    }
+}

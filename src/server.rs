@@ -1,0 +1,230 @@
+//! Runs the service: opens the store, loads the ledger, restores built-in groups,
+//! makes sure an admin token exists, serves gRPC (TCP and/or a Unix socket) until
+//! shutdown, then drains with a deadline and stops the writer.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tower::util::MapResponseLayer;
+use tracing::{info, warn, Instrument};
+
+use crate::api::{auth::Authenticator, layers, Api};
+use crate::config::Config;
+use crate::ledger::event::Role;
+use crate::ledger::{hash_secret, Command, Ledger, ACTOR_SYSTEM};
+use crate::pb;
+use crate::store::Store;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How long in-flight requests (and followed audit streams) get to finish after a
+/// shutdown signal before connections are dropped.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// Serves until `shutdown` resolves. `listener` is the bound TCP listener for
+/// `cfg.listen` (bound by the caller, so tests can use port 0 without races).
+pub async fn run(
+    cfg: Config,
+    listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let store = Store::open(&cfg.data_dir)?;
+    let ledger = Ledger::open(store, cfg.ledger.clone())?;
+    ledger.start_up(&cfg.builtin_groups, VERSION).await?;
+    ensure_admin_token(&ledger, &cfg.admin_token_path()).await?;
+
+    // Fans the one shutdown signal out to every server and task.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let expiry = {
+        let ledger = ledger.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(
+            async move { ledger.run_expiry(stopped(stop)).await }
+                .instrument(tracing::info_span!("expiry")),
+        )
+    };
+
+    let routes = routes(&ledger, cfg.max_request_bytes).await;
+    let mut servers = Vec::new();
+    if let Some(l) = listener {
+        let addr = l.local_addr().map_err(io("listener address"))?;
+        info!(%addr, "serving gRPC on TCP");
+        let incoming = TcpIncoming::from(l);
+        let fut = Server::builder()
+            .layer(MapResponseLayer::new(
+                layers::oversized_is_resource_exhausted,
+            ))
+            .add_routes(routes.clone())
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        servers.push(tokio::spawn(fut));
+    }
+    if let Some(path) = &cfg.unix_socket {
+        let l = bind_unix(path)?;
+        info!(path = %path.display(), "serving gRPC on a Unix socket");
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+        let fut = Server::builder()
+            .layer(MapResponseLayer::new(
+                layers::oversized_is_resource_exhausted,
+            ))
+            .add_routes(routes.clone())
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        servers.push(tokio::spawn(fut));
+    }
+
+    stopped(stop_rx.clone()).await;
+    info!("shutting down");
+    let drain = async {
+        for s in servers {
+            match s.await {
+                Ok(Err(e)) => warn!(error = %e, "server ended with an error"),
+                Err(e) => warn!(error = %e, "server task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
+        warn!(grace = ?DRAIN_GRACE, "drain deadline passed; dropping open connections");
+    }
+    let _ = expiry.await;
+    ledger.shutdown().await;
+    if let Some(p) = &cfg.unix_socket {
+        let _ = std::fs::remove_file(p);
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // A socket left by an earlier run (the data directory's lock guarantees it is
+        // not another live server of this ledger).
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path).map_err(io(format!("remove stale {}", path.display())))?;
+        }
+    }
+    UnixListener::bind(path).map_err(io(format!("bind {}", path.display())))
+}
+
+/// Every gRPC service: the three privledger services behind bearer-token
+/// authentication, plus health checking and reflection (which carry no ledger data
+/// and stay open so probes and grpcurl's schema discovery work without a token).
+async fn routes(ledger: &Ledger, max_request_bytes: usize) -> Routes {
+    let api = Api::new(ledger.clone());
+    let auth = Authenticator::new(ledger.clone());
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::admin_server::AdminServer<Api>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::authorizer_server::AuthorizerServer<Api>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::audit_server::AuditServer<Api>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("descriptor sets are valid");
+    Routes::new(InterceptedService::new(
+        pb::admin_server::AdminServer::new(api.clone())
+            .max_decoding_message_size(max_request_bytes),
+        auth.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        pb::authorizer_server::AuthorizerServer::new(api.clone())
+            .max_decoding_message_size(max_request_bytes),
+        auth.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        pb::audit_server::AuditServer::new(api).max_decoding_message_size(max_request_bytes),
+        auth,
+    ))
+    .add_service(health)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
+}
+
+/// A fresh server has no open door: when the ledger holds no token at all, create an
+/// admin token and write its secret to `path`, readable only by its owner.
+async fn ensure_admin_token(ledger: &Ledger, path: &Path) -> Result<(), Error> {
+    if ledger.snapshot().tokens().next().is_some() {
+        return Ok(());
+    }
+    let secret = crate::api::new_secret()
+        .map_err(|s| io("token")(std::io::Error::other(s.message().to_string())))?;
+    write_private(path, &format!("{secret}\n"))?;
+    ledger
+        .submit(
+            ACTOR_SYSTEM,
+            None,
+            Command::CreateToken {
+                name: "admin".into(),
+                role: Role::Admin,
+                secret_sha256: hash_secret(&secret),
+            },
+        )
+        .await?;
+    info!(path = %path.display(), "created the first admin token; its secret is in this file (mode 0600)");
+    Ok(())
+}
+
+/// Writes `text` to `path` with mode 0600 (also when the file existed).
+pub fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("write {}", path.display())))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("chmod {}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io(format!("write {}", path.display())))
+}

@@ -192,6 +192,7 @@ impl StreamFilter {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // a Stop is sent once per process
 enum Msg {
     Write(WriteRequest),
     Stop(oneshot::Sender<()>),

@@ -109,7 +109,7 @@ fn grant_json(g: &pb::Grant) -> Value {
 }
 
 fn effective_limits_json(l: &Option<pb::EffectiveLimits>) -> Value {
-    let l = l.clone().unwrap_or_default();
+    let l = (*l).unwrap_or_default();
     json!({
         "max_containers": l.max_containers, "max_volumes": l.max_volumes,
         "max_networks": l.max_networks, "max_storage_gb": l.max_storage_gb,
@@ -318,7 +318,7 @@ impl Out {
             ts(&a.evaluated_at)
         );
         if socket(a.socket) == "limited" {
-            let l = a.limits.clone().unwrap_or_default();
+            let l = a.limits.unwrap_or_default();
             println!(
                 "limits: {} containers, {} volumes, {} networks, {} GB storage, {} cores, {} GB memory, dangerous flags {}",
                 l.max_containers, l.max_volumes, l.max_networks, l.max_storage_gb,

@@ -11,7 +11,8 @@
 //! - [`server`]: opens the store, builds the ledger and the gRPC stack, serves until
 //!   shutdown, drains.
 //! - [`config`]: the TOML file, flags and environment, validated before any bind.
-//! - [`cli`]: the command-line client (same binary).
+//! - [`cli`]: the command-line client (same binary); [`client`]: the connected
+//!   gRPC clients it (and the tests and load generator) use.
 //!
 //! Dependency direction: `server → api → ledger → store`.
 
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod ledger;
 pub mod server;

@@ -8,6 +8,7 @@ pub fn init() {
         .unwrap_or_else(|_| EnvFilter::new("info,sled=warn,h2=warn,tower=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -5,14 +5,12 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use serde_json::json;
-use tonic::metadata::MetadataValue;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
+use tonic::Status;
 
 use super::output::{self, Out};
 use super::{AuditCmd, Cmd, Connection, GrantCmd, GroupCmd, IssueArgs, TokenCmd};
 use crate::api::convert::timestamp;
+use crate::client::{ClientError, Clients};
 use crate::pb;
 
 /// A client-side failure, printed as one line.
@@ -20,8 +18,8 @@ use crate::pb;
 enum CliError {
     #[error("{0}")]
     Usage(String),
-    #[error("cannot reach the server at {server}: {message}")]
-    Connect { server: String, message: String },
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Rpc(Status),
     #[error("{0}")]
@@ -57,30 +55,6 @@ fn code_name(c: tonic::Code) -> &'static str {
     }
 }
 
-/// Adds `authorization: Bearer …` to every call.
-#[derive(Clone)]
-struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
-type Svc = InterceptedService<Channel, Bearer>;
-
-struct Clients {
-    admin: pb::admin_client::AdminClient<Svc>,
-    authz: pb::authorizer_client::AuthorizerClient<Svc>,
-    audit: pb::audit_client::AuditClient<Svc>,
-}
-
-/// Largest response the CLI accepts (WhoHasAccess over a large population is big).
-const MAX_RESPONSE: usize = 256 * 1024 * 1024;
-
 fn token(conn: &Connection) -> Result<Option<String>, CliError> {
     if let Some(t) = &conn.token {
         return Ok(Some(t.trim().to_string()));
@@ -105,43 +79,8 @@ fn token(conn: &Connection) -> Result<Option<String>, CliError> {
 }
 
 async fn connect(conn: &Connection) -> Result<Clients, CliError> {
-    let bearer = match token(conn)? {
-        Some(t) => Some(
-            format!("Bearer {t}")
-                .parse()
-                .map_err(|_| CliError::Usage("the token contains invalid characters".into()))?,
-        ),
-        None => None,
-    };
-    let endpoint = Endpoint::from_shared(conn.server.clone())
-        .map_err(|e| CliError::Usage(format!("invalid --server {:?}: {e}", conn.server)))?;
-    let channel = endpoint.connect().await.map_err(|e| CliError::Connect {
-        server: conn.server.clone(),
-        message: source_chain(&e),
-    })?;
-    let b = Bearer(bearer);
-    Ok(Clients {
-        admin: pb::admin_client::AdminClient::with_interceptor(channel.clone(), b.clone())
-            .max_decoding_message_size(MAX_RESPONSE),
-        authz: pb::authorizer_client::AuthorizerClient::with_interceptor(
-            channel.clone(),
-            b.clone(),
-        )
-        .max_decoding_message_size(MAX_RESPONSE),
-        audit: pb::audit_client::AuditClient::with_interceptor(channel, b)
-            .max_decoding_message_size(MAX_RESPONSE),
-    })
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    let token = token(conn)?;
+    Ok(Clients::connect(&conn.server, token.as_deref()).await?)
 }
 
 /// Runs a client command; prints one error line and exits non-zero on failure.

@@ -1,0 +1,253 @@
+//! Drives the real `privledger` binary: `serve` as a process, and the client
+//! commands against it, the way an operator would.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::binary;
+use serde_json::Value;
+
+struct Served {
+    child: Child,
+    url: String,
+    token_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// `privledger serve` on port 0; the address is read from its log.
+    fn start() -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .env("PRIVLEDGER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server log ended before serving")
+                .unwrap();
+            if let Some(i) = line.find("addr=") {
+                break line[i + 5..].split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Served {
+            child,
+            url: format!("http://{addr}"),
+            token_file: dir.path().join("admin.token"),
+            _dir: dir,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(binary())
+            .arg("--server")
+            .arg(&self.url)
+            .arg("--token-file")
+            .arg(&self.token_file)
+            .args(args)
+            .env_remove("PRIVLEDGER_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.cli(args);
+        assert_eq!(code, 0, "{args:?} failed: {err}");
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // SIGTERM for a graceful stop; the process must exit on its own.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success() || std::thread::panicking(),
+            "serve exited with {status}"
+        );
+    }
+}
+
+#[test]
+fn operator_walkthrough_through_the_cli() {
+    let s = Served::start();
+    let mode = std::fs::metadata(&s.token_file).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    s.ok(&["group", "create", "data-science"]);
+    let g = s.json(&[
+        "grant",
+        "issue",
+        "--group",
+        "data-science",
+        "--socket",
+        "limited",
+        "--max-containers",
+        "5",
+        "--mem-cap-gb",
+        "16",
+        "--expires",
+        "30d",
+        "--reason",
+        "builds images",
+    ]);
+    assert_eq!(g["status"], "active");
+    assert_eq!(g["spec"]["socket"], "limited");
+    s.ok(&["group", "add-member", "data-science", "alice"]);
+    let a = s.json(&["check", "alice"]);
+    assert_eq!(a["user"], "alice");
+    assert_eq!(a["socket"], "limited");
+    assert_eq!(a["socket_mode"], "ro");
+    assert_eq!(a["privileged"], false);
+    assert_eq!(a["limits"]["max_containers"], 5);
+    assert_eq!(a["limits"]["mem_cap_gb"], 16.0);
+    assert_eq!(a["limits"]["max_volumes"], 10);
+    assert_eq!(a["limits"]["allow_dangerous_flags"], false);
+    assert_eq!(a["grants"][0]["via_group"], "data-science");
+    let seq_before = a["seq"].as_u64().unwrap();
+    s.ok(&["group", "add-member", "docker-privileged", "alice"]);
+    let a = s.json(&["check", "alice"]);
+    assert_eq!(a["socket"], "raw");
+    assert_eq!(a["socket_mode"], "rw");
+    assert_eq!(a["limits"]["max_containers"], 0, "raw zeroes limits");
+    let past = s.json(&["check", "alice", "--at", &seq_before.to_string()]);
+    assert_eq!(past["socket"], "limited");
+
+    let d = s.json(&[
+        "authorize",
+        "alice",
+        "--image",
+        "jupyter/base",
+        "--server-name",
+        "gpu",
+    ]);
+    assert_eq!(d["allowed"], true);
+    assert_eq!(
+        d["fragments"]["binds"][0],
+        "/var/run/docker.sock:/var/run/docker.sock:rw"
+    );
+    assert_eq!(d["fragments"]["labels"]["privledger.user"], "alice");
+    let who = s.json(&["who"]);
+    assert_eq!(who["users"][0]["user"], "alice");
+    let human = s.ok(&["check", "alice"]);
+    assert!(human.contains("socket raw (rw)"), "{human}");
+
+    let tail = s.ok(&["audit", "tail", "--kind", "spawn_decided"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.contains("spawn_decided") && tail.contains("user=alice"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("audit.jsonl");
+    s.ok(&["audit", "export", "--out", out.to_str().unwrap()]);
+    let lines: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let head = s.json(&["audit", "head"]);
+    assert_eq!(lines.len() as u64, head["seq"].as_u64().unwrap());
+    // The export carries the exact hashed bodies: the chain re-verifies offline.
+    use sha2::Digest;
+    let mut prev = [0u8; 32].to_vec();
+    for l in &lines {
+        assert_eq!(l["prev_hash"], hex::encode(&prev));
+        let mut h = sha2::Sha256::new();
+        h.update(&prev);
+        h.update(l["body"].as_str().unwrap().as_bytes());
+        prev = h.finalize().to_vec();
+        assert_eq!(l["hash"], hex::encode(&prev));
+    }
+    let v = s.json(&["verify"]);
+    assert_eq!(v["ok"], true);
+
+    let t = s.json(&["token", "create", "hub", "--role", "spawner"]);
+    let secret = t["secret"].as_str().unwrap();
+    let out = Command::new(binary())
+        .args([
+            "--server", &s.url, "--token", secret, "group", "create", "nope",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("privledger: PERMISSION_DENIED"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line");
+
+    // Errors: one line, non-zero, nothing appended.
+    let before = s.json(&["audit", "head"])["seq"].clone();
+    let (code, _, err) = s.cli(&["group", "delete", "docker-privileged"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+    let (code, _, err) = s.cli(&[
+        "grant", "issue", "--user", "bob", "--socket", "root", "--reason", "x",
+    ]);
+    assert_eq!(code, 64);
+    assert!(err.contains("unknown socket access"), "{err}");
+    let (code, _, err) = s.cli(&["group", "add-member", "missing", "bob"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    assert_eq!(s.json(&["audit", "head"])["seq"], before);
+}
+
+#[test]
+fn invalid_configuration_is_refused_before_binding_and_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("privledger.toml");
+    std::fs::write(&cfg, "checkpoint_interval = 0\n").unwrap();
+    let out = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("checkpoint_interval"), "{err}");
+    assert!(!dir.path().join("data").exists(), "nothing created");
+}
+
+#[test]
+fn unreachable_server_is_one_clear_line() {
+    let out = Command::new(binary())
+        .args([
+            "--server",
+            "http://127.0.0.1:1",
+            "--token",
+            "x",
+            "check",
+            "alice",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the server"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1);
+}

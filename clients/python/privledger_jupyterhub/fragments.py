@@ -8,9 +8,11 @@ and ``volume_binds`` are used when present (a real DockerSpawner has them).
 
 The rules:
 
-* Docker socket binds that the decision did not grant are removed wherever an
-  admin or an earlier spawn put them: ``volumes``, ``read_only_volumes``,
-  ``mounts``, ``extra_host_config["binds"]`` and ``extra_host_config["mounts"]``.
+* Every bind that exposes a Docker socket is removed wherever an admin or an
+  earlier spawn put it: ``volumes``, ``read_only_volumes``, ``mounts``,
+  ``extra_host_config["binds"]`` and ``extra_host_config["mounts"]``; the binds the
+  decision grants are then added to ``extra_host_config["binds"]``, in the granted
+  mode. So a socket is bound exactly when, and as, privledger granted it.
   A bind "exposes the socket" when its host path is the socket (any configured
   path and the well-known aliases), a directory that contains it (``/run``,
   ``/var/run``, ``/``), or the per-user limited-socket directory or anything in
@@ -194,14 +196,20 @@ class _Applier:
         self.removed: list[str] = []
 
     def forbidden(self, host: Any) -> bool:
-        return (
-            self.guard.exposes(host)
-            and normalize(host) not in self.granted_hosts
-        )
+        """Every bind that exposes a socket is removed; the granted binds are then
+        added back in ``extra_host_config["binds"]``, in the granted mode."""
+        return self.guard.exposes(host)
 
     def _note(self, where: str, host: str, target: Any) -> None:
-        self.removed.append(host)
         log = getattr(self.spawner, "log", None)
+        if isinstance(host, str) and normalize(host) in self.granted_hosts:
+            # Granted: replaced by the decision's own bind (e.g. left over from the
+            # previous spawn of this spawner), nothing to warn about.
+            if log is not None:
+                log.debug("privledger: %s bind %s -> %s replaced by the granted bind",
+                          where, host, target)
+            return
+        self.removed.append(host)
         if log is not None:
             log.warning(
                 "privledger: removed %s bind %s -> %s for user %s: Docker socket "

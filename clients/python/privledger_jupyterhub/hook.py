@@ -1,0 +1,276 @@
+"""The DockerSpawner ``pre_spawn_hook``: ask privledger, apply the answer.
+
+    from privledger_jupyterhub import make_pre_spawn_hook
+    c.DockerSpawner.pre_spawn_hook = make_pre_spawn_hook()
+
+Every argument of :func:`make_pre_spawn_hook` falls back to an environment
+variable, then to a default:
+
+=================  ===========================  ===============================
+argument           environment                  default
+=================  ===========================  ===============================
+server             PRIVLEDGER_SERVER            http://127.0.0.1:50051
+token              PRIVLEDGER_TOKEN             (none)
+token_file         PRIVLEDGER_TOKEN_FILE        (none; one of the two is needed)
+on_unavailable     PRIVLEDGER_ON_UNAVAILABLE    deny
+timeout            PRIVLEDGER_TIMEOUT           5 (seconds)
+host_socket        PRIVLEDGER_HOST_SOCKET       /var/run/docker.sock
+limited_host_dir   PRIVLEDGER_LIMITED_HOST_DIR  /run/privledger/users
+ca_file            PRIVLEDGER_CA_FILE           system roots (https:// only)
+=================  ===========================  ===============================
+
+``host_socket`` and ``limited_host_dir`` take the same values as the privledger
+server's settings of the same names; the hook only uses them to recognise socket
+binds it must remove.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable, Mapping
+
+import grpc
+import grpc.aio
+
+from .client import DEFAULT_SERVER, Target, authorize_spawn, new_request_id, token_from_file
+from .fragments import DEFAULT_LIMITED_HOST_DIR, Fragments, SocketGuard, apply_fragments
+
+ON_UNAVAILABLE = ("deny", "refuse")
+DEFAULT_TIMEOUT = 5.0
+
+ENV_SERVER = "PRIVLEDGER_SERVER"
+ENV_TOKEN = "PRIVLEDGER_TOKEN"
+ENV_TOKEN_FILE = "PRIVLEDGER_TOKEN_FILE"
+ENV_ON_UNAVAILABLE = "PRIVLEDGER_ON_UNAVAILABLE"
+ENV_TIMEOUT = "PRIVLEDGER_TIMEOUT"
+ENV_HOST_SOCKET = "PRIVLEDGER_HOST_SOCKET"
+ENV_LIMITED_HOST_DIR = "PRIVLEDGER_LIMITED_HOST_DIR"
+ENV_CA_FILE = "PRIVLEDGER_CA_FILE"
+
+
+class PrivledgerUnavailable(RuntimeError):
+    """No decision could be obtained and the hook is set to refuse the spawn."""
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    target: Target
+    token: Callable[[], str]
+    on_unavailable: str
+    timeout: float
+    guard: SocketGuard
+    ca_file: str | None = None
+
+
+def _pick(value: Any, env: Mapping[str, str], name: str) -> Any:
+    if value is not None:
+        return value
+    v = env.get(name)
+    return v if v not in (None, "") else None
+
+
+def resolve_settings(
+    server: str | None = None,
+    token: str | None = None,
+    *,
+    token_file: str | os.PathLike | None = None,
+    on_unavailable: str | None = None,
+    timeout: float | str | None = None,
+    host_socket: str | Iterable[str] | None = None,
+    limited_host_dir: str | None = None,
+    ca_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> HookSettings:
+    """Arguments first, then the environment, then defaults. Raises ValueError on
+    a bad setting, so a broken configuration stops the Hub at start-up rather than
+    at the first spawn."""
+    env = os.environ if env is None else env
+
+    server = _pick(server, env, ENV_SERVER) or DEFAULT_SERVER
+    target = Target.parse(server)
+
+    # An explicit argument beats the environment; token beats token_file.
+    if token is not None or token_file is not None:
+        if token is not None and token_file is not None:
+            raise ValueError("privledger: pass token or token_file, not both")
+        secret, path = token, token_file
+    else:
+        secret, path = _pick(None, env, ENV_TOKEN), _pick(None, env, ENV_TOKEN_FILE)
+    if secret is not None:
+        secret = str(secret).strip()
+        if not secret:
+            raise ValueError("privledger: the token is empty")
+        provider: Callable[[], str] = lambda: secret  # noqa: E731
+    elif path is not None:
+        provider = token_from_file(path)
+        try:
+            provider()
+        except (OSError, ValueError) as e:
+            raise ValueError(f"privledger: cannot read the token file: {e}") from e
+    else:
+        raise ValueError(
+            "privledger: no token; create one with `privledger token create hub "
+            f"--role spawner` and pass token_file= (or set {ENV_TOKEN_FILE} or {ENV_TOKEN})"
+        )
+
+    mode = str(_pick(on_unavailable, env, ENV_ON_UNAVAILABLE) or "deny").strip().lower()
+    if mode not in ON_UNAVAILABLE:
+        raise ValueError(
+            f"privledger: on_unavailable must be 'deny' or 'refuse', not {mode!r}"
+        )
+
+    t = _pick(timeout, env, ENV_TIMEOUT)
+    try:
+        seconds = DEFAULT_TIMEOUT if t is None else float(t)
+    except (TypeError, ValueError):
+        raise ValueError(f"privledger: timeout must be a number of seconds, not {t!r}")
+    if not seconds > 0:
+        raise ValueError(f"privledger: timeout must be positive, not {seconds}")
+
+    hs = _pick(host_socket, env, ENV_HOST_SOCKET)
+    sockets = [hs] if isinstance(hs, str) else list(hs or ())
+    limited = _pick(limited_host_dir, env, ENV_LIMITED_HOST_DIR) or DEFAULT_LIMITED_HOST_DIR
+
+    return HookSettings(
+        target=target,
+        token=provider,
+        on_unavailable=mode,
+        timeout=seconds,
+        guard=SocketGuard.build(sockets, limited),
+        ca_file=_pick(ca_file, env, ENV_CA_FILE),
+    )
+
+
+def _describe_failure(settings: HookSettings, err: BaseException) -> str:
+    where = settings.target.display
+    if isinstance(err, grpc.aio.AioRpcError):
+        code = err.code()
+        name = code.name if code is not None else "UNKNOWN"
+        details = err.details() or ""
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return f"the privledger server at {where} rejected the spawner token ({name}: {details})"
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return (
+                f"the privledger server at {where} did not answer within "
+                f"{settings.timeout:g} s ({name})"
+            )
+        return f"cannot get a decision from the privledger server at {where} ({name}: {details})"
+    if isinstance(err, asyncio.TimeoutError):
+        return f"the privledger server at {where} did not answer within {settings.timeout:g} s"
+    return f"cannot get a decision from the privledger server at {where} ({type(err).__name__}: {err})"
+
+
+async def run_hook(settings: HookSettings, spawner: Any) -> Any:
+    """One spawn: returns the Decision, or None when none could be obtained."""
+    user = spawner.user.name
+    server_name = getattr(spawner, "name", "") or ""
+    image = getattr(spawner, "image", "") or ""
+    if not isinstance(image, str):
+        image = str(image)
+    log = spawner.log
+    try:
+        token = settings.token()
+        decision = await asyncio.wait_for(
+            authorize_spawn(
+                settings.target,
+                token,
+                user=user,
+                server_name=server_name,
+                image=image,
+                request_id=new_request_id(),
+                timeout=settings.timeout,
+                ca_file=settings.ca_file,
+            ),
+            # grpc enforces the deadline; this only guards against a wedged channel.
+            timeout=settings.timeout + 5,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:  # noqa: BLE001 - fail closed on anything
+        why = _describe_failure(settings, err)
+        # Fail closed either way: no socket, no privileged flag, no stale labels.
+        apply_fragments(spawner, Fragments.nothing(), settings.guard)
+        _set_decision(spawner, None)
+        if settings.on_unavailable == "refuse":
+            msg = (
+                f"privledger: refusing to start the server of user {user!r}"
+                f"{f' ({server_name!r})' if server_name else ''}: {why}. "
+                "Docker privileges cannot be decided, so the spawn is refused "
+                "(on_unavailable=refuse)."
+            )
+            log.error(msg)
+            raise PrivledgerUnavailable(msg) from err
+        log.error(
+            "privledger: %s; starting the server of user %r%s WITHOUT Docker "
+            "privileges (on_unavailable=deny)",
+            why,
+            user,
+            f" ({server_name!r})" if server_name else "",
+        )
+        return None
+
+    frags = Fragments.from_decision(decision)
+    apply_fragments(spawner, frags, settings.guard)
+    _set_decision(spawner, decision)
+    log.info(
+        "privledger: decision %s (seq %d) for user %r server %r image %r: %s: %s%s",
+        decision.decision_id,
+        decision.seq,
+        user,
+        server_name,
+        image,
+        "allowed" if decision.allowed else "no privileges",
+        decision.reason,
+        "".join(f"; bind {b.host}:{b.container}:{b.mode}" for b in frags.binds)
+        + ("; privileged" if frags.privileged else ""),
+    )
+    return decision
+
+
+def _set_decision(spawner: Any, decision: Any) -> None:
+    try:
+        spawner.privledger_decision = decision
+    except AttributeError:  # pragma: no cover - a spawner with __slots__
+        pass
+
+
+def make_pre_spawn_hook(
+    server: str | None = None,
+    token: str | None = None,
+    *,
+    token_file: str | os.PathLike | None = None,
+    on_unavailable: str | None = None,
+    timeout: float | str | None = None,
+    host_socket: str | Iterable[str] | None = None,
+    limited_host_dir: str | None = None,
+    ca_file: str | None = None,
+) -> Callable[[Any], Awaitable[None]]:
+    """Builds an async ``pre_spawn_hook`` for DockerSpawner.
+
+    The hook calls privledger's ``AuthorizeSpawn`` with the user name, the named
+    server's name and the image, then applies the decision to the spawner (see
+    :mod:`privledger_jupyterhub.fragments`) and logs the decision id.
+
+    on_unavailable: what to do when no decision can be obtained (server down,
+    timeout, token rejected): ``"deny"`` (default) starts the server without any
+    Docker privilege; ``"refuse"`` raises :class:`PrivledgerUnavailable`, which
+    fails the spawn with that message.
+    """
+    settings = resolve_settings(
+        server,
+        token,
+        token_file=token_file,
+        on_unavailable=on_unavailable,
+        timeout=timeout,
+        host_socket=host_socket,
+        limited_host_dir=limited_host_dir,
+        ca_file=ca_file,
+    )
+
+    async def privledger_pre_spawn_hook(spawner: Any) -> None:
+        await run_hook(settings, spawner)
+
+    privledger_pre_spawn_hook.settings = settings  # type: ignore[attr-defined]
+    return privledger_pre_spawn_hook

@@ -249,7 +249,7 @@ def test_callable_extra_host_config(server, hook, make_spawner, username):
 
 
 def _dead_url():
-    from conftest import free_port
+    from plserver import free_port
 
     return f"http://127.0.0.1:{free_port()}"
 
@@ -298,7 +298,7 @@ def test_server_down_refuse(make_spawner, username, spawner_token):
 
 def test_server_stopped_mid_life(tmp_path, make_spawner, username):
     """A server that was up and went away: same fail-closed answer."""
-    from conftest import PrivledgerServer, privledger_bin
+    from plserver import PrivledgerServer, privledger_bin
 
     srv = PrivledgerServer(tmp_path / "data", privledger_bin())
     srv.start()

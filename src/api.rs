@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::ledger::event::{Event, Subject};
+use crate::ledger::observe::{ObserveConfig, RawEvent};
 use crate::ledger::{hash_secret, Command, Committed, Ledger, StreamFilter};
 use crate::pb;
 use auth::{require, ADMIN, CHECKERS, READERS, SPAWNERS};
@@ -28,11 +29,16 @@ const STREAM_BUFFER: usize = 256;
 #[derive(Clone)]
 pub struct Api {
     ledger: Ledger,
+    /// How imported Docker events are judged.
+    observe: std::sync::Arc<ObserveConfig>,
 }
 
 impl Api {
-    pub fn new(ledger: Ledger) -> Self {
-        Api { ledger }
+    pub fn new(ledger: Ledger, observe: ObserveConfig) -> Self {
+        Api {
+            ledger,
+            observe: std::sync::Arc::new(observe),
+        }
     }
 
     async fn submit(
@@ -334,6 +340,47 @@ impl pb::admin_server::Admin for Api {
             )
             .await?;
         Ok(Response::new(receipt(&c)))
+    }
+
+    #[instrument(skip_all)]
+    async fn import_docker_events(
+        &self,
+        req: Request<pb::ImportDockerEventsRequest>,
+    ) -> Result<Response<pb::ImportDockerEventsResponse>, Status> {
+        require(&req, ADMIN, "ImportDockerEvents")?;
+        Ok(Response::new(self.import(req.into_inner().events).await?))
+    }
+}
+
+impl Api {
+    async fn import(
+        &self,
+        events: Vec<pb::DockerEvent>,
+    ) -> Result<pb::ImportDockerEventsResponse, Status> {
+        let events: Vec<RawEvent> = events
+            .into_iter()
+            .map(|e| {
+                if e.id.is_empty() || e.action.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "every event needs an id and an action",
+                    ));
+                }
+                Ok(RawEvent {
+                    typ: e.r#type,
+                    action: e.action,
+                    id: e.id,
+                    time_nano: e.time_nano,
+                    attributes: e.attributes.into_iter().collect(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let (recorded, already_held, ignored) =
+            crate::ledger::observe::import(&self.ledger, &self.observe, &events).await?;
+        Ok(pb::ImportDockerEventsResponse {
+            recorded,
+            already_held,
+            ignored,
+        })
     }
 }
 

@@ -87,6 +87,11 @@ pub enum Cmd {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Docker: import a captured events file.
+    #[command(subcommand)]
+    Docker(DockerCmd),
+    /// Health of the server's services and of the Docker watcher.
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +130,29 @@ pub struct ServeArgs {
     /// [default: docker-privileged=raw:rw].
     #[arg(long, env = config::ENV_BUILTIN_GROUPS)]
     pub builtin_groups: Option<String>,
+    /// Follow the Docker daemon: on or off [default: on].
+    #[arg(long, env = config::ENV_DOCKER)]
+    pub docker: Option<String>,
+    /// Docker endpoint [default: unix:///var/run/docker.sock].
+    #[arg(long, env = config::ENV_DOCKER_ENDPOINT)]
+    pub docker_endpoint: Option<String>,
+    /// When a running container's user loses the privilege it holds: alert or stop
+    /// [default: alert].
+    #[arg(long, env = config::ENV_ON_STALE_GRANT)]
+    pub on_stale_grant: Option<String>,
+    /// Container names exempt from correlation, comma-separated.
+    #[arg(long, env = config::ENV_DOCKER_ALLOW_NAMES)]
+    pub docker_allow_names: Option<String>,
+    /// Labels (key or key=value) that exempt a container, comma-separated.
+    #[arg(long, env = config::ENV_DOCKER_ALLOW_LABELS)]
+    pub docker_allow_labels: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DockerCmd {
+    /// Record a `docker events --format '{{json .}}'` capture (JSON lines); what the
+    /// ledger already holds is skipped.
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +302,11 @@ impl ServeArgs {
             limited_host_dir: self.limited_host_dir.clone(),
             limited_container_socket: self.limited_container_socket.clone(),
             builtin_groups: self.builtin_groups.clone(),
+            docker: self.docker.clone(),
+            docker_endpoint: self.docker_endpoint.clone(),
+            on_stale_grant: self.on_stale_grant.clone(),
+            docker_allow_names: self.docker_allow_names.clone(),
+            docker_allow_labels: self.docker_allow_labels.clone(),
         }
     }
 }

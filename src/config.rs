@@ -20,6 +20,11 @@ pub const ENV_CONTAINER_SOCKET: &str = "PRIVLEDGER_CONTAINER_SOCKET";
 pub const ENV_LIMITED_HOST_DIR: &str = "PRIVLEDGER_LIMITED_HOST_DIR";
 pub const ENV_LIMITED_CONTAINER_SOCKET: &str = "PRIVLEDGER_LIMITED_CONTAINER_SOCKET";
 pub const ENV_BUILTIN_GROUPS: &str = "PRIVLEDGER_BUILTIN_GROUPS";
+pub const ENV_DOCKER: &str = "PRIVLEDGER_DOCKER";
+pub const ENV_DOCKER_ENDPOINT: &str = "PRIVLEDGER_DOCKER_ENDPOINT";
+pub const ENV_ON_STALE_GRANT: &str = "PRIVLEDGER_ON_STALE_GRANT";
+pub const ENV_DOCKER_ALLOW_NAMES: &str = "PRIVLEDGER_DOCKER_ALLOW_NAMES";
+pub const ENV_DOCKER_ALLOW_LABELS: &str = "PRIVLEDGER_DOCKER_ALLOW_LABELS";
 pub const ENV_SERVER: &str = "PRIVLEDGER_SERVER";
 pub const ENV_TOKEN: &str = "PRIVLEDGER_TOKEN";
 pub const ENV_TOKEN_FILE: &str = "PRIVLEDGER_TOKEN_FILE";
@@ -61,6 +66,33 @@ pub struct Config {
     pub builtin_groups: Vec<(String, GrantSpec)>,
     /// Largest request message accepted; larger ones get RESOURCE_EXHAUSTED.
     pub max_request_bytes: usize,
+    pub docker: DockerConfig,
+}
+
+/// The Docker watcher's settings (`[docker]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    /// Follow the daemon (on by default; it attaches whenever the endpoint answers).
+    pub enabled: bool,
+    pub endpoint: String,
+    /// Stop a running container whose user lost the privilege it holds.
+    pub stop_on_stale_grant: bool,
+    /// Container names exempt from correlation (the hub, the ledger, ...).
+    pub allow_names: Vec<String>,
+    /// Labels (`key` or `key=value`) that exempt a container.
+    pub allow_labels: Vec<(String, Option<String>)>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            enabled: true,
+            endpoint: "unix:///var/run/docker.sock".into(),
+            stop_on_stale_grant: false,
+            allow_names: Vec::new(),
+            allow_labels: Vec::new(),
+        }
+    }
 }
 
 impl Config {
@@ -81,6 +113,7 @@ impl Config {
                 },
             )],
             max_request_bytes: 64 * 1024,
+            docker: DockerConfig::default(),
         }
     }
 
@@ -175,6 +208,76 @@ impl Config {
                 ));
             }
         }
+        let fd = f.docker.unwrap_or_default();
+        let d = &mut cfg.docker;
+        if let Some(v) = o.docker.clone().or(fd.enabled) {
+            d.enabled = match v.as_str() {
+                "on" | "auto" | "true" => true,
+                "off" | "false" => false,
+                other => {
+                    return Err(invalid(
+                        "docker.enabled",
+                        format!("{other:?}: expected on or off"),
+                    ))
+                }
+            };
+        }
+        if let Some(e) = o.docker_endpoint.clone().or(fd.endpoint) {
+            if !(e.starts_with("unix://")
+                || e.starts_with('/')
+                || e.starts_with("tcp://")
+                || e.starts_with("http://"))
+            {
+                return Err(invalid(
+                    "docker.endpoint",
+                    format!(
+                        "{e:?}: expected unix:///path, /path, tcp://host:port or http://host:port"
+                    ),
+                ));
+            }
+            d.endpoint = e;
+        }
+        if let Some(v) = o.on_stale_grant.clone().or(fd.on_stale_grant) {
+            d.stop_on_stale_grant = match v.as_str() {
+                "alert" => false,
+                "stop" => true,
+                other => {
+                    return Err(invalid(
+                        "docker.on_stale_grant",
+                        format!("{other:?}: expected alert or stop"),
+                    ))
+                }
+            };
+        }
+        let split = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        if let Some(n) = o
+            .docker_allow_names
+            .as_deref()
+            .map(split)
+            .or(fd.allow_names)
+        {
+            d.allow_names = n;
+        }
+        if let Some(l) = o
+            .docker_allow_labels
+            .as_deref()
+            .map(split)
+            .or(fd.allow_labels)
+        {
+            d.allow_labels = l
+                .into_iter()
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (l, None),
+                })
+                .collect();
+        }
         if cfg.listen.is_none() && cfg.unix_socket.is_none() {
             return Err(invalid(
                 "listen",
@@ -206,6 +309,15 @@ pub struct Overrides {
     pub limited_container_socket: Option<String>,
     /// `NAME=SOCKET[:MODE][:privileged]`, separated by `;` (e.g. `docker-privileged=raw:rw`).
     pub builtin_groups: Option<String>,
+    /// `on` or `off`.
+    pub docker: Option<String>,
+    pub docker_endpoint: Option<String>,
+    /// `alert` or `stop`.
+    pub on_stale_grant: Option<String>,
+    /// Comma-separated container names.
+    pub docker_allow_names: Option<String>,
+    /// Comma-separated `key` or `key=value`.
+    pub docker_allow_labels: Option<String>,
 }
 
 /// `$XDG_DATA_HOME/privledger`, else `$HOME/.local/share/privledger`, else
@@ -286,6 +398,17 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     sockets: Option<FileSockets>,
     builtin_groups: Option<Vec<FileBuiltin>>,
+    docker: Option<FileDocker>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDocker {
+    enabled: Option<String>,
+    endpoint: Option<String>,
+    on_stale_grant: Option<String>,
+    allow_names: Option<Vec<String>>,
+    allow_labels: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -393,6 +516,10 @@ limits = { max_containers = 4, mem_cap_gb = 1.5 }
             .unwrap_err()
             .to_string();
         assert!(e.contains("builtin_groups[0].socket"), "{e}");
+        let e = load_text("[docker]\non_stale_grant = \"kill\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("docker.on_stale_grant"), "{e}");
         let e = load_text("[sockets]\nhost_socket = \"relative.sock\"")
             .unwrap_err()
             .to_string();

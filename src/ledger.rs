@@ -8,9 +8,11 @@
 //! answers every caller (group commit: concurrent writers share one flush).
 //! Readers load the published `Arc<State>` without taking any lock.
 
+pub mod correlate;
 pub mod error;
 pub mod event;
 pub mod names;
+pub mod observe;
 pub mod policy;
 pub mod state;
 
@@ -35,6 +37,8 @@ use crate::store::{RawEntry, Store};
 pub const LABEL_DECISION: &str = "privledger.decision";
 /// Container label naming the user a container is for.
 pub const LABEL_USER: &str = "privledger.user";
+/// Actor of entries that record what the Docker daemon did.
+pub const ACTOR_DOCKER: &str = "docker";
 /// Actor of entries the server appends on its own.
 pub const ACTOR_SYSTEM: &str = "system";
 
@@ -184,7 +188,7 @@ impl StreamFilter {
     }
 
     fn matches(&self, e: &Entry) -> bool {
-        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == e.event.kind()))
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| e.event.is_kind(k)))
             && self
                 .subject
                 .as_deref()
@@ -403,6 +407,36 @@ impl Ledger {
             Some(at) => self.state_at(at).await?,
         };
         Ok((policy::who_has_access(&st, t), st.seq))
+    }
+
+    /// A small named value kept beside the log (e.g. the Docker watcher's cursor).
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.inner.store.meta_get(key)?)
+    }
+
+    /// Stores a small named value durably.
+    pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        Ok(self.inner.store.meta_put(key, value)?)
+    }
+
+    /// The recorded spawn decision a `privledger.decision` label names, if any.
+    pub fn decision(&self, decision_id: &str) -> Result<Option<event::SpawnDecision>, Error> {
+        let Some((ledger, seq)) = decision_id.split_once('-') else {
+            return Ok(None);
+        };
+        let Ok(seq) = seq.parse::<Seq>() else {
+            return Ok(None);
+        };
+        if ledger != self.snapshot().ledger_id() {
+            return Ok(None);
+        }
+        Ok(match self.entry(seq)? {
+            Some(Entry {
+                event: Event::SpawnDecided(d),
+                ..
+            }) if d.decision_id == decision_id => Some(d),
+            _ => None,
+        })
     }
 
     /// One entry, decoded.
@@ -810,7 +844,7 @@ impl Writer {
         let prev_hash = next.hash;
         let hash = chain_hash(&prev_hash, &bytes);
         next.apply(seq, time_ns, &w.actor, &body.event);
-        next.hash = hash;
+        next.commit_hash(hash);
         raws.push(RawEntry {
             seq,
             hash,
@@ -871,7 +905,7 @@ fn load_state(store: &Store, target: Seq) -> Result<(State, Seq), Error> {
             error!(seq = e.seq, "hash chain broken at this entry; run verify");
         }
         st.apply(e.seq, e.time_ns, &e.actor, &e.event);
-        st.hash = e.hash;
+        st.commit_hash(e.hash);
     }
     Ok((st, from))
 }

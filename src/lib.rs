@@ -23,6 +23,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod docker;
 pub mod ledger;
 pub mod server;
 pub mod signal;

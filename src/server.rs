@@ -15,9 +15,14 @@ use tonic::transport::Server;
 use tower::util::MapResponseLayer;
 use tracing::{info, warn, Instrument};
 
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::HealthReporter;
+
 use crate::api::{auth::Authenticator, layers, Api};
 use crate::config::Config;
+use crate::docker::{StaleAction, WatcherConfig, WatcherStatus};
 use crate::ledger::event::Role;
+use crate::ledger::observe::ObserveConfig;
 use crate::ledger::{hash_secret, Command, Ledger, ACTOR_SYSTEM};
 use crate::pb;
 use crate::store::Store;
@@ -76,7 +81,24 @@ pub async fn run(
         )
     };
 
-    let routes = routes(&ledger, cfg.max_request_bytes).await;
+    let observe = observe_config(&cfg);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let watcher = spawn_watcher(
+        &ledger,
+        &cfg,
+        observe.clone(),
+        health_reporter.clone(),
+        &stop_rx,
+    )
+    .await;
+    let routes = routes(
+        &ledger,
+        observe,
+        cfg.max_request_bytes,
+        health_reporter,
+        health,
+    )
+    .await;
     let mut servers = Vec::new();
     if let Some(l) = listener {
         let addr = l.local_addr().map_err(io("listener address"))?;
@@ -118,6 +140,9 @@ pub async fn run(
         warn!(grace = ?DRAIN_GRACE, "drain deadline passed; dropping open connections");
     }
     let _ = expiry.await;
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     ledger.shutdown().await;
     if let Some(p) = &cfg.unix_socket {
         let _ = std::fs::remove_file(p);
@@ -145,10 +170,15 @@ fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
 /// Every gRPC service: the three privledger services behind bearer-token
 /// authentication, plus health checking and reflection (which carry no ledger data
 /// and stay open so probes and grpcurl's schema discovery work without a token).
-async fn routes(ledger: &Ledger, max_request_bytes: usize) -> Routes {
-    let api = Api::new(ledger.clone());
+async fn routes(
+    ledger: &Ledger,
+    observe: ObserveConfig,
+    max_request_bytes: usize,
+    health_reporter: HealthReporter,
+    health: HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> Routes {
+    let api = Api::new(ledger.clone(), observe);
     let auth = Authenticator::new(ledger.clone());
-    let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::admin_server::AdminServer<Api>>()
         .await;
@@ -185,6 +215,69 @@ async fn routes(ledger: &Ledger, max_request_bytes: usize) -> Routes {
     .add_service(health)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
+}
+
+/// Health service name under which the Docker watcher reports.
+pub const WATCHER_SERVICE: &str = "privledger.v1.DockerWatcher";
+
+fn observe_config(cfg: &Config) -> ObserveConfig {
+    let mut o = ObserveConfig::new(&cfg.ledger.spawn.host_socket);
+    o.allow_names = cfg.docker.allow_names.clone();
+    o.allow_labels = cfg.docker.allow_labels.clone();
+    o
+}
+
+/// Starts the Docker watcher (unless disabled) and mirrors its status into health
+/// checking under [`WATCHER_SERVICE`]. Docker being down never stops authorization:
+/// the watcher retries in the background.
+async fn spawn_watcher(
+    ledger: &Ledger,
+    cfg: &Config,
+    observe: ObserveConfig,
+    health: HealthReporter,
+    stop: &watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !cfg.docker.enabled {
+        info!("docker watcher disabled");
+        return None;
+    }
+    health
+        .set_service_status(WATCHER_SERVICE, tonic_health::ServingStatus::NotServing)
+        .await;
+    let (status_tx, mut status_rx) = watch::channel(WatcherStatus::Connecting(None));
+    tokio::spawn(async move {
+        while status_rx.changed().await.is_ok() {
+            let serving = matches!(
+                *status_rx.borrow_and_update(),
+                WatcherStatus::Watching { .. }
+            );
+            health
+                .set_service_status(
+                    WATCHER_SERVICE,
+                    if serving {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    },
+                )
+                .await;
+        }
+    });
+    let wcfg = WatcherConfig {
+        endpoint: cfg.docker.endpoint.clone(),
+        on_stale_grant: if cfg.docker.stop_on_stale_grant {
+            StaleAction::Stop
+        } else {
+            StaleAction::Alert
+        },
+        observe,
+    };
+    let ledger = ledger.clone();
+    let stop = stop.clone();
+    Some(tokio::spawn(
+        async move { crate::docker::run(ledger, wcfg, status_tx, stopped(stop)).await }
+            .instrument(tracing::info_span!("docker_watcher")),
+    ))
 }
 
 /// A fresh server has no open door: when the ledger holds no token at all, create an

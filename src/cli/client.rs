@@ -8,7 +8,7 @@ use serde_json::json;
 use tonic::Status;
 
 use super::output::{self, Out};
-use super::{AuditCmd, Cmd, Connection, GrantCmd, GroupCmd, IssueArgs, TokenCmd};
+use super::{AuditCmd, Cmd, Connection, DockerCmd, GrantCmd, GroupCmd, IssueArgs, TokenCmd};
 use crate::api::convert::timestamp;
 use crate::client::{ClientError, Clients};
 use crate::pb;
@@ -450,6 +450,110 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
             out.verify(&r);
             if !r.ok {
                 return Ok(ExitCode::from(2));
+            }
+        }
+        Cmd::Docker(DockerCmd::Import { file }) => {
+            let text = std::fs::read_to_string(&file)?;
+            let mut batches: Vec<Vec<pb::DockerEvent>> = vec![Vec::new()];
+            let mut size = 0usize;
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let e = crate::ledger::observe::RawEvent::from_json_line(line)
+                    .map_err(|e| CliError::Usage(format!("{}:{}: {e}", file.display(), i + 1)))?;
+                let ev = pb::DockerEvent {
+                    r#type: e.typ,
+                    action: e.action,
+                    id: e.id,
+                    time_nano: e.time_nano,
+                    attributes: e.attributes.into_iter().collect(),
+                };
+                let n = prost::Message::encoded_len(&ev);
+                // Keep each request well under the server's request size limit.
+                if size + n > 32 * 1024 && !batches.last().unwrap().is_empty() {
+                    batches.push(Vec::new());
+                    size = 0;
+                }
+                size += n;
+                batches.last_mut().unwrap().push(ev);
+            }
+            let (mut rec, mut held, mut ign) = (0, 0, 0);
+            for events in batches.into_iter().filter(|b| !b.is_empty()) {
+                let r = c
+                    .admin
+                    .import_docker_events(pb::ImportDockerEventsRequest { events })
+                    .await?
+                    .into_inner();
+                rec += r.recorded;
+                held += r.already_held;
+                ign += r.ignored;
+            }
+            if out.json {
+                println!(
+                    "{}",
+                    json!({"recorded": rec, "already_held": held, "ignored": ign})
+                );
+            } else {
+                println!("recorded {rec} events, skipped {held} already in the ledger, ignored {ign} that privledger does not record");
+            }
+        }
+        Cmd::Status => {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
+            let mut rows = Vec::new();
+            for svc in [
+                "privledger.v1.Admin",
+                "privledger.v1.Authorizer",
+                "privledger.v1.Audit",
+                "privledger.v1.DockerWatcher",
+            ] {
+                let st = match health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: svc.into(),
+                    })
+                    .await
+                {
+                    Ok(r) => match r.into_inner().status {
+                        1 => "serving",
+                        2 => "not serving",
+                        _ => "unknown",
+                    },
+                    Err(s) if s.code() == tonic::Code::NotFound => "disabled",
+                    Err(s) => return Err(s.into()),
+                };
+                rows.push((svc, st));
+            }
+            let head = c
+                .audit
+                .head(pb::HeadRequest {})
+                .await
+                .ok()
+                .map(|h| h.into_inner().seq);
+            if out.json {
+                let services: serde_json::Map<String, serde_json::Value> = rows
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"server": conn.server, "services": services, "head_seq": head})
+                );
+            } else {
+                println!("server {}", conn.server);
+                for (svc, st) in &rows {
+                    let what = match *svc {
+                        "privledger.v1.DockerWatcher" => match *st {
+                            "serving" => "attached to the Docker daemon, following events",
+                            "not serving" => "not attached (daemon unreachable; retrying)",
+                            _ => "disabled (--docker off)",
+                        },
+                        _ => "",
+                    };
+                    println!("  {svc:<28} {st:<12} {what}");
+                }
+                if let Some(h) = head {
+                    println!("  ledger head seq {h}");
+                }
             }
         }
         Cmd::Token(t) => match t {

@@ -236,6 +236,109 @@ pub struct SpawnDecision {
     pub labels: Vec<(String, String)>,
 }
 
+/// How the daemon socket is mounted into a container, as the inspect shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketMount {
+    /// The mount's source on the host (the socket itself or a directory holding it).
+    pub source: String,
+    pub destination: String,
+    pub rw: bool,
+}
+
+/// A container lifecycle event as privledger saw it (from the daemon's event stream,
+/// a reconcile against the container listing, or an imported events file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerObserved {
+    pub container_id: String,
+    pub name: String,
+    pub image: String,
+    /// The daemon's action (`create`, `start`, `die`, `destroy`, `exec_start`), or
+    /// `reconciled` / `vanished` when a reconcile found a change no event reported.
+    pub action: String,
+    /// The daemon's event time; the listing time for reconcile entries.
+    pub daemon_time_ns: UnixNanos,
+    /// The user the container is for: label `privledger.user`, else derived from
+    /// DockerSpawner's default name `jupyter-<escaped username>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    /// The daemon socket mounts; empty when none (or unknown: see `inspected`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub socket_mounts: Vec<SocketMount>,
+    pub privileged: bool,
+    /// Whether the container was running after this event, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
+    /// False when the facts come only from event attributes (the container was gone
+    /// before it could be inspected, or the event was imported).
+    pub inspected: bool,
+    /// Exempted by the configured allowlist (the platform's own containers).
+    #[serde(default)]
+    pub exempt: bool,
+    /// `events`, `reconcile` or `import`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+}
+
+impl ContainerObserved {
+    /// The socket mode the container holds, if any mount gives it the socket.
+    pub fn socket_mode(&self) -> Option<SocketMode> {
+        if self.socket_mounts.is_empty() {
+            None
+        } else if self.socket_mounts.iter().any(|m| m.rw) {
+            Some(SocketMode::Rw)
+        } else {
+            Some(SocketMode::Ro)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    UnauthorizedSocketMount,
+    UnauthorizedPrivileged,
+    StaleGrant,
+    DockerEventGap,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::UnauthorizedSocketMount => "unauthorized_socket_mount",
+            AlertKind::UnauthorizedPrivileged => "unauthorized_privileged",
+            AlertKind::StaleGrant => "stale_grant",
+            AlertKind::DockerEventGap => "docker_event_gap",
+        }
+    }
+}
+
+/// Something the ledger's facts say should not be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub alert: AlertKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    /// The entry that made the alert true (a revocation, an observation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_seq: Option<Seq>,
+    /// For gaps: the window in which events may have been lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_from_ns: Option<UnixNanos>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_to_ns: Option<UnixNanos>,
+    /// Human-readable evidence.
+    pub details: String,
+}
+
 /// Everything the ledger records. The variant name (snake_case) is the entry's kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -295,6 +398,19 @@ pub enum Event {
         name: String,
     },
     SpawnDecided(SpawnDecision),
+    DockerContainer(ContainerObserved),
+    Alert(Alert),
+    /// privledger stopped a container (`on_stale_grant = "stop"`).
+    ContainerStopped {
+        container_id: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        reason: String,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 impl Event {
@@ -313,7 +429,16 @@ impl Event {
             Event::TokenIssued { .. } => "token_issued",
             Event::TokenRevoked { .. } => "token_revoked",
             Event::SpawnDecided(_) => "spawn_decided",
+            Event::DockerContainer(_) => "docker_container",
+            Event::Alert(_) => "alert",
+            Event::ContainerStopped { .. } => "container_stopped",
         }
+    }
+
+    /// Whether a stream filter kind selects this event: its kind, or for alerts also
+    /// the alert's own kind (e.g. `unauthorized_socket_mount`).
+    pub fn is_kind(&self, k: &str) -> bool {
+        self.kind() == k || matches!(self, Event::Alert(a) if a.alert.as_str() == k)
     }
 
     /// All kinds, for validating stream filters.
@@ -330,6 +455,13 @@ impl Event {
         "token_issued",
         "token_revoked",
         "spawn_decided",
+        "docker_container",
+        "alert",
+        "container_stopped",
+        "unauthorized_socket_mount",
+        "unauthorized_privileged",
+        "stale_grant",
+        "docker_event_gap",
     ];
 
     /// Whether the entry concerns `subject`: a user, group, token name, decision id or
@@ -363,8 +495,34 @@ impl Event {
             }
             Event::TokenIssued { name, .. } | Event::TokenRevoked { name } => is(name),
             Event::SpawnDecided(d) => is(&d.user) || is(&d.decision_id),
+            Event::DockerContainer(o) => {
+                container_matches(&o.container_id, &o.name, subject)
+                    || o.user.as_deref().is_some_and(is)
+                    || o.decision_id.as_deref().is_some_and(is)
+            }
+            Event::Alert(a) => {
+                a.container_id
+                    .as_deref()
+                    .is_some_and(|c| container_matches(c, a.name.as_deref().unwrap_or(""), subject))
+                    || a.user.as_deref().is_some_and(is)
+                    || a.decision_id.as_deref().is_some_and(is)
+            }
+            Event::ContainerStopped {
+                container_id,
+                name,
+                user,
+                ..
+            } => container_matches(container_id, name, subject) || user.as_deref().is_some_and(is),
         }
     }
+}
+
+/// A container id (full, or a prefix of at least 12 characters, as `docker ps` shows)
+/// or its name.
+fn container_matches(id: &str, name: &str, subject: &str) -> bool {
+    id == subject
+        || (subject.len() >= 12 && id.starts_with(subject))
+        || (!name.is_empty() && name == subject)
 }
 
 /// The stored, hashed body of one entry. `hash = SHA-256(prev_hash || body bytes)`.

@@ -133,7 +133,8 @@ pub fn decide(
     cfg: &SpawnConfig,
 ) -> SpawnDecision {
     let access = evaluate(state, user, time_ns);
-    let decision_id = seq.to_string();
+    // `<ledger id>-<seq>`: unique across ledgers sharing one Docker daemon.
+    let decision_id = format!("{}-{seq}", state.ledger_id());
     let mut binds = Vec::new();
     let mut env = Vec::new();
     match access.socket {

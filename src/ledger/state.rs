@@ -10,7 +10,10 @@
 use imbl::{HashMap, OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
-use super::event::{Event, GrantSpec, Role, Seq, SocketAccess, SocketMode, Subject, UnixNanos};
+use super::event::{
+    Alert, ContainerObserved, Event, GrantSpec, Role, Seq, SocketAccess, SocketMode, Subject,
+    UnixNanos,
+};
 use super::{names, policy, Error, SpawnConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +67,27 @@ pub struct TokenState {
     pub created_seq: Seq,
     pub created_by: String,
     pub revoked_seq: Option<Seq>,
+}
+
+/// A container privledger knows of (not destroyed), from `docker_container` entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub user: Option<String>,
+    pub decision_id: Option<String>,
+    /// The socket mode it holds, if it mounts the socket.
+    pub socket: Option<SocketMode>,
+    pub privileged: bool,
+    pub running: bool,
+    pub exempt: bool,
+}
+
+impl ContainerRecord {
+    /// Holds the socket or runs privileged.
+    pub fn holds_privilege(&self) -> bool {
+        self.socket.is_some() || self.privileged
+    }
 }
 
 /// A state-changing request, before validation.
@@ -126,6 +150,15 @@ pub enum Command {
     ServerStarted {
         version: String,
     },
+    RecordContainer(ContainerObserved),
+    RaiseAlert(Alert),
+    RecordStop {
+        container_id: String,
+        name: String,
+        user: Option<String>,
+        reason: String,
+        error: Option<String>,
+    },
 }
 
 impl Command {
@@ -145,6 +178,9 @@ impl Command {
             Command::AuthorizeSpawn { .. } => "spawn_decided",
             Command::RestoreBuiltinGroup { .. } => "builtin_group_restored",
             Command::ServerStarted { .. } => "server_started",
+            Command::RecordContainer(_) => "docker_container",
+            Command::RaiseAlert(_) => "alert",
+            Command::RecordStop { .. } => "container_stopped",
         }
     }
 }
@@ -154,6 +190,9 @@ impl Command {
 pub struct State {
     pub seq: Seq,
     pub hash: [u8; 32],
+    /// The hash of entry 1: identifies this ledger (decision ids carry its prefix, so
+    /// a label written by another ledger is never mistaken for one of ours).
+    pub genesis: [u8; 32],
     pub time_ns: UnixNanos,
     groups: HashMap<String, GroupState>,
     /// user → groups the user is in (reverse index of `groups[*].members`).
@@ -168,6 +207,8 @@ pub struct State {
     tokens: HashMap<String, TokenState>,
     /// secret hash → token name, for tokens not revoked.
     token_hashes: HashMap<String, String>,
+    /// Containers seen and not destroyed, by id.
+    containers: HashMap<String, ContainerRecord>,
 }
 
 fn not_found(msg: String) -> Error {
@@ -176,6 +217,19 @@ fn not_found(msg: String) -> Error {
 
 impl State {
     // === queries ===
+
+    /// Short id of this ledger: the first 8 hex digits of entry 1's hash.
+    pub fn ledger_id(&self) -> String {
+        hex::encode(&self.genesis[..4])
+    }
+
+    /// Records the hash of the entry just applied.
+    pub fn commit_hash(&mut self, hash: [u8; 32]) {
+        self.hash = hash;
+        if self.seq == 1 {
+            self.genesis = hash;
+        }
+    }
 
     pub fn group(&self, name: &str) -> Option<&GroupState> {
         self.groups.get(name)
@@ -233,6 +287,14 @@ impl State {
     /// The earliest expiry among grants not yet ended by an entry.
     pub fn next_expiry(&self) -> Option<(UnixNanos, Seq)> {
         self.expiring.get_min().copied()
+    }
+
+    pub fn container(&self, id: &str) -> Option<&ContainerRecord> {
+        self.containers.get(id)
+    }
+
+    pub fn containers(&self) -> impl Iterator<Item = &ContainerRecord> {
+        self.containers.values()
     }
 
     pub fn token(&self, name: &str) -> Option<&TokenState> {
@@ -479,6 +541,31 @@ impl State {
             Command::ServerStarted { version } => Ok(Event::ServerStarted {
                 version: version.clone(),
             }),
+            Command::RecordContainer(o) => {
+                check_docker_text("container id", &o.container_id, 128, false)?;
+                check_docker_text("container name", &o.name, 256, true)?;
+                check_docker_text("image", &o.image, 512, true)?;
+                check_docker_text("action", &o.action, 512, false)?;
+                for v in o.user.iter().chain(o.decision_id.iter()) {
+                    check_docker_text("label", v, 256, true)?;
+                }
+                Ok(Event::DockerContainer(o.clone()))
+            }
+            Command::RaiseAlert(a) => Ok(Event::Alert(a.clone())),
+            Command::RecordStop {
+                container_id,
+                name,
+                user,
+                reason,
+                error,
+            } => Ok(Event::ContainerStopped {
+                container_id: container_id.clone(),
+                name: name.clone(),
+                user: user.clone(),
+                reason: reason.clone(),
+                ok: error.is_none(),
+                error: error.clone(),
+            }),
         }
     }
 
@@ -510,7 +597,11 @@ impl State {
         self.seq = seq;
         self.time_ns = time_ns;
         match event {
-            Event::ServerStarted { .. } | Event::SpawnDecided(_) => {}
+            Event::ServerStarted { .. }
+            | Event::SpawnDecided(_)
+            | Event::Alert(_)
+            | Event::ContainerStopped { .. } => {}
+            Event::DockerContainer(o) => self.observe(o),
             Event::GroupCreated { group } => {
                 self.groups.insert(
                     group.clone(),
@@ -638,6 +729,37 @@ impl State {
         }
     }
 
+    fn observe(&mut self, o: &ContainerObserved) {
+        let base = o.action.split(':').next().unwrap_or("").trim();
+        match base {
+            "destroy" | "vanished" => {
+                self.containers.remove(&o.container_id);
+            }
+            "create" | "start" | "die" | "reconciled" => {
+                let known = self.containers.get(&o.container_id).cloned();
+                let mut rec = ContainerRecord {
+                    id: o.container_id.clone(),
+                    name: o.name.clone(),
+                    user: o.user.clone(),
+                    decision_id: o.decision_id.clone(),
+                    socket: o.socket_mode(),
+                    privileged: o.privileged,
+                    running: o.running.unwrap_or(base == "start"),
+                    exempt: o.exempt,
+                };
+                if let Some(k) = known.filter(|_| !o.inspected) {
+                    // Without an inspect the event says less than what we knew.
+                    rec = ContainerRecord {
+                        running: o.running.unwrap_or(base == "start"),
+                        ..k
+                    };
+                }
+                self.containers.insert(o.container_id.clone(), rec);
+            }
+            _ => {}
+        }
+    }
+
     fn unlink_member(&mut self, group: &str, user: &str) {
         let now_empty = match self.user_groups.get_mut(user) {
             Some(gs) => {
@@ -698,6 +820,7 @@ impl State {
         let cp = CheckpointV1 {
             seq: self.seq,
             hash: hex::encode(self.hash),
+            genesis: hex::encode(self.genesis),
             time_ns: self.time_ns,
             groups: self
                 .groups
@@ -711,6 +834,7 @@ impl State {
                 .collect(),
             grants: self.grants.values().cloned().collect(),
             tokens: self.tokens.values().cloned().collect(),
+            containers: self.containers.values().cloned().collect(),
         };
         serde_json::to_vec(&cp).expect("state serializes")
     }
@@ -723,6 +847,7 @@ impl State {
             ..State::default()
         };
         hex::decode_to_slice(&cp.hash, &mut st.hash).map_err(|e| e.to_string())?;
+        hex::decode_to_slice(&cp.genesis, &mut st.genesis).map_err(|e| e.to_string())?;
         for g in cp.groups {
             for m in &g.members {
                 st.user_groups
@@ -743,6 +868,9 @@ impl State {
             st.index_grant(&g);
             st.grants.insert(g.id, g);
         }
+        for c in cp.containers {
+            st.containers.insert(c.id.clone(), c);
+        }
         for t in cp.tokens {
             if t.revoked_seq.is_none() {
                 st.token_hashes
@@ -752,6 +880,18 @@ impl State {
         }
         Ok(st)
     }
+}
+
+/// Text that comes from the Docker daemon or an imported file: bounded, no control
+/// characters.
+fn check_docker_text(what: &str, v: &str, max: usize, allow_empty: bool) -> Result<(), Error> {
+    if (v.is_empty() && !allow_empty) || v.len() > max || v.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {:?} is empty, longer than {max} bytes, or has control characters",
+            v.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
 }
 
 pub fn validate_spec(spec: &GrantSpec) -> Result<(), Error> {
@@ -793,8 +933,11 @@ struct CheckpointGroup {
 struct CheckpointV1 {
     seq: Seq,
     hash: String,
+    genesis: String,
     time_ns: UnixNanos,
     groups: Vec<CheckpointGroup>,
     grants: Vec<GrantState>,
     tokens: Vec<TokenState>,
+    #[serde(default)]
+    containers: Vec<ContainerRecord>,
 }

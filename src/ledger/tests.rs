@@ -421,7 +421,7 @@ proptest! {
             for raw in store.iter_from(1) {
                 let e = Entry::decode(raw.unwrap()).unwrap();
                 full.apply(e.seq, e.time_ns, &e.actor, &e.event);
-                full.hash = e.hash;
+                full.commit_hash(e.hash);
             }
             prop_assert_eq!(&full, &*incremental);
             // The checkpoint encoding round-trips.

@@ -26,7 +26,9 @@ impl TestServer {
     /// A server with default configuration on a fresh data directory.
     pub async fn start() -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = Config::with_data_dir(dir.path());
+        let mut cfg = Config::with_data_dir(dir.path());
+        // Tests that need the Docker watcher turn it on themselves.
+        cfg.docker.enabled = false;
         let mut s = TestServer::start_with(cfg).await;
         s.dir = Some(dir);
         s
@@ -161,4 +163,146 @@ pub async fn head(c: &mut Clients) -> u64 {
 
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_privledger"))
+}
+
+/// Whether a Docker daemon answers. Without one, Docker tests skip with a printed
+/// reason, unless `PRIVLEDGER_REQUIRE_DOCKER=1` (CI), which makes them fail.
+pub fn docker_available() -> bool {
+    let ok = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("PRIVLEDGER_REQUIRE_DOCKER").as_deref() == Ok("1") {
+            panic!("PRIVLEDGER_REQUIRE_DOCKER=1 but no Docker daemon is reachable");
+        }
+        eprintln!("skipping: no Docker daemon is reachable (set PRIVLEDGER_REQUIRE_DOCKER=1 to fail instead)");
+    }
+    ok
+}
+
+pub const TEST_IMAGE: &str = "privledger-test-busybox:latest";
+
+/// Builds the `FROM scratch` busybox test image when it is missing (no registry is
+/// needed: the static busybox comes from the host, Debian's busybox-static).
+pub fn ensure_test_image() {
+    static ONCE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = ONCE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let present = std::process::Command::new("docker")
+        .args(["image", "inspect", TEST_IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !present {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
+            .expect("/bin/busybox (install Debian's busybox-static)");
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sh\"]\n",
+        )
+        .unwrap();
+        let st = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", TEST_IMAGE])
+            .arg(ctx.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "building the test image failed");
+    }
+    *done = true;
+}
+
+/// Runs `docker ARGS`, returning trimmed stdout; panics with stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Containers a test creates, removed (forcibly) when the guard drops, also when
+/// the test fails.
+pub struct Containers {
+    pub prefix: String,
+    names: std::sync::Mutex<Vec<String>>,
+}
+
+impl Containers {
+    pub fn new(test: &str) -> Containers {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b).unwrap();
+        Containers {
+            prefix: format!("plt-{test}-{}", hex::encode(b)),
+            names: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn name(&self, n: &str) -> String {
+        let name = format!("{}-{n}", self.prefix);
+        self.names.lock().unwrap().push(name.clone());
+        name
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for chunk in names.chunks(50) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(chunk)
+                .output();
+        }
+    }
+}
+
+/// Follows the audit stream until `pred` holds for the entries seen so far about
+/// `subject` (a container id); returns them. The 60 s bound only keeps a broken run
+/// from hanging; it is not a speed assertion.
+pub async fn entries_until(
+    c: &mut Clients,
+    subject: &str,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut s = c
+        .audit
+        .stream(pb::StreamRequest {
+            from_seq: 1,
+            follow: true,
+            kinds: vec![],
+            subject: subject.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            if pred(&seen) {
+                return;
+            }
+            let e = s.message().await.unwrap().expect("stream open");
+            let body: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+            seen.push(body["event"].clone());
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "timed out waiting; entries so far: {seen:#?}");
+    seen
+}
+
+pub fn has(events: &[serde_json::Value], kind: &str, field: &str, value: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e["kind"] == kind && e[field].as_str() == Some(value))
 }

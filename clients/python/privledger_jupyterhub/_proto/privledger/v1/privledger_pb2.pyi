@@ -142,6 +142,43 @@ class Position(_message.Message):
     time: _timestamp_pb2.Timestamp
     def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class DockerEvent(_message.Message):
+    __slots__ = ("type", "action", "id", "time_nano", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_NANO_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    action: str
+    id: str
+    time_nano: int
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, type: _Optional[str] = ..., action: _Optional[str] = ..., id: _Optional[str] = ..., time_nano: _Optional[int] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ImportDockerEventsRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[DockerEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[DockerEvent, _Mapping]]] = ...) -> None: ...
+
+class ImportDockerEventsResponse(_message.Message):
+    __slots__ = ("recorded", "already_held", "ignored")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_HELD_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    already_held: int
+    ignored: int
+    def __init__(self, recorded: _Optional[int] = ..., already_held: _Optional[int] = ..., ignored: _Optional[int] = ...) -> None: ...
+
 class MutationReceipt(_message.Message):
     __slots__ = ("seq", "replayed")
     SEQ_FIELD_NUMBER: _ClassVar[int]

@@ -98,6 +98,11 @@ class AdminStub:
                 request_serializer=privledger_dot_v1_dot_privledger__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=privledger_dot_v1_dot_privledger__pb2.MutationReceipt.FromString,
                 _registered_method=True)
+        self.ImportDockerEvents = channel.unary_unary(
+                '/privledger.v1.Admin/ImportDockerEvents',
+                request_serializer=privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsRequest.SerializeToString,
+                response_deserializer=privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -179,6 +184,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportDockerEvents(self, request, context):
+        """Records `docker events --format '{{json .}}'` output captured elsewhere; events
+        the ledger already holds (by daemon identity and time) are skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +254,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RevokeToken,
                     request_deserializer=privledger_dot_v1_dot_privledger__pb2.RevokeTokenRequest.FromString,
                     response_serializer=privledger_dot_v1_dot_privledger__pb2.MutationReceipt.SerializeToString,
+            ),
+            'ImportDockerEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportDockerEvents,
+                    request_deserializer=privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsRequest.FromString,
+                    response_serializer=privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -571,6 +589,33 @@ class Admin:
             '/privledger.v1.Admin/RevokeToken',
             privledger_dot_v1_dot_privledger__pb2.RevokeTokenRequest.SerializeToString,
             privledger_dot_v1_dot_privledger__pb2.MutationReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportDockerEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privledger.v1.Admin/ImportDockerEvents',
+            privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsRequest.SerializeToString,
+            privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -125,6 +125,9 @@ pub struct ServeArgs {
     /// [default: docker-privileged=raw:rw].
     #[arg(long, env = config::ENV_BUILTIN_GROUPS)]
     pub builtin_groups: Option<String>,
+    /// Serve Prometheus metrics over HTTP on this address [default: off].
+    #[arg(long, env = config::ENV_METRICS_LISTEN)]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +277,7 @@ impl ServeArgs {
             limited_host_dir: self.limited_host_dir.clone(),
             limited_container_socket: self.limited_container_socket.clone(),
             builtin_groups: self.builtin_groups.clone(),
+            metrics_listen: self.metrics_listen.clone(),
         }
     }
 }

@@ -41,6 +41,8 @@ pub enum Error {
     },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::Error),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -55,6 +57,20 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => match crate::metrics::install(addr) {
+            Ok(exporter) => {
+                info!(%addr, "serving Prometheus metrics over HTTP");
+                Some(tokio::spawn(exporter))
+            }
+            Err(crate::metrics::Error::AlreadyInstalled) => {
+                warn!(%addr, "metrics already exported by this process; not serving them again");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
     let store = Store::open(&cfg.data_dir)?;
     let ledger = Ledger::open(store, cfg.ledger.clone())?;
     ledger.start_up(&cfg.builtin_groups, VERSION).await?;
@@ -83,6 +99,7 @@ pub async fn run(
         info!(%addr, "serving gRPC on TCP");
         let incoming = TcpIncoming::from(l);
         let fut = Server::builder()
+            .layer(layers::RpcMetricsLayer)
             .layer(MapResponseLayer::new(
                 layers::oversized_is_resource_exhausted,
             ))
@@ -95,6 +112,7 @@ pub async fn run(
         info!(path = %path.display(), "serving gRPC on a Unix socket");
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
         let fut = Server::builder()
+            .layer(layers::RpcMetricsLayer)
             .layer(MapResponseLayer::new(
                 layers::oversized_is_resource_exhausted,
             ))
@@ -119,6 +137,9 @@ pub async fn run(
     }
     let _ = expiry.await;
     ledger.shutdown().await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(p) = &cfg.unix_socket {
         let _ = std::fs::remove_file(p);
     }

@@ -130,6 +130,9 @@ pub struct ServeArgs {
     /// [default: docker-privileged=raw:rw].
     #[arg(long, env = config::ENV_BUILTIN_GROUPS)]
     pub builtin_groups: Option<String>,
+    /// Serve Prometheus metrics over HTTP on this address [default: off].
+    #[arg(long, env = config::ENV_METRICS_LISTEN)]
+    pub metrics_listen: Option<String>,
     /// Follow the Docker daemon: on or off [default: on].
     #[arg(long, env = config::ENV_DOCKER)]
     pub docker: Option<String>,
@@ -302,6 +305,7 @@ impl ServeArgs {
             limited_host_dir: self.limited_host_dir.clone(),
             limited_container_socket: self.limited_container_socket.clone(),
             builtin_groups: self.builtin_groups.clone(),
+            metrics_listen: self.metrics_listen.clone(),
             docker: self.docker.clone(),
             docker_endpoint: self.docker_endpoint.clone(),
             on_stale_grant: self.on_stale_grant.clone(),

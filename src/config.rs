@@ -29,6 +29,7 @@ pub const ENV_SERVER: &str = "PRIVLEDGER_SERVER";
 pub const ENV_TOKEN: &str = "PRIVLEDGER_TOKEN";
 pub const ENV_TOKEN_FILE: &str = "PRIVLEDGER_TOKEN_FILE";
 pub const ENV_LOG: &str = "PRIVLEDGER_LOG";
+pub const ENV_METRICS_LISTEN: &str = "PRIVLEDGER_METRICS_LISTEN";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_BUILTIN_GROUP: &str = "docker-privileged";
@@ -66,6 +67,8 @@ pub struct Config {
     pub builtin_groups: Vec<(String, GrantSpec)>,
     /// Largest request message accepted; larger ones get RESOURCE_EXHAUSTED.
     pub max_request_bytes: usize,
+    /// Where to serve Prometheus metrics over HTTP; `None` (the default) disables them.
+    pub metrics_listen: Option<SocketAddr>,
     pub docker: DockerConfig,
 }
 
@@ -113,6 +116,7 @@ impl Config {
                 },
             )],
             max_request_bytes: 64 * 1024,
+            metrics_listen: None,
             docker: DockerConfig::default(),
         }
     }
@@ -156,6 +160,9 @@ impl Config {
                 ));
             }
             cfg.max_request_bytes = n;
+        }
+        if let Some(m) = o.metrics_listen.clone().or(f.metrics_listen) {
+            cfg.metrics_listen = parse_metrics_listen(&m)?;
         }
         let fs = f.sockets.unwrap_or_default();
         let spawn = &mut cfg.ledger.spawn;
@@ -309,6 +316,7 @@ pub struct Overrides {
     pub limited_container_socket: Option<String>,
     /// `NAME=SOCKET[:MODE][:privileged]`, separated by `;` (e.g. `docker-privileged=raw:rw`).
     pub builtin_groups: Option<String>,
+    pub metrics_listen: Option<String>,
     /// `on` or `off`.
     pub docker: Option<String>,
     pub docker_endpoint: Option<String>,
@@ -340,6 +348,18 @@ fn parse_listen(s: &str) -> Result<Option<SocketAddr>, ConfigError> {
         invalid(
             "listen",
             format!("{s:?} is not an address like 127.0.0.1:50051 (or \"none\")"),
+        )
+    })
+}
+
+fn parse_metrics_listen(s: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if s == "none" || s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        invalid(
+            "metrics_listen",
+            format!("{s:?} is not an address like 127.0.0.1:9464 (or \"none\")"),
         )
     })
 }
@@ -396,6 +416,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     checkpoint_interval: Option<u64>,
     max_request_bytes: Option<usize>,
+    metrics_listen: Option<String>,
     sockets: Option<FileSockets>,
     builtin_groups: Option<Vec<FileBuiltin>>,
     docker: Option<FileDocker>,
@@ -500,6 +521,17 @@ limits = { max_containers = 4, mem_cap_gb = 1.5 }
         assert_eq!(c.builtin_groups.len(), 2);
         assert_eq!(c.builtin_groups[0].1.socket_mode, SocketMode::Ro);
         assert_eq!(c.builtin_groups[1].1.limits.max_containers, Some(4));
+        assert_eq!(c.metrics_listen, None, "metrics are opt-in");
+    }
+
+    #[test]
+    fn metrics_listen_is_opt_in_and_checked() {
+        let c = load_text("metrics_listen = \"127.0.0.1:9464\"").unwrap();
+        assert_eq!(c.metrics_listen.unwrap().port(), 9464);
+        let e = load_text("metrics_listen = \"nope\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`metrics_listen`"), "{e}");
     }
 
     #[test]

@@ -735,8 +735,12 @@ impl Writer {
                 &mut batch_idem,
             ));
         }
+        let mut flush_time = Duration::ZERO;
         if !raws.is_empty() {
-            if let Err(e) = self.store.append(&raws, &idem) {
+            let flush_start = std::time::Instant::now();
+            let appended = self.store.append(&raws, &idem);
+            flush_time = flush_start.elapsed();
+            if let Err(e) = appended {
                 error!(error = %e, "storage write failed; refusing writes from now on");
                 self.failed.store(true, Ordering::Relaxed);
                 for (w, o) in batch.into_iter().zip(outcomes) {
@@ -754,6 +758,12 @@ impl Writer {
         if !raws.is_empty() {
             self.published.store(state.clone());
             self.head.send_replace(state.seq);
+            let (allowed, denied) = entries.iter().fold((0, 0), |(a, d), e| match &e.event {
+                Event::SpawnDecided(sd) if sd.allowed => (a + 1, d),
+                Event::SpawnDecided(_) => (a, d + 1),
+                _ => (a, d),
+            });
+            crate::metrics::writer_batch(raws.len(), flush_time, state.seq, allowed, denied);
             if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1) {
                 match self.store.put_checkpoint(state.seq, &state.to_checkpoint()) {
                     Ok(()) => self.since_checkpoint = 0,

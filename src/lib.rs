@@ -11,6 +11,7 @@
 //! - [`server`]: opens the store, builds the ledger and the gRPC stack, serves until
 //!   shutdown, drains.
 //! - [`config`]: the TOML file, flags and environment, validated before any bind.
+//! - [`metrics`]: opt-in Prometheus metrics (names, exporter, recording helpers).
 //! - [`cli`]: the command-line client (same binary); [`client`]: the connected
 //!   gRPC clients it (and the tests and load generator) use.
 //!
@@ -25,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod docker;
 pub mod ledger;
+pub mod metrics;
 pub mod server;
 pub mod signal;
 pub mod store;

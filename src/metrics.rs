@@ -1,0 +1,130 @@
+//! Prometheus metrics, opt-in by `metrics_listen`: names, the exporter, and the
+//! recording helpers the RPC layer and the ledger writer call.
+//!
+//! Recording goes through the `metrics` facade, so it costs an atomic load and does
+//! nothing when no exporter is installed (the default). The exporter serves the text
+//! format over its own small HTTP listener (`GET /metrics`, any path answers). Only one
+//! recorder can exist per process: a second server in the same process (tests) serves
+//! without an endpoint of its own and logs a warning.
+//!
+//! This module knows neither tonic nor sled, so the ledger may call it.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// RPCs finished, by `method` (the gRPC path) and `status` (the gRPC code name).
+pub const RPC_REQUESTS: &str = "privledger_rpc_requests_total";
+/// RPC latency from request headers to the end of the response (for a stream, the
+/// whole stream), by `method` and `status`.
+pub const RPC_DURATION: &str = "privledger_rpc_duration_seconds";
+/// Recorded spawn decisions, by `outcome` (`allowed` or `denied`).
+pub const DECISIONS: &str = "privledger_decisions_total";
+/// The durable head seq.
+pub const HEAD_SEQ: &str = "privledger_ledger_head_seq";
+/// Entries appended per writer batch (group commit).
+pub const BATCH_SIZE: &str = "privledger_writer_batch_entries";
+/// Time of one batch's transaction plus flush.
+pub const FLUSH_DURATION: &str = "privledger_writer_flush_seconds";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("metrics endpoint on {addr}: {message}")]
+    Exporter { addr: SocketAddr, message: String },
+    #[error("a metrics recorder is already installed in this process")]
+    AlreadyInstalled,
+}
+
+/// Set once the process-wide recorder is installed.
+static INSTALLED: OnceLock<SocketAddr> = OnceLock::new();
+
+/// Installs the process-wide recorder and returns the exporter's HTTP server, to be
+/// spawned on the runtime (it runs until aborted). Must be called inside a tokio
+/// runtime; the listener is bound before this returns, so a busy port is an error
+/// here, not later.
+pub fn install(
+    addr: SocketAddr,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, Error> {
+    if INSTALLED.get().is_some() {
+        return Err(Error::AlreadyInstalled);
+    }
+    let exporter_err = |e: &dyn std::fmt::Display| Error::Exporter {
+        addr,
+        message: e.to_string(),
+    };
+    let (recorder, exporter) = PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Full(RPC_DURATION.into()), LATENCY_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(FLUSH_DURATION.into()), LATENCY_BUCKETS)
+        })
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
+        .map_err(|e| exporter_err(&e))?
+        .build()
+        .map_err(|e| exporter_err(&e))?;
+    if INSTALLED.set(addr).is_err() || metrics::set_global_recorder(recorder).is_err() {
+        return Err(Error::AlreadyInstalled);
+    }
+    describe();
+    Ok(async move {
+        let _ = exporter.await;
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(RPC_REQUESTS, "gRPC requests finished, by method and status");
+    describe_histogram!(
+        RPC_DURATION,
+        Unit::Seconds,
+        "gRPC latency, by method and status"
+    );
+    describe_counter!(DECISIONS, "spawn decisions recorded, by outcome");
+    describe_gauge!(HEAD_SEQ, "durable head seq of the ledger");
+    describe_histogram!(BATCH_SIZE, "entries per writer batch (group commit)");
+    describe_histogram!(
+        FLUSH_DURATION,
+        Unit::Seconds,
+        "writer batch transaction + flush time"
+    );
+}
+
+/// One finished RPC. `method` must come from a bounded set (the layer passes only
+/// routed gRPC paths).
+pub fn rpc(method: String, status: &'static str, elapsed: Duration) {
+    let labels = [
+        metrics::Label::new("method", method),
+        metrics::Label::from_static_parts("status", status),
+    ];
+    metrics::counter!(RPC_REQUESTS, labels.iter()).increment(1);
+    metrics::histogram!(RPC_DURATION, labels.iter()).record(elapsed.as_secs_f64());
+}
+
+/// One durable writer batch: entries appended, the flush time, the new head and the
+/// spawn decisions it recorded.
+pub fn writer_batch(entries: usize, flush: Duration, head: u64, allowed: u64, denied: u64) {
+    metrics::histogram!(BATCH_SIZE).record(entries as f64);
+    metrics::histogram!(FLUSH_DURATION).record(flush.as_secs_f64());
+    metrics::gauge!(HEAD_SEQ).set(head as f64);
+    if allowed > 0 {
+        metrics::counter!(DECISIONS, "outcome" => "allowed").increment(allowed);
+    }
+    if denied > 0 {
+        metrics::counter!(DECISIONS, "outcome" => "denied").increment(denied);
+    }
+}
+
+/// Whether this process exports metrics (the RPC layer skips its timing otherwise).
+pub fn enabled() -> bool {
+    INSTALLED.get().is_some()
+}

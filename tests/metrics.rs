@@ -1,0 +1,71 @@
+//! The opt-in Prometheus endpoint: RPCs, decisions, head and writer batches show up.
+
+mod common;
+
+use common::TestServer;
+use privledger::config::Config;
+use privledger::pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A free loopback port (the exporter binds its own listener from an address).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn metrics_endpoint_reports_rpcs_decisions_and_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::with_data_dir(dir.path());
+    let maddr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    cfg.metrics_listen = Some(maddr);
+    let server = TestServer::start_with(cfg).await;
+    let mut c = server.admin().await;
+    c.authz
+        .check_access(pb::CheckAccessRequest {
+            user: "alice".into(),
+            at: None,
+        })
+        .await
+        .unwrap();
+    c.authz
+        .authorize_spawn(pb::AuthorizeSpawnRequest {
+            user: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let bad = c
+        .admin
+        .get_group(pb::GetGroupRequest {
+            name: "nope".into(),
+        })
+        .await;
+    assert!(bad.is_err());
+    let text = scrape(maddr).await;
+    for want in [
+        r#"privledger_rpc_requests_total{method="/privledger.v1.Authorizer/CheckAccess",status="OK"} 1"#,
+        r#"privledger_rpc_requests_total{method="/privledger.v1.Admin/GetGroup",status="NOT_FOUND"} 1"#,
+        r#"privledger_decisions_total{outcome="denied"} 1"#,
+        "privledger_rpc_duration_seconds_bucket{",
+        "privledger_writer_batch_entries_bucket{",
+        "privledger_writer_flush_seconds_count",
+        "privledger_ledger_head_seq ",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    server.stop().await;
+}

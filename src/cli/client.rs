@@ -20,7 +20,7 @@ enum CliError {
     Usage(String),
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    #[error("{}: {}", crate::api::status::code_name(.0.code()), .0.message())]
     Rpc(Status),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -29,29 +29,6 @@ enum CliError {
 impl From<Status> for CliError {
     fn from(s: Status) -> Self {
         CliError::Rpc(s)
-    }
-}
-
-fn code_name(c: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match c {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

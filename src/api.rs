@@ -9,7 +9,6 @@ pub mod status;
 
 use std::pin::Pin;
 
-use base64::Engine;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -59,18 +58,6 @@ fn receipt(c: &Committed) -> pb::MutationReceipt {
         seq: c.entry.seq,
         replayed: c.replayed,
     }
-}
-
-/// A fresh bearer secret: 32 random bytes, URL-safe base64, with a recognizable prefix
-/// (so secret scanners can find leaked ones).
-pub fn new_secret() -> Result<String, Status> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| Status::unavailable(format!("no randomness available: {e}")))?;
-    Ok(format!(
-        "plg_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
 }
 
 // === impl Admin ===
@@ -287,7 +274,7 @@ impl pb::admin_server::Admin for Api {
         let caller = require(&req, ADMIN, "CreateToken")?;
         let r = req.into_inner();
         let role = cv::role(r.role)?;
-        let secret = new_secret()?;
+        let secret = crate::ledger::new_secret()?;
         let c = self
             .submit(
                 &caller.name,

@@ -255,6 +255,19 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// A fresh bearer secret: 32 random bytes, URL-safe base64, with a recognizable prefix
+/// (so secret scanners can find leaked ones). Only its [`hash_secret`] is ever stored.
+pub fn new_secret() -> Result<String, Error> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Unavailable(format!("no randomness available: {e}")))?;
+    Ok(format!(
+        "plg_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
 fn chain_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);

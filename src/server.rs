@@ -309,8 +309,7 @@ async fn ensure_admin_token(ledger: &Ledger, path: &Path) -> Result<(), Error> {
     if ledger.snapshot().tokens().next().is_some() {
         return Ok(());
     }
-    let secret = crate::api::new_secret()
-        .map_err(|s| io("token")(std::io::Error::other(s.message().to_string())))?;
+    let secret = crate::ledger::new_secret()?;
     write_private(path, &format!("{secret}\n"))?;
     ledger
         .submit(

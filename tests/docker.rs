@@ -111,23 +111,15 @@ async fn authorized_and_unauthorized_socket_containers() {
     let alice = decide(&mut c, "alice").await;
     let bob = decide(&mut c, "bob").await; // denied: no socket
     let f = alice.fragments.clone().unwrap();
-    let lab = |d: &pb::Decision, u: &'static str| {
-        vec![
-            ("privledger.decision", d.decision_id.clone()),
-            ("privledger.user", u.to_string()),
-        ]
-    };
-    let as_refs = |v: &Vec<(&'static str, String)>| {
-        v.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()
-    };
-
     // Authorized: the decision's bind and labels.
-    let l = as_refs(&lab(&alice, "alice"));
     let ok_id = run_with(
         &cs,
         "ok",
         &f.binds,
-        &l.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
+        &[
+            ("privledger.decision", alice.decision_id.as_str()),
+            ("privledger.user", "alice"),
+        ],
         &[],
     );
     // Unlabeled socket container.

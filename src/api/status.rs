@@ -14,12 +14,14 @@ impl From<Error> for Status {
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             // Fail closed: the caller learns nothing was stored.
             Error::Unavailable(m) => Status::unavailable(m),
-            e @ (Error::Corrupt { .. } | Error::Store(_)) => {
+            e @ Error::Store(_) => {
                 error!(error = %e, "ledger storage error");
-                match e {
-                    Error::Store(_) => Status::unavailable("ledger storage is not available"),
-                    _ => Status::internal("the stored ledger is damaged; run verify"),
-                }
+                Status::unavailable("ledger storage is not available")
+            }
+            // Opaque to the caller; the details go to the log.
+            e @ Error::Corrupt { .. } => {
+                error!(error = %e, "stored ledger is damaged");
+                Status::internal("the stored ledger is damaged; run verify")
             }
         }
     }

@@ -736,24 +736,24 @@ impl State {
                 self.containers.remove(&o.container_id);
             }
             "create" | "start" | "die" | "reconciled" => {
-                let known = self.containers.get(&o.container_id).cloned();
-                let mut rec = ContainerRecord {
-                    id: o.container_id.clone(),
-                    name: o.name.clone(),
-                    user: o.user.clone(),
-                    decision_id: o.decision_id.clone(),
-                    socket: o.socket_mode(),
-                    privileged: o.privileged,
-                    running: o.running.unwrap_or(base == "start"),
-                    exempt: o.exempt,
-                };
-                if let Some(k) = known.filter(|_| !o.inspected) {
+                let running = o.running.unwrap_or(base == "start");
+                let rec = match self.containers.get(&o.container_id) {
                     // Without an inspect the event says less than what we knew.
-                    rec = ContainerRecord {
-                        running: o.running.unwrap_or(base == "start"),
-                        ..k
-                    };
-                }
+                    Some(k) if !o.inspected => ContainerRecord {
+                        running,
+                        ..k.clone()
+                    },
+                    _ => ContainerRecord {
+                        id: o.container_id.clone(),
+                        name: o.name.clone(),
+                        user: o.user.clone(),
+                        decision_id: o.decision_id.clone(),
+                        socket: o.socket_mode(),
+                        privileged: o.privileged,
+                        running,
+                        exempt: o.exempt,
+                    },
+                };
                 self.containers.insert(o.container_id.clone(), rec);
             }
             _ => {}

@@ -4,6 +4,7 @@
 mod common;
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Instant;
 
 use common::{user_name, Population};
@@ -25,12 +26,12 @@ fn evaluate(c: &mut Criterion) {
 
 fn evaluate_population(c: &mut Criterion, pop: Population) {
     let t0 = Instant::now();
-    let st = pop.state();
+    let st = Arc::new(pop.state());
     let reach: usize = (0..1000)
         .map(|i| {
             policy::evaluate(&st, &user_name(i * 97), 0)
-                .provenance
-                .len()
+                .provenance()
+                .count()
         })
         .sum();
     eprintln!(
@@ -50,6 +51,20 @@ fn evaluate_population(c: &mut Criterion, pop: Population) {
                 user_name(i)
             },
             |u| black_box(policy::evaluate(&st, &u, at)),
+            BatchSize::SmallInput,
+        )
+    });
+    // The answer plus a walk over its provenance (what CheckAccess sends).
+    g.bench_function(format!("evaluate_with_provenance/{}", pop.label()), |b| {
+        b.iter_batched(
+            || {
+                i = (i + 7919) % pop.users;
+                user_name(i)
+            },
+            |u| {
+                let a = policy::evaluate(&st, &u, at);
+                black_box(a.provenance().map(|c| c.grant.id).sum::<u64>())
+            },
             BatchSize::SmallInput,
         )
     });

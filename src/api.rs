@@ -119,10 +119,11 @@ impl pb::admin_server::Admin for Api {
         let mut groups: Vec<pb::GroupSummary> = st
             .groups()
             .map(|(name, g)| pb::GroupSummary {
-                name: name.clone(),
+                name: name.to_string(),
                 builtin: g.builtin,
                 member_count: g.members.len() as u32,
-                active_grant_count: st.open_grants_of(&Subject::Group(name.clone())).count() as u32,
+                active_grant_count: st.open_grants_of(&Subject::Group(name.to_string())).count()
+                    as u32,
                 created_seq: g.created_seq,
             })
             .collect();

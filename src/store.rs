@@ -88,7 +88,25 @@ pub struct Store {
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir.join("ledger.sled")).open()?;
+        let config = sled::Config::new().path(dir.join("ledger.sled"));
+        // sled's background threads can keep the file lock for a moment after the last
+        // handle in this process is dropped (an in-process restart); another process
+        // holding it keeps it, and gets a clear error after the grace period.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    if tries == 50 {
+                        return Err(Error::Sled(sled::Error::Io(std::io::Error::other(
+                            format!("{} is in use by another process ({e})", dir.display()),
+                        ))));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r?,
+            }
+        };
         Ok(Store {
             entries: db.open_tree("entries")?,
             idempotency: db.open_tree("idempotency")?,

@@ -198,13 +198,17 @@ pub fn pb_grant(g: &GrantState) -> pb::Grant {
     }
 }
 
-fn pb_contribution(c: &Contribution) -> pb::Contribution {
+fn pb_contribution(c: Contribution<'_>) -> pb::Contribution {
+    pb_contribution_of(c.grant, c.via_group.unwrap_or_default())
+}
+
+fn pb_contribution_of(g: &GrantState, via_group: &str) -> pb::Contribution {
     pb::Contribution {
-        grant_id: c.grant_id,
-        via_group: c.via_group.clone().unwrap_or_default(),
-        spec: Some(pb_spec(&c.spec)),
-        expires_at: c.expires_at_ns.map(timestamp),
-        reason: c.reason.clone(),
+        grant_id: g.id,
+        via_group: via_group.to_string(),
+        spec: Some(pb_spec(&g.spec)),
+        expires_at: g.expires_at_ns.map(timestamp),
+        reason: g.reason.clone(),
     }
 }
 
@@ -215,7 +219,7 @@ pub fn pb_access(a: &Access) -> pb::Access {
         socket_mode: pb_mode(a.socket_mode),
         privileged: a.privileged,
         limits: Some(pb_limits(&a.limits)),
-        provenance: a.provenance.iter().map(pb_contribution).collect(),
+        provenance: a.provenance().map(pb_contribution).collect(),
         seq: a.seq,
         evaluated_at: Some(timestamp(a.evaluated_at_ns)),
     }
@@ -233,15 +237,7 @@ pub fn pb_decision(
     let provenance = d
         .grants
         .iter()
-        .filter_map(|(id, via)| {
-            state.grant(*id).map(|g| pb::Contribution {
-                grant_id: *id,
-                via_group: via.clone(),
-                spec: Some(pb_spec(&g.spec)),
-                expires_at: g.expires_at_ns.map(timestamp),
-                reason: g.reason.clone(),
-            })
-        })
+        .filter_map(|(id, via)| state.grant(*id).map(|g| pb_contribution_of(g, via)))
         .collect();
     pb::Decision {
         decision_id: d.decision_id.clone(),
@@ -285,7 +281,7 @@ pub fn pb_group(state: &State, name: &str, seq: Seq, replayed: bool) -> pb::Grou
         Some(g) => pb::Group {
             name: name.to_string(),
             builtin: g.builtin,
-            members: g.members.iter().cloned().collect(),
+            members: state.members_sorted(g),
             grants: state
                 .open_grants_of(&Subject::Group(name.to_string()))
                 .map(pb_grant)

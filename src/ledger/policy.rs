@@ -6,37 +6,90 @@
 //! raw grant is rw; privileged ORs; limits take the per-field maximum over limited
 //! grants and are all zero unless the effective socket is limited.
 
-use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
 
 use super::event::{
     EffectiveLimits, GrantSpec, Seq, SocketAccess, SocketMode, SpawnDecision, UnixNanos,
 };
-use super::state::State;
+use super::state::{GrantState, State};
 use super::SpawnConfig;
 
-/// One grant that reaches the user.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Contribution {
-    pub grant_id: Seq,
-    /// The group the grant reaches the user through; `None` for a direct grant.
-    pub via_group: Option<String>,
-    pub spec: GrantSpec,
-    pub expires_at_ns: Option<UnixNanos>,
-    pub reason: String,
+/// The combination of some grants under the DESIGN §2 rules. Combining is associative
+/// and commutative, so a subject's grants are folded once when they change
+/// ([`super::state::GrantSet`]) and an evaluation merges one fold per source.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Fold {
+    socket: SocketAccess,
+    rw: bool,
+    privileged: bool,
+    /// Per-field maximum over limited grants, `None` without one.
+    limits: Option<EffectiveLimits>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+impl Fold {
+    pub fn add(&mut self, spec: &GrantSpec) {
+        self.socket = self.socket.max(spec.socket);
+        self.privileged |= spec.privileged;
+        match spec.socket {
+            SocketAccess::Raw => self.rw |= spec.socket_mode == SocketMode::Rw,
+            SocketAccess::Limited => {
+                let l = spec.limits.resolved();
+                self.limits = Some(self.limits.map_or(l, |acc| acc.max(l)));
+            }
+            SocketAccess::None => {}
+        }
+    }
+
+    pub fn merge(&mut self, o: &Fold) {
+        self.socket = self.socket.max(o.socket);
+        self.rw |= o.rw;
+        self.privileged |= o.privileged;
+        self.limits = match (self.limits, o.limits) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn socket_mode(&self) -> SocketMode {
+        if self.rw {
+            SocketMode::Rw
+        } else {
+            SocketMode::Ro
+        }
+    }
+
+    fn effective_limits(&self) -> EffectiveLimits {
+        if self.socket == SocketAccess::Limited {
+            self.limits.unwrap_or_default()
+        } else {
+            EffectiveLimits::default()
+        }
+    }
+}
+
+/// One grant that reaches the user.
+#[derive(Debug, Clone, Copy)]
+pub struct Contribution<'a> {
+    pub grant: &'a GrantState,
+    /// The group the grant reaches the user through; `None` for a direct grant.
+    pub via_group: Option<&'a str>,
+}
+
+/// A user's effective access. It keeps the state it was evaluated against, so the
+/// provenance is walked only when somebody reads it.
+#[derive(Clone)]
 pub struct Access {
     pub user: String,
     pub socket: SocketAccess,
     pub socket_mode: SocketMode,
     pub privileged: bool,
     pub limits: EffectiveLimits,
-    pub provenance: Vec<Contribution>,
     /// The ledger position evaluated at.
     pub seq: Seq,
     /// The time expiry was judged at.
     pub evaluated_at_ns: UnixNanos,
+    state: Arc<State>,
 }
 
 impl Access {
@@ -44,76 +97,114 @@ impl Access {
     pub fn any(&self) -> bool {
         self.socket != SocketAccess::None || self.privileged
     }
+
+    /// The grants that reach the user: direct grants first, then by group in order of
+    /// the group's creation, each by grant id.
+    pub fn provenance(&self) -> impl Iterator<Item = Contribution<'_>> {
+        contributions(&self.state, &self.user, self.evaluated_at_ns)
+    }
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Access")
+            .field("user", &self.user)
+            .field("socket", &self.socket)
+            .field("socket_mode", &self.socket_mode)
+            .field("privileged", &self.privileged)
+            .field("limits", &self.limits)
+            .field("seq", &self.seq)
+            .field("evaluated_at_ns", &self.evaluated_at_ns)
+            .field(
+                "provenance",
+                &self
+                    .provenance()
+                    .map(|c| (c.grant.id, c.via_group))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// Effective access of `user` in `state`, judging expiry at `at_ns`.
-pub fn evaluate(state: &State, user: &str, at_ns: UnixNanos) -> Access {
-    let mut provenance = Vec::new();
-    let mut push = |ids: Option<&imbl::OrdSet<Seq>>, via: Option<&String>| {
-        for id in ids.into_iter().flat_map(|s| s.iter()) {
-            if let Some(g) = state.grant(*id) {
-                if g.is_active_at(at_ns) {
-                    provenance.push(Contribution {
-                        grant_id: g.id,
-                        via_group: via.cloned(),
-                        spec: g.spec,
-                        expires_at_ns: g.expires_at_ns,
-                        reason: g.reason.clone(),
-                    });
-                }
-            }
-        }
-    };
-    push(state.open_user_grant_ids(user), None);
-    if let Some(groups) = state.groups_of(user) {
-        for g in groups.iter() {
-            push(state.open_group_grant_ids(g), Some(g));
-        }
-    }
-    combine(user, provenance, state.seq, at_ns)
-}
-
-fn combine(user: &str, provenance: Vec<Contribution>, seq: Seq, at_ns: UnixNanos) -> Access {
-    let mut socket = SocketAccess::None;
-    let mut rw = false;
-    let mut privileged = false;
-    let mut limits: Option<EffectiveLimits> = None;
-    for c in &provenance {
-        socket = socket.max(c.spec.socket);
-        privileged |= c.spec.privileged;
-        match c.spec.socket {
-            SocketAccess::Raw => rw |= c.spec.socket_mode == SocketMode::Rw,
-            SocketAccess::Limited => {
-                let l = c.spec.limits.resolved();
-                limits = Some(limits.map_or(l, |acc| acc.max(l)));
-            }
-            SocketAccess::None => {}
-        }
-    }
+pub fn evaluate(state: &Arc<State>, user: &str, at_ns: UnixNanos) -> Access {
+    let f = fold(state, user, at_ns);
     Access {
         user: user.to_string(),
-        socket,
-        socket_mode: if rw { SocketMode::Rw } else { SocketMode::Ro },
-        privileged,
-        limits: if socket == SocketAccess::Limited {
-            limits.unwrap_or_default()
-        } else {
-            EffectiveLimits::default()
-        },
-        provenance,
-        seq,
+        socket: f.socket,
+        socket_mode: f.socket_mode(),
+        privileged: f.privileged,
+        limits: f.effective_limits(),
+        seq: state.seq,
         evaluated_at_ns: at_ns,
+        state: state.clone(),
     }
+}
+
+/// The combination of every grant reaching `user`: one user lookup, then one
+/// precomputed fold per source.
+fn fold(state: &State, user: &str, at_ns: UnixNanos) -> Fold {
+    let mut f = Fold::default();
+    let Some(slot) = state.user_slot(user) else {
+        return f;
+    };
+    if let Some(set) = &slot.grants {
+        f.merge(&set.fold_at(at_ns));
+    }
+    for &g in slot.groups.iter() {
+        if let Some(set) = &state.group_slot(g).grants {
+            f.merge(&set.fold_at(at_ns));
+        }
+    }
+    f
+}
+
+/// Every grant that reaches `user` in `state` and is active at `at_ns`.
+fn contributions<'a>(
+    state: &'a State,
+    user: &str,
+    at_ns: UnixNanos,
+) -> impl Iterator<Item = Contribution<'a>> + 'a {
+    let slot = state.user_slot(user);
+    let direct = slot
+        .and_then(|s| s.grants.as_deref())
+        .into_iter()
+        .flat_map(move |set| set.active_at(at_ns))
+        .map(|grant| Contribution {
+            grant,
+            via_group: None,
+        });
+    let via = slot
+        .into_iter()
+        .flat_map(|s| s.groups.iter())
+        .flat_map(move |&g| {
+            let gs = state.group_slot(g);
+            gs.grants
+                .as_deref()
+                .into_iter()
+                .flat_map(move |set| set.active_at(at_ns))
+                .map(move |grant| Contribution {
+                    grant,
+                    via_group: Some(&*gs.name),
+                })
+        });
+    direct.chain(via)
 }
 
 /// Every user with any access, sorted by name.
-pub fn who_has_access(state: &State, at_ns: UnixNanos) -> Vec<Access> {
-    let mut users: BTreeSet<&String> = state.users_with_direct_grants().collect();
-    for g in state.groups_with_grants() {
-        if let Some(gs) = state.group(g) {
-            users.extend(gs.members.iter());
+pub fn who_has_access(state: &Arc<State>, at_ns: UnixNanos) -> Vec<Access> {
+    let mut users: Vec<&str> = state
+        .user_slots()
+        .filter(|u| u.grants.is_some())
+        .map(|u| &*u.name)
+        .collect();
+    for g in state.group_slots() {
+        if let (Some(group), Some(_)) = (&g.group, &g.grants) {
+            users.extend(state.members(group));
         }
     }
+    users.sort_unstable();
+    users.dedup();
     users
         .into_iter()
         .map(|u| evaluate(state, u, at_ns))
@@ -132,17 +223,18 @@ pub fn decide(
     time_ns: UnixNanos,
     cfg: &SpawnConfig,
 ) -> SpawnDecision {
-    let access = evaluate(state, user, time_ns);
+    let f = fold(state, user, time_ns);
+    let socket_mode = f.socket_mode();
     // `<ledger id>-<seq>`: unique across ledgers sharing one Docker daemon.
     let decision_id = format!("{}-{seq}", state.ledger_id());
     let mut binds = Vec::new();
     let mut env = Vec::new();
-    match access.socket {
+    match f.socket {
         SocketAccess::Raw => binds.push(format!(
             "{}:{}:{}",
             cfg.host_socket,
             cfg.container_socket,
-            access.socket_mode.as_str()
+            socket_mode.as_str()
         )),
         SocketAccess::Limited => {
             binds.push(format!(
@@ -165,23 +257,27 @@ pub fn decide(
         ),
         (crate::ledger::LABEL_USER.to_string(), user.to_string()),
     ];
-    let reason = describe(&access);
+    let reason = describe(
+        user,
+        f.socket,
+        socket_mode,
+        f.privileged,
+        contributions(state, user, time_ns),
+    );
     SpawnDecision {
         decision_id,
         user: user.to_string(),
         server_name: server_name.to_string(),
         image: image.to_string(),
         evaluated_at_seq: state.seq,
-        allowed: access.any(),
+        allowed: f.socket != SocketAccess::None || f.privileged,
         reason,
-        socket: access.socket,
-        socket_mode: access.socket_mode,
-        privileged: access.privileged,
-        limits: access.limits,
-        grants: access
-            .provenance
-            .iter()
-            .map(|c| (c.grant_id, c.via_group.clone().unwrap_or_default()))
+        socket: f.socket,
+        socket_mode,
+        privileged: f.privileged,
+        limits: f.effective_limits(),
+        grants: contributions(state, user, time_ns)
+            .map(|c| (c.grant.id, c.via_group.unwrap_or_default().to_string()))
             .collect(),
         binds,
         env,
@@ -190,25 +286,29 @@ pub fn decide(
 }
 
 /// A one-line human explanation of an access answer.
-pub fn describe(a: &Access) -> String {
-    if !a.any() {
-        return format!("no active grant gives user {:?} Docker privileges", a.user);
+fn describe<'a>(
+    user: &str,
+    socket: SocketAccess,
+    socket_mode: SocketMode,
+    privileged: bool,
+    provenance: impl Iterator<Item = Contribution<'a>>,
+) -> String {
+    if socket == SocketAccess::None && !privileged {
+        return format!("no active grant gives user {user:?} Docker privileges");
     }
     let mut what = Vec::new();
-    match a.socket {
-        SocketAccess::Raw => what.push(format!("raw socket ({})", a.socket_mode.as_str())),
+    match socket {
+        SocketAccess::Raw => what.push(format!("raw socket ({})", socket_mode.as_str())),
         SocketAccess::Limited => what.push("limited socket".to_string()),
         SocketAccess::None => {}
     }
-    if a.privileged {
+    if privileged {
         what.push("privileged".to_string());
     }
-    let via: Vec<String> = a
-        .provenance
-        .iter()
-        .map(|c| match &c.via_group {
-            Some(g) => format!("grant {} via group {g:?}", c.grant_id),
-            None => format!("grant {} to the user", c.grant_id),
+    let via: Vec<String> = provenance
+        .map(|c| match c.via_group {
+            Some(g) => format!("grant {} via group {g:?}", c.grant.id),
+            None => format!("grant {} to the user", c.grant.id),
         })
         .collect();
     format!("{} from {}", what.join(" + "), via.join(", "))

@@ -7,7 +7,9 @@
 //! turns it into an event; [`State::apply`] is the only way state changes, and replay
 //! uses the very same function.
 
-use imbl::{HashMap, OrdMap, OrdSet};
+use std::sync::Arc;
+
+use imbl::{shared_ptr::DefaultSharedPtr, GenericHashMap, HashMap, OrdMap, OrdSet, Vector};
 use serde::{Deserialize, Serialize};
 
 use super::event::{
@@ -16,11 +18,110 @@ use super::event::{
 };
 use super::{names, policy, Error, SpawnConfig};
 
+/// A name-keyed persistent map hashed with foldhash: every query hashes a name, and
+/// SipHash costs more than the rest of an evaluation. The per-process random seed keeps
+/// crafted names from colliding on purpose.
+type NameMap<V> = GenericHashMap<Arc<str>, V, foldhash::fast::RandomState, DefaultSharedPtr>;
+
+/// Index of an interned user or group name. Names are interned on first use and never
+/// forgotten, so an index is stable for the life of the ledger; checkpoints keep the
+/// order. Memberships are held as indices: 100k users in 20 groups each would
+/// otherwise hold 4M name copies in sets (DESIGN §7 memory target).
+pub type Ix = u32;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupState {
     pub builtin: bool,
     pub created_seq: Seq,
-    pub members: OrdSet<String>,
+    /// Members by user index; [`State::members`] gives their names.
+    pub members: OrdSet<Ix>,
+}
+
+/// Everything the state keeps about one user name.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct UserSlot {
+    pub(super) name: Arc<str>,
+    /// The groups the user is in, by group index, sorted.
+    pub(super) groups: Arc<[Ix]>,
+    /// Grants to the user directly, not ended by an entry.
+    pub(super) grants: Option<Arc<GrantSet>>,
+}
+
+/// Everything the state keeps about one group name.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct GroupSlot {
+    pub(super) name: Arc<str>,
+    /// `None` while no group of this name exists (deleted since).
+    pub(super) group: Option<GroupState>,
+    /// Grants to the group, not ended by an entry.
+    pub(super) grants: Option<Arc<GrantSet>>,
+}
+
+/// The grants of one subject not ended by an entry, with their combination computed
+/// once when the set changes: evaluation folds one value per group the user is in,
+/// not one per grant (DESIGN §7: evaluation ≤ 1 µs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantSet {
+    /// By id.
+    grants: Vec<GrantState>,
+    /// The combination of every grant in the set.
+    all: policy::Fold,
+    /// The earliest expiry in the set: until then `all` is the answer.
+    first_expiry: Option<UnixNanos>,
+}
+
+impl GrantSet {
+    /// The set of `grants`, or `None` when there are none.
+    fn of(grants: Vec<GrantState>) -> Option<Arc<GrantSet>> {
+        if grants.is_empty() {
+            return None;
+        }
+        let mut all = policy::Fold::default();
+        for g in &grants {
+            all.add(&g.spec);
+        }
+        let first_expiry = grants.iter().filter_map(|g| g.expires_at_ns).min();
+        Some(Arc::new(GrantSet {
+            grants,
+            all,
+            first_expiry,
+        }))
+    }
+
+    fn with(set: Option<&GrantSet>, grant: GrantState) -> Option<Arc<GrantSet>> {
+        let mut grants = set.map(|s| s.grants.clone()).unwrap_or_default();
+        let at = grants.partition_point(|g| g.id < grant.id);
+        grants.insert(at, grant);
+        GrantSet::of(grants)
+    }
+
+    fn without(set: Option<&GrantSet>, id: Seq) -> Option<Arc<GrantSet>> {
+        let mut grants = set.map(|s| s.grants.clone()).unwrap_or_default();
+        grants.retain(|g| g.id != id);
+        GrantSet::of(grants)
+    }
+
+    /// Every grant in the set, by id.
+    pub fn grants(&self) -> &[GrantState] {
+        &self.grants
+    }
+
+    /// The grants not past their expiry at `at_ns`.
+    pub fn active_at(&self, at_ns: UnixNanos) -> impl Iterator<Item = &GrantState> {
+        self.grants.iter().filter(move |g| g.is_active_at(at_ns))
+    }
+
+    /// The combination of the grants active at `at_ns`.
+    pub fn fold_at(&self, at_ns: UnixNanos) -> policy::Fold {
+        if self.first_expiry.is_none_or(|e| e > at_ns) {
+            return self.all;
+        }
+        let mut f = policy::Fold::default();
+        for g in self.active_at(at_ns) {
+            f.add(&g.spec);
+        }
+        f
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,14 +295,14 @@ pub struct State {
     /// a label written by another ledger is never mistaken for one of ours).
     pub genesis: [u8; 32],
     pub time_ns: UnixNanos,
-    groups: HashMap<String, GroupState>,
-    /// user → groups the user is in (reverse index of `groups[*].members`).
-    user_groups: HashMap<String, OrdSet<String>>,
+    /// Users by index, and their index by name.
+    users: Vector<UserSlot>,
+    user_ix: NameMap<Ix>,
+    /// Groups by index, and their index by name.
+    groups: Vector<GroupSlot>,
+    group_ix: NameMap<Ix>,
     /// Every grant ever issued, including ended ones.
     grants: OrdMap<Seq, GrantState>,
-    /// Grants not ended by an entry, by subject.
-    user_grants: HashMap<String, OrdSet<Seq>>,
-    group_grants: HashMap<String, OrdSet<Seq>>,
     /// (expires_at, grant id) of grants not ended by an entry that carry an expiry.
     expiring: OrdSet<(UnixNanos, Seq)>,
     tokens: HashMap<String, TokenState>,
@@ -232,15 +333,33 @@ impl State {
     }
 
     pub fn group(&self, name: &str) -> Option<&GroupState> {
-        self.groups.get(name)
+        let ix = *self.group_ix.get(name)?;
+        self.groups[ix as usize].group.as_ref()
     }
 
-    pub fn groups(&self) -> impl Iterator<Item = (&String, &GroupState)> {
-        self.groups.iter()
+    /// Every existing group with its name, in order of first creation.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, &GroupState)> {
+        self.groups
+            .iter()
+            .filter_map(|s| s.group.as_ref().map(|g| (&*s.name, g)))
     }
 
-    pub fn groups_of(&self, user: &str) -> Option<&OrdSet<String>> {
-        self.user_groups.get(user)
+    /// The names of `group`'s members, in order of first appearance.
+    pub fn members<'a>(&'a self, group: &'a GroupState) -> impl Iterator<Item = &'a str> {
+        group.members.iter().map(|&ix| self.user_name(ix))
+    }
+
+    /// The names of `group`'s members, sorted.
+    pub fn members_sorted(&self, group: &GroupState) -> Vec<String> {
+        let mut names: Vec<String> = self.members(group).map(str::to_string).collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub fn is_member(&self, group: &GroupState, user: &str) -> bool {
+        self.user_ix
+            .get(user)
+            .is_some_and(|ix| group.members.contains(ix))
     }
 
     pub fn grant(&self, id: Seq) -> Option<&GrantState> {
@@ -251,37 +370,37 @@ impl State {
         self.grants.values()
     }
 
-    /// Grants not ended by an entry whose subject is exactly `subject`.
+    /// Grants not ended by an entry whose subject is exactly `subject`, by id.
     pub fn open_grants_of(&self, subject: &Subject) -> impl Iterator<Item = &GrantState> {
-        let ids = match subject {
-            Subject::User(u) => self.user_grants.get(u.as_str()),
-            Subject::Group(g) => self.group_grants.get(g.as_str()),
+        let set = match subject {
+            Subject::User(u) => self.user_slot(u).and_then(|s| s.grants.as_deref()),
+            Subject::Group(g) => self
+                .group_ix
+                .get(g.as_str())
+                .and_then(|&ix| self.groups[ix as usize].grants.as_deref()),
         };
-        ids.into_iter()
-            .flat_map(|s| s.iter())
-            .filter_map(|id| self.grants.get(id))
+        set.into_iter().flat_map(|s| s.grants().iter())
     }
 
-    pub(super) fn open_user_grant_ids(&self, user: &str) -> Option<&OrdSet<Seq>> {
-        self.user_grants.get(user)
+    pub(super) fn user_slot(&self, name: &str) -> Option<&UserSlot> {
+        let ix = *self.user_ix.get(name)?;
+        Some(&self.users[ix as usize])
     }
 
-    pub(super) fn open_group_grant_ids(&self, group: &str) -> Option<&OrdSet<Seq>> {
-        self.group_grants.get(group)
+    pub(super) fn user_slots(&self) -> impl Iterator<Item = &UserSlot> {
+        self.users.iter()
     }
 
-    pub(super) fn users_with_direct_grants(&self) -> impl Iterator<Item = &String> {
-        self.user_grants
-            .iter()
-            .filter(|(_, s)| !s.is_empty())
-            .map(|(u, _)| u)
+    pub(super) fn user_name(&self, ix: Ix) -> &str {
+        &self.users[ix as usize].name
     }
 
-    pub(super) fn groups_with_grants(&self) -> impl Iterator<Item = &String> {
-        self.group_grants
-            .iter()
-            .filter(|(_, s)| !s.is_empty())
-            .map(|(g, _)| g)
+    pub(super) fn group_slot(&self, ix: Ix) -> &GroupSlot {
+        &self.groups[ix as usize]
+    }
+
+    pub(super) fn group_slots(&self) -> impl Iterator<Item = &GroupSlot> {
+        self.groups.iter()
     }
 
     /// The earliest expiry among grants not yet ended by an entry.
@@ -326,7 +445,7 @@ impl State {
         match cmd {
             Command::CreateGroup { group } => {
                 names::group(group)?;
-                if self.groups.contains_key(group) {
+                if self.group(group).is_some() {
                     return Err(Error::AlreadyExists(format!(
                         "group {group:?} already exists"
                     )));
@@ -338,8 +457,7 @@ impl State {
             Command::DeleteGroup { group } => {
                 names::group(group)?;
                 let g = self
-                    .groups
-                    .get(group)
+                    .group(group)
                     .ok_or_else(|| not_found(format!("no group {group:?}")))?;
                 if g.builtin {
                     return Err(Error::FailedPrecondition(format!(
@@ -348,22 +466,20 @@ impl State {
                 }
                 Ok(Event::GroupDeleted {
                     group: group.clone(),
-                    removed_members: g.members.iter().cloned().collect(),
+                    removed_members: self.members_sorted(g),
                     ended_grants: self
-                        .group_grants
-                        .get(group)
-                        .map(|s| s.iter().copied().collect())
-                        .unwrap_or_default(),
+                        .open_grants_of(&Subject::Group(group.clone()))
+                        .map(|g| g.id)
+                        .collect(),
                 })
             }
             Command::AddMember { group, user } => {
                 names::group(group)?;
                 names::user(user)?;
                 let g = self
-                    .groups
-                    .get(group)
+                    .group(group)
                     .ok_or_else(|| not_found(format!("no group {group:?}")))?;
-                if g.members.contains(user) {
+                if self.is_member(g, user) {
                     return Err(Error::AlreadyExists(format!(
                         "user {user:?} is already a member of group {group:?}"
                     )));
@@ -377,10 +493,9 @@ impl State {
                 names::group(group)?;
                 names::user(user)?;
                 let g = self
-                    .groups
-                    .get(group)
+                    .group(group)
                     .ok_or_else(|| not_found(format!("no group {group:?}")))?;
-                if !g.members.contains(user) {
+                if !self.is_member(g, user) {
                     return Err(not_found(format!(
                         "user {user:?} is not a member of group {group:?}"
                     )));
@@ -400,7 +515,7 @@ impl State {
                     Subject::User(u) => names::user(u)?,
                     Subject::Group(g) => {
                         names::group(g)?;
-                        if !self.groups.contains_key(g) {
+                        if self.group(g).is_none() {
                             return Err(not_found(format!("no group {g:?}")));
                         }
                     }
@@ -504,7 +619,7 @@ impl State {
             }
             Command::RestoreBuiltinGroup { group } => {
                 names::group(group)?;
-                let existed = match self.groups.get(group) {
+                let existed = match self.group(group) {
                     Some(g) if g.builtin => {
                         return Err(Error::AlreadyExists(format!(
                             "built-in group {group:?} exists"
@@ -520,7 +635,7 @@ impl State {
             }
             Command::IssueBuiltinGrant { group, spec } => {
                 validate_spec(spec)?;
-                if !self.groups.get(group).is_some_and(|g| g.builtin) {
+                if !self.group(group).is_some_and(|g| g.builtin) {
                     return Err(not_found(format!("no built-in group {group:?}")));
                 }
                 Ok(Event::GrantIssued {
@@ -603,34 +718,37 @@ impl State {
             | Event::ContainerStopped { .. } => {}
             Event::DockerContainer(o) => self.observe(o),
             Event::GroupCreated { group } => {
-                self.groups.insert(
-                    group.clone(),
-                    GroupState {
-                        builtin: false,
-                        created_seq: seq,
-                        members: OrdSet::new(),
-                    },
-                );
-            }
-            Event::BuiltinGroupRestored { group, .. } => {
-                let g = self.groups.entry(group.clone()).or_insert(GroupState {
-                    builtin: true,
+                let ix = self.intern_group(group);
+                self.groups[ix as usize].group = Some(GroupState {
+                    builtin: false,
                     created_seq: seq,
                     members: OrdSet::new(),
                 });
-                g.builtin = true;
+            }
+            Event::BuiltinGroupRestored { group, .. } => {
+                let ix = self.intern_group(group);
+                let slot = &mut self.groups[ix as usize];
+                slot.group
+                    .get_or_insert_with(|| GroupState {
+                        builtin: true,
+                        created_seq: seq,
+                        members: OrdSet::new(),
+                    })
+                    .builtin = true;
             }
             Event::GroupDeleted { group, .. } => {
-                if let Some(g) = self.groups.remove(group) {
-                    for m in g.members.iter() {
-                        self.unlink_member(group, m);
+                let Some(&gix) = self.group_ix.get(group.as_str()) else {
+                    return;
+                };
+                if let Some(g) = self.groups[gix as usize].group.take() {
+                    for &uix in g.members.iter() {
+                        self.link_member(gix, uix, false);
                     }
                 }
                 let ids: Vec<Seq> = self
-                    .group_grants
-                    .get(group)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default();
+                    .open_grants_of(&Subject::Group(group.clone()))
+                    .map(|g| g.id)
+                    .collect();
                 for id in ids {
                     self.end_grant(
                         id,
@@ -644,19 +762,20 @@ impl State {
                 }
             }
             Event::MemberAdded { group, user } => {
-                if let Some(g) = self.groups.get_mut(group) {
-                    g.members.insert(user.clone());
-                    self.user_groups
-                        .entry(user.clone())
-                        .or_default()
-                        .insert(group.clone());
+                if let Some(&gix) = self.group_ix.get(group.as_str()) {
+                    if self.groups[gix as usize].group.is_some() {
+                        let uix = self.intern_user(user);
+                        self.link_member(gix, uix, true);
+                    }
                 }
             }
             Event::MemberRemoved { group, user } => {
-                if let Some(g) = self.groups.get_mut(group) {
-                    g.members.remove(user);
+                if let (Some(&gix), Some(&uix)) = (
+                    self.group_ix.get(group.as_str()),
+                    self.user_ix.get(user.as_str()),
+                ) {
+                    self.link_member(gix, uix, false);
                 }
-                self.unlink_member(group, user);
             }
             Event::GrantIssued {
                 subject,
@@ -760,16 +879,69 @@ impl State {
         }
     }
 
-    fn unlink_member(&mut self, group: &str, user: &str) {
-        let now_empty = match self.user_groups.get_mut(user) {
-            Some(gs) => {
-                gs.remove(group);
-                gs.is_empty()
+    fn intern_user(&mut self, name: &str) -> Ix {
+        if let Some(&ix) = self.user_ix.get(name) {
+            return ix;
+        }
+        let ix = self.users.len() as Ix;
+        let name: Arc<str> = Arc::from(name);
+        self.users.push_back(UserSlot {
+            name: name.clone(),
+            groups: Arc::from([]),
+            grants: None,
+        });
+        self.user_ix.insert(name, ix);
+        ix
+    }
+
+    fn intern_group(&mut self, name: &str) -> Ix {
+        if let Some(&ix) = self.group_ix.get(name) {
+            return ix;
+        }
+        let ix = self.groups.len() as Ix;
+        let name: Arc<str> = Arc::from(name);
+        self.groups.push_back(GroupSlot {
+            name: name.clone(),
+            group: None,
+            grants: None,
+        });
+        self.group_ix.insert(name, ix);
+        ix
+    }
+
+    /// Adds (`member`) or removes user `uix` to or from group `gix`, on both sides.
+    fn link_member(&mut self, gix: Ix, uix: Ix, member: bool) {
+        if let Some(g) = self.groups[gix as usize].group.as_mut() {
+            if member {
+                g.members.insert(uix);
+            } else {
+                g.members.remove(&uix);
             }
-            None => false,
-        };
-        if now_empty {
-            self.user_groups.remove(user);
+        }
+        let slot = &mut self.users[uix as usize];
+        let at = slot.groups.binary_search(&gix);
+        let mut groups = slot.groups.to_vec();
+        match (at, member) {
+            (Err(i), true) => groups.insert(i, gix),
+            (Ok(i), false) => {
+                groups.remove(i);
+            }
+            _ => return,
+        }
+        slot.groups = Arc::from(groups);
+    }
+
+    /// The open-grant set of `subject`, interning its name.
+    fn grant_set_mut(&mut self, subject: &Subject) -> &mut Option<Arc<GrantSet>> {
+        match subject {
+            Subject::User(u) => {
+                let ix = self.intern_user(u);
+                &mut self.users[ix as usize].grants
+            }
+            Subject::Group(g) => {
+                let ix = self.intern_group(g);
+                &mut self.groups[ix as usize].grants
+            }
         }
     }
 
@@ -777,10 +949,8 @@ impl State {
         if g.ended.is_some() {
             return;
         }
-        match &g.subject {
-            Subject::User(u) => self.user_grants.entry(u.clone()).or_default().insert(g.id),
-            Subject::Group(n) => self.group_grants.entry(n.clone()).or_default().insert(g.id),
-        };
+        let set = self.grant_set_mut(&g.subject);
+        *set = GrantSet::with(set.as_deref(), g.clone());
         if let Some(exp) = g.expires_at_ns {
             self.expiring.insert((exp, g.id));
         }
@@ -795,20 +965,8 @@ impl State {
         }
         g.ended = Some(end);
         let (subject, exp) = (g.subject.clone(), g.expires_at_ns);
-        let index = match &subject {
-            Subject::User(u) => self.user_grants.get_mut(u.as_str()),
-            Subject::Group(n) => self.group_grants.get_mut(n.as_str()),
-        };
-        let now_empty = index.map(|s| {
-            s.remove(&id);
-            s.is_empty()
-        });
-        if now_empty == Some(true) {
-            match &subject {
-                Subject::User(u) => self.user_grants.remove(u.as_str()),
-                Subject::Group(n) => self.group_grants.remove(n.as_str()),
-            };
-        }
+        let set = self.grant_set_mut(&subject);
+        *set = GrantSet::without(set.as_deref(), id);
         if let Some(exp) = exp {
             self.expiring.remove(&(exp, id));
         }
@@ -817,19 +975,25 @@ impl State {
     // === checkpoints ===
 
     pub fn to_checkpoint(&self) -> Vec<u8> {
-        let cp = CheckpointV1 {
+        let cp = Checkpoint {
+            version: CHECKPOINT_VERSION,
             seq: self.seq,
             hash: hex::encode(self.hash),
             genesis: hex::encode(self.genesis),
             time_ns: self.time_ns,
+            users: self.users.iter().map(|u| u.name.to_string()).collect(),
+            group_names: self.groups.iter().map(|g| g.name.to_string()).collect(),
             groups: self
                 .groups
                 .iter()
-                .map(|(n, g)| CheckpointGroup {
-                    name: n.clone(),
-                    builtin: g.builtin,
-                    created_seq: g.created_seq,
-                    members: g.members.iter().cloned().collect(),
+                .enumerate()
+                .filter_map(|(ix, slot)| {
+                    slot.group.as_ref().map(|g| CheckpointGroup {
+                        ix: ix as Ix,
+                        builtin: g.builtin,
+                        created_seq: g.created_seq,
+                        members: g.members.iter().copied().collect(),
+                    })
                 })
                 .collect(),
             grants: self.grants.values().cloned().collect(),
@@ -840,7 +1004,13 @@ impl State {
     }
 
     pub fn from_checkpoint(bytes: &[u8]) -> Result<State, String> {
-        let cp: CheckpointV1 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let cp: Checkpoint = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if cp.version != CHECKPOINT_VERSION {
+            return Err(format!(
+                "checkpoint version {} (this build reads {CHECKPOINT_VERSION})",
+                cp.version
+            ));
+        }
         let mut st = State {
             seq: cp.seq,
             time_ns: cp.time_ns,
@@ -848,21 +1018,38 @@ impl State {
         };
         hex::decode_to_slice(&cp.hash, &mut st.hash).map_err(|e| e.to_string())?;
         hex::decode_to_slice(&cp.genesis, &mut st.genesis).map_err(|e| e.to_string())?;
+        // Interned in the order they were, so indices equal those of a full replay.
+        for u in &cp.users {
+            st.intern_user(u);
+        }
+        for g in &cp.group_names {
+            st.intern_group(g);
+        }
+        if st.users.len() != cp.users.len() || st.groups.len() != cp.group_names.len() {
+            return Err("checkpoint repeats a name".into());
+        }
+        let mut user_groups: Vec<Vec<Ix>> = vec![Vec::new(); cp.users.len()];
         for g in cp.groups {
-            for m in &g.members {
-                st.user_groups
-                    .entry(m.clone())
-                    .or_default()
-                    .insert(g.name.clone());
+            if g.ix as usize >= cp.group_names.len() {
+                return Err(format!("checkpoint group index {} out of range", g.ix));
             }
-            st.groups.insert(
-                g.name,
-                GroupState {
-                    builtin: g.builtin,
-                    created_seq: g.created_seq,
-                    members: g.members.into_iter().collect(),
-                },
-            );
+            for &m in &g.members {
+                user_groups
+                    .get_mut(m as usize)
+                    .ok_or_else(|| format!("checkpoint member index {m} out of range"))?
+                    .push(g.ix);
+            }
+            st.groups[g.ix as usize].group = Some(GroupState {
+                builtin: g.builtin,
+                created_seq: g.created_seq,
+                members: g.members.into_iter().collect(),
+            });
+        }
+        for (ix, mut groups) in user_groups.into_iter().enumerate() {
+            if !groups.is_empty() {
+                groups.sort_unstable();
+                st.users[ix].groups = Arc::from(groups);
+            }
         }
         for g in cp.grants {
             st.index_grant(&g);
@@ -921,23 +1108,33 @@ pub fn validate_spec(spec: &GrantSpec) -> Result<(), Error> {
     Ok(())
 }
 
+/// Version 2 keeps names interned: members are user indices (version 1 repeated every
+/// member's name). A checkpoint of another version is skipped; start-up then replays
+/// from an older one or from the start.
+const CHECKPOINT_VERSION: u32 = 2;
+
 #[derive(Serialize, Deserialize)]
 struct CheckpointGroup {
-    name: String,
+    ix: Ix,
     builtin: bool,
     created_seq: Seq,
-    members: Vec<String>,
+    members: Vec<Ix>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct CheckpointV1 {
+struct Checkpoint {
+    version: u32,
     seq: Seq,
     hash: String,
     genesis: String,
     time_ns: UnixNanos,
+    /// Every user name ever interned, in index order.
+    users: Vec<String>,
+    /// Every group name ever interned, in index order.
+    group_names: Vec<String>,
+    /// The groups that exist.
     groups: Vec<CheckpointGroup>,
     grants: Vec<GrantState>,
     tokens: Vec<TokenState>,
-    #[serde(default)]
     containers: Vec<ContainerRecord>,
 }

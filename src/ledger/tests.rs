@@ -99,12 +99,9 @@ async fn raw_supersedes_limited_and_zeroes_limits_rw_wins_privileged_ors() {
     let a = l.check_access("alice").unwrap();
     assert_eq!(a.socket_mode, SocketMode::Rw, "rw wins");
     assert!(a.privileged, "privileged ORs");
-    assert_eq!(a.provenance.len(), 4);
+    assert_eq!(a.provenance().count(), 4);
     assert_eq!(
-        a.provenance
-            .iter()
-            .filter(|c| c.via_group.as_deref() == Some("g"))
-            .count(),
+        a.provenance().filter(|c| c.via_group == Some("g")).count(),
         2
     );
     let bob = l.check_access("bob").unwrap();
@@ -341,6 +338,8 @@ enum Op {
     Remove(u8, u8),
     GrantUser(u8, u8),
     GrantGroup(u8, u8),
+    /// A grant to a group that expires this many seconds from now.
+    GrantGroupExpiring(u8, u8, u8),
     Revoke(u8),
 }
 
@@ -352,6 +351,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..4, 0u8..6).prop_map(|(g, u)| Op::Remove(g, u)),
         (0u8..6, 0u8..3).prop_map(|(u, s)| Op::GrantUser(u, s)),
         (0u8..4, 0u8..3).prop_map(|(g, s)| Op::GrantGroup(g, s)),
+        (0u8..4, 0u8..3, 1u8..8).prop_map(|(g, s, e)| Op::GrantGroupExpiring(g, s, e)),
         (0u8..40).prop_map(Op::Revoke),
     ]
 }
@@ -361,7 +361,14 @@ fn to_cmd(op: &Op) -> Command {
         socket: [SocketAccess::Raw, SocketAccess::Limited, SocketAccess::None][s as usize],
         socket_mode: SocketMode::Rw,
         privileged: s == 2,
-        limits: Limits::default(),
+        limits: if s == 1 {
+            Limits {
+                max_containers: Some(u32::from(s) * 7),
+                ..Limits::default()
+            }
+        } else {
+            Limits::default()
+        },
     };
     match op {
         Op::Create(g) => Command::CreateGroup {
@@ -388,6 +395,12 @@ fn to_cmd(op: &Op) -> Command {
             subject: Subject::Group(format!("g{g}")),
             spec: spec(*s),
             expires_at_ns: None,
+            reason: "p".into(),
+        },
+        Op::GrantGroupExpiring(g, s, e) => Command::IssueGrant {
+            subject: Subject::Group(format!("g{g}")),
+            spec: spec(*s),
+            expires_at_ns: Some(now_ns() + i64::from(*e) * 1_000_000_000),
             reason: "p".into(),
         },
         Op::Revoke(id) => Command::RevokeGrant {
@@ -430,4 +443,80 @@ proptest! {
             Ok(())
         })?;
     }
+
+    /// The indexed, precombined evaluation gives what a plain scan of every grant gives,
+    /// at any time (so also past some grants' expiry).
+    #[test]
+    fn evaluation_equals_scan(ops in proptest::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let l = open(dir.path(), 1000);
+            for o in &ops {
+                let _ = l.submit("p", None, to_cmd(o)).await;
+            }
+            let st = l.snapshot();
+            let t0 = st.time_ns;
+            for u in 0..6 {
+                let user = format!("u{u}");
+                for secs in 0..9i64 {
+                    let at = t0 + secs * 1_000_000_000;
+                    let a = policy::evaluate(&st, &user, at);
+                    let (socket, mode, privileged, limits, mut ids) = scan(&st, &user, at);
+                    prop_assert_eq!(a.socket, socket);
+                    prop_assert_eq!(a.privileged, privileged);
+                    prop_assert_eq!(a.limits, limits);
+                    if socket == SocketAccess::Raw {
+                        prop_assert_eq!(a.socket_mode, mode);
+                    }
+                    let mut got: Vec<Seq> = a.provenance().map(|c| c.grant.id).collect();
+                    got.sort_unstable();
+                    ids.sort_unstable();
+                    prop_assert_eq!(got, ids);
+                }
+            }
+            l.shutdown().await;
+            Ok(())
+        })?;
+    }
+}
+
+/// Effective access by the definition (DESIGN §2), scanning every grant ever issued.
+fn scan(
+    st: &State,
+    user: &str,
+    at: UnixNanos,
+) -> (SocketAccess, SocketMode, bool, EffectiveLimits, Vec<Seq>) {
+    let (mut socket, mut rw, mut privileged, mut limits, mut ids) = (
+        SocketAccess::None,
+        false,
+        false,
+        None::<EffectiveLimits>,
+        Vec::new(),
+    );
+    for g in st.grants().filter(|g| g.is_active_at(at)) {
+        let reaches = match &g.subject {
+            Subject::User(u) => u == user,
+            Subject::Group(n) => st
+                .group(n)
+                .is_some_and(|gs| st.members(gs).any(|m| m == user)),
+        };
+        if !reaches {
+            continue;
+        }
+        ids.push(g.id);
+        socket = socket.max(g.spec.socket);
+        privileged |= g.spec.privileged;
+        rw |= g.spec.socket == SocketAccess::Raw && g.spec.socket_mode == SocketMode::Rw;
+        if g.spec.socket == SocketAccess::Limited {
+            let l = g.spec.limits.resolved();
+            limits = Some(limits.map_or(l, |a| a.max(l)));
+        }
+    }
+    let limits = match (socket, limits) {
+        (SocketAccess::Limited, Some(l)) => l,
+        _ => EffectiveLimits::default(),
+    };
+    let mode = if rw { SocketMode::Rw } else { SocketMode::Ro };
+    (socket, mode, privileged, limits, ids)
 }

@@ -307,6 +307,7 @@ impl Ledger {
             cfg: cfg.clone(),
             failed: failed.clone(),
             since_checkpoint: head - from_checkpoint,
+            checkpointer: Some(Checkpointer::start(store.clone(), cfg.checkpoint_interval)?),
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -674,6 +675,55 @@ struct Writer {
     cfg: LedgerConfig,
     failed: Arc<AtomicBool>,
     since_checkpoint: u64,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Writes checkpoints on its own thread: encoding the state of 100k users takes tens
+/// of milliseconds, which the writer would otherwise add to every caller waiting on
+/// that batch. The state is a persistent snapshot, so handing it over is O(1).
+struct Checkpointer {
+    /// Capacity 1: while one checkpoint is being written, the writer retries with a
+    /// later state after its next batch rather than queueing stale ones.
+    tx: std::sync::mpsc::SyncSender<Arc<State>>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+/// Checkpoints kept besides the newest two: the first in each window of this many
+/// intervals, so a point-in-time query replays at most that many entries while old
+/// checkpoints do not pile up (each holds the whole state).
+const SPARSE_CHECKPOINT_WINDOW: u64 = 10;
+
+impl Checkpointer {
+    fn start(store: Store, interval: u64) -> Result<Checkpointer, Error> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<State>>(1);
+        let window = interval.max(1).saturating_mul(SPARSE_CHECKPOINT_WINDOW);
+        let handle = std::thread::Builder::new()
+            .name("ledger-checkpoint".into())
+            .spawn(move || {
+                for state in rx {
+                    let bytes = state.to_checkpoint();
+                    if let Err(e) = store
+                        .put_checkpoint(state.seq, &bytes)
+                        .and_then(|()| store.prune_checkpoints(2, window))
+                    {
+                        warn!(seq = state.seq, error = %e, "checkpoint not written");
+                    }
+                }
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start the checkpointer: {e}")))?;
+        Ok(Checkpointer { tx, handle })
+    }
+
+    /// Hands `state` over; false when a checkpoint is still being written.
+    fn offer(&self, state: &Arc<State>) -> bool {
+        self.tx.try_send(state.clone()).is_ok()
+    }
+
+    /// Waits for the checkpoint in progress.
+    fn finish(self) {
+        drop(self.tx);
+        let _ = self.handle.join();
+    }
 }
 
 enum Outcome {
@@ -706,6 +756,9 @@ impl Writer {
                 self.commit(std::mem::take(&mut batch));
             }
             if let Some(s) = stop {
+                if let Some(c) = self.checkpointer.take() {
+                    c.finish();
+                }
                 self.rx.close();
                 // Refuse whatever raced in after the stop.
                 while let Ok(m) = self.rx.try_recv() {
@@ -777,11 +830,10 @@ impl Writer {
                 _ => (a, d),
             });
             crate::metrics::writer_batch(raws.len(), flush_time, state.seq, allowed, denied);
-            if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1) {
-                match self.store.put_checkpoint(state.seq, &state.to_checkpoint()) {
-                    Ok(()) => self.since_checkpoint = 0,
-                    Err(e) => warn!(error = %e, "checkpoint not written"),
-                }
+            if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1)
+                && self.checkpointer.as_ref().is_some_and(|c| c.offer(&state))
+            {
+                self.since_checkpoint = 0;
             }
         }
         for (w, o) in batch.into_iter().zip(outcomes) {

@@ -203,6 +203,26 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes old checkpoints, keeping the newest `newest` and the oldest one in each
+    /// window of `window` seqs.
+    pub fn prune_checkpoints(&self, newest: usize, window: u64) -> Result<()> {
+        let mut seqs = Vec::new();
+        for k in self.checkpoints.iter().keys() {
+            seqs.push(decode_seq(&k?)?);
+        }
+        let keep_from = seqs.len().saturating_sub(newest);
+        let mut last_window = None;
+        for (i, seq) in seqs.into_iter().enumerate() {
+            let w = seq / window.max(1);
+            if i >= keep_from || last_window != Some(w) {
+                last_window = Some(w);
+                continue;
+            }
+            self.checkpoints.remove(seq.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Checkpoints at or before `seq`, newest first.
     pub fn checkpoints_at_or_before(
         &self,
@@ -274,5 +294,20 @@ mod tests {
         let first = s.checkpoints_at_or_before(15).next().unwrap().unwrap();
         assert_eq!(first, (10, b"ten".to_vec()));
         assert!(s.checkpoints_at_or_before(5).next().is_none());
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_one_per_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for seq in (10..=250).step_by(10) {
+            s.put_checkpoint(seq, b"cp").unwrap();
+        }
+        s.prune_checkpoints(2, 100).unwrap();
+        let kept: Vec<u64> = s
+            .checkpoints_at_or_before(u64::MAX)
+            .map(|c| c.unwrap().0)
+            .collect();
+        assert_eq!(kept, vec![250, 240, 200, 100, 10]);
     }
 }

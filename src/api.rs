@@ -455,9 +455,9 @@ impl pb::audit_server::Audit for Api {
         };
         let rx = self
             .ledger
-            .stream(r.from_seq, r.follow, filter, STREAM_BUFFER)?;
+            .stream_records(r.from_seq, r.follow, filter, STREAM_BUFFER)?;
         let s = ReceiverStream::new(rx).map(|item| match item {
-            Ok(e) => Ok(cv::pb_entry(&e)),
+            Ok(e) => Ok(cv::pb_entry(e)),
             Err(e) => Err(Status::from(e)),
         });
         Ok(Response::new(Box::pin(s)))

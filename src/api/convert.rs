@@ -11,7 +11,7 @@ use crate::ledger::event::{
 };
 use crate::ledger::policy::{Access, Contribution};
 use crate::ledger::state::{EndKind, GrantState, State, TokenState};
-use crate::ledger::{At, Entry};
+use crate::ledger::{At, EntryRecord};
 use crate::pb;
 
 fn bad(msg: impl Into<String>) -> Status {
@@ -301,16 +301,16 @@ pub fn pb_group(state: &State, name: &str, seq: Seq, replayed: bool) -> pb::Grou
     }
 }
 
-pub fn pb_entry(e: &Entry) -> pb::Entry {
+pub fn pb_entry(e: EntryRecord) -> pb::Entry {
     pb::Entry {
         seq: e.seq,
         time: Some(timestamp(e.time_ns)),
         time_unix_nanos: e.time_ns,
-        actor: e.actor.clone(),
-        request_id: e.request_id.clone().unwrap_or_default(),
-        kind: e.event.kind().to_string(),
+        actor: e.actor,
+        request_id: e.request_id.unwrap_or_default(),
+        kind: e.kind.to_string(),
         prev_hash: e.prev_hash.to_vec(),
         hash: e.hash.to_vec(),
-        body: e.body.clone(),
+        body: e.body,
     }
 }

@@ -330,6 +330,51 @@ async fn expiry_is_applied_at_query_time_and_then_recorded() {
     l.shutdown().await;
 }
 
+#[tokio::test]
+async fn records_decode_like_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path(), 1000);
+    ok(&l, Command::CreateGroup { group: "g".into() }).await;
+    ok(
+        &l,
+        Command::AddMember {
+            group: "g".into(),
+            user: "alice".into(),
+        },
+    )
+    .await;
+    l.submit(
+        "spawner",
+        Some("r-1".into()),
+        Command::AuthorizeSpawn {
+            user: "alice".into(),
+            server_name: String::new(),
+            image: "img".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let head = l.snapshot().seq;
+    let all = StreamFilter::default();
+    for raw in l.inner.store.range(1, head, 1000).unwrap() {
+        let full = EntryRecord::from(Entry::decode(raw.clone()).unwrap());
+        let light = EntryRecord::decode(raw.clone(), &all).unwrap().unwrap();
+        assert_eq!(light, full);
+        let other_kind = StreamFilter {
+            kinds: vec![if full.kind == "group_created" {
+                "member_added"
+            } else {
+                "group_created"
+            }
+            .into()],
+            subject: None,
+        };
+        assert_eq!(EntryRecord::decode(raw, &other_kind).unwrap(), None);
+    }
+    assert_eq!(head, 3, "group, member and decision");
+    l.shutdown().await;
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Create(u8),

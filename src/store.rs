@@ -4,8 +4,12 @@
 //! - `entries`: big-endian seq → `[format version][32-byte hash][body bytes]`, so a
 //!   range scan is a replay in log order;
 //! - `idempotency`: `actor \0 request_id` → big-endian seq of the first result;
-//! - `checkpoints`: big-endian seq → serialized state as of that seq;
 //! - `meta`: small named values (the Docker watcher's cursor, the ledger id).
+//!
+//! Checkpoints (the serialized state as of a seq, megabytes each) are files in
+//! `checkpoints/` beside the sled directory, not sled values: sled materializes a
+//! whole leaf of values into its cache, so a few large checkpoints there cost hundreds
+//! of megabytes of memory and slowed start-up (DESIGN §7 memory target).
 //!
 //! An append batch and its idempotency keys commit in one transaction, and
 //! [`Store::append`] returns only after sled's flush returned: nothing is acknowledged
@@ -13,7 +17,8 @@
 //! flushes from running concurrently (sled 0.34's `flush_async` hangs with many
 //! concurrent callers, sled issue 1308).
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -31,6 +36,19 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// `dir/checkpoints`, created if missing, with stale temporary files removed.
+fn checkpoint_dir(dir: &Path) -> Result<PathBuf> {
+    let cp = dir.join("checkpoints");
+    std::fs::create_dir_all(&cp)?;
+    for f in std::fs::read_dir(&cp)? {
+        let path = f?.path();
+        if path.extension().is_some_and(|e| e == "tmp") {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(cp)
+}
 
 /// One entry as stored: its hash and the exact body bytes the hash covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,9 +99,11 @@ pub struct Store {
     db: sled::Db,
     entries: sled::Tree,
     idempotency: sled::Tree,
-    checkpoints: sled::Tree,
     meta: sled::Tree,
+    checkpoint_dir: PathBuf,
 }
+
+const CHECKPOINT_SUFFIX: &str = ".checkpoint";
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
@@ -107,10 +127,12 @@ impl Store {
                 r => break r?,
             }
         };
+        // Earlier builds kept checkpoints in sled; they are only an optimization.
+        db.drop_tree("checkpoints")?;
         Ok(Store {
             entries: db.open_tree("entries")?,
             idempotency: db.open_tree("idempotency")?,
-            checkpoints: db.open_tree("checkpoints")?,
+            checkpoint_dir: checkpoint_dir(dir)?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -198,18 +220,43 @@ impl Store {
 
     /// Stores a checkpoint. It is an optimization only (the log is the truth), so it is
     /// made durable by the next append's flush or by [`Store::flush`].
+    /// Writes the checkpoint for `seq` durably: a temporary file, fsync, then rename,
+    /// so a crash leaves either no checkpoint or a whole one.
     pub fn put_checkpoint(&self, seq: u64, bytes: &[u8]) -> Result<()> {
-        self.checkpoints.insert(seq.to_be_bytes(), bytes)?;
+        let path = self.checkpoint_path(seq);
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.checkpoint_dir)?.sync_all()?;
         Ok(())
+    }
+
+    fn checkpoint_path(&self, seq: u64) -> PathBuf {
+        self.checkpoint_dir
+            .join(format!("{seq:020}{CHECKPOINT_SUFFIX}"))
+    }
+
+    /// The seqs that have a checkpoint, ascending.
+    fn checkpoint_seqs(&self) -> Result<Vec<u64>> {
+        let mut seqs = Vec::new();
+        for f in std::fs::read_dir(&self.checkpoint_dir)? {
+            let name = f?.file_name();
+            let seq = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(CHECKPOINT_SUFFIX))
+                .and_then(|n| n.parse::<u64>().ok());
+            seqs.extend(seq);
+        }
+        seqs.sort_unstable();
+        Ok(seqs)
     }
 
     /// Deletes old checkpoints, keeping the newest `newest` and the oldest one in each
     /// window of `window` seqs.
     pub fn prune_checkpoints(&self, newest: usize, window: u64) -> Result<()> {
-        let mut seqs = Vec::new();
-        for k in self.checkpoints.iter().keys() {
-            seqs.push(decode_seq(&k?)?);
-        }
+        let seqs = self.checkpoint_seqs()?;
         let keep_from = seqs.len().saturating_sub(newest);
         let mut last_window = None;
         for (i, seq) in seqs.into_iter().enumerate() {
@@ -218,23 +265,29 @@ impl Store {
                 last_window = Some(w);
                 continue;
             }
-            self.checkpoints.remove(seq.to_be_bytes())?;
+            std::fs::remove_file(self.checkpoint_path(seq))?;
         }
         Ok(())
     }
 
-    /// Checkpoints at or before `seq`, newest first.
+    /// Checkpoints at or before `seq`, newest first, each read when reached.
     pub fn checkpoints_at_or_before(
         &self,
         seq: u64,
     ) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + '_ {
-        self.checkpoints
-            .range(..=seq.to_be_bytes())
-            .rev()
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((decode_seq(&k)?, v.to_vec()))
-            })
+        let seqs = match self.checkpoint_seqs() {
+            Ok(s) => Ok(s.into_iter().rev().filter(move |s| *s <= seq)),
+            Err(e) => Err(e),
+        };
+        let (seqs, err) = match seqs {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        err.into_iter().chain(
+            seqs.into_iter()
+                .flatten()
+                .map(|s| Ok((s, std::fs::read(self.checkpoint_path(s))?))),
+        )
     }
 
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {

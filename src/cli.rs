@@ -111,6 +111,9 @@ pub struct ServeArgs {
     /// Entries between state checkpoints [default: 10000].
     #[arg(long, env = config::ENV_CHECKPOINT_INTERVAL)]
     pub checkpoint_interval: Option<u64>,
+    /// Storage page cache, in MiB [default: 64].
+    #[arg(long, env = config::ENV_STORAGE_CACHE_MB)]
+    pub storage_cache_mb: Option<u64>,
     /// Largest accepted request, in bytes [default: 65536].
     #[arg(long, env = config::ENV_MAX_REQUEST_BYTES)]
     pub max_request_bytes: Option<usize>,
@@ -299,6 +302,7 @@ impl ServeArgs {
             unix_socket: self.unix_socket.clone(),
             data_dir: self.data_dir.clone(),
             checkpoint_interval: self.checkpoint_interval,
+            storage_cache_mb: self.storage_cache_mb,
             max_request_bytes: self.max_request_bytes,
             host_socket: self.host_socket.clone(),
             container_socket: self.container_socket.clone(),

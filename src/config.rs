@@ -14,6 +14,7 @@ pub const ENV_DATA: &str = "PRIVLEDGER_DATA";
 pub const ENV_LISTEN: &str = "PRIVLEDGER_LISTEN";
 pub const ENV_UNIX_SOCKET: &str = "PRIVLEDGER_UNIX_SOCKET";
 pub const ENV_CHECKPOINT_INTERVAL: &str = "PRIVLEDGER_CHECKPOINT_INTERVAL";
+pub const ENV_STORAGE_CACHE_MB: &str = "PRIVLEDGER_STORAGE_CACHE_MB";
 pub const ENV_MAX_REQUEST_BYTES: &str = "PRIVLEDGER_MAX_REQUEST_BYTES";
 pub const ENV_HOST_SOCKET: &str = "PRIVLEDGER_HOST_SOCKET";
 pub const ENV_CONTAINER_SOCKET: &str = "PRIVLEDGER_CONTAINER_SOCKET";
@@ -63,6 +64,9 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
     pub data_dir: PathBuf,
+    /// sled's page cache, in bytes. sled's own default (1 GiB) would let a full read of
+    /// a large log (an audit catch-up) grow the process by a gigabyte.
+    pub storage_cache_bytes: u64,
     pub ledger: LedgerConfig,
     pub builtin_groups: Vec<(String, GrantSpec)>,
     /// Largest request message accepted; larger ones get RESOURCE_EXHAUSTED.
@@ -105,6 +109,7 @@ impl Config {
             listen: Some(DEFAULT_LISTEN.parse().expect("default address")),
             unix_socket: None,
             data_dir: data_dir.into(),
+            storage_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             ledger: LedgerConfig::default(),
             builtin_groups: vec![(
                 DEFAULT_BUILTIN_GROUP.to_string(),
@@ -151,6 +156,12 @@ impl Config {
                 return Err(invalid("checkpoint_interval", "must be at least 1"));
             }
             cfg.ledger.checkpoint_interval = n;
+        }
+        if let Some(n) = o.storage_cache_mb.or(f.storage_cache_mb) {
+            if !(1..=1024 * 1024).contains(&n) {
+                return Err(invalid("storage_cache_mb", "must be from 1 to 1048576"));
+            }
+            cfg.storage_cache_bytes = n * 1024 * 1024;
         }
         if let Some(n) = o.max_request_bytes.or(f.max_request_bytes) {
             if !(1024..=64 * 1024 * 1024).contains(&n) {
@@ -309,6 +320,7 @@ pub struct Overrides {
     pub unix_socket: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub checkpoint_interval: Option<u64>,
+    pub storage_cache_mb: Option<u64>,
     pub max_request_bytes: Option<usize>,
     pub host_socket: Option<String>,
     pub container_socket: Option<String>,
@@ -415,6 +427,7 @@ struct FileConfig {
     unix_socket: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     checkpoint_interval: Option<u64>,
+    storage_cache_mb: Option<u64>,
     max_request_bytes: Option<usize>,
     metrics_listen: Option<String>,
     sockets: Option<FileSockets>,
@@ -496,6 +509,7 @@ mod tests {
 listen = "127.0.0.1:7000"
 data_dir = "/tmp/x"
 checkpoint_interval = 50
+storage_cache_mb = 32
 [sockets]
 host_socket = "/run/docker.sock"
 [[builtin_groups]]
@@ -517,6 +531,7 @@ limits = { max_containers = 4, mem_cap_gb = 1.5 }
         assert_eq!(c.listen.unwrap().port(), 7001);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.ledger.checkpoint_interval, 50);
+        assert_eq!(c.storage_cache_bytes, 32 * 1024 * 1024);
         assert_eq!(c.ledger.spawn.host_socket, "/run/docker.sock");
         assert_eq!(c.builtin_groups.len(), 2);
         assert_eq!(c.builtin_groups[0].1.socket_mode, SocketMode::Ro);

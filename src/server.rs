@@ -76,7 +76,7 @@ pub async fn run(
         },
         None => None,
     };
-    let store = Store::open(&cfg.data_dir)?;
+    let store = Store::open_with_cache(&cfg.data_dir, cfg.storage_cache_bytes)?;
     let ledger = Ledger::open(store, cfg.ledger.clone())?;
     ledger.start_up(&cfg.builtin_groups, VERSION).await?;
     ensure_admin_token(&ledger, &cfg.admin_token_path()).await?;

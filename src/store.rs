@@ -105,10 +105,20 @@ pub struct Store {
 
 const CHECKPOINT_SUFFIX: &str = ".checkpoint";
 
+/// The default page cache: enough for the recent log and the trees' inner nodes.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens with a page cache of `cache_bytes` (a target, not a hard cap, in sled).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
-        let config = sled::Config::new().path(dir.join("ledger.sled"));
+        let config = sled::Config::new()
+            .path(dir.join("ledger.sled"))
+            .cache_capacity(cache_bytes);
         // sled's background threads can keep the file lock for a moment after the last
         // handle in this process is dropped (an in-process restart); another process
         // holding it keeps it, and gets a clear error after the grace period.

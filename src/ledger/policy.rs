@@ -285,6 +285,9 @@ pub fn decide(
     }
 }
 
+/// How many grants a decision's reason names.
+const REASON_GRANTS: usize = 3;
+
 /// A one-line human explanation of an access answer.
 fn describe<'a>(
     user: &str,
@@ -305,12 +308,23 @@ fn describe<'a>(
     if privileged {
         what.push("privileged".to_string());
     }
-    let via: Vec<String> = provenance
-        .map(|c| match c.via_group {
+    // The decision lists every grant; the reason names the first few, so a user
+    // reached by dozens of grants does not get a kilobyte of prose in every entry.
+    let mut via = Vec::new();
+    let mut more = 0;
+    for c in provenance {
+        if via.len() == REASON_GRANTS {
+            more += 1;
+            continue;
+        }
+        via.push(match c.via_group {
             Some(g) => format!("grant {} via group {g:?}", c.grant.id),
             None => format!("grant {} to the user", c.grant.id),
-        })
-        .collect();
+        });
+    }
+    if more > 0 {
+        via.push(format!("{more} more"));
+    }
     format!("{} from {}", what.join(" + "), via.join(", "))
 }
 

@@ -1051,9 +1051,29 @@ impl State {
                 st.users[ix].groups = Arc::from(groups);
             }
         }
+        // Each subject's set built once (inserting one by one copies it every time).
+        let mut user_sets: std::collections::HashMap<Ix, Vec<GrantState>> = Default::default();
+        let mut group_sets: std::collections::HashMap<Ix, Vec<GrantState>> = Default::default();
         for g in cp.grants {
-            st.index_grant(&g);
+            if g.ended.is_none() {
+                if let Some(exp) = g.expires_at_ns {
+                    st.expiring.insert((exp, g.id));
+                }
+                let set = match &g.subject {
+                    Subject::User(u) => user_sets.entry(st.intern_user(u)).or_default(),
+                    Subject::Group(n) => group_sets.entry(st.intern_group(n)).or_default(),
+                };
+                set.push(g.clone());
+            }
             st.grants.insert(g.id, g);
+        }
+        for (ix, mut grants) in user_sets {
+            grants.sort_unstable_by_key(|g| g.id);
+            st.users[ix as usize].grants = GrantSet::of(grants);
+        }
+        for (ix, mut grants) in group_sets {
+            grants.sort_unstable_by_key(|g| g.id);
+            st.groups[ix as usize].grants = GrantSet::of(grants);
         }
         for c in cp.containers {
             st.containers.insert(c.id.clone(), c);

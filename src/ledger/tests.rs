@@ -331,6 +331,61 @@ async fn expiry_is_applied_at_query_time_and_then_recorded() {
 }
 
 #[tokio::test]
+async fn a_decision_lists_every_grant_and_its_reason_names_a_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path(), 1000);
+    for g in 0..5 {
+        let group = format!("g{g}");
+        ok(
+            &l,
+            Command::CreateGroup {
+                group: group.clone(),
+            },
+        )
+        .await;
+        ok(
+            &l,
+            Command::AddMember {
+                group: group.clone(),
+                user: "alice".into(),
+            },
+        )
+        .await;
+        ok(
+            &l,
+            grant(
+                Subject::Group(group),
+                SocketAccess::Raw,
+                SocketMode::Ro,
+                false,
+            ),
+        )
+        .await;
+    }
+    let c = ok(
+        &l,
+        Command::AuthorizeSpawn {
+            user: "alice".into(),
+            server_name: String::new(),
+            image: "img".into(),
+        },
+    )
+    .await;
+    let Event::SpawnDecided(d) = &c.entry.event else {
+        panic!("not a decision: {:?}", c.entry.event)
+    };
+    assert_eq!(d.grants.len(), 5);
+    assert!(
+        d.reason
+            .starts_with("raw socket (ro) from grant 3 via group \"g0\""),
+        "{}",
+        d.reason
+    );
+    assert!(d.reason.ends_with(", 2 more"), "{}", d.reason);
+    l.shutdown().await;
+}
+
+#[tokio::test]
 async fn records_decode_like_entries() {
     let dir = tempfile::tempdir().unwrap();
     let l = open(dir.path(), 1000);

@@ -66,8 +66,7 @@ pub struct GrantSet {
     grants: Vec<GrantState>,
     /// The combination of every grant in the set.
     all: policy::Fold,
-    /// The earliest expiry in the set: until then `all` is the answer.
-    first_expiry: Option<UnixNanos>,
+    summary: policy::Summary,
 }
 
 impl GrantSet {
@@ -81,10 +80,11 @@ impl GrantSet {
             all.add(&g.spec);
         }
         let first_expiry = grants.iter().filter_map(|g| g.expires_at_ns).min();
+        let summary = policy::Summary::new(&all, first_expiry);
         Some(Arc::new(GrantSet {
             grants,
             all,
-            first_expiry,
+            summary,
         }))
     }
 
@@ -113,7 +113,7 @@ impl GrantSet {
 
     /// The combination of the grants active at `at_ns`.
     pub fn fold_at(&self, at_ns: UnixNanos) -> policy::Fold {
-        if self.first_expiry.is_none_or(|e| e > at_ns) {
+        if self.summary.holds_at(at_ns) {
             return self.all;
         }
         let mut f = policy::Fold::default();
@@ -301,6 +301,10 @@ pub struct State {
     /// Groups by index, and their index by name.
     groups: Vector<GroupSlot>,
     group_ix: NameMap<Ix>,
+    /// The summary of each group's grants, by group index: evaluating a user in 20
+    /// groups reads 20 of these small records, which stay in cache, rather than
+    /// chasing 20 pointers (DESIGN §7: ≤ 1 µs).
+    group_summaries: Vector<policy::Summary>,
     /// Every grant ever issued, including ended ones.
     grants: OrdMap<Seq, GrantState>,
     /// (expires_at, grant id) of grants not ended by an entry that carry an expiry.
@@ -905,6 +909,7 @@ impl State {
             group: None,
             grants: None,
         });
+        self.group_summaries.push_back(policy::Summary::default());
         self.group_ix.insert(name, ix);
         ix
     }
@@ -931,26 +936,40 @@ impl State {
         slot.groups = Arc::from(groups);
     }
 
-    /// The open-grant set of `subject`, interning its name.
-    fn grant_set_mut(&mut self, subject: &Subject) -> &mut Option<Arc<GrantSet>> {
+    /// Replaces the open-grant set of `subject` by `f` of it, interning its name.
+    fn update_grants(
+        &mut self,
+        subject: &Subject,
+        f: impl FnOnce(Option<&GrantSet>) -> Option<Arc<GrantSet>>,
+    ) {
         match subject {
             Subject::User(u) => {
                 let ix = self.intern_user(u);
-                &mut self.users[ix as usize].grants
+                let slot = &mut self.users[ix as usize];
+                slot.grants = f(slot.grants.as_deref());
             }
             Subject::Group(g) => {
                 let ix = self.intern_group(g);
-                &mut self.groups[ix as usize].grants
+                self.set_group_grants(ix, f(self.groups[ix as usize].grants.as_deref()));
             }
         }
+    }
+
+    fn set_group_grants(&mut self, ix: Ix, set: Option<Arc<GrantSet>>) {
+        self.group_summaries[ix as usize] = set.as_deref().map(|s| s.summary).unwrap_or_default();
+        self.groups[ix as usize].grants = set;
+    }
+
+    /// The summary of group `ix`'s grants.
+    pub(super) fn group_summary(&self, ix: Ix) -> &policy::Summary {
+        &self.group_summaries[ix as usize]
     }
 
     fn index_grant(&mut self, g: &GrantState) {
         if g.ended.is_some() {
             return;
         }
-        let set = self.grant_set_mut(&g.subject);
-        *set = GrantSet::with(set.as_deref(), g.clone());
+        self.update_grants(&g.subject, |set| GrantSet::with(set, g.clone()));
         if let Some(exp) = g.expires_at_ns {
             self.expiring.insert((exp, g.id));
         }
@@ -965,8 +984,7 @@ impl State {
         }
         g.ended = Some(end);
         let (subject, exp) = (g.subject.clone(), g.expires_at_ns);
-        let set = self.grant_set_mut(&subject);
-        *set = GrantSet::without(set.as_deref(), id);
+        self.update_grants(&subject, |set| GrantSet::without(set, id));
         if let Some(exp) = exp {
             self.expiring.remove(&(exp, id));
         }
@@ -1073,7 +1091,7 @@ impl State {
         }
         for (ix, mut grants) in group_sets {
             grants.sort_unstable_by_key(|g| g.id);
-            st.groups[ix as usize].grants = GrantSet::of(grants);
+            st.set_group_grants(ix, GrantSet::of(grants));
         }
         for c in cp.containers {
             st.containers.insert(c.id.clone(), c);

@@ -416,7 +416,10 @@ impl pb::authorizer_server::Authorizer for Api {
             None => self.ledger.check_access(&r.user)?,
             Some(at) => self.ledger.check_access_at(&r.user, at).await?,
         };
-        Ok(Response::new(cv::pb_access(&access)))
+        Ok(Response::new(cv::pb_access_with(
+            &access,
+            !r.omit_provenance,
+        )))
     }
 
     #[instrument(skip_all)]

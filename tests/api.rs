@@ -288,6 +288,7 @@ async fn admin_happy_paths_and_every_error_status_append_nothing() {
                     .check_access(pb::CheckAccessRequest {
                         user: "a/b".into(),
                         at: None,
+                        ..Default::default()
                     })
                     .await,
             ),
@@ -316,6 +317,7 @@ async fn admin_happy_paths_and_every_error_status_append_nothing() {
                         at: Some(pb::Position {
                             at: Some(pb::position::At::Seq(1_000_000)),
                         }),
+                        ..Default::default()
                     })
                     .await,
             ),
@@ -379,6 +381,7 @@ async fn access(c: &mut privledger::client::Clients, u: &str) -> pb::Access {
         .check_access(pb::CheckAccessRequest {
             user: u.into(),
             at: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -448,6 +451,26 @@ async fn combine_rules_defaults_expiry_revocation_and_leaving_a_group() {
     assert_eq!(l.mem_cap_gb, 8.0, "default beats a smaller explicit value");
     assert!(l.allow_dangerous_flags, "dangerous flags OR");
     assert_eq!(a.provenance.len(), 2);
+    let answer = c
+        .authz
+        .check_access(pb::CheckAccessRequest {
+            user: "alice".into(),
+            omit_provenance: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.provenance.is_empty(), "omit_provenance");
+    assert_eq!(
+        pb::Access {
+            provenance: a.provenance.clone(),
+            evaluated_at: a.evaluated_at,
+            ..answer
+        },
+        a,
+        "the same answer without provenance"
+    );
 
     // Raw supersedes limited and zeroes every limit; ro alone stays ro.
     let ro = c
@@ -538,6 +561,7 @@ async fn combine_rules_defaults_expiry_revocation_and_leaving_a_group() {
         .check_access(pb::CheckAccessRequest {
             user: "carol".into(),
             at: Some(later),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -813,6 +837,7 @@ async fn point_in_time_answers_before_and_after_a_change() {
         at: Some(pb::Position {
             at: Some(pb::position::At::Seq(seq)),
         }),
+        ..Default::default()
     };
     let sock = |a: pb::Access| a.socket;
     assert_eq!(
@@ -860,6 +885,7 @@ async fn point_in_time_answers_before_and_after_a_change() {
         at: Some(pb::Position {
             at: Some(pb::position::At::Time(t)),
         }),
+        ..Default::default()
     };
     assert_eq!(
         sock(c.authz.check_access(by_time).await.unwrap().into_inner()),
@@ -1163,6 +1189,7 @@ async fn role_matrix_every_rpc_refuses_a_missing_token_and_a_wrong_role() {
                         .check_access(pb::CheckAccessRequest {
                             user: "u".into(),
                             at: None,
+                            ..Default::default()
                         })
                         .await,
                 ),
@@ -1214,7 +1241,8 @@ async fn role_matrix_every_rpc_refuses_a_missing_token_and_a_wrong_role() {
             c.authz
                 .check_access(pb::CheckAccessRequest {
                     user: "u".into(),
-                    at: None
+                    at: None,
+                    ..Default::default()
                 })
                 .await
         ),

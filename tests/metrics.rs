@@ -38,6 +38,7 @@ async fn metrics_endpoint_reports_rpcs_decisions_and_writer() {
         .check_access(pb::CheckAccessRequest {
             user: "alice".into(),
             at: None,
+            ..Default::default()
         })
         .await
         .unwrap();

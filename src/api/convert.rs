@@ -213,13 +213,21 @@ fn pb_contribution_of(g: &GrantState, via_group: &str) -> pb::Contribution {
 }
 
 pub fn pb_access(a: &Access) -> pb::Access {
+    pb_access_with(a, true)
+}
+
+pub fn pb_access_with(a: &Access, provenance: bool) -> pb::Access {
     pb::Access {
         user: a.user.clone(),
         socket: pb_socket(a.socket),
         socket_mode: pb_mode(a.socket_mode),
         privileged: a.privileged,
         limits: Some(pb_limits(&a.limits)),
-        provenance: a.provenance().map(pb_contribution).collect(),
+        provenance: if provenance {
+            a.provenance().map(pb_contribution).collect()
+        } else {
+            Vec::new()
+        },
         seq: a.seq,
         evaluated_at: Some(timestamp(a.evaluated_at_ns)),
     }

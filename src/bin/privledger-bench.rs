@@ -58,8 +58,10 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Rpc {
-    /// Authorizer/CheckAccess for a user of the populated set.
+    /// Authorizer/CheckAccess for a user of the populated set, with provenance.
     Check,
+    /// The same with `omit_provenance` (the answer only).
+    CheckAnswer,
     /// Authorizer/AuthorizeSpawn (each call appends a durable decision).
     Authorize,
     /// grpc.health.v1.Health/Check served by this tool (the no-op baseline).
@@ -72,6 +74,7 @@ impl Rpc {
     fn name(self) -> &'static str {
         match self {
             Rpc::Check => "check",
+            Rpc::CheckAnswer => "check-answer",
             Rpc::Authorize => "authorize",
             Rpc::Noop => "noop",
             Rpc::Health => "health",
@@ -253,7 +256,7 @@ struct Measured {
 /// What one caller calls.
 #[derive(Clone)]
 enum Caller {
-    Check(Clients),
+    Check(Clients, bool),
     Authorize(Clients),
     Health(HealthClient<Channel>, &'static str),
 }
@@ -261,11 +264,12 @@ enum Caller {
 impl Caller {
     async fn call(&mut self, i: usize, users: usize) -> Result<(), tonic::Status> {
         match self {
-            Caller::Check(c) => c
+            Caller::Check(c, omit_provenance) => c
                 .authz
                 .check_access(pb::CheckAccessRequest {
                     user: user_name(i % users),
                     at: None,
+                    omit_provenance: *omit_provenance,
                 })
                 .await
                 .map(drop),
@@ -314,13 +318,13 @@ async fn run(cli: &Cli) -> Result<()> {
         let mut per_conn = Vec::new();
         for _ in 0..(*connections).max(1) {
             let c = match r {
-                Rpc::Check | Rpc::Authorize => {
+                Rpc::Check | Rpc::CheckAnswer | Rpc::Authorize => {
                     let ch = channel(&cli.server).await?;
                     let c = Clients::new(ch, tok.as_deref())?;
-                    if r == Rpc::Check {
-                        Caller::Check(c)
-                    } else {
-                        Caller::Authorize(c)
+                    match r {
+                        Rpc::Check => Caller::Check(c, false),
+                        Rpc::CheckAnswer => Caller::Check(c, true),
+                        _ => Caller::Authorize(c),
                     }
                 }
                 Rpc::Noop => Caller::Health(

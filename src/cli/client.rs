@@ -291,6 +291,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                 .check_access(pb::CheckAccessRequest {
                     user,
                     at: parse_position(at)?,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

@@ -396,12 +396,14 @@ class Access(_message.Message):
     def __init__(self, user: _Optional[str] = ..., socket: _Optional[_Union[SocketAccess, str]] = ..., socket_mode: _Optional[_Union[SocketMode, str]] = ..., privileged: _Optional[bool] = ..., limits: _Optional[_Union[EffectiveLimits, _Mapping]] = ..., provenance: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., seq: _Optional[int] = ..., evaluated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CheckAccessRequest(_message.Message):
-    __slots__ = ("user", "at")
+    __slots__ = ("user", "at", "omit_provenance")
     USER_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    OMIT_PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     user: str
     at: Position
-    def __init__(self, user: _Optional[str] = ..., at: _Optional[_Union[Position, _Mapping]] = ...) -> None: ...
+    omit_provenance: bool
+    def __init__(self, user: _Optional[str] = ..., at: _Optional[_Union[Position, _Mapping]] = ..., omit_provenance: _Optional[bool] = ...) -> None: ...
 
 class AuthorizeSpawnRequest(_message.Message):
     __slots__ = ("user", "server_name", "image", "request_id")

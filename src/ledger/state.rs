@@ -62,8 +62,8 @@ pub(super) struct GroupSlot {
 /// not one per grant (DESIGN §7: evaluation ≤ 1 µs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrantSet {
-    /// By id.
-    grants: Vec<GrantState>,
+    /// By id; shared with `State::grants`.
+    grants: Vec<Arc<GrantState>>,
     /// The combination of every grant in the set.
     all: policy::Fold,
     summary: policy::Summary,
@@ -71,7 +71,7 @@ pub struct GrantSet {
 
 impl GrantSet {
     /// The set of `grants`, or `None` when there are none.
-    fn of(grants: Vec<GrantState>) -> Option<Arc<GrantSet>> {
+    fn of(grants: Vec<Arc<GrantState>>) -> Option<Arc<GrantSet>> {
         if grants.is_empty() {
             return None;
         }
@@ -88,7 +88,7 @@ impl GrantSet {
         }))
     }
 
-    fn with(set: Option<&GrantSet>, grant: GrantState) -> Option<Arc<GrantSet>> {
+    fn with(set: Option<&GrantSet>, grant: Arc<GrantState>) -> Option<Arc<GrantSet>> {
         let mut grants = set.map(|s| s.grants.clone()).unwrap_or_default();
         let at = grants.partition_point(|g| g.id < grant.id);
         grants.insert(at, grant);
@@ -102,13 +102,16 @@ impl GrantSet {
     }
 
     /// Every grant in the set, by id.
-    pub fn grants(&self) -> &[GrantState] {
-        &self.grants
+    pub fn grants(&self) -> impl Iterator<Item = &GrantState> {
+        self.grants.iter().map(|g| &**g)
     }
 
     /// The grants not past their expiry at `at_ns`.
     pub fn active_at(&self, at_ns: UnixNanos) -> impl Iterator<Item = &GrantState> {
-        self.grants.iter().filter(move |g| g.is_active_at(at_ns))
+        self.grants
+            .iter()
+            .map(|g| &**g)
+            .filter(move |g| g.is_active_at(at_ns))
     }
 
     /// The combination of the grants active at `at_ns`.
@@ -305,8 +308,9 @@ pub struct State {
     /// groups reads 20 of these small records, which stay in cache, rather than
     /// chasing 20 pointers (DESIGN §7: ≤ 1 µs).
     group_summaries: Vector<policy::Summary>,
-    /// Every grant ever issued, including ended ones.
-    grants: OrdMap<Seq, GrantState>,
+    /// Every grant ever issued, including ended ones. Behind `Arc` so that open
+    /// grants are shared with their subject's set, and the map's nodes stay small.
+    grants: OrdMap<Seq, Arc<GrantState>>,
     /// (expires_at, grant id) of grants not ended by an entry that carry an expiry.
     expiring: OrdSet<(UnixNanos, Seq)>,
     tokens: HashMap<String, TokenState>,
@@ -367,11 +371,11 @@ impl State {
     }
 
     pub fn grant(&self, id: Seq) -> Option<&GrantState> {
-        self.grants.get(&id)
+        self.grants.get(&id).map(|g| &**g)
     }
 
     pub fn grants(&self) -> impl Iterator<Item = &GrantState> {
-        self.grants.values()
+        self.grants.values().map(|g| &**g)
     }
 
     /// Grants not ended by an entry whose subject is exactly `subject`, by id.
@@ -383,7 +387,7 @@ impl State {
                 .get(g.as_str())
                 .and_then(|&ix| self.groups[ix as usize].grants.as_deref()),
         };
-        set.into_iter().flat_map(|s| s.grants().iter())
+        set.into_iter().flat_map(|s| s.grants())
     }
 
     pub(super) fn user_slot(&self, name: &str) -> Option<&UserSlot> {
@@ -799,6 +803,7 @@ impl State {
                     builtin: *builtin,
                     ended: None,
                 };
+                let grant = Arc::new(grant);
                 self.index_grant(&grant);
                 self.grants.insert(seq, grant);
             }
@@ -965,7 +970,7 @@ impl State {
         &self.group_summaries[ix as usize]
     }
 
-    fn index_grant(&mut self, g: &GrantState) {
+    fn index_grant(&mut self, g: &Arc<GrantState>) {
         if g.ended.is_some() {
             return;
         }
@@ -982,6 +987,8 @@ impl State {
         if g.ended.is_some() {
             return;
         }
+        // The set still shares the grant; it drops it just below.
+        let g = Arc::make_mut(g);
         g.ended = Some(end);
         let (subject, exp) = (g.subject.clone(), g.expires_at_ns);
         self.update_grants(&subject, |set| GrantSet::without(set, id));
@@ -1014,7 +1021,7 @@ impl State {
                     })
                 })
                 .collect(),
-            grants: self.grants.values().cloned().collect(),
+            grants: self.grants.values().map(|g| (**g).clone()).collect(),
             tokens: self.tokens.values().cloned().collect(),
             containers: self.containers.values().cloned().collect(),
         };
@@ -1070,9 +1077,10 @@ impl State {
             }
         }
         // Each subject's set built once (inserting one by one copies it every time).
-        let mut user_sets: std::collections::HashMap<Ix, Vec<GrantState>> = Default::default();
-        let mut group_sets: std::collections::HashMap<Ix, Vec<GrantState>> = Default::default();
+        type Sets = std::collections::HashMap<Ix, Vec<Arc<GrantState>>>;
+        let (mut user_sets, mut group_sets) = (Sets::default(), Sets::default());
         for g in cp.grants {
+            let g = Arc::new(g);
             if g.ended.is_none() {
                 if let Some(exp) = g.expires_at_ns {
                     st.expiring.insert((exp, g.id));

@@ -65,7 +65,7 @@ fn ledger_1m(c: &mut Criterion) {
     g.bench_function(format!("checkpoint_decode/users={}", pop.users), |b| {
         b.iter_batched(
             || cp.clone(),
-            |cp| black_box(State::from_checkpoint(&cp).expect("decodes")),
+            |cp| black_box(State::from_checkpoint(&cp[..]).expect("decodes")),
             BatchSize::LargeInput,
         )
     });

@@ -1074,8 +1074,8 @@ impl Writer {
 fn load_state(store: &Store, target: Seq) -> Result<(State, Seq), Error> {
     let mut base = State::default();
     for cp in store.checkpoints_at_or_before(target) {
-        let (seq, bytes) = cp?;
-        match State::from_checkpoint(&bytes) {
+        let (seq, reader) = cp?;
+        match State::from_checkpoint(reader) {
             Ok(st) if store.get(seq)?.is_some_and(|e| e.hash == st.hash) => {
                 base = st;
                 break;

@@ -280,11 +280,11 @@ impl Store {
         Ok(())
     }
 
-    /// Checkpoints at or before `seq`, newest first, each read when reached.
+    /// Checkpoints at or before `seq`, newest first, each opened when reached.
     pub fn checkpoints_at_or_before(
         &self,
         seq: u64,
-    ) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + '_ {
+    ) -> impl Iterator<Item = Result<(u64, std::io::BufReader<std::fs::File>)>> + '_ {
         let seqs = match self.checkpoint_seqs() {
             Ok(s) => Ok(s.into_iter().rev().filter(move |s| *s <= seq)),
             Err(e) => Err(e),
@@ -293,11 +293,10 @@ impl Store {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(Err(e))),
         };
-        err.into_iter().chain(
-            seqs.into_iter()
-                .flatten()
-                .map(|s| Ok((s, std::fs::read(self.checkpoint_path(s))?))),
-        )
+        err.into_iter().chain(seqs.into_iter().flatten().map(|s| {
+            let f = std::fs::File::open(self.checkpoint_path(s))?;
+            Ok((s, std::io::BufReader::with_capacity(1 << 16, f)))
+        }))
     }
 
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -354,8 +353,10 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         s.put_checkpoint(10, b"ten").unwrap();
         s.put_checkpoint(20, b"twenty").unwrap();
-        let first = s.checkpoints_at_or_before(15).next().unwrap().unwrap();
-        assert_eq!(first, (10, b"ten".to_vec()));
+        let (seq, mut r) = s.checkpoints_at_or_before(15).next().unwrap().unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut bytes).unwrap();
+        assert_eq!((seq, bytes), (10, b"ten".to_vec()));
         assert!(s.checkpoints_at_or_before(5).next().is_none());
     }
 

@@ -889,11 +889,17 @@ impl State {
     }
 
     fn intern_user(&mut self, name: &str) -> Ix {
-        if let Some(&ix) = self.user_ix.get(name) {
+        match self.user_ix.get(name) {
+            Some(&ix) => ix,
+            None => self.intern_user_arc(Arc::from(name)),
+        }
+    }
+
+    fn intern_user_arc(&mut self, name: Arc<str>) -> Ix {
+        if let Some(&ix) = self.user_ix.get(&*name) {
             return ix;
         }
         let ix = self.users.len() as Ix;
-        let name: Arc<str> = Arc::from(name);
         self.users.push_back(UserSlot {
             name: name.clone(),
             groups: Arc::from([]),
@@ -904,11 +910,17 @@ impl State {
     }
 
     fn intern_group(&mut self, name: &str) -> Ix {
-        if let Some(&ix) = self.group_ix.get(name) {
+        match self.group_ix.get(name) {
+            Some(&ix) => ix,
+            None => self.intern_group_arc(Arc::from(name)),
+        }
+    }
+
+    fn intern_group_arc(&mut self, name: Arc<str>) -> Ix {
+        if let Some(&ix) = self.group_ix.get(&*name) {
             return ix;
         }
         let ix = self.groups.len() as Ix;
-        let name: Arc<str> = Arc::from(name);
         self.groups.push_back(GroupSlot {
             name: name.clone(),
             group: None,
@@ -1006,8 +1018,8 @@ impl State {
             hash: hex::encode(self.hash),
             genesis: hex::encode(self.genesis),
             time_ns: self.time_ns,
-            users: self.users.iter().map(|u| u.name.to_string()).collect(),
-            group_names: self.groups.iter().map(|g| g.name.to_string()).collect(),
+            users: self.users.iter().map(|u| u.name.clone()).collect(),
+            group_names: self.groups.iter().map(|g| g.name.clone()).collect(),
             groups: self
                 .groups
                 .iter()
@@ -1021,15 +1033,18 @@ impl State {
                     })
                 })
                 .collect(),
-            grants: self.grants.values().map(|g| (**g).clone()).collect(),
+            grants: self.grants.values().cloned().collect(),
             tokens: self.tokens.values().cloned().collect(),
             containers: self.containers.values().cloned().collect(),
         };
         serde_json::to_vec(&cp).expect("state serializes")
     }
 
-    pub fn from_checkpoint(bytes: &[u8]) -> Result<State, String> {
-        let cp: Checkpoint = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    /// Reads a checkpoint. It is decoded from the reader, names and grants straight
+    /// into their final allocations: a whole-file buffer and intermediate copies would
+    /// be tens of megabytes the allocator keeps after start-up.
+    pub fn from_checkpoint(reader: impl std::io::Read) -> Result<State, String> {
+        let cp: Checkpoint = serde_json::from_reader(reader).map_err(|e| e.to_string())?;
         if cp.version != CHECKPOINT_VERSION {
             return Err(format!(
                 "checkpoint version {} (this build reads {CHECKPOINT_VERSION})",
@@ -1044,18 +1059,19 @@ impl State {
         hex::decode_to_slice(&cp.hash, &mut st.hash).map_err(|e| e.to_string())?;
         hex::decode_to_slice(&cp.genesis, &mut st.genesis).map_err(|e| e.to_string())?;
         // Interned in the order they were, so indices equal those of a full replay.
-        for u in &cp.users {
-            st.intern_user(u);
+        let (n_users, n_groups) = (cp.users.len(), cp.group_names.len());
+        for u in cp.users {
+            st.intern_user_arc(u);
         }
-        for g in &cp.group_names {
-            st.intern_group(g);
+        for g in cp.group_names {
+            st.intern_group_arc(g);
         }
-        if st.users.len() != cp.users.len() || st.groups.len() != cp.group_names.len() {
+        if st.users.len() != n_users || st.groups.len() != n_groups {
             return Err("checkpoint repeats a name".into());
         }
-        let mut user_groups: Vec<Vec<Ix>> = vec![Vec::new(); cp.users.len()];
+        let mut user_groups: Vec<Vec<Ix>> = vec![Vec::new(); n_users];
         for g in cp.groups {
-            if g.ix as usize >= cp.group_names.len() {
+            if g.ix as usize >= n_groups {
                 return Err(format!("checkpoint group index {} out of range", g.ix));
             }
             for &m in &g.members {
@@ -1080,7 +1096,6 @@ impl State {
         type Sets = std::collections::HashMap<Ix, Vec<Arc<GrantState>>>;
         let (mut user_sets, mut group_sets) = (Sets::default(), Sets::default());
         for g in cp.grants {
-            let g = Arc::new(g);
             if g.ended.is_none() {
                 if let Some(exp) = g.expires_at_ns {
                     st.expiring.insert((exp, g.id));
@@ -1175,12 +1190,12 @@ struct Checkpoint {
     genesis: String,
     time_ns: UnixNanos,
     /// Every user name ever interned, in index order.
-    users: Vec<String>,
+    users: Vec<Arc<str>>,
     /// Every group name ever interned, in index order.
-    group_names: Vec<String>,
+    group_names: Vec<Arc<str>>,
     /// The groups that exist.
     groups: Vec<CheckpointGroup>,
-    grants: Vec<GrantState>,
+    grants: Vec<Arc<GrantState>>,
     tokens: Vec<TokenState>,
     containers: Vec<ContainerRecord>,
 }

@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("privledger_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // The audit stream hands the stored body over without copying it.
+        .bytes(".privledger.v1.Entry.body")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

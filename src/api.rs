@@ -10,7 +10,7 @@ pub mod status;
 use std::pin::Pin;
 
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -21,8 +21,9 @@ use crate::pb;
 use auth::{require, ADMIN, CHECKERS, READERS, SPAWNERS};
 use convert as cv;
 
-/// Entries buffered per audit stream before the producer waits for the consumer.
-const STREAM_BUFFER: usize = 256;
+/// Chunks (of up to 1024 entries) buffered per audit stream before the producer waits
+/// for the consumer.
+const STREAM_BUFFER: usize = 4;
 
 /// The three services over one ledger.
 #[derive(Clone)]
@@ -459,9 +460,12 @@ impl pb::audit_server::Audit for Api {
         let rx = self
             .ledger
             .stream_records(r.from_seq, r.follow, filter, STREAM_BUFFER)?;
-        let s = ReceiverStream::new(rx).map(|item| match item {
-            Ok(e) => Ok(cv::pb_entry(e)),
-            Err(e) => Err(Status::from(e)),
+        let s = futures_util::StreamExt::flat_map(ReceiverStream::new(rx), |item| {
+            let items: Vec<Result<pb::Entry, Status>> = match item {
+                Ok(chunk) => chunk.into_iter().map(|e| Ok(cv::pb_entry(e))).collect(),
+                Err(e) => vec![Err(Status::from(e))],
+            };
+            futures_util::stream::iter(items)
         });
         Ok(Response::new(Box::pin(s)))
     }

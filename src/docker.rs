@@ -273,7 +273,7 @@ async fn session(
             .to_vec(),
             subject: None,
         },
-        64,
+        2,
     )?;
     loop {
         tokio::select! {
@@ -284,7 +284,11 @@ async fn session(
                 None => return Err(Error::StreamEnded),
             },
             e = revocations.recv() => match e {
-                Some(Ok(e)) => w.check_stale(Some(e.seq)).await?,
+                Some(Ok(entries)) => {
+                    for e in entries {
+                        w.check_stale(Some(e.seq)).await?;
+                    }
+                }
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(Error::StreamEnded),
             },

@@ -99,7 +99,7 @@ pub struct Entry {
     pub prev_hash: [u8; 32],
     pub hash: [u8; 32],
     /// The exact stored bytes; `hash = SHA-256(prev_hash || body)`.
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 impl Entry {
@@ -137,7 +137,7 @@ pub struct EntryRecord {
     pub kind: &'static str,
     pub prev_hash: [u8; 32],
     pub hash: [u8; 32],
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 /// The fields of a stored body the stream needs; serde skips the rest unparsed.
@@ -563,17 +563,18 @@ impl Ledger {
     }
 
     /// Streams entries from `from` (history, then live when `follow`) into a bounded
-    /// channel. The producer reads from the store in chunks and waits for the head to
-    /// move, so there is no gap and no duplicate, and a consumer that stops reading
-    /// only stops the producer (memory stays bounded by the channel). The producer
-    /// ends when the receiver is dropped.
+    /// channel of chunks (in log order, each up to 1024 entries; `buffer` chunks are
+    /// held at most). The producer reads from the store in chunks and waits for the
+    /// head to move, so there is no gap and no duplicate, and a consumer that stops
+    /// reading only stops the producer (memory stays bounded by the channel). The
+    /// producer ends when the receiver is dropped.
     pub fn stream(
         &self,
         from: Seq,
         follow: bool,
         filter: StreamFilter,
         buffer: usize,
-    ) -> Result<mpsc::Receiver<Result<Entry, Error>>, Error> {
+    ) -> Result<mpsc::Receiver<Result<Vec<Entry>, Error>>, Error> {
         self.stream_with(from, follow, filter, buffer, |raw, filter| {
             let e = Entry::decode(raw)?;
             Ok(filter.matches(&e).then_some(e))
@@ -589,7 +590,7 @@ impl Ledger {
         follow: bool,
         filter: StreamFilter,
         buffer: usize,
-    ) -> Result<mpsc::Receiver<Result<EntryRecord, Error>>, Error> {
+    ) -> Result<mpsc::Receiver<Result<Vec<EntryRecord>, Error>>, Error> {
         self.stream_with(from, follow, filter, buffer, EntryRecord::decode)
     }
 
@@ -600,7 +601,7 @@ impl Ledger {
         filter: StreamFilter,
         buffer: usize,
         decode: fn(RawEntry, &StreamFilter) -> Result<Option<T>, Error>,
-    ) -> Result<mpsc::Receiver<Result<T, Error>>, Error> {
+    ) -> Result<mpsc::Receiver<Result<Vec<T>, Error>>, Error> {
         filter.validate()?;
         let filter = Arc::new(filter);
         let (tx, rx) = mpsc::channel(buffer.max(1));
@@ -649,10 +650,9 @@ impl Ledger {
                             }
                         };
                         next = last + 1;
-                        for e in chunk {
-                            if tx.send(Ok(e)).await.is_err() {
-                                return; // the consumer went away
-                            }
+                        // One send per chunk, not per entry (DESIGN §7 catch-up rate).
+                        if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
+                            return; // the consumer went away
                         }
                     }
                     if !follow {
@@ -1041,7 +1041,7 @@ impl Writer {
             prev_hash: hex::encode(next.hash),
             event,
         };
-        let bytes = serde_json::to_vec(&body).expect("entry body serializes");
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&body).expect("entry body serializes"));
         let prev_hash = next.hash;
         let hash = chain_hash(&prev_hash, &bytes);
         next.apply(seq, time_ns, &w.actor, &body.event);

@@ -55,7 +55,8 @@ fn checkpoint_dir(dir: &Path) -> Result<PathBuf> {
 pub struct RawEntry {
     pub seq: u64,
     pub hash: [u8; 32],
-    pub body: Vec<u8>,
+    /// Shares the storage's buffer: streaming the log copies no body.
+    pub body: bytes::Bytes,
 }
 
 impl RawEntry {
@@ -67,7 +68,7 @@ impl RawEntry {
         v
     }
 
-    fn decode(key: &[u8], value: &[u8]) -> Result<RawEntry> {
+    fn decode(key: &[u8], value: sled::IVec) -> Result<RawEntry> {
         let seq = decode_seq(key)?;
         if value.len() < HEADER_LEN || value[0] != FORMAT_V1 {
             return Err(Error::Malformed {
@@ -80,7 +81,7 @@ impl RawEntry {
         Ok(RawEntry {
             seq,
             hash,
-            body: value[HEADER_LEN..].to_vec(),
+            body: bytes::Bytes::from_owner(value).slice(HEADER_LEN..),
         })
     }
 }
@@ -179,7 +180,7 @@ impl Store {
     pub fn get(&self, seq: u64) -> Result<Option<RawEntry>> {
         let key = seq.to_be_bytes();
         match self.entries.get(key)? {
-            Some(v) => Ok(Some(RawEntry::decode(&key, &v)?)),
+            Some(v) => Ok(Some(RawEntry::decode(&key, v)?)),
             None => Ok(None),
         }
     }
@@ -194,7 +195,7 @@ impl Store {
             .take(limit)
             .map(|kv| {
                 let (k, v) = kv?;
-                RawEntry::decode(&k, &v)
+                RawEntry::decode(&k, v)
             })
             .collect()
     }
@@ -203,13 +204,13 @@ impl Store {
     pub fn iter_from(&self, from: u64) -> impl Iterator<Item = Result<RawEntry>> + '_ {
         self.entries.range(from.to_be_bytes()..).map(|kv| {
             let (k, v) = kv?;
-            RawEntry::decode(&k, &v)
+            RawEntry::decode(&k, v)
         })
     }
 
     pub fn last(&self) -> Result<Option<RawEntry>> {
         match self.entries.last()? {
-            Some((k, v)) => Ok(Some(RawEntry::decode(&k, &v)?)),
+            Some((k, v)) => Ok(Some(RawEntry::decode(&k, v)?)),
             None => Ok(None),
         }
     }
@@ -324,7 +325,7 @@ mod tests {
         RawEntry {
             seq,
             hash: [seq as u8; 32],
-            body: format!("{{\"seq\":{seq}}}").into_bytes(),
+            body: format!("{{\"seq\":{seq}}}").into_bytes().into(),
         }
     }
 

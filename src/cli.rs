@@ -111,7 +111,7 @@ pub struct ServeArgs {
     /// Entries between state checkpoints [default: 10000].
     #[arg(long, env = config::ENV_CHECKPOINT_INTERVAL)]
     pub checkpoint_interval: Option<u64>,
-    /// Storage page cache, in MiB [default: 64].
+    /// Storage page cache, in MiB [default: 16].
     #[arg(long, env = config::ENV_STORAGE_CACHE_MB)]
     pub storage_cache_mb: Option<u64>,
     /// Largest accepted request, in bytes [default: 65536].

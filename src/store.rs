@@ -106,8 +106,10 @@ pub struct Store {
 
 const CHECKPOINT_SUFFIX: &str = ".checkpoint";
 
-/// The default page cache: enough for the recent log and the trees' inner nodes.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// The default page cache: enough for the recent log and the trees' inner nodes. sled
+/// counts serialized sizes, and its decoded nodes take about twice that; a larger cache
+/// did not make the audit catch-up (a sequential read) or appends faster (BENCHMARKS.md).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {

@@ -101,6 +101,7 @@ pub async fn run(
                 Err(e) => e,
             },
         };
+        crate::metrics::docker_attached(false);
         let msg = err.to_string();
         if status.borrow().clone() != WatcherStatus::Connecting(Some(msg.clone())) {
             warn!(error = %msg, "docker watcher not attached; retrying");
@@ -255,6 +256,7 @@ async fn session(
     w.reconcile().await?;
     w.check_stale(None).await?;
     info!(api_version = %api_version, "docker watcher attached");
+    crate::metrics::docker_attached(true);
     status.send_replace(WatcherStatus::Watching { api_version });
 
     let mut live = docker.events(Some(events_options(replay_until, None)));
@@ -304,10 +306,15 @@ struct Watcher<'a> {
 
 impl Watcher<'_> {
     async fn record(&self, o: ContainerObserved, key: Option<String>) -> Result<Seq, Error> {
+        let (from_event, daemon_ns) = (o.source == "events", o.daemon_time_ns);
         let c = self
             .ledger
             .submit(ACTOR_DOCKER, key, Command::RecordContainer(o))
             .await?;
+        if from_event && !c.replayed && daemon_ns > 0 {
+            let lag = c.entry.time_ns.saturating_sub(daemon_ns).max(0);
+            crate::metrics::docker_event_recorded(Duration::from_nanos(lag as u64));
+        }
         Ok(c.entry.seq)
     }
 

@@ -28,6 +28,12 @@ pub const HEAD_SEQ: &str = "privledger_ledger_head_seq";
 pub const BATCH_SIZE: &str = "privledger_writer_batch_entries";
 /// Time of one batch's transaction plus flush.
 pub const FLUSH_DURATION: &str = "privledger_writer_flush_seconds";
+/// From a Docker daemon event's time to its durable `docker_container` entry.
+pub const DOCKER_LAG: &str = "privledger_docker_event_lag_seconds";
+/// Times the Docker watcher lost the daemon or failed to attach, and retried.
+pub const DOCKER_RECONNECTS: &str = "privledger_docker_reconnects_total";
+/// 1 while the Docker watcher follows the daemon's events, else 0.
+pub const DOCKER_ATTACHED: &str = "privledger_docker_attached";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -69,6 +75,7 @@ pub fn install(
             b.set_buckets_for_metric(Matcher::Full(FLUSH_DURATION.into()), LATENCY_BUCKETS)
         })
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(DOCKER_LAG.into()), LATENCY_BUCKETS))
         .map_err(|e| exporter_err(&e))?
         .build()
         .map_err(|e| exporter_err(&e))?;
@@ -97,6 +104,29 @@ fn describe() {
         Unit::Seconds,
         "writer batch transaction + flush time"
     );
+    describe_histogram!(
+        DOCKER_LAG,
+        Unit::Seconds,
+        "Docker daemon event time to its durable ledger entry"
+    );
+    describe_counter!(
+        DOCKER_RECONNECTS,
+        "Docker watcher disconnections and failed attaches (each followed by a retry)"
+    );
+    describe_gauge!(DOCKER_ATTACHED, "1 while the Docker watcher follows events");
+}
+
+/// A daemon event recorded `lag` after the daemon's own time for it.
+pub fn docker_event_recorded(lag: Duration) {
+    metrics::histogram!(DOCKER_LAG).record(lag.as_secs_f64());
+}
+
+/// The Docker watcher attached (`true`) or lost the daemon / failed to attach.
+pub fn docker_attached(attached: bool) {
+    metrics::gauge!(DOCKER_ATTACHED).set(if attached { 1.0 } else { 0.0 });
+    if !attached {
+        metrics::counter!(DOCKER_RECONNECTS).increment(1);
+    }
 }
 
 /// One finished RPC. `method` must come from a bounded set (the layer passes only

@@ -18,28 +18,6 @@ async fn docker_server(dir: &std::path::Path, stop_on_stale: bool) -> TestServer
     s
 }
 
-/// Waits (through health's Watch stream, no polling) until the watcher is attached.
-async fn wait_watching(s: &TestServer) {
-    let c = s.client(None).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
-    let mut w = health
-        .watch(tonic_health::pb::HealthCheckRequest {
-            service: "privledger.v1.DockerWatcher".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let r = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        while let Some(st) = w.message().await.unwrap() {
-            if st.status == 1 {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(r.is_ok(), "the watcher did not attach");
-}
-
 async fn decide(c: &mut privledger::client::Clients, user: &str) -> pb::Decision {
     c.authz
         .authorize_spawn(pb::AuthorizeSpawnRequest {

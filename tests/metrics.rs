@@ -1,8 +1,13 @@
-//! The opt-in Prometheus endpoint: RPCs, decisions, head and writer batches show up.
+//! The opt-in Prometheus endpoint: RPCs, decisions, head and writer batches show up,
+//! and, with a Docker daemon, the watcher's state and event lag. One test: a process
+//! has one metrics recorder.
 
 mod common;
 
-use common::TestServer;
+use common::{
+    docker, docker_available, ensure_test_image, entries_until, has, wait_watching, Containers,
+    TestServer, TEST_IMAGE,
+};
 use privledger::config::Config;
 use privledger::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,8 +37,21 @@ async fn metrics_endpoint_reports_rpcs_decisions_and_writer() {
     let mut cfg = Config::with_data_dir(dir.path());
     let maddr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     cfg.metrics_listen = Some(maddr);
+    let with_docker = docker_available();
+    cfg.docker.enabled = with_docker;
     let server = TestServer::start_with(cfg).await;
     let mut c = server.admin().await;
+    let containers = Containers::new("metrics");
+    if with_docker {
+        wait_watching(&server).await;
+        ensure_test_image();
+        let name = containers.name("lag");
+        let id = docker(&["create", "--name", &name, TEST_IMAGE, "true"]);
+        entries_until(&mut c, &id, |ev| {
+            has(ev, "docker_container", "action", "create")
+        })
+        .await;
+    }
     c.authz
         .check_access(pb::CheckAccessRequest {
             user: "alice".into(),
@@ -67,6 +85,15 @@ async fn metrics_endpoint_reports_rpcs_decisions_and_writer() {
         "privledger_ledger_head_seq ",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    if with_docker {
+        assert!(text.contains("privledger_docker_attached 1"), "{text}");
+        let lags: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("privledger_docker_event_lag_seconds_count "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no event lag count in:\n{text}"));
+        assert!(lags >= 1.0, "{text}");
     }
     server.stop().await;
 }

@@ -182,6 +182,28 @@ pub fn docker_available() -> bool {
     ok
 }
 
+/// Waits (through health's Watch stream, no polling) until the watcher is attached.
+pub async fn wait_watching(s: &TestServer) {
+    let c = s.client(None).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
+    let mut w = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "privledger.v1.DockerWatcher".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(st) = w.message().await.unwrap() {
+            if st.status == 1 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "the watcher did not attach");
+}
+
 pub const TEST_IMAGE: &str = "privledger-test-busybox:latest";
 
 /// Builds the `FROM scratch` busybox test image when it is missing (no registry is

@@ -41,19 +41,25 @@ async fn ok(l: &Ledger, cmd: Command) -> Committed {
     l.submit("tester", None, cmd).await.unwrap()
 }
 
+/// Creates `group` with `user` in it.
+async fn group_with(l: &Ledger, group: &str, user: &str) {
+    let group = group.to_string();
+    ok(
+        l,
+        Command::CreateGroup {
+            group: group.clone(),
+        },
+    )
+    .await;
+    let user = user.into();
+    ok(l, Command::AddMember { group, user }).await;
+}
+
 #[tokio::test]
 async fn raw_supersedes_limited_and_zeroes_limits_rw_wins_privileged_ors() {
     let dir = tempfile::tempdir().unwrap();
     let l = open(dir.path(), 1000);
-    ok(&l, Command::CreateGroup { group: "g".into() }).await;
-    ok(
-        &l,
-        Command::AddMember {
-            group: "g".into(),
-            user: "alice".into(),
-        },
-    )
-    .await;
+    group_with(&l, "g", "alice").await;
     ok(
         &l,
         Command::IssueGrant {
@@ -336,21 +342,7 @@ async fn a_decision_lists_every_grant_and_its_reason_names_a_few() {
     let l = open(dir.path(), 1000);
     for g in 0..5 {
         let group = format!("g{g}");
-        ok(
-            &l,
-            Command::CreateGroup {
-                group: group.clone(),
-            },
-        )
-        .await;
-        ok(
-            &l,
-            Command::AddMember {
-                group: group.clone(),
-                user: "alice".into(),
-            },
-        )
-        .await;
+        group_with(&l, &group, "alice").await;
         ok(
             &l,
             grant(
@@ -389,15 +381,7 @@ async fn a_decision_lists_every_grant_and_its_reason_names_a_few() {
 async fn records_decode_like_entries() {
     let dir = tempfile::tempdir().unwrap();
     let l = open(dir.path(), 1000);
-    ok(&l, Command::CreateGroup { group: "g".into() }).await;
-    ok(
-        &l,
-        Command::AddMember {
-            group: "g".into(),
-            user: "alice".into(),
-        },
-    )
-    .await;
+    group_with(&l, "g", "alice").await;
     l.submit(
         "spawner",
         Some("r-1".into()),

@@ -34,7 +34,114 @@ pub struct GroupState {
     pub builtin: bool,
     pub created_seq: Seq,
     /// Members by user index; [`State::members`] gives their names.
-    pub members: OrdSet<Ix>,
+    pub members: Members,
+}
+
+/// A group's members by user index. A sorted array while the group is small (4 bytes
+/// a member; a persistent set's smallest node is 800 bytes), a persistent set once it
+/// is large (an insert then costs O(log n), not a copy of the array).
+#[derive(Debug, Clone)]
+pub enum Members {
+    Small(Arc<[Ix]>),
+    Large(OrdSet<Ix>),
+}
+
+/// Above this many members a group's array becomes a persistent set.
+const SMALL_GROUP: usize = 256;
+
+impl Default for Members {
+    fn default() -> Members {
+        Members::Small(Arc::from([]))
+    }
+}
+
+impl PartialEq for Members {
+    fn eq(&self, o: &Members) -> bool {
+        self.len() == o.len() && self.iter().eq(o.iter())
+    }
+}
+
+impl Eq for Members {}
+
+impl FromIterator<Ix> for Members {
+    fn from_iter<I: IntoIterator<Item = Ix>>(iter: I) -> Members {
+        let mut v: Vec<Ix> = iter.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        if v.len() > SMALL_GROUP {
+            Members::Large(v.into_iter().collect())
+        } else {
+            Members::Small(Arc::from(v))
+        }
+    }
+}
+
+impl Members {
+    pub fn len(&self) -> usize {
+        match self {
+            Members::Small(a) => a.len(),
+            Members::Large(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, ix: Ix) -> bool {
+        match self {
+            Members::Small(a) => a.binary_search(&ix).is_ok(),
+            Members::Large(s) => s.contains(&ix),
+        }
+    }
+
+    /// Member indices, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = Ix> + '_ {
+        let (small, large) = match self {
+            Members::Small(a) => (Some(a.iter()), None),
+            Members::Large(s) => (None, Some(s.iter())),
+        };
+        small
+            .into_iter()
+            .flatten()
+            .chain(large.into_iter().flatten())
+            .copied()
+    }
+
+    fn insert(&mut self, ix: Ix) {
+        match self {
+            Members::Small(a) if a.len() < SMALL_GROUP => {
+                if let Err(at) = a.binary_search(&ix) {
+                    let mut v = a.to_vec();
+                    v.insert(at, ix);
+                    *a = Arc::from(v);
+                }
+            }
+            Members::Small(a) => {
+                let mut set: OrdSet<Ix> = a.iter().copied().collect();
+                set.insert(ix);
+                *self = Members::Large(set);
+            }
+            Members::Large(s) => {
+                s.insert(ix);
+            }
+        }
+    }
+
+    fn remove(&mut self, ix: Ix) {
+        match self {
+            Members::Small(a) => {
+                if let Ok(at) = a.binary_search(&ix) {
+                    let mut v = a.to_vec();
+                    v.remove(at);
+                    *a = Arc::from(v);
+                }
+            }
+            Members::Large(s) => {
+                s.remove(&ix);
+            }
+        }
+    }
 }
 
 /// Everything the state keeps about one user name.
@@ -354,7 +461,7 @@ impl State {
 
     /// The names of `group`'s members, in order of first appearance.
     pub fn members<'a>(&'a self, group: &'a GroupState) -> impl Iterator<Item = &'a str> {
-        group.members.iter().map(|&ix| self.user_name(ix))
+        group.members.iter().map(|ix| self.user_name(ix))
     }
 
     /// The names of `group`'s members, sorted.
@@ -367,7 +474,7 @@ impl State {
     pub fn is_member(&self, group: &GroupState, user: &str) -> bool {
         self.user_ix
             .get(user)
-            .is_some_and(|ix| group.members.contains(ix))
+            .is_some_and(|&ix| group.members.contains(ix))
     }
 
     pub fn grant(&self, id: Seq) -> Option<&GrantState> {
@@ -730,7 +837,7 @@ impl State {
                 self.groups[ix as usize].group = Some(GroupState {
                     builtin: false,
                     created_seq: seq,
-                    members: OrdSet::new(),
+                    members: Members::default(),
                 });
             }
             Event::BuiltinGroupRestored { group, .. } => {
@@ -740,7 +847,7 @@ impl State {
                     .get_or_insert_with(|| GroupState {
                         builtin: true,
                         created_seq: seq,
-                        members: OrdSet::new(),
+                        members: Members::default(),
                     })
                     .builtin = true;
             }
@@ -749,7 +856,7 @@ impl State {
                     return;
                 };
                 if let Some(g) = self.groups[gix as usize].group.take() {
-                    for &uix in g.members.iter() {
+                    for uix in g.members.iter() {
                         self.link_member(gix, uix, false);
                     }
                 }
@@ -937,7 +1044,7 @@ impl State {
             if member {
                 g.members.insert(uix);
             } else {
-                g.members.remove(&uix);
+                g.members.remove(uix);
             }
         }
         let slot = &mut self.users[uix as usize];
@@ -1029,7 +1136,7 @@ impl State {
                         ix: ix as Ix,
                         builtin: g.builtin,
                         created_seq: g.created_seq,
-                        members: g.members.iter().copied().collect(),
+                        members: g.members.iter().collect(),
                     })
                 })
                 .collect(),
@@ -1198,4 +1305,33 @@ struct Checkpoint {
     grants: Vec<Arc<GrantState>>,
     tokens: Vec<TokenState>,
     containers: Vec<ContainerRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_grow_past_the_small_form_and_compare_by_content() {
+        let mut m = Members::default();
+        for ix in (0..(SMALL_GROUP as Ix + 10)).rev() {
+            m.insert(ix);
+            m.insert(ix); // twice: a set
+        }
+        assert!(matches!(m, Members::Large(_)));
+        assert_eq!(m.len(), SMALL_GROUP + 10);
+        for ix in 0..20 {
+            m.remove(ix);
+        }
+        assert!(!m.contains(5) && m.contains(20));
+        let same: Members = (20..(SMALL_GROUP as Ix + 10)).collect();
+        assert!(matches!(same, Members::Small(_)));
+        assert_eq!(m, same, "equal whatever the form");
+        assert!(m.iter().eq(20..(SMALL_GROUP as Ix + 10)), "ascending");
+        let mut small = Members::default();
+        small.insert(3);
+        small.insert(1);
+        small.remove(3);
+        assert_eq!(small.iter().collect::<Vec<_>>(), vec![1]);
+    }
 }

@@ -158,6 +158,9 @@ struct RecordHead<'a> {
 struct RecordKind<'a> {
     #[serde(borrow)]
     kind: std::borrow::Cow<'a, str>,
+    /// An alert's own kind.
+    #[serde(default, borrow)]
+    alert: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl EntryRecord {
@@ -178,7 +181,7 @@ impl EntryRecord {
             .iter()
             .find(|k| **k == head.event.kind)
             .ok_or_else(|| corrupt(format!("unknown event kind {:?}", head.event.kind)))?;
-        if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == kind) {
+        if !filter.wants_kind(kind, head.event.alert.as_deref()) {
             return Ok(None);
         }
         let mut prev_hash = [0u8; 32];
@@ -278,8 +281,17 @@ impl StreamFilter {
         Ok(())
     }
 
+    /// Whether an entry of `kind` (an alert: also of `alert` kind) passes the kinds.
+    fn wants_kind(&self, kind: &str, alert: Option<&str>) -> bool {
+        self.kinds.is_empty()
+            || self
+                .kinds
+                .iter()
+                .any(|k| k == kind || Some(k.as_str()) == alert)
+    }
+
     fn matches(&self, e: &Entry) -> bool {
-        (self.kinds.is_empty() || self.kinds.iter().any(|k| e.event.is_kind(k)))
+        self.wants_kind(e.event.kind(), e.event.alert_kind())
             && self
                 .subject
                 .as_deref()

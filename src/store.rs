@@ -288,18 +288,15 @@ impl Store {
         &self,
         seq: u64,
     ) -> impl Iterator<Item = Result<(u64, std::io::BufReader<std::fs::File>)>> + '_ {
-        let seqs = match self.checkpoint_seqs() {
-            Ok(s) => Ok(s.into_iter().rev().filter(move |s| *s <= seq)),
-            Err(e) => Err(e),
+        let (seqs, err) = match self.checkpoint_seqs() {
+            Ok(s) => (s, None),
+            Err(e) => (Vec::new(), Some(Err(e))),
         };
-        let (seqs, err) = match seqs {
-            Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(Err(e))),
-        };
-        err.into_iter().chain(seqs.into_iter().flatten().map(|s| {
+        let open = seqs.into_iter().rev().filter(move |s| *s <= seq).map(|s| {
             let f = std::fs::File::open(self.checkpoint_path(s))?;
             Ok((s, std::io::BufReader::with_capacity(1 << 16, f)))
-        }))
+        });
+        err.into_iter().chain(open)
     }
 
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -437,8 +437,12 @@ impl Event {
 
     /// Whether a stream filter kind selects this event: its kind, or for alerts also
     /// the alert's own kind (e.g. `unauthorized_socket_mount`).
-    pub fn is_kind(&self, k: &str) -> bool {
-        self.kind() == k || matches!(self, Event::Alert(a) if a.alert.as_str() == k)
+    /// For an alert, its kind (a stream filter may name it instead of `alert`).
+    pub fn alert_kind(&self) -> Option<&'static str> {
+        match self {
+            Event::Alert(a) => Some(a.alert.as_str()),
+            _ => None,
+        }
     }
 
     /// All kinds, for validating stream filters.

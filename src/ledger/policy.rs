@@ -51,6 +51,17 @@ impl Fold {
         };
     }
 
+    /// Merges a summary's combination (everything but limits).
+    fn merge_summary(&mut self, s: &Summary) {
+        self.socket = self.socket.max(s.socket);
+        self.rw |= s.rw;
+        self.privileged |= s.privileged;
+    }
+
+    fn any(&self) -> bool {
+        self.socket != SocketAccess::None || self.privileged
+    }
+
     fn socket_mode(&self) -> SocketMode {
         if self.rw {
             SocketMode::Rw
@@ -188,9 +199,7 @@ fn fold(state: &State, user: &str, at_ns: UnixNanos) -> Fold {
             continue;
         }
         if s.holds_at(at_ns) {
-            f.socket = f.socket.max(s.socket);
-            f.rw |= s.rw;
-            f.privileged |= s.privileged;
+            f.merge_summary(s);
             limited_groups |= s.socket == SocketAccess::Limited;
         } else if let Some(set) = &state.group_slot(g).grants {
             // Some grant of the group has expired by `at_ns` (no entry says so yet,
@@ -311,26 +320,22 @@ pub fn decide(
         ),
         (crate::ledger::LABEL_USER.to_string(), user.to_string()),
     ];
-    let reason = describe(
-        user,
-        f.socket,
-        socket_mode,
-        f.privileged,
-        contributions(state, user, time_ns),
-    );
+    let provenance: Vec<Contribution<'_>> = contributions(state, user, time_ns).collect();
+    let reason = describe(user, &f, provenance.iter().copied());
     SpawnDecision {
         decision_id,
         user: user.to_string(),
         server_name: server_name.to_string(),
         image: image.to_string(),
         evaluated_at_seq: state.seq,
-        allowed: f.socket != SocketAccess::None || f.privileged,
+        allowed: f.any(),
         reason,
         socket: f.socket,
         socket_mode,
         privileged: f.privileged,
         limits: f.effective_limits(),
-        grants: contributions(state, user, time_ns)
+        grants: provenance
+            .iter()
             .map(|c| (c.grant.id, c.via_group.unwrap_or_default().to_string()))
             .collect(),
         binds,
@@ -345,21 +350,19 @@ const REASON_GRANTS: usize = 3;
 /// A one-line human explanation of an access answer.
 fn describe<'a>(
     user: &str,
-    socket: SocketAccess,
-    socket_mode: SocketMode,
-    privileged: bool,
+    f: &Fold,
     provenance: impl Iterator<Item = Contribution<'a>>,
 ) -> String {
-    if socket == SocketAccess::None && !privileged {
+    if !f.any() {
         return format!("no active grant gives user {user:?} Docker privileges");
     }
     let mut what = Vec::new();
-    match socket {
-        SocketAccess::Raw => what.push(format!("raw socket ({})", socket_mode.as_str())),
+    match f.socket {
+        SocketAccess::Raw => what.push(format!("raw socket ({})", f.socket_mode().as_str())),
         SocketAccess::Limited => what.push("limited socket".to_string()),
         SocketAccess::None => {}
     }
-    if privileged {
+    if f.privileged {
         what.push("privileged".to_string());
     }
     // The decision lists every grant; the reason names the first few, so a user

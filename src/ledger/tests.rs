@@ -393,24 +393,50 @@ async fn records_decode_like_entries() {
     )
     .await
     .unwrap();
+    ok(
+        &l,
+        Command::RaiseAlert(Alert {
+            alert: AlertKind::StaleGrant,
+            container_id: None,
+            name: None,
+            user: Some("alice".into()),
+            decision_id: None,
+            trigger_seq: None,
+            window_from_ns: None,
+            window_to_ns: None,
+            details: "test".into(),
+        }),
+    )
+    .await;
     let head = l.snapshot().seq;
     let all = StreamFilter::default();
     for raw in l.inner.store.range(1, head, 1000).unwrap() {
-        let full = EntryRecord::from(Entry::decode(raw.clone()).unwrap());
+        let entry = Entry::decode(raw.clone()).unwrap();
+        let full = EntryRecord::from(entry.clone());
         let light = EntryRecord::decode(raw.clone(), &all).unwrap().unwrap();
         assert_eq!(light, full);
-        let other_kind = StreamFilter {
-            kinds: vec![if full.kind == "group_created" {
-                "member_added"
-            } else {
-                "group_created"
-            }
-            .into()],
-            subject: None,
-        };
-        assert_eq!(EntryRecord::decode(raw, &other_kind).unwrap(), None);
+        // The kinds filter passes the same entries either way (an alert also by its
+        // own kind).
+        for kinds in [
+            vec!["member_added"],
+            vec!["alert"],
+            vec!["stale_grant"],
+            vec!["unauthorized_privileged", "spawn_decided"],
+        ] {
+            let f = StreamFilter {
+                kinds: kinds.iter().map(|k| k.to_string()).collect(),
+                subject: None,
+            };
+            let got = EntryRecord::decode(raw.clone(), &f).unwrap();
+            assert_eq!(
+                got.is_some(),
+                f.matches(&entry),
+                "{kinds:?} on {}",
+                full.kind
+            );
+        }
     }
-    assert_eq!(head, 3, "group, member and decision");
+    assert_eq!(head, 4, "group, member, decision and alert");
     l.shutdown().await;
 }
 

@@ -102,6 +102,13 @@ pub struct ServeArgs {
     /// Data directory (ledger and admin token).
     #[arg(long = "data", env = config::ENV_DATA)]
     pub data_dir: Option<PathBuf>,
+    /// Forensics: serve the stored ledger (reads, audit stream, verify) and refuse every
+    /// write; nothing in the data directory is changed, even when it is damaged.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Accept a data directory owned by another user or writable by group or others.
+    #[arg(long)]
+    pub allow_unsafe_data_dir: bool,
     /// TCP address to listen on, or "none" [default: 127.0.0.1:50051].
     #[arg(long, env = config::ENV_LISTEN)]
     pub listen: Option<String>,
@@ -301,6 +308,8 @@ impl ServeArgs {
             listen: self.listen.clone(),
             unix_socket: self.unix_socket.clone(),
             data_dir: self.data_dir.clone(),
+            read_only: self.read_only,
+            allow_unsafe_data_dir: self.allow_unsafe_data_dir,
             checkpoint_interval: self.checkpoint_interval,
             storage_cache_mb: self.storage_cache_mb,
             max_request_bytes: self.max_request_bytes,
@@ -340,6 +349,8 @@ pub fn main() -> ExitCode {
                 }
             };
             crate::telemetry::init();
+            // Whatever the caller's umask, what the server creates is its user's alone.
+            crate::private_fs::restrict_umask();
             rt.block_on(serve(cfg))
         }
         command => rt.block_on(client::run(cli.conn, command)),

@@ -64,6 +64,10 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
     pub data_dir: PathBuf,
+    /// Forensics: serve the stored ledger without writing anything (`--read-only`).
+    pub read_only: bool,
+    /// Accept a data directory owned by another user or writable by others.
+    pub allow_unsafe_data_dir: bool,
     /// sled's page cache, in bytes. sled's own default (1 GiB) would let a full read of
     /// a large log (an audit catch-up) grow the process by a gigabyte.
     pub storage_cache_bytes: u64,
@@ -109,6 +113,8 @@ impl Config {
             listen: Some(DEFAULT_LISTEN.parse().expect("default address")),
             unix_socket: None,
             data_dir: data_dir.into(),
+            read_only: false,
+            allow_unsafe_data_dir: false,
             storage_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             ledger: LedgerConfig::default(),
             builtin_groups: vec![(
@@ -151,6 +157,9 @@ impl Config {
         if let Some(d) = o.data_dir.clone().or(f.data_dir) {
             cfg.data_dir = d;
         }
+        cfg.read_only = o.read_only;
+        cfg.allow_unsafe_data_dir =
+            o.allow_unsafe_data_dir || f.allow_unsafe_data_dir.unwrap_or(false);
         if let Some(n) = o.checkpoint_interval.or(f.checkpoint_interval) {
             if n == 0 {
                 return Err(invalid("checkpoint_interval", "must be at least 1"));
@@ -319,6 +328,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub unix_socket: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    pub read_only: bool,
+    pub allow_unsafe_data_dir: bool,
     pub checkpoint_interval: Option<u64>,
     pub storage_cache_mb: Option<u64>,
     pub max_request_bytes: Option<usize>,
@@ -426,6 +437,7 @@ struct FileConfig {
     listen: Option<String>,
     unix_socket: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    allow_unsafe_data_dir: Option<bool>,
     checkpoint_interval: Option<u64>,
     storage_cache_mb: Option<u64>,
     max_request_bytes: Option<usize>,

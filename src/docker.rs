@@ -368,8 +368,9 @@ impl Watcher<'_> {
             time_nano: ev.time_nano,
             key: ev.key(),
         };
-        self.ledger
-            .meta_put(CURSOR_KEY, &serde_json::to_vec(&cursor).expect("cursor"))?;
+        // A struct of a number and a string always serializes.
+        let bytes = serde_json::to_vec(&cursor).unwrap_or_default();
+        self.ledger.meta_put(CURSOR_KEY, &bytes).await?;
         Ok(())
     }
 

@@ -1,37 +1,39 @@
 //! The ledger: an append-only, hash-chained log of events with the state derived
 //! from it.
 //!
-//! One writer thread owns appends. Callers send commands over a bounded channel; the
-//! writer drains whatever is queued into one batch, validates each command against the
-//! state as it will be when the command applies, writes the batch and its idempotency
-//! keys in one sled transaction, flushes, and only then publishes the new state and
-//! answers every caller (group commit: concurrent writers share one flush).
-//! Readers load the published `Arc<State>` without taking any lock.
+//! One writer thread owns appends ([`writer`]). Callers send commands over a bounded
+//! channel; the writer batches them, appends each batch durably through the
+//! [`log::LogStore`] it was given, and only then publishes the new state and answers
+//! every caller (group commit: concurrent writers share one flush). Readers load the
+//! published `Arc<State>` without taking any lock. Start-up ([`load`]) refuses a store
+//! that is not whole unless it was opened read-only for forensics.
 
 pub mod correlate;
 pub mod error;
 pub mod event;
+mod load;
+pub mod log;
 pub mod names;
 pub mod observe;
 pub mod policy;
 pub mod state;
+mod writer;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 pub use error::Error;
 use event::{EntryBody, Event, GrantSpec, Seq, UnixNanos};
+use log::{LogStore, RawEntry};
 pub use policy::Access;
 pub use state::{Command, State};
-
-use crate::store::{RawEntry, Store};
+pub use writer::WriteStatus;
+use writer::{Checkpointer, MetaRequest, Msg, WriteRequest, Writer};
 
 /// Container label naming the decision a container was spawned under.
 pub const LABEL_DECISION: &str = "privledger.decision";
@@ -41,11 +43,6 @@ pub const LABEL_USER: &str = "privledger.user";
 pub const ACTOR_DOCKER: &str = "docker";
 /// Actor of entries the server appends on its own.
 pub const ACTOR_SYSTEM: &str = "system";
-
-/// Most commands one batch takes; bounds the latency of the batch's flush.
-const MAX_BATCH: usize = 1024;
-/// Queue of commands waiting for the writer; callers wait (backpressure) beyond it.
-const WRITE_QUEUE: usize = 8192;
 
 /// Paths used in the spawner fragments of a decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -299,19 +296,6 @@ impl StreamFilter {
     }
 }
 
-#[allow(clippy::large_enum_variant)] // a Stop is sent once per process
-enum Msg {
-    Write(WriteRequest),
-    Stop(oneshot::Sender<()>),
-}
-
-struct WriteRequest {
-    actor: String,
-    request_id: Option<String>,
-    cmd: Command,
-    reply: oneshot::Sender<Result<Committed, Error>>,
-}
-
 /// Handle to the ledger. Cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
@@ -327,11 +311,9 @@ struct Inner {
     tx: mpsc::Sender<Msg>,
     /// The durable head seq, for followers of the audit stream.
     head: watch::Receiver<Seq>,
-    store: Store,
-    cfg: LedgerConfig,
-    /// Set once a storage write failed: the ledger then refuses every write until
-    /// restarted, since memory and disk may disagree (fail closed).
-    failed: Arc<AtomicBool>,
+    /// Whether writes are taken; the writer updates it, health mirrors it.
+    status: watch::Receiver<WriteStatus>,
+    store: Arc<dyn LogStore>,
     /// The writer thread, joined on shutdown.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -387,30 +369,63 @@ fn idempotency_key(actor: &str, request_id: &str) -> Vec<u8> {
 }
 
 impl Ledger {
-    /// Loads the newest usable checkpoint, replays the tail of the log and starts the
-    /// writer thread.
-    pub fn open(store: Store, cfg: LedgerConfig) -> Result<Ledger, Error> {
-        let head = store.last()?.map(|e| e.seq).unwrap_or(0);
-        let (state, from_checkpoint) = load_state(&store, head)?;
+    /// Loads the state from the store (refusing a store that is not whole, unless it
+    /// was opened read-only) and starts the writer thread.
+    pub fn open(store: Arc<dyn LogStore>, cfg: LedgerConfig) -> Result<Ledger, Error> {
+        let read_only = store.read_only();
+        let loaded = load::at_start(&*store, read_only)?;
+        let (state, from_checkpoint) = (loaded.state, loaded.from_checkpoint);
+        let head = state.seq;
         info!(
             head,
             checkpoint = from_checkpoint,
             replayed = head - from_checkpoint,
             "ledger loaded"
         );
+        let initial = if read_only {
+            let reason = loaded
+                .damage
+                .map(|(seq, why)| format!("damaged at seq {seq}: {why}"));
+            if let Some(r) = &reason {
+                warn!(problem = %r, "serving a damaged ledger read-only, as of seq {head}");
+            }
+            WriteStatus::ReadOnly { reason }
+        } else {
+            WriteStatus::Writable
+        };
         let state = Arc::new(ArcSwap::from_pointee(state));
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let (head_tx, head_rx) = watch::channel(head);
-        let failed = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel(writer::WRITE_QUEUE);
+        // Streams and verify cover every stored entry; read-only on a damaged store,
+        // that is beyond the state, which stops before the damage.
+        let stored = if read_only {
+            store
+                .last()
+                .ok()
+                .flatten()
+                .map_or(head, |e| e.seq.max(head))
+        } else {
+            head
+        };
+        let (head_tx, head_rx) = watch::channel(stored);
+        let (status_tx, status_rx) = watch::channel(initial);
+        let checkpointer = if read_only {
+            None
+        } else {
+            Some(Checkpointer::start(
+                store.clone(),
+                cfg.checkpoint_interval,
+                tx.downgrade(),
+            )?)
+        };
         let writer = Writer {
             rx,
             store: store.clone(),
             published: state.clone(),
             head: head_tx,
+            status: status_tx,
             cfg: cfg.clone(),
-            failed: failed.clone(),
             since_checkpoint: head - from_checkpoint,
-            checkpointer: Some(Checkpointer::start(store.clone(), cfg.checkpoint_interval)?),
+            checkpointer,
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -421,12 +436,21 @@ impl Ledger {
                 state,
                 tx,
                 head: head_rx,
+                status: status_rx,
                 store,
-                cfg,
-                failed,
                 writer: Mutex::new(Some(handle)),
             }),
         })
+    }
+
+    /// Whether writes are taken now, and if not, why.
+    pub fn write_status(&self) -> WriteStatus {
+        self.inner.status.borrow().clone()
+    }
+
+    /// Follows [`Ledger::write_status`].
+    pub fn watch_write_status(&self) -> watch::Receiver<WriteStatus> {
+        self.inner.status.clone()
     }
 
     /// Appends the event `cmd` produces, durably, and returns it. With a request_id
@@ -447,6 +471,11 @@ impl Ledger {
             cmd,
             reply,
         };
+        if let WriteStatus::ReadOnly { .. } = *self.inner.status.borrow() {
+            return Err(Error::Unavailable(
+                "the ledger is open read-only for forensics: nothing can be written".into(),
+            ));
+        }
         self.inner
             .tx
             .send(Msg::Write(req))
@@ -461,18 +490,9 @@ impl Ledger {
         self.inner.state.load_full()
     }
 
-    pub fn spawn_config(&self) -> &SpawnConfig {
-        &self.inner.cfg.spawn
-    }
-
-    /// Whether a storage failure has put the ledger in fail-closed mode.
-    pub fn is_failed(&self) -> bool {
-        self.inner.failed.load(Ordering::Relaxed)
-    }
-
     pub fn head(&self) -> Result<Head, Error> {
         let st = self.snapshot();
-        let earliest = self.inner.store.first_seq()?.unwrap_or(0);
+        let earliest = self.inner.store.earliest()?.unwrap_or(0);
         Ok(Head {
             seq: st.seq,
             hash: st.hash,
@@ -504,7 +524,7 @@ impl Ledger {
             At::Time(t) if t >= current.time_ns => Ok((current, t)),
             _ => {
                 let store = self.inner.store.clone();
-                tokio::task::spawn_blocking(move || past_state(&store, at, current.seq))
+                tokio::task::spawn_blocking(move || load::past_state(&*store, &current, at))
                     .await
                     .map_err(|e| Error::Unavailable(format!("point-in-time task: {e}")))?
             }
@@ -531,9 +551,21 @@ impl Ledger {
         Ok(self.inner.store.meta_get(key)?)
     }
 
-    /// Stores a small named value durably.
-    pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), Error> {
-        Ok(self.inner.store.meta_put(key, value)?)
+    /// Stores a small named value durably, through the writer (with the next batch).
+    pub async fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        let req = MetaRequest {
+            key: key.to_string(),
+            value: value.to_vec(),
+            reply,
+        };
+        self.inner
+            .tx
+            .send(Msg::Meta(req))
+            .await
+            .map_err(|_| Error::Unavailable("the ledger is shutting down".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("the ledger writer stopped".into()))?
     }
 
     /// The recorded spawn decision a `privledger.decision` label names, if any.
@@ -562,16 +594,6 @@ impl Ledger {
             Some(raw) => Ok(Some(Entry::decode(raw)?)),
             None => Ok(None),
         }
-    }
-
-    /// Up to `limit` entries from `from` to `to` (inclusive), decoded.
-    pub fn entries(&self, from: Seq, to: Seq, limit: usize) -> Result<Vec<Entry>, Error> {
-        self.inner
-            .store
-            .range(from, to, limit)?
-            .into_iter()
-            .map(Entry::decode)
-            .collect()
     }
 
     /// Streams entries from `from` (history, then live when `follow`) into a bounded
@@ -653,7 +675,7 @@ impl Ledger {
                         };
                         let Some(last) = last else {
                             // Entries below the earliest retained seq: skip to it.
-                            match ledger.inner.store.first_seq() {
+                            match ledger.inner.store.earliest() {
                                 Ok(Some(f)) if f > next => {
                                     next = f;
                                     continue;
@@ -684,8 +706,8 @@ impl Ledger {
     /// Recomputes the chain over `[from, to]` (0 = earliest / head).
     pub async fn verify(&self, from: Seq, to: Seq) -> Result<VerifyReport, Error> {
         let store = self.inner.store.clone();
-        let head = self.snapshot().seq;
-        tokio::task::spawn_blocking(move || verify_range(&store, from, to, head))
+        let head = *self.inner.head.borrow();
+        tokio::task::spawn_blocking(move || verify_range(&*store, from, to, head))
             .await
             .map_err(|e| Error::Unavailable(format!("verify task: {e}")))?
     }
@@ -785,386 +807,37 @@ impl Ledger {
         }
     }
 
-    /// Stops the writer after it has answered everything queued, and flushes.
+    /// Stops the writer after it has answered everything queued (every acknowledged
+    /// write is already durable).
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.inner.tx.send(Msg::Stop(tx)).await.is_ok() {
             let _ = rx.await;
         }
-        let handle = self.inner.writer.lock().expect("writer lock").take();
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
-        }
-        if let Err(e) = self.inner.store.flush() {
-            error!(error = %e, "final flush failed");
         }
     }
 }
 
 /// Entries read from the store per step of a stream.
 const STREAM_CHUNK: usize = 1024;
+/// Entries read from the store per step of a verify.
+const VERIFY_CHUNK: usize = 4096;
 
-/// The writer thread: the only code that appends.
-struct Writer {
-    rx: mpsc::Receiver<Msg>,
-    store: Store,
-    published: Arc<ArcSwap<State>>,
-    head: watch::Sender<Seq>,
-    cfg: LedgerConfig,
-    failed: Arc<AtomicBool>,
-    since_checkpoint: u64,
-    checkpointer: Option<Checkpointer>,
-}
-
-/// Writes checkpoints on its own thread: encoding the state of 100k users takes tens
-/// of milliseconds, which the writer would otherwise add to every caller waiting on
-/// that batch. The state is a persistent snapshot, so handing it over is O(1).
-struct Checkpointer {
-    /// Capacity 1: while one checkpoint is being written, the writer retries with a
-    /// later state after its next batch rather than queueing stale ones.
-    tx: std::sync::mpsc::SyncSender<Arc<State>>,
-    handle: std::thread::JoinHandle<()>,
-}
-
-/// Checkpoints kept besides the newest two: the first in each window of this many
-/// intervals, so a point-in-time query replays at most that many entries while old
-/// checkpoints do not pile up (each holds the whole state).
-const SPARSE_CHECKPOINT_WINDOW: u64 = 10;
-
-impl Checkpointer {
-    fn start(store: Store, interval: u64) -> Result<Checkpointer, Error> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<State>>(1);
-        let window = interval.max(1).saturating_mul(SPARSE_CHECKPOINT_WINDOW);
-        let handle = std::thread::Builder::new()
-            .name("ledger-checkpoint".into())
-            .spawn(move || {
-                for state in rx {
-                    let bytes = state.to_checkpoint();
-                    if let Err(e) = store
-                        .put_checkpoint(state.seq, &bytes)
-                        .and_then(|()| store.prune_checkpoints(2, window))
-                    {
-                        warn!(seq = state.seq, error = %e, "checkpoint not written");
-                    }
-                }
-            })
-            .map_err(|e| Error::Unavailable(format!("cannot start the checkpointer: {e}")))?;
-        Ok(Checkpointer { tx, handle })
-    }
-
-    /// Hands `state` over; false when a checkpoint is still being written.
-    fn offer(&self, state: &Arc<State>) -> bool {
-        self.tx.try_send(state.clone()).is_ok()
-    }
-
-    /// Waits for the checkpoint in progress.
-    fn finish(self) {
-        drop(self.tx);
-        let _ = self.handle.join();
-    }
-}
-
-enum Outcome {
-    /// Index into this batch's new entries.
-    New(usize),
-    Replay(Arc<Entry>),
-    Err(Error),
-}
-
-impl Writer {
-    fn run(mut self) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        loop {
-            let Some(first) = self.rx.blocking_recv() else {
-                return;
-            };
-            let mut stop = None;
-            match first {
-                Msg::Write(w) => batch.push(w),
-                Msg::Stop(s) => stop = Some(s),
-            }
-            while stop.is_none() && batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(Msg::Write(w)) => batch.push(w),
-                    Ok(Msg::Stop(s)) => stop = Some(s),
-                    Err(_) => break,
-                }
-            }
-            if !batch.is_empty() {
-                self.commit(std::mem::take(&mut batch));
-            }
-            if let Some(s) = stop {
-                if let Some(c) = self.checkpointer.take() {
-                    c.finish();
-                }
-                self.rx.close();
-                // Refuse whatever raced in after the stop.
-                while let Ok(m) = self.rx.try_recv() {
-                    if let Msg::Write(w) = m {
-                        let _ = w.reply.send(Err(Error::Unavailable(
-                            "the ledger is shutting down".into(),
-                        )));
-                    }
-                }
-                let _ = s.send(());
-                return;
-            }
-        }
-    }
-
-    fn commit(&mut self, batch: Vec<WriteRequest>) {
-        if self.failed.load(Ordering::Relaxed) {
-            for w in batch {
-                let _ = w.reply.send(Err(Error::Unavailable(
-                    "an earlier storage write failed; restart the server after fixing storage"
-                        .into(),
-                )));
-            }
-            return;
-        }
-        let current = self.published.load_full();
-        let mut next = (*current).clone();
-        let mut raws: Vec<RawEntry> = Vec::new();
-        let mut entries: Vec<Arc<Entry>> = Vec::new();
-        let mut idem: Vec<(Vec<u8>, u64)> = Vec::new();
-        let mut batch_idem: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for w in &batch {
-            outcomes.push(self.prepare_one(
-                w,
-                &mut next,
-                &mut raws,
-                &mut entries,
-                &mut idem,
-                &mut batch_idem,
-            ));
-        }
-        let mut flush_time = Duration::ZERO;
-        if !raws.is_empty() {
-            let flush_start = std::time::Instant::now();
-            let appended = self.store.append(&raws, &idem);
-            flush_time = flush_start.elapsed();
-            if let Err(e) = appended {
-                error!(error = %e, "storage write failed; refusing writes from now on");
-                self.failed.store(true, Ordering::Relaxed);
-                for (w, o) in batch.into_iter().zip(outcomes) {
-                    let r = match o {
-                        Outcome::Err(e) => Err(e),
-                        _ => Err(Error::Unavailable(format!("storage write failed: {e}"))),
-                    };
-                    let _ = w.reply.send(r);
-                }
-                return;
-            }
-            self.since_checkpoint += raws.len() as u64;
-        }
-        let state = Arc::new(next);
-        if !raws.is_empty() {
-            self.published.store(state.clone());
-            self.head.send_replace(state.seq);
-            let (allowed, denied) = entries.iter().fold((0, 0), |(a, d), e| match &e.event {
-                Event::SpawnDecided(sd) if sd.allowed => (a + 1, d),
-                Event::SpawnDecided(_) => (a, d + 1),
-                _ => (a, d),
-            });
-            crate::metrics::writer_batch(raws.len(), flush_time, state.seq, allowed, denied);
-            if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1)
-                && self.checkpointer.as_ref().is_some_and(|c| c.offer(&state))
-            {
-                self.since_checkpoint = 0;
-            }
-        }
-        for (w, o) in batch.into_iter().zip(outcomes) {
-            let r = match o {
-                Outcome::New(i) => Ok(Committed {
-                    entry: entries[i].clone(),
-                    replayed: false,
-                    state: state.clone(),
-                }),
-                Outcome::Replay(entry) => Ok(Committed {
-                    entry,
-                    replayed: true,
-                    state: state.clone(),
-                }),
-                Outcome::Err(e) => Err(e),
-            };
-            let _ = w.reply.send(r);
-        }
-    }
-
-    fn prepare_one(
-        &self,
-        w: &WriteRequest,
-        next: &mut State,
-        raws: &mut Vec<RawEntry>,
-        entries: &mut Vec<Arc<Entry>>,
-        idem: &mut Vec<(Vec<u8>, u64)>,
-        batch_idem: &mut HashMap<Vec<u8>, usize>,
-    ) -> Outcome {
-        let key = w
-            .request_id
-            .as_deref()
-            .map(|r| idempotency_key(&w.actor, r));
-        if let Some(k) = &key {
-            let earlier = if let Some(&i) = batch_idem.get(k) {
-                Some(entries[i].clone())
-            } else {
-                match self.store.idempotency_get(k) {
-                    Ok(Some(seq)) => match self.store.get(seq) {
-                        Ok(Some(raw)) => match Entry::decode(raw) {
-                            Ok(e) => Some(Arc::new(e)),
-                            Err(e) => return Outcome::Err(e),
-                        },
-                        Ok(None) => {
-                            return Outcome::Err(Error::Corrupt {
-                                seq,
-                                reason: "idempotency key names a missing entry".into(),
-                            })
-                        }
-                        Err(e) => return Outcome::Err(e.into()),
-                    },
-                    Ok(None) => None,
-                    Err(e) => return Outcome::Err(e.into()),
-                }
-            };
-            if let Some(e) = earlier {
-                if e.event.kind() != w.cmd.kind() {
-                    return Outcome::Err(Error::InvalidArgument(format!(
-                        "request_id {:?} was already used for a different operation ({} at seq {})",
-                        w.request_id.as_deref().unwrap_or_default(),
-                        e.event.kind(),
-                        e.seq
-                    )));
-                }
-                return Outcome::Replay(e);
-            }
-        }
-        let seq = next.seq + 1;
-        let time_ns = now_ns().max(next.time_ns);
-        let event = match next.prepare(&w.cmd, seq, time_ns, &self.cfg.spawn) {
-            Ok(ev) => ev,
-            Err(e) => return Outcome::Err(e),
-        };
-        let body = EntryBody {
-            seq,
-            time_ns,
-            actor: w.actor.clone(),
-            request_id: w.request_id.clone(),
-            prev_hash: hex::encode(next.hash),
-            event,
-        };
-        let bytes = bytes::Bytes::from(serde_json::to_vec(&body).expect("entry body serializes"));
-        let prev_hash = next.hash;
-        let hash = chain_hash(&prev_hash, &bytes);
-        next.apply(seq, time_ns, &w.actor, &body.event);
-        next.commit_hash(hash);
-        raws.push(RawEntry {
-            seq,
-            hash,
-            body: bytes.clone(),
-        });
-        entries.push(Arc::new(Entry {
-            seq,
-            time_ns,
-            actor: body.actor,
-            request_id: body.request_id,
-            event: body.event,
-            prev_hash,
-            hash,
-            body: bytes,
-        }));
-        if let Some(k) = key {
-            batch_idem.insert(k.clone(), entries.len() - 1);
-            idem.push((k, seq));
-        }
-        Outcome::New(entries.len() - 1)
-    }
-}
-
-/// The state at `target` from the newest usable checkpoint at or before it, plus the
-/// checkpoint's seq (0 when replaying from the start).
-fn load_state(store: &Store, target: Seq) -> Result<(State, Seq), Error> {
-    let mut base = State::default();
-    for cp in store.checkpoints_at_or_before(target) {
-        let (seq, reader) = cp?;
-        match State::from_checkpoint(reader) {
-            Ok(st) if store.get(seq)?.is_some_and(|e| e.hash == st.hash) => {
-                base = st;
-                break;
-            }
-            Ok(_) => warn!(
-                seq,
-                "checkpoint does not match the log; trying an older one"
-            ),
-            Err(e) => warn!(seq, error = %e, "checkpoint unreadable; trying an older one"),
-        }
-    }
-    let from = base.seq;
-    let mut st = base;
-    for raw in store.iter_from(from + 1) {
-        let raw = raw?;
-        if raw.seq > target {
-            break;
-        }
-        if raw.seq != st.seq + 1 {
-            return Err(Error::Corrupt {
-                seq: st.seq + 1,
-                reason: format!("missing (next stored entry is {})", raw.seq),
-            });
-        }
-        let e = Entry::decode(raw)?;
-        if e.prev_hash != st.hash || chain_hash(&e.prev_hash, &e.body) != e.hash {
-            // Verify reports it; the state is still derived from what is stored.
-            error!(seq = e.seq, "hash chain broken at this entry; run verify");
-        }
-        st.apply(e.seq, e.time_ns, &e.actor, &e.event);
-        st.commit_hash(e.hash);
-    }
-    Ok((st, from))
-}
-
-fn past_state(store: &Store, at: At, head: Seq) -> Result<(Arc<State>, UnixNanos), Error> {
-    let (seq, t) = match at {
-        At::Seq(s) => {
-            let t = match store.get(s)? {
-                Some(raw) => Entry::decode(raw)?.time_ns,
-                None => 0,
-            };
-            (s, t)
-        }
-        At::Time(t) => (seq_at_time(store, t, head)?, t),
-    };
-    let (st, _) = load_state(store, seq)?;
-    Ok((Arc::new(st), t))
-}
-
-/// The last seq whose time is at or before `t` (0 when none). Times are
-/// non-decreasing with seq, so a binary search over the log finds it.
-fn seq_at_time(store: &Store, t: UnixNanos, head: Seq) -> Result<Seq, Error> {
-    let first = store.first_seq()?.unwrap_or(1);
-    let (mut lo, mut hi) = (first, head); // answer in [first-1, head]
-    let mut best = first - 1;
-    while lo <= hi {
-        let mid = lo + (hi - lo) / 2;
-        let time = match store.get(mid)? {
-            Some(raw) => Entry::decode(raw)?.time_ns,
-            None => break,
-        };
-        if time <= t {
-            best = mid;
-            lo = mid + 1;
-        } else {
-            if mid == 0 {
-                break;
-            }
-            hi = mid - 1;
-        }
-    }
-    Ok(best)
-}
-
-fn verify_range(store: &Store, from: Seq, to: Seq, head: Seq) -> Result<VerifyReport, Error> {
-    let earliest = store.first_seq()?.unwrap_or(1);
+fn verify_range(
+    store: &dyn LogStore,
+    from: Seq,
+    to: Seq,
+    head: Seq,
+) -> Result<VerifyReport, Error> {
+    let earliest = store.earliest()?.unwrap_or(1);
     let from = if from == 0 { earliest } else { from };
     let to = if to == 0 { head } else { to };
     if from > to && to != 0 {
@@ -1201,30 +874,36 @@ fn verify_range(store: &Store, from: Seq, to: Seq, head: Seq) -> Result<VerifyRe
         return Ok(report);
     }
     let mut expect = from;
-    for raw in store.iter_from(from) {
-        let raw = match raw {
-            Ok(r) => r,
+    while expect <= to {
+        let chunk = match store.range(expect, to, VERIFY_CHUNK) {
+            Ok(c) => c,
+            Err(log::StoreError::Damaged { seq, reason }) => {
+                report.first_bad = Some((seq.max(expect), reason));
+                return Ok(report);
+            }
             Err(e) => {
                 report.first_bad = Some((expect, e.to_string()));
                 return Ok(report);
             }
         };
-        if raw.seq > to {
+        if chunk.is_empty() {
             break;
         }
-        if raw.seq != expect {
-            report.first_bad = Some((expect, format!("missing (next is {})", raw.seq)));
-            return Ok(report);
+        for raw in chunk {
+            if raw.seq != expect {
+                report.first_bad = Some((expect, format!("missing (next is {})", raw.seq)));
+                return Ok(report);
+            }
+            let problem = check_one(&raw, &prev);
+            report.checked += 1;
+            if let Some(p) = problem {
+                report.first_bad = Some((raw.seq, p));
+                return Ok(report);
+            }
+            prev = raw.hash;
+            report.last_hash = raw.hash;
+            expect += 1;
         }
-        let problem = check_one(&raw, &prev);
-        report.checked += 1;
-        if let Some(p) = problem {
-            report.first_bad = Some((raw.seq, p));
-            return Ok(report);
-        }
-        prev = raw.hash;
-        report.last_hash = raw.hash;
-        expect += 1;
     }
     if expect <= to {
         report.first_bad = Some((expect, "missing".into()));

@@ -27,6 +27,7 @@ pub mod config;
 pub mod docker;
 pub mod ledger;
 pub mod metrics;
+pub mod private_fs;
 pub mod server;
 pub mod signal;
 pub mod store;

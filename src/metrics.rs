@@ -34,6 +34,8 @@ pub const DOCKER_LAG: &str = "privledger_docker_event_lag_seconds";
 pub const DOCKER_RECONNECTS: &str = "privledger_docker_reconnects_total";
 /// 1 while the Docker watcher follows the daemon's events, else 0.
 pub const DOCKER_ATTACHED: &str = "privledger_docker_attached";
+/// 1 while storage takes writes, 0 while the writer is stalled on a storage failure.
+pub const STORAGE_WRITABLE: &str = "privledger_storage_writable";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -114,6 +116,10 @@ fn describe() {
         "Docker watcher disconnections and failed attaches (each followed by a retry)"
     );
     describe_gauge!(DOCKER_ATTACHED, "1 while the Docker watcher follows events");
+    describe_gauge!(
+        STORAGE_WRITABLE,
+        "1 while storage takes writes, 0 while writes are refused after a storage failure"
+    );
 }
 
 /// A daemon event recorded `lag` after the daemon's own time for it.
@@ -152,6 +158,11 @@ pub fn writer_batch(entries: usize, flush: Duration, head: u64, allowed: u64, de
     if denied > 0 {
         metrics::counter!(DECISIONS, "outcome" => "denied").increment(denied);
     }
+}
+
+/// Whether storage takes writes (the writer stalls on a storage failure).
+pub fn storage_writable(writable: bool) {
+    metrics::gauge!(STORAGE_WRITABLE).set(if writable { 1.0 } else { 0.0 });
 }
 
 /// Whether this process exports metrics (the RPC layer skips its timing otherwise).

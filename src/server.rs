@@ -22,10 +22,12 @@ use crate::api::{auth::Authenticator, layers, Api};
 use crate::config::Config;
 use crate::docker::{StaleAction, WatcherConfig, WatcherStatus};
 use crate::ledger::event::Role;
+use crate::ledger::log::LogStore;
 use crate::ledger::observe::ObserveConfig;
+use crate::ledger::WriteStatus;
 use crate::ledger::{hash_secret, Command, Ledger, ACTOR_SYSTEM};
 use crate::pb;
-use crate::store::Store;
+use crate::store::{OpenOptions, SledStore};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -35,10 +37,15 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(transparent)]
-    Store(#[from] crate::store::Error),
+    #[error("cannot open the ledger in {dir}: {source}")]
+    Store {
+        dir: String,
+        source: crate::ledger::log::StoreError,
+    },
     #[error(transparent)]
     Ledger(#[from] crate::ledger::Error),
+    #[error(transparent)]
+    Fs(#[from] crate::private_fs::FsError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -76,10 +83,42 @@ pub async fn run(
         },
         None => None,
     };
-    let store = Store::open_with_cache(&cfg.data_dir, cfg.storage_cache_bytes)?;
-    let ledger = Ledger::open(store, cfg.ledger.clone())?;
-    ledger.start_up(&cfg.builtin_groups, VERSION).await?;
-    ensure_admin_token(&ledger, &cfg.admin_token_path()).await?;
+    let opts = OpenOptions {
+        cache_bytes: cfg.storage_cache_bytes,
+        read_only: cfg.read_only,
+        allow_unsafe_dir: cfg.allow_unsafe_data_dir,
+    };
+    let dir = cfg.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || SledStore::open_with(&dir, &opts))
+        .await
+        .map_err(|e| Error::Io {
+            context: "opening the store".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(|source| Error::Store {
+            dir: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+    let store: std::sync::Arc<dyn LogStore> = std::sync::Arc::new(store);
+    let ledger = {
+        let lcfg = cfg.ledger.clone();
+        tokio::task::spawn_blocking(move || Ledger::open(store, lcfg))
+            .await
+            .map_err(|e| Error::Io {
+                context: "loading the ledger".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??
+    };
+    if cfg.read_only {
+        warn!(
+            dir = %cfg.data_dir.display(),
+            "serving read-only for forensics: every write is refused and nothing in the \
+             data directory is changed"
+        );
+    } else {
+        ledger.start_up(&cfg.builtin_groups, VERSION).await?;
+        ensure_admin_token(&ledger, &cfg.admin_token_path()).await?;
+    }
 
     // Fans the one shutdown signal out to every server and task.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -88,14 +127,14 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
-    let expiry = {
+    let expiry = (!cfg.read_only).then(|| {
         let ledger = ledger.clone();
         let stop = stop_rx.clone();
         tokio::spawn(
             async move { ledger.run_expiry(stopped(stop)).await }
                 .instrument(tracing::info_span!("expiry")),
         )
-    };
+    });
 
     let observe = observe_config(&cfg);
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -159,7 +198,9 @@ pub async fn run(
     if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
         warn!(grace = ?DRAIN_GRACE, "drain deadline passed; dropping open connections");
     }
-    let _ = expiry.await;
+    if let Some(e) = expiry {
+        let _ = e.await;
+    }
     if let Some(w) = watcher {
         let _ = w.await;
     }
@@ -203,14 +244,9 @@ async fn routes(
     let api = Api::new(ledger.clone(), observe);
     let auth = Authenticator::new(ledger.clone());
     health_reporter
-        .set_serving::<pb::admin_server::AdminServer<Api>>()
-        .await;
-    health_reporter
-        .set_serving::<pb::authorizer_server::AuthorizerServer<Api>>()
-        .await;
-    health_reporter
         .set_serving::<pb::audit_server::AuditServer<Api>>()
         .await;
+    mirror_write_status(ledger, health_reporter.clone()).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -240,6 +276,35 @@ async fn routes(
     .add_service(reflection_v1alpha)
 }
 
+/// Admin and Authorizer carry the write paths (AuthorizeSpawn records its decision),
+/// and the overall service ("") stands for all of them: each reports SERVING only while
+/// the ledger takes writes. Audit, which only reads, stays SERVING.
+async fn mirror_write_status(ledger: &Ledger, health: HealthReporter) {
+    async fn set(health: &HealthReporter, status: &WriteStatus) {
+        let s = if *status == WriteStatus::Writable {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        for svc in [
+            "",
+            <pb::admin_server::AdminServer<Api> as tonic::server::NamedService>::NAME,
+            <pb::authorizer_server::AuthorizerServer<Api> as tonic::server::NamedService>::NAME,
+        ] {
+            health.set_service_status(svc, s).await;
+        }
+    }
+    let mut rx = ledger.watch_write_status();
+    let first = rx.borrow_and_update().clone();
+    set(&health, &first).await;
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let status = rx.borrow_and_update().clone();
+            set(&health, &status).await;
+        }
+    });
+}
+
 /// Health service name under which the Docker watcher reports.
 pub const WATCHER_SERVICE: &str = "privledger.v1.DockerWatcher";
 
@@ -260,7 +325,7 @@ async fn spawn_watcher(
     health: HealthReporter,
     stop: &watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    if !cfg.docker.enabled {
+    if !cfg.docker.enabled || cfg.read_only {
         info!("docker watcher disabled");
         return None;
     }
@@ -326,20 +391,12 @@ async fn ensure_admin_token(ledger: &Ledger, path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes `text` to `path` with mode 0600 (also when the file existed).
+/// Writes `text` to `path`, mode 0600, through a new file renamed into place: a
+/// symlink planted at `path` is replaced, never followed, and no existing file is
+/// truncated.
 pub fn write_private(path: &Path, text: &str) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(format!("write {}", path.display())))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io(format!("chmod {}", path.display())))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io(format!("write {}", path.display())))
+    Ok(crate::private_fs::write_private_atomic(
+        path,
+        text.as_bytes(),
+    )?)
 }

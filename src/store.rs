@@ -1,324 +1,586 @@
-//! Durable storage of the ledger in sled; the only module that knows sled.
+//! The ledger's log store on sled, the embedded default; the only module that knows
+//! sled, and none of sled's errors leave it.
 //!
-//! Trees:
-//! - `entries`: big-endian seq → `[format version][32-byte hash][body bytes]`, so a
-//!   range scan is a replay in log order;
-//! - `idempotency`: `actor \0 request_id` → big-endian seq of the first result;
-//! - `meta`: small named values (the Docker watcher's cursor, the ledger id).
+//! Layout of a data directory:
+//! - `ledger.sled/`: sled, with trees `log` (blocks of entries, [`block`]), `idem`
+//!   (bucketed idempotency keys, [`idem`]) and `meta` (small named values, and the
+//!   store's `format`);
+//! - `ledger.head`: the head witness ([`witness`]);
+//! - `checkpoints/`: state checkpoints ([`checkpoints`]).
 //!
-//! Checkpoints (the serialized state as of a seq, megabytes each) are files in
-//! `checkpoints/` beside the sled directory, not sled values: sled materializes a
-//! whole leaf of values into its cache, so a few large checkpoints there cost hundreds
-//! of megabytes of memory and slowed start-up (DESIGN §7 memory target).
+//! Durability: sled's `flush` writes its log with `sync_file_range`, which commits
+//! neither the file's metadata nor the device's write cache; an append therefore also
+//! `fdatasync`s sled's file, then records the new head in the witness and fsyncs that,
+//! and only then returns. Only the ledger's single writer appends, so flushes never run
+//! concurrently (sled 0.34's `flush_async` hangs with many concurrent callers, sled
+//! issue 1308).
 //!
-//! An append batch and its idempotency keys commit in one transaction, and
-//! [`Store::append`] returns only after sled's flush returned: nothing is acknowledged
-//! before it is durable. Only the ledger's single writer calls `append`, which keeps
-//! flushes from running concurrently (sled 0.34's `flush_async` hangs with many
-//! concurrent callers, sled issue 1308).
+//! After an I/O error sled refuses every later write until it is opened again, and its
+//! memory may hold the failed batch; [`SledStore::append`] therefore refuses writes
+//! after a failure until [`LogStore::recover`] has probed the disk, opened sled afresh
+//! and cut anything beyond the last acknowledged head.
 
-use std::io::Write as _;
+pub mod block;
+pub mod checkpoints;
+pub mod idem;
+mod upgrade;
+pub mod witness;
+
+use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-const FORMAT_V1: u8 = 1;
-const HEADER_LEN: usize = 1 + 32;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("storage I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("stored entry at key {key} is malformed: {reason}")]
-    Malformed { key: String, reason: String },
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-/// `dir/checkpoints`, created if missing, with stale temporary files removed.
-fn checkpoint_dir(dir: &Path) -> Result<PathBuf> {
-    let cp = dir.join("checkpoints");
-    std::fs::create_dir_all(&cp)?;
-    for f in std::fs::read_dir(&cp)? {
-        let path = f?.path();
-        if path.extension().is_some_and(|e| e == "tmp") {
-            std::fs::remove_file(path)?;
-        }
-    }
-    Ok(cp)
-}
-
-/// One entry as stored: its hash and the exact body bytes the hash covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEntry {
-    pub seq: u64,
-    pub hash: [u8; 32],
-    /// Shares the storage's buffer: streaming the log copies no body.
-    pub body: bytes::Bytes,
-}
-
-impl RawEntry {
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(HEADER_LEN + self.body.len());
-        v.push(FORMAT_V1);
-        v.extend_from_slice(&self.hash);
-        v.extend_from_slice(&self.body);
-        v
-    }
-
-    fn decode(key: &[u8], value: sled::IVec) -> Result<RawEntry> {
-        let seq = decode_seq(key)?;
-        if value.len() < HEADER_LEN || value[0] != FORMAT_V1 {
-            return Err(Error::Malformed {
-                key: seq.to_string(),
-                reason: "bad header".into(),
-            });
-        }
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&value[1..HEADER_LEN]);
-        Ok(RawEntry {
-            seq,
-            hash,
-            body: bytes::Bytes::from_owner(value).slice(HEADER_LEN..),
-        })
-    }
-}
-
-fn decode_seq(key: &[u8]) -> Result<u64> {
-    let arr: [u8; 8] = key.try_into().map_err(|_| Error::Malformed {
-        key: hex::encode(key),
-        reason: "key is not a big-endian u64".into(),
-    })?;
-    Ok(u64::from_be_bytes(arr))
-}
-
-/// Handle to the on-disk ledger. Cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    db: sled::Db,
-    entries: sled::Tree,
-    idempotency: sled::Tree,
-    meta: sled::Tree,
-    checkpoint_dir: PathBuf,
-}
-
-const CHECKPOINT_SUFFIX: &str = ".checkpoint";
+use crate::ledger::event::Seq;
+use crate::ledger::log::{
+    AppendBatch, LogStore, RawEntry, StoreError, StoreResult, StoredCheckpoint, Witness,
+};
+use crate::private_fs;
+use checkpoints::CheckpointDir;
+use witness::WitnessFile;
 
 /// The default page cache: enough for the recent log and the trees' inner nodes. sled
 /// counts serialized sizes, and its decoded nodes take about twice that; a larger cache
 /// did not make the audit catch-up (a sequential read) or appends faster (BENCHMARKS.md).
 pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-impl Store {
-    pub fn open(dir: &Path) -> Result<Store> {
-        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+/// The layout this build writes. 1: one sled key per entry (upgraded at start).
+const FORMAT: u8 = 2;
+const FORMAT_KEY: &str = "format";
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// sled's page cache (a target, not a hard cap, in sled).
+    pub cache_bytes: u64,
+    /// Forensics: sled is opened on a private copy of the data (sled's recovery writes
+    /// to what it opens), every write is refused, and nothing in the data directory is
+    /// changed.
+    pub read_only: bool,
+    /// Accept a data directory owned by another user or writable by others.
+    pub allow_unsafe_dir: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            read_only: false,
+            allow_unsafe_dir: false,
+        }
+    }
+}
+
+/// sled's handles, replaced whole when the store is opened again after a failure.
+struct Parts {
+    db: sled::Db,
+    log: sled::Tree,
+    idem: sled::Tree,
+    meta: sled::Tree,
+    /// sled's data file, for the `fdatasync` sled itself does not do.
+    file: File,
+}
+
+/// What only the writer changes.
+struct WriterState {
+    head: Witness,
+    /// The entries of the last block while it is not full: the next append rewrites
+    /// that block with them, without reading it back.
+    tail: Vec<RawEntry>,
+    /// Set when a write failed: sled's memory may hold what the disk does not.
+    broken: Option<String>,
+}
+
+pub struct SledStore {
+    data_dir: PathBuf,
+    /// Where sled runs: `DATA/ledger.sled`, or the forensic copy.
+    sled_dir: PathBuf,
+    cache_bytes: u64,
+    /// Readers hold the read side for one operation; reopening takes the write side.
+    parts: RwLock<Option<Parts>>,
+    /// Taken by `append` and `recover` (the writer thread) only.
+    writer: Mutex<WriterState>,
+    witness: WitnessFile,
+    checkpoints: CheckpointDir,
+    read_only: bool,
+    /// The forensic copy, removed on drop.
+    scratch: Option<PathBuf>,
+}
+
+fn cannot(e: impl std::fmt::Display) -> StoreError {
+    StoreError::CannotWrite {
+        reason: e.to_string(),
+    }
+}
+
+fn read_error(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { at, .. } => StoreError::Damaged {
+            seq: 0,
+            reason: format!("sled reports corruption at {at:?}"),
+        },
+        e => StoreError::Read {
+            reason: e.to_string(),
+        },
+    }
+}
+
+fn write_error(e: sled::Error) -> StoreError {
+    match e {
+        e @ sled::Error::Corruption { .. } => read_error(e),
+        e => cannot(e),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Opens sled at `dir`. sled's background threads can keep the file lock for a moment
+/// after the last handle in this process is dropped (an in-process restart, a reopen
+/// after a failure); another process holding it keeps it, and gets a clear error after
+/// the grace period.
+fn open_parts(dir: &Path, cache_bytes: u64) -> StoreResult<Parts> {
+    let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
+    let mut tries = 0;
+    let db = loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                tries += 1;
+                if tries == 100 {
+                    return Err(cannot(format!(
+                        "{} is in use by another process ({e})",
+                        dir.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(sled::Error::Io(e)) => {
+                return Err(StoreError::Read {
+                    reason: format!("{}: {e}", dir.display()),
+                })
+            }
+            r => break r.map_err(read_error)?,
+        }
+    };
+    let file = File::open(dir.join("db")).map_err(|e| StoreError::Read {
+        reason: format!("{}: {e}", dir.join("db").display()),
+    })?;
+    Ok(Parts {
+        log: db.open_tree("log").map_err(read_error)?,
+        idem: db.open_tree("idem").map_err(read_error)?,
+        meta: db.open_tree("meta").map_err(read_error)?,
+        db,
+        file,
+    })
+}
+
+fn ivec_bytes(v: sled::IVec) -> bytes::Bytes {
+    bytes::Bytes::from_owner(v)
+}
+
+/// The last block's entries, or none.
+fn last_block(p: &Parts) -> StoreResult<Vec<RawEntry>> {
+    match p.log.last().map_err(read_error)? {
+        Some((k, v)) => block::decode(block::decode_key(&k)?, ivec_bytes(v)),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn writer_state(p: &Parts) -> StoreResult<WriterState> {
+    let last = last_block(p)?;
+    let head = last.last().map_or(Witness::default(), |e| Witness {
+        seq: e.seq,
+        hash: e.hash,
+    });
+    let tail = if last.len() as u64 == block::BLOCK {
+        Vec::new()
+    } else {
+        last
+    };
+    Ok(WriterState {
+        head,
+        tail,
+        broken: None,
+    })
+}
+
+/// Copies a directory tree (files and directories only) for a forensic open.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let t = e.file_type()?;
+        let dst = to.join(e.file_name());
+        if t.is_dir() {
+            copy_tree(&e.path(), &dst)?;
+        } else if t.is_file() {
+            std::fs::copy(e.path(), dst)?;
+        }
+    }
+    Ok(())
+}
+
+impl SledStore {
+    pub fn open(dir: &Path) -> StoreResult<SledStore> {
+        SledStore::open_with(dir, &OpenOptions::default())
     }
 
-    /// Opens with a page cache of `cache_bytes` (a target, not a hard cap, in sled).
-    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store> {
-        std::fs::create_dir_all(dir)?;
-        let config = sled::Config::new()
-            .path(dir.join("ledger.sled"))
-            .cache_capacity(cache_bytes);
-        // sled's background threads can keep the file lock for a moment after the last
-        // handle in this process is dropped (an in-process restart); another process
-        // holding it keeps it, and gets a clear error after the grace period.
-        let mut tries = 0;
-        let db = loop {
-            match config.open() {
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                    tries += 1;
-                    if tries == 50 {
-                        return Err(Error::Sled(sled::Error::Io(std::io::Error::other(
-                            format!("{} is in use by another process ({e})", dir.display()),
-                        ))));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                r => break r?,
+    pub fn open_with(dir: &Path, opts: &OpenOptions) -> StoreResult<SledStore> {
+        let original = dir.join("ledger.sled");
+        let (sled_dir, scratch) = if opts.read_only {
+            if !original.is_dir() {
+                return Err(StoreError::Read {
+                    reason: format!("{} does not exist", original.display()),
+                });
             }
+            let mut r = [0u8; 8];
+            getrandom::fill(&mut r).map_err(|e| StoreError::Read {
+                reason: e.to_string(),
+            })?;
+            let scratch =
+                std::env::temp_dir().join(format!("privledger-forensic-{}", hex::encode(r)));
+            private_fs::ensure_private_dir(&scratch, false).map_err(|e| StoreError::Read {
+                reason: e.to_string(),
+            })?;
+            let copy = scratch.join("ledger.sled");
+            copy_tree(&original, &copy).map_err(|e| StoreError::Read {
+                reason: format!(
+                    "copying {} to {} for a read-only open: {e}",
+                    original.display(),
+                    copy.display()
+                ),
+            })?;
+            (copy, Some(scratch))
+        } else {
+            private_fs::ensure_private_dir(dir, opts.allow_unsafe_dir).map_err(cannot)?;
+            (original, None)
         };
-        // Earlier builds kept checkpoints in sled; they are only an optimization.
-        db.drop_tree("checkpoints")?;
-        Ok(Store {
-            entries: db.open_tree("entries")?,
-            idempotency: db.open_tree("idempotency")?,
-            checkpoint_dir: checkpoint_dir(dir)?,
-            meta: db.open_tree("meta")?,
-            db,
+        let parts = open_parts(&sled_dir, opts.cache_bytes)?;
+        let witness = WitnessFile::new(dir.join("ledger.head"));
+        match parts.meta.get(FORMAT_KEY).map_err(read_error)? {
+            Some(v) if v.as_ref() == [FORMAT] => {}
+            Some(v) => {
+                return Err(StoreError::Damaged {
+                    seq: 0,
+                    reason: format!(
+                        "the store has format {v:?}; this build reads format {FORMAT} (a newer \
+                         privledger wrote it?)"
+                    ),
+                })
+            }
+            None => upgrade::to_current(&parts, &witness, opts.read_only)?,
+        }
+        let state = writer_state(&parts)?;
+        if !opts.read_only && state.head.seq == 0 && witness.read()?.is_none() {
+            witness.reset(&state.head)?;
+        }
+        Ok(SledStore {
+            data_dir: dir.to_path_buf(),
+            sled_dir,
+            cache_bytes: opts.cache_bytes,
+            parts: RwLock::new(Some(parts)),
+            writer: Mutex::new(state),
+            witness,
+            checkpoints: CheckpointDir::open(&dir.join("checkpoints"), !opts.read_only)?,
+            read_only: opts.read_only,
+            scratch,
         })
     }
 
-    /// Atomically writes a batch of entries and their idempotency keys, then flushes.
-    /// Returns only once the data is durable.
-    pub fn append(&self, entries: &[RawEntry], idempotency: &[(Vec<u8>, u64)]) -> Result<()> {
-        let encoded: Vec<([u8; 8], Vec<u8>)> = entries
-            .iter()
-            .map(|e| (e.seq.to_be_bytes(), e.encode()))
-            .collect();
-        (&self.entries, &self.idempotency)
-            .transaction(|(tx_entries, tx_idem)| {
-                for (k, v) in &encoded {
-                    tx_entries.insert(&k[..], v.as_slice())?;
-                }
-                for (k, seq) in idempotency {
-                    tx_idem.insert(k.as_slice(), &seq.to_be_bytes()[..])?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => Error::Sled(e),
-                TransactionError::Abort(()) => Error::Malformed {
-                    key: "transaction".into(),
-                    reason: "aborted".into(),
-                },
-            })?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    pub fn get(&self, seq: u64) -> Result<Option<RawEntry>> {
-        let key = seq.to_be_bytes();
-        match self.entries.get(key)? {
-            Some(v) => Ok(Some(RawEntry::decode(&key, v)?)),
-            None => Ok(None),
+    /// Runs `f` on sled's handles, holding off a reopen meanwhile.
+    fn with<T>(&self, f: impl FnOnce(&Parts) -> StoreResult<T>) -> StoreResult<T> {
+        let guard = self.parts.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(p) => f(p),
+            None => Err(StoreError::Read {
+                reason: "the store is being reopened after a write failure".into(),
+            }),
         }
     }
 
-    /// Up to `limit` entries with seq in `[from, to]`, in order.
-    pub fn range(&self, from: u64, to: u64, limit: usize) -> Result<Vec<RawEntry>> {
-        if from > to {
+    /// A probe that the filesystem takes writes again: a file of real data, fsynced.
+    fn probe_writable(&self) -> StoreResult<()> {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).map_err(cannot)?;
+        let path = self
+            .data_dir
+            .join(format!(".write-probe-{}", hex::encode(r)));
+        let result = (|| {
+            use std::io::Write as _;
+            let mut f = private_fs::create_new_private(&path).map_err(cannot)?;
+            f.write_all(&vec![0u8; 1 << 20]).map_err(cannot)?;
+            f.sync_all().map_err(cannot)
+        })();
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    fn fail(w: &mut WriterState, e: StoreError) -> StoreError {
+        w.broken = Some(e.to_string());
+        e
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Some(s) = &self.scratch {
+            *self.parts.write().unwrap_or_else(|p| p.into_inner()) = None;
+            let _ = std::fs::remove_dir_all(s);
+        }
+    }
+}
+
+impl LogStore for SledStore {
+    fn append(&self, batch: AppendBatch<'_>) -> StoreResult<()> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        let mut w = lock(&self.writer);
+        if let Some(reason) = &w.broken {
+            return Err(cannot(format!(
+                "an earlier write failed ({reason}); waiting for storage to recover"
+            )));
+        }
+        if batch.prev != w.head {
+            return Err(StoreError::HeadMoved {
+                expected: batch.prev.seq,
+                found: w.head.seq,
+            });
+        }
+        if let Some((i, e)) = batch
+            .entries
+            .iter()
+            .enumerate()
+            .find(|(i, e)| e.seq != w.head.seq + 1 + *i as u64)
+        {
+            return Err(StoreError::HeadMoved {
+                expected: e.seq.saturating_sub(1),
+                found: w.head.seq + i as u64,
+            });
+        }
+        let guard = self.parts.read().unwrap_or_else(|p| p.into_inner());
+        let Some(p) = guard.as_ref() else {
+            return Err(cannot("the store is being reopened"));
+        };
+
+        // Whole blocks from the unfilled tail block onwards.
+        let mut blocks: Vec<([u8; 8], Vec<u8>)> = Vec::new();
+        let mut cur: Vec<RawEntry> = if batch.entries.is_empty() {
+            Vec::new()
+        } else {
+            w.tail.clone()
+        };
+        for e in batch.entries {
+            if cur
+                .first()
+                .is_some_and(|c| block::block_of(c.seq) != block::block_of(e.seq))
+            {
+                blocks.push((block::key(block::block_of(cur[0].seq)), block::encode(&cur)));
+                cur.clear();
+            }
+            cur.push(e.clone());
+        }
+        if let Some(c) = cur.first() {
+            blocks.push((block::key(block::block_of(c.seq)), block::encode(&cur)));
+        }
+        let new_tail = if cur.len() as u64 == block::BLOCK {
+            Vec::new()
+        } else {
+            cur
+        };
+
+        let mut buckets: HashMap<[u8; 2], Vec<u8>> = HashMap::new();
+        for k in batch.idempotency {
+            let (b, digest) = idem::locate(&k.key);
+            let v = match buckets.entry(b) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let old = p.idem.get(b).map_err(read_error)?;
+                    v.insert(old.map(|o| o.to_vec()).unwrap_or_default())
+                }
+            };
+            idem::insert(v, &digest, k.seq);
+        }
+
+        let tx = (&p.log, &p.idem, &p.meta).transaction(|(log, idm, meta)| {
+            for (k, v) in &blocks {
+                log.insert(&k[..], v.as_slice())?;
+            }
+            for (k, v) in &buckets {
+                idm.insert(&k[..], v.as_slice())?;
+            }
+            for (k, v) in batch.meta {
+                meta.insert(k.as_bytes(), *v)?;
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        if let Err(e) = tx {
+            let e = match e {
+                TransactionError::Storage(e) => write_error(e),
+                TransactionError::Abort(()) => cannot("transaction aborted"),
+            };
+            return Err(Self::fail(&mut w, e));
+        }
+        if let Err(e) = p.db.flush() {
+            return Err(Self::fail(&mut w, write_error(e)));
+        }
+        if let Err(e) = p.file.sync_data() {
+            return Err(Self::fail(
+                &mut w,
+                cannot(format!("fdatasync {}: {e}", self.sled_dir.display())),
+            ));
+        }
+        if let Some(last) = batch.entries.last() {
+            let head = Witness {
+                seq: last.seq,
+                hash: last.hash,
+            };
+            if let Err(e) = self.witness.write(&head) {
+                return Err(Self::fail(&mut w, e));
+            }
+            w.head = head;
+            w.tail = new_tail;
+        }
+        Ok(())
+    }
+
+    fn recover(&self, head: Witness) -> StoreResult<()> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        let mut w = lock(&self.writer);
+        self.probe_writable()?;
+        let mut guard = self.parts.write().unwrap_or_else(|p| p.into_inner());
+        // sled refuses writes for good after an I/O error: only a fresh open clears it.
+        *guard = None;
+        let p = open_parts(&self.sled_dir, self.cache_bytes)?;
+        let found = writer_state(&p)?;
+        if found.head.seq < head.seq {
+            return Err(StoreError::Damaged {
+                seq: found.head.seq + 1,
+                reason: format!(
+                    "after reopening, the log ends at seq {} but seq {} was acknowledged",
+                    found.head.seq, head.seq
+                ),
+            });
+        }
+        if found.head.seq > head.seq {
+            // The failed batch reached the disk after all; it was never acknowledged.
+            upgrade::cut_after(&p, head.seq)?;
+        }
+        p.db.flush().map_err(write_error)?;
+        p.file.sync_data().map_err(cannot)?;
+        self.witness.write(&head)?;
+        let state = writer_state(&p)?;
+        if state.head != head {
+            return Err(StoreError::Damaged {
+                seq: head.seq,
+                reason: "the entry at the acknowledged head differs after reopening".into(),
+            });
+        }
+        *w = state;
+        *guard = Some(p);
+        Ok(())
+    }
+
+    fn get(&self, seq: Seq) -> StoreResult<Option<RawEntry>> {
+        if seq == 0 {
+            return Ok(None);
+        }
+        let b = block::block_of(seq);
+        self.with(|p| match p.log.get(block::key(b)).map_err(read_error)? {
+            Some(v) => Ok(block::decode(b, ivec_bytes(v))?
+                .into_iter()
+                .nth((seq - block::first_seq(b)) as usize)),
+            None => Ok(None),
+        })
+    }
+
+    fn range(&self, from: Seq, to: Seq, limit: usize) -> StoreResult<Vec<RawEntry>> {
+        if from > to || limit == 0 {
             return Ok(Vec::new());
         }
-        self.entries
-            .range(from.to_be_bytes()..=to.to_be_bytes())
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                RawEntry::decode(&k, v)
-            })
-            .collect()
-    }
-
-    /// Every entry from `from` on, lazily.
-    pub fn iter_from(&self, from: u64) -> impl Iterator<Item = Result<RawEntry>> + '_ {
-        self.entries.range(from.to_be_bytes()..).map(|kv| {
-            let (k, v) = kv?;
-            RawEntry::decode(&k, v)
+        let from = from.max(1);
+        self.with(|p| {
+            let mut out = Vec::new();
+            let keys = block::key(block::block_of(from))..=block::key(block::block_of(to));
+            for kv in p.log.range(keys) {
+                let (k, v) = kv.map_err(read_error)?;
+                let b = block::decode_key(&k)?;
+                for e in block::decode(b, ivec_bytes(v))? {
+                    if e.seq > to || out.len() == limit {
+                        return Ok(out);
+                    }
+                    if e.seq >= from {
+                        out.push(e);
+                    }
+                }
+            }
+            Ok(out)
         })
     }
 
-    pub fn last(&self) -> Result<Option<RawEntry>> {
-        match self.entries.last()? {
-            Some((k, v)) => Ok(Some(RawEntry::decode(&k, v)?)),
+    fn last(&self) -> StoreResult<Option<RawEntry>> {
+        self.with(|p| Ok(last_block(p)?.pop()))
+    }
+
+    fn earliest(&self) -> StoreResult<Option<Seq>> {
+        self.with(|p| match p.log.first().map_err(read_error)? {
+            Some((k, _)) => Ok(Some(block::first_seq(block::decode_key(&k)?))),
             None => Ok(None),
-        }
+        })
     }
 
-    pub fn first_seq(&self) -> Result<Option<u64>> {
-        match self.entries.first()? {
-            Some((k, _)) => Ok(Some(decode_seq(&k)?)),
+    fn witness(&self) -> StoreResult<Option<Witness>> {
+        Ok(self.witness.read()?.map(|(_, w)| w))
+    }
+
+    fn idempotency_get(&self, key: &[u8]) -> StoreResult<Option<Seq>> {
+        let (b, digest) = idem::locate(key);
+        self.with(|p| match p.idem.get(b).map_err(read_error)? {
+            Some(v) => idem::find(&v, &digest),
             None => Ok(None),
+        })
+    }
+
+    fn meta_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.with(|p| Ok(p.meta.get(key).map_err(read_error)?.map(|v| v.to_vec())))
+    }
+
+    fn put_checkpoint(&self, seq: Seq, bytes: &[u8]) -> StoreResult<()> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
         }
+        self.checkpoints.put(seq, bytes)
     }
 
-    pub fn idempotency_get(&self, key: &[u8]) -> Result<Option<u64>> {
-        match self.idempotency.get(key)? {
-            Some(v) => Ok(Some(decode_seq(&v)?)),
-            None => Ok(None),
+    fn prune_checkpoints(&self, newest: usize, window: u64) -> StoreResult<()> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
         }
+        self.checkpoints.prune(newest, window)
     }
 
-    /// Stores a checkpoint. It is an optimization only (the log is the truth), so it is
-    /// made durable by the next append's flush or by [`Store::flush`].
-    /// Writes the checkpoint for `seq` durably: a temporary file, fsync, then rename,
-    /// so a crash leaves either no checkpoint or a whole one.
-    pub fn put_checkpoint(&self, seq: u64, bytes: &[u8]) -> Result<()> {
-        let path = self.checkpoint_path(seq);
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.checkpoint_dir)?.sync_all()?;
-        Ok(())
+    fn checkpoint_seqs(&self) -> StoreResult<Vec<Seq>> {
+        self.checkpoints.seqs()
     }
 
-    fn checkpoint_path(&self, seq: u64) -> PathBuf {
-        self.checkpoint_dir
-            .join(format!("{seq:020}{CHECKPOINT_SUFFIX}"))
+    fn open_checkpoint(&self, seq: Seq) -> StoreResult<StoredCheckpoint> {
+        self.checkpoints.open_one(seq)
     }
 
-    /// The seqs that have a checkpoint, ascending.
-    fn checkpoint_seqs(&self) -> Result<Vec<u64>> {
-        let mut seqs = Vec::new();
-        for f in std::fs::read_dir(&self.checkpoint_dir)? {
-            let name = f?.file_name();
-            let seq = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(CHECKPOINT_SUFFIX))
-                .and_then(|n| n.parse::<u64>().ok());
-            seqs.extend(seq);
-        }
-        seqs.sort_unstable();
-        Ok(seqs)
-    }
-
-    /// Deletes old checkpoints, keeping the newest `newest` and the oldest one in each
-    /// window of `window` seqs.
-    pub fn prune_checkpoints(&self, newest: usize, window: u64) -> Result<()> {
-        let seqs = self.checkpoint_seqs()?;
-        let keep_from = seqs.len().saturating_sub(newest);
-        let mut last_window = None;
-        for (i, seq) in seqs.into_iter().enumerate() {
-            let w = seq / window.max(1);
-            if i >= keep_from || last_window != Some(w) {
-                last_window = Some(w);
-                continue;
-            }
-            std::fs::remove_file(self.checkpoint_path(seq))?;
-        }
-        Ok(())
-    }
-
-    /// Checkpoints at or before `seq`, newest first, each opened when reached.
-    pub fn checkpoints_at_or_before(
-        &self,
-        seq: u64,
-    ) -> impl Iterator<Item = Result<(u64, std::io::BufReader<std::fs::File>)>> + '_ {
-        let (seqs, err) = match self.checkpoint_seqs() {
-            Ok(s) => (s, None),
-            Err(e) => (Vec::new(), Some(Err(e))),
-        };
-        let open = seqs.into_iter().rev().filter(move |s| *s <= seq).map(|s| {
-            let f = std::fs::File::open(self.checkpoint_path(s))?;
-            Ok((s, std::io::BufReader::with_capacity(1 << 16, f)))
-        });
-        err.into_iter().chain(open)
-    }
-
-    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
-    }
-
-    /// Writes a metadata value and flushes it.
-    pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.meta.insert(key, value)?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
+    fn read_only(&self) -> bool {
+        self.read_only
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::log::IdempotencyKey;
 
     fn entry(seq: u64) -> RawEntry {
         RawEntry {
@@ -328,50 +590,138 @@ mod tests {
         }
     }
 
+    fn append(s: &SledStore, seqs: std::ops::RangeInclusive<u64>, idem: &[IdempotencyKey]) {
+        let prev = s.last().unwrap().map_or(Witness::default(), |e| Witness {
+            seq: e.seq,
+            hash: e.hash,
+        });
+        let es: Vec<_> = seqs.map(entry).collect();
+        s.append(AppendBatch {
+            prev,
+            entries: &es,
+            idempotency: idem,
+            meta: &[],
+        })
+        .unwrap();
+    }
+
     #[test]
-    fn append_then_read_back_in_order_across_reopen() {
+    fn appends_read_back_across_blocks_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
-            s.append(&[entry(1), entry(2)], &[(b"a\0r".to_vec(), 2)])
-                .unwrap();
-            s.append(&[entry(3)], &[]).unwrap();
+            let s = SledStore::open(dir.path()).unwrap();
+            append(
+                &s,
+                1..=2,
+                &[IdempotencyKey {
+                    key: b"a\0r".to_vec(),
+                    seq: 2,
+                    time_ns: 0,
+                }],
+            );
+            append(&s, 3..=3, &[]);
+            append(&s, 4..=70, &[]);
+            for one in 71..=100 {
+                append(&s, one..=one, &[]);
+            }
         }
-        let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.first_seq().unwrap(), Some(1));
-        assert_eq!(s.last().unwrap().unwrap(), entry(3));
-        let all: Vec<_> = s.iter_from(1).map(|e| e.unwrap().seq).collect();
-        assert_eq!(all, vec![1, 2, 3]);
-        assert_eq!(s.range(2, 3, 10).unwrap(), vec![entry(2), entry(3)]);
-        assert_eq!(s.idempotency_get(b"a\0r").unwrap(), Some(2));
-        assert_eq!(s.get(2).unwrap().unwrap(), entry(2));
-    }
-
-    #[test]
-    fn newest_checkpoint_at_or_before() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        s.put_checkpoint(10, b"ten").unwrap();
-        s.put_checkpoint(20, b"twenty").unwrap();
-        let (seq, mut r) = s.checkpoints_at_or_before(15).next().unwrap().unwrap();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut r, &mut bytes).unwrap();
-        assert_eq!((seq, bytes), (10, b"ten".to_vec()));
-        assert!(s.checkpoints_at_or_before(5).next().is_none());
-    }
-
-    #[test]
-    fn pruning_keeps_the_newest_and_one_per_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        for seq in (10..=250).step_by(10) {
-            s.put_checkpoint(seq, b"cp").unwrap();
-        }
-        s.prune_checkpoints(2, 100).unwrap();
-        let kept: Vec<u64> = s
-            .checkpoints_at_or_before(u64::MAX)
-            .map(|c| c.unwrap().0)
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.earliest().unwrap(), Some(1));
+        assert_eq!(s.last().unwrap().unwrap(), entry(100));
+        assert_eq!(s.witness().unwrap().unwrap().seq, 100);
+        let all: Vec<_> = s
+            .range(1, 100, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
             .collect();
-        assert_eq!(kept, vec![250, 240, 200, 100, 10]);
+        assert_eq!(all, (1..=100).collect::<Vec<_>>());
+        assert_eq!(
+            s.range(30, 35, 3).unwrap(),
+            vec![entry(30), entry(31), entry(32)]
+        );
+        assert_eq!(s.idempotency_get(b"a\0r").unwrap(), Some(2));
+        assert_eq!(s.idempotency_get(b"a\0x").unwrap(), None);
+        for seq in [1, 32, 33, 64, 65, 100] {
+            assert_eq!(s.get(seq).unwrap().unwrap(), entry(seq));
+        }
+        assert_eq!(s.get(101).unwrap(), None);
+    }
+
+    #[test]
+    fn a_batch_that_does_not_extend_the_head_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        append(&s, 1..=3, &[]);
+        let es = vec![entry(3)];
+        let e = s
+            .append(AppendBatch {
+                prev: Witness {
+                    seq: 2,
+                    hash: [2; 32],
+                },
+                entries: &es,
+                idempotency: &[],
+                meta: &[],
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::HeadMoved {
+                    expected: 2,
+                    found: 3
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn recover_cuts_what_was_never_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        append(&s, 1..=40, &[]);
+        let acked = Witness {
+            seq: 35,
+            hash: [35; 32],
+        };
+        s.recover(acked).unwrap();
+        assert_eq!(s.last().unwrap().unwrap(), entry(35));
+        assert_eq!(s.witness().unwrap(), Some(acked));
+        append(&s, 36..=36, &[]);
+        assert_eq!(s.range(30, 40, 100).unwrap().len(), 7);
+    }
+
+    #[test]
+    fn read_only_open_changes_nothing_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            append(&s, 1..=5, &[]);
+        }
+        let before = std::fs::read(dir.path().join("ledger.sled/db")).unwrap();
+        let opts = OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        };
+        let s = SledStore::open_with(dir.path(), &opts).unwrap();
+        assert_eq!(s.last().unwrap().unwrap(), entry(5));
+        let es = vec![entry(6)];
+        let e = s.append(AppendBatch {
+            prev: Witness {
+                seq: 5,
+                hash: [5; 32],
+            },
+            entries: &es,
+            idempotency: &[],
+            meta: &[],
+        });
+        assert!(matches!(e, Err(StoreError::ReadOnly)));
+        drop(s);
+        assert_eq!(
+            std::fs::read(dir.path().join("ledger.sled/db")).unwrap(),
+            before
+        );
     }
 }

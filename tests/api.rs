@@ -954,7 +954,23 @@ async fn stream_follow_while_10000_entries_are_appended_has_no_gap_and_no_duplic
     for w in writers {
         w.await.unwrap();
     }
-    assert_eq!(head(&mut c).await, target);
+    // Besides the decisions, the ledger records each checkpoint it writes.
+    let mut cps = c
+        .audit
+        .stream(pb::StreamRequest {
+            from_seq: 1,
+            follow: false,
+            kinds: vec!["state_checkpointed".into()],
+            subject: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut recorded = 0;
+    while cps.message().await.unwrap().is_some() {
+        recorded += 1;
+    }
+    assert_eq!(head(&mut c).await, target + recorded);
     // Filters: only decisions of one user.
     let mut f = c
         .audit
@@ -1008,16 +1024,23 @@ async fn verify_finds_a_flipped_byte_and_names_its_seq() {
     {
         // Tamper with the stored body: group-11 becomes group-12 (still valid JSON).
         let db = sled::open(cfg.data_dir.join("ledger.sled")).unwrap();
-        let t = db.open_tree("entries").unwrap();
-        let key = victim.to_be_bytes();
+        let t = db.open_tree("log").unwrap();
+        let key = ((victim - 1) / privledger::store::block::BLOCK).to_be_bytes();
         let mut v = t.get(key).unwrap().unwrap().to_vec();
         let pos = v.windows(8).position(|w| w == b"group-11").unwrap() + 7;
         v[pos] = b'2';
         t.insert(key, v).unwrap();
         db.flush().unwrap();
     }
-    let s = TestServer::start_with(cfg).await;
     let _keep = dir;
+    // The chain no longer holds: start-up refuses, naming the entry.
+    let refused = TestServer::start_refused(cfg.clone()).await;
+    assert!(
+        refused.contains(&format!("at seq {victim}")) && refused.contains("--read-only"),
+        "{refused}"
+    );
+    // Opened for forensics, verify finds it at that seq.
+    let s = TestServer::start_read_only(cfg).await;
     let mut c = s.admin().await;
     let v = c
         .audit

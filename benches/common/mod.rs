@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use privledger::ledger::event::{Event, GrantSpec, SocketAccess, SocketMode, Subject};
 use privledger::ledger::{Command, Ledger, LedgerConfig, State};
-use privledger::store::Store;
+use privledger::store::SledStore;
 
 /// The population DESIGN §7 names.
 #[derive(Debug, Clone, Copy)]
@@ -123,7 +123,8 @@ pub fn group_name(i: usize) -> String {
 }
 
 pub fn open(dir: &std::path::Path) -> Ledger {
-    Ledger::open(Store::open(dir).expect("store"), LedgerConfig::default()).expect("ledger")
+    let store = std::sync::Arc::new(SledStore::open(dir).expect("store"));
+    Ledger::open(store, LedgerConfig::default()).expect("ledger")
 }
 
 /// Submits `cmds` through `ledger` with `writers` concurrent callers; panics on the

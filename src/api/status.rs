@@ -3,6 +3,7 @@
 use tonic::Status;
 use tracing::error;
 
+use crate::ledger::log::StoreError;
 use crate::ledger::Error;
 
 impl From<Error> for Status {
@@ -14,12 +15,17 @@ impl From<Error> for Status {
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             // Fail closed: the caller learns nothing was stored.
             Error::Unavailable(m) => Status::unavailable(m),
-            e @ Error::Store(_) => {
+            Error::Store(e @ (StoreError::CannotWrite { .. } | StoreError::ReadOnly)) => {
+                Status::unavailable(format!("{e}; nothing was recorded"))
+            }
+            e @ Error::Store(StoreError::Read { .. } | StoreError::HeadMoved { .. }) => {
                 error!(error = %e, "ledger storage error");
                 Status::unavailable("ledger storage is not available")
             }
             // Opaque to the caller; the details go to the log.
-            e @ Error::Corrupt { .. } => {
+            e @ (Error::Corrupt { .. }
+            | Error::Refused { .. }
+            | Error::Store(StoreError::Damaged { .. })) => {
                 error!(error = %e, "stored ledger is damaged");
                 Status::internal("the stored ledger is damaged; run verify")
             }

@@ -21,6 +21,13 @@ pub enum Error {
     /// A stored entry cannot be decoded.
     #[error("stored entry {seq} is corrupt: {reason}")]
     Corrupt { seq: Seq, reason: String },
+    /// Start-up found the stored log not whole: serving it would present a shorter or
+    /// different history as if it were the ledger.
+    #[error(
+        "refusing to serve this ledger: at seq {seq}: {reason}. Nothing was changed; \
+         `privledger serve --read-only` opens it for forensics"
+    )]
+    Refused { seq: Seq, reason: String },
     #[error(transparent)]
-    Store(#[from] crate::store::Error),
+    Store(#[from] super::log::StoreError),
 }

@@ -400,6 +400,13 @@ pub enum Event {
     SpawnDecided(SpawnDecision),
     DockerContainer(ContainerObserved),
     Alert(Alert),
+    /// A state checkpoint was written: the state as of `at_seq` is the file whose
+    /// SHA-256 is `sha256`. Start-up trusts a checkpoint only when an entry after it
+    /// records its digest, so an edited checkpoint file never changes an answer.
+    StateCheckpointed {
+        at_seq: Seq,
+        sha256: String,
+    },
     /// privledger stopped a container (`on_stale_grant = "stop"`).
     ContainerStopped {
         container_id: String,
@@ -432,6 +439,7 @@ impl Event {
             Event::DockerContainer(_) => "docker_container",
             Event::Alert(_) => "alert",
             Event::ContainerStopped { .. } => "container_stopped",
+            Event::StateCheckpointed { .. } => "state_checkpointed",
         }
     }
 
@@ -462,6 +470,7 @@ impl Event {
         "docker_container",
         "alert",
         "container_stopped",
+        "state_checkpointed",
         "unauthorized_socket_mount",
         "unauthorized_privileged",
         "stale_grant",
@@ -473,7 +482,7 @@ impl Event {
     pub fn concerns(&self, seq: Seq, subject: &str) -> bool {
         let is = |s: &str| s == subject;
         match self {
-            Event::ServerStarted { .. } => false,
+            Event::ServerStarted { .. } | Event::StateCheckpointed { .. } => false,
             Event::GroupCreated { group } | Event::BuiltinGroupRestored { group, .. } => is(group),
             Event::GroupDeleted {
                 group,

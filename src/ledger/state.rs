@@ -363,6 +363,11 @@ pub enum Command {
     },
     RecordContainer(ContainerObserved),
     RaiseAlert(Alert),
+    /// The checkpointer wrote the state as of `at_seq` to a file with this digest.
+    RecordCheckpoint {
+        at_seq: Seq,
+        sha256: String,
+    },
     RecordStop {
         container_id: String,
         name: String,
@@ -392,6 +397,7 @@ impl Command {
             Command::RecordContainer(_) => "docker_container",
             Command::RaiseAlert(_) => "alert",
             Command::RecordStop { .. } => "container_stopped",
+            Command::RecordCheckpoint { .. } => "state_checkpointed",
         }
     }
 }
@@ -425,6 +431,8 @@ pub struct State {
     token_hashes: HashMap<String, String>,
     /// Containers seen and not destroyed, by id.
     containers: HashMap<String, ContainerRecord>,
+    /// The digest recorded for each checkpoint written (hex SHA-256 by seq).
+    checkpoints: OrdMap<Seq, Arc<str>>,
 }
 
 fn not_found(msg: String) -> Error {
@@ -519,6 +527,11 @@ impl State {
     }
 
     /// The earliest expiry among grants not yet ended by an entry.
+    /// The digest recorded for the checkpoint at `seq`, if one was recorded.
+    pub fn checkpoint_digest(&self, seq: Seq) -> Option<&str> {
+        self.checkpoints.get(&seq).map(|d| &**d)
+    }
+
     pub fn next_expiry(&self) -> Option<(UnixNanos, Seq)> {
         self.expiring.get_min().copied()
     }
@@ -782,6 +795,22 @@ impl State {
                 Ok(Event::DockerContainer(o.clone()))
             }
             Command::RaiseAlert(a) => Ok(Event::Alert(a.clone())),
+            Command::RecordCheckpoint { at_seq, sha256 } => {
+                if *at_seq == 0 || *at_seq >= seq {
+                    return Err(Error::InvalidArgument(format!(
+                        "a checkpoint at seq {at_seq} cannot be recorded at seq {seq}"
+                    )));
+                }
+                if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Error::InvalidArgument(
+                        "a checkpoint digest is 64 hex digits".into(),
+                    ));
+                }
+                Ok(Event::StateCheckpointed {
+                    at_seq: *at_seq,
+                    sha256: sha256.to_ascii_lowercase(),
+                })
+            }
             Command::RecordStop {
                 container_id,
                 name,
@@ -831,6 +860,9 @@ impl State {
             | Event::SpawnDecided(_)
             | Event::Alert(_)
             | Event::ContainerStopped { .. } => {}
+            Event::StateCheckpointed { at_seq, sha256 } => {
+                self.checkpoints.insert(*at_seq, Arc::from(sha256.as_str()));
+            }
             Event::DockerContainer(o) => self.observe(o),
             Event::GroupCreated { group } => {
                 let ix = self.intern_group(group);
@@ -1143,6 +1175,11 @@ impl State {
             grants: self.grants.values().cloned().collect(),
             tokens: self.tokens.values().cloned().collect(),
             containers: self.containers.values().cloned().collect(),
+            checkpoints: self
+                .checkpoints
+                .iter()
+                .map(|(s, d)| (*s, d.clone()))
+                .collect(),
         };
         serde_json::to_vec(&cp).expect("state serializes")
     }
@@ -1226,6 +1263,7 @@ impl State {
         for c in cp.containers {
             st.containers.insert(c.id.clone(), c);
         }
+        st.checkpoints = cp.checkpoints.into_iter().collect();
         for t in cp.tokens {
             if t.revoked_seq.is_none() {
                 st.token_hashes
@@ -1277,9 +1315,9 @@ pub fn validate_spec(spec: &GrantSpec) -> Result<(), Error> {
 }
 
 /// Version 2 keeps names interned: members are user indices (version 1 repeated every
-/// member's name). A checkpoint of another version is skipped; start-up then replays
-/// from an older one or from the start.
-const CHECKPOINT_VERSION: u32 = 2;
+/// member's name); version 3 adds the recorded checkpoint digests. A checkpoint of
+/// another version is skipped; start-up then replays from an older one or the start.
+const CHECKPOINT_VERSION: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct CheckpointGroup {
@@ -1305,6 +1343,7 @@ struct Checkpoint {
     grants: Vec<Arc<GrantState>>,
     tokens: Vec<TokenState>,
     containers: Vec<ContainerRecord>,
+    checkpoints: Vec<(Seq, Arc<str>)>,
 }
 
 #[cfg(test)]

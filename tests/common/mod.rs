@@ -36,6 +36,44 @@ impl TestServer {
 
     /// A server with `cfg` (its data directory is kept by the caller).
     pub async fn start_with(cfg: Config) -> TestServer {
+        TestServer::start_checking(cfg, "privledger.v1.Authorizer").await
+    }
+
+    /// A forensic server (`--read-only`) on `cfg`'s data directory: only the read
+    /// paths report SERVING.
+    pub async fn start_read_only(mut cfg: Config) -> TestServer {
+        cfg.read_only = true;
+        TestServer::start_checking(cfg, "privledger.v1.Audit").await
+    }
+
+    /// Starts a server on `cfg` that must refuse to serve; returns its error message.
+    pub async fn start_refused(cfg: Config) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let run = privledger::server::run(cfg, Some(listener), std::future::pending());
+        let served = async {
+            let channel = Channel::from_shared(url).unwrap().connect().await;
+            if let Ok(ch) = channel {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+                let _ = health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await;
+            }
+        };
+        tokio::select! {
+            r = run => match r {
+                Err(e) => e.to_string(),
+                Ok(()) => panic!("the server ended without an error"),
+            },
+            () = served => panic!("the server served a ledger it should have refused"),
+        }
+    }
+
+    async fn start_checking(cfg: Config, service: &str) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -60,7 +98,7 @@ impl TestServer {
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let resp = health
             .check(tonic_health::pb::HealthCheckRequest {
-                service: "privledger.v1.Authorizer".into(),
+                service: service.into(),
             })
             .await
             .expect("health check");

@@ -1,0 +1,472 @@
+//! The writer thread, the only code that appends, and the checkpointer beside it.
+//!
+//! The writer drains whatever is queued into one batch, validates each command against
+//! the state as it will be when the command applies, hands the batch to the log store
+//! (one atomic, durable append) and only then publishes the new state and answers every
+//! caller: concurrent writers share one flush (group commit).
+//!
+//! When the store cannot write (disk full, read-only or failing filesystem), the batch
+//! is answered UNAVAILABLE with nothing published, the write status turns
+//! [`WriteStatus::Stalled`] (health reports NOT_SERVING), and the writer retries the
+//! store's recovery with backoff, answering writes UNAVAILABLE meanwhile. Once a write
+//! can succeed again it resumes by itself, with the head it last acknowledged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use super::event::{EntryBody, Event, Seq};
+use super::log::{AppendBatch, IdempotencyKey, LogStore, RawEntry, StoreError, Witness};
+use super::state::{Command, State};
+use super::{chain_hash, now_ns, Committed, Entry, Error, LedgerConfig, ACTOR_SYSTEM};
+
+/// Most commands one batch takes; bounds the latency of the batch's flush.
+pub(super) const MAX_BATCH: usize = 1024;
+/// Queue of commands waiting for the writer; callers wait (backpressure) beyond it.
+pub(super) const WRITE_QUEUE: usize = 8192;
+/// Recovery attempts while stalled start this far apart and double up to the maximum.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often a stalled writer looks at its queue (to refuse writes promptly).
+const STALLED_POLL: Duration = Duration::from_millis(10);
+
+/// Whether the ledger takes writes, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteStatus {
+    Writable,
+    /// Storage refused a write; the writer retries by itself.
+    Stalled {
+        reason: String,
+        since_ns: i64,
+    },
+    /// Opened for forensics: nothing is ever written. `reason` says what is wrong with
+    /// the store, if anything was found.
+    ReadOnly {
+        reason: Option<String>,
+    },
+    /// The writer has stopped (shutdown, or it ended unexpectedly).
+    Stopped,
+}
+
+#[allow(clippy::large_enum_variant)] // a Stop is sent once per process
+pub(super) enum Msg {
+    Write(WriteRequest),
+    Meta(MetaRequest),
+    Stop(oneshot::Sender<()>),
+}
+
+pub(super) struct WriteRequest {
+    pub actor: String,
+    pub request_id: Option<String>,
+    pub cmd: Command,
+    pub reply: oneshot::Sender<Result<Committed, Error>>,
+}
+
+/// A small named value to store with the next batch (the Docker cursor).
+pub(super) struct MetaRequest {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub reply: oneshot::Sender<Result<(), Error>>,
+}
+
+pub(super) struct Writer {
+    pub rx: mpsc::Receiver<Msg>,
+    pub store: Arc<dyn LogStore>,
+    pub published: Arc<ArcSwap<State>>,
+    pub head: watch::Sender<Seq>,
+    pub status: watch::Sender<WriteStatus>,
+    pub cfg: LedgerConfig,
+    pub since_checkpoint: u64,
+    pub checkpointer: Option<Checkpointer>,
+}
+
+/// Writes checkpoints on its own thread: encoding the state of 100k users takes tens
+/// of milliseconds, which the writer would otherwise add to every caller waiting on
+/// that batch. The state is a persistent snapshot, so handing it over is O(1). Each
+/// checkpoint written is then recorded in the ledger with its digest, which is what
+/// makes it trusted at the next start.
+pub(super) struct Checkpointer {
+    /// Capacity 1: while one checkpoint is being written, the writer retries with a
+    /// later state after its next batch rather than queueing stale ones.
+    tx: std::sync::mpsc::SyncSender<Arc<State>>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+/// Checkpoints kept besides the newest two: the first in each window of this many
+/// intervals, so a point-in-time query replays at most that many entries while old
+/// checkpoints do not pile up (each holds the whole state).
+const SPARSE_CHECKPOINT_WINDOW: u64 = 10;
+
+impl Checkpointer {
+    /// `writer` is weak so that the checkpointer never keeps the writer alive.
+    pub fn start(
+        store: Arc<dyn LogStore>,
+        interval: u64,
+        writer: mpsc::WeakSender<Msg>,
+    ) -> Result<Checkpointer, Error> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<State>>(1);
+        let window = interval.max(1).saturating_mul(SPARSE_CHECKPOINT_WINDOW);
+        let handle = std::thread::Builder::new()
+            .name("ledger-checkpoint".into())
+            .spawn(move || {
+                for state in rx {
+                    let bytes = state.to_checkpoint();
+                    if let Err(e) = store
+                        .put_checkpoint(state.seq, &bytes)
+                        .and_then(|()| store.prune_checkpoints(2, window))
+                    {
+                        warn!(seq = state.seq, error = %e, "checkpoint not written");
+                        continue;
+                    }
+                    let (reply, _) = oneshot::channel();
+                    let record = Msg::Write(WriteRequest {
+                        actor: ACTOR_SYSTEM.into(),
+                        request_id: None,
+                        cmd: Command::RecordCheckpoint {
+                            at_seq: state.seq,
+                            sha256: hex::encode(Sha256::digest(&bytes)),
+                        },
+                        reply,
+                    });
+                    // Not recorded (queue full, shutting down): the checkpoint is then
+                    // not trusted at start, and a replay covers for it.
+                    if let Some(w) = writer.upgrade() {
+                        let _ = w.try_send(record);
+                    }
+                }
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start the checkpointer: {e}")))?;
+        Ok(Checkpointer { tx, handle })
+    }
+
+    /// Hands `state` over; false when a checkpoint is still being written.
+    fn offer(&self, state: &Arc<State>) -> bool {
+        self.tx.try_send(state.clone()).is_ok()
+    }
+
+    /// Waits for the checkpoint in progress.
+    fn finish(self) {
+        drop(self.tx);
+        let _ = self.handle.join();
+    }
+}
+
+enum Outcome {
+    /// Index into this batch's new entries.
+    New(usize),
+    Replay(Arc<Entry>),
+    Err(Error),
+}
+
+/// A batch being prepared: its entries, as stored and decoded, and its idempotency keys.
+#[derive(Default)]
+struct Prepared {
+    raws: Vec<RawEntry>,
+    entries: Vec<Arc<Entry>>,
+    idem: Vec<IdempotencyKey>,
+    /// Keys of this batch, to replay a repeat within the same batch.
+    batch_idem: HashMap<Vec<u8>, usize>,
+}
+
+fn unavailable_store(e: &StoreError) -> Error {
+    Error::Unavailable(format!("{e}; nothing was recorded"))
+}
+
+impl Writer {
+    pub fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut metas = Vec::new();
+        loop {
+            let stop = if matches!(*self.status.borrow(), WriteStatus::Stalled { .. }) {
+                self.run_stalled()
+            } else {
+                let Some(first) = self.rx.blocking_recv() else {
+                    self.status.send_replace(WriteStatus::Stopped);
+                    return;
+                };
+                let mut stop = None;
+                let mut next = Some(first);
+                while let Some(m) = next.take() {
+                    match m {
+                        Msg::Write(w) => batch.push(w),
+                        Msg::Meta(m) => metas.push(m),
+                        Msg::Stop(s) => stop = Some(s),
+                    }
+                    if stop.is_none() && batch.len() < MAX_BATCH {
+                        next = self.rx.try_recv().ok();
+                    }
+                }
+                if !batch.is_empty() || !metas.is_empty() {
+                    self.commit(std::mem::take(&mut batch), std::mem::take(&mut metas));
+                }
+                stop
+            };
+            if let Some(s) = stop {
+                if let Some(c) = self.checkpointer.take() {
+                    c.finish();
+                }
+                self.rx.close();
+                // Refuse whatever raced in after the stop.
+                while let Ok(m) = self.rx.try_recv() {
+                    refuse(m, "the ledger is shutting down");
+                }
+                self.status.send_replace(WriteStatus::Stopped);
+                let _ = s.send(());
+                return;
+            }
+        }
+    }
+
+    /// While storage cannot write: refuse writes promptly, retry recovery with
+    /// backoff, and return once writable again (`None`) or on a stop.
+    fn run_stalled(&mut self) -> Option<oneshot::Sender<()>> {
+        let mut wait = RETRY_FIRST;
+        let mut next_try = Instant::now() + wait;
+        loop {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Msg::Stop(s)) => return Some(s),
+                    Ok(m) => {
+                        let reason = match &*self.status.borrow() {
+                            WriteStatus::Stalled { reason, .. } => reason.clone(),
+                            _ => "storage cannot write".into(),
+                        };
+                        refuse(m, &format!("{reason}; nothing was recorded"));
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                }
+            }
+            if Instant::now() >= next_try {
+                let st = self.published.load();
+                let head = Witness {
+                    seq: st.seq,
+                    hash: st.hash,
+                };
+                match self.store.recover(head) {
+                    Ok(()) => {
+                        info!(head = head.seq, "storage writes again; writes resume");
+                        self.status.send_replace(WriteStatus::Writable);
+                        crate::metrics::storage_writable(true);
+                        return None;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, retry_in = ?wait, "storage still cannot write");
+                        self.status.send_modify(|s| {
+                            if let WriteStatus::Stalled { reason, .. } = s {
+                                *reason = e.to_string();
+                            }
+                        });
+                        wait = (wait * 2).min(RETRY_MAX);
+                        next_try = Instant::now() + wait;
+                    }
+                }
+            }
+            std::thread::sleep(STALLED_POLL);
+        }
+    }
+
+    fn stall(&mut self, e: &StoreError) {
+        error!(error = %e, "storage write failed; refusing writes until storage recovers");
+        crate::metrics::storage_writable(false);
+        self.status.send_replace(WriteStatus::Stalled {
+            reason: e.to_string(),
+            since_ns: now_ns(),
+        });
+    }
+
+    fn commit(&mut self, batch: Vec<WriteRequest>, metas: Vec<MetaRequest>) {
+        let current = self.published.load_full();
+        let mut next = (*current).clone();
+        let mut p = Prepared::default();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for w in &batch {
+            outcomes.push(self.prepare_one(w, &mut next, &mut p));
+        }
+        let meta: Vec<(&str, &[u8])> = metas
+            .iter()
+            .map(|m| (m.key.as_str(), m.value.as_slice()))
+            .collect();
+        let flush_start = Instant::now();
+        let appended = if p.raws.is_empty() && meta.is_empty() {
+            Ok(())
+        } else {
+            self.store.append(AppendBatch {
+                prev: Witness {
+                    seq: current.seq,
+                    hash: current.hash,
+                },
+                entries: &p.raws,
+                idempotency: &p.idem,
+                meta: &meta,
+            })
+        };
+        let flush_time = flush_start.elapsed();
+        drop(meta);
+        if let Err(e) = appended {
+            if !matches!(e, StoreError::ReadOnly) {
+                self.stall(&e);
+            }
+            for (w, o) in batch.into_iter().zip(outcomes) {
+                let r = match o {
+                    Outcome::Err(err) => Err(err),
+                    _ => Err(unavailable_store(&e)),
+                };
+                let _ = w.reply.send(r);
+            }
+            for m in metas {
+                let _ = m.reply.send(Err(unavailable_store(&e)));
+            }
+            return;
+        }
+        for m in metas {
+            let _ = m.reply.send(Ok(()));
+        }
+        let state = Arc::new(next);
+        if !p.raws.is_empty() {
+            self.since_checkpoint += p.raws.len() as u64;
+            self.published.store(state.clone());
+            self.head.send_replace(state.seq);
+            let (allowed, denied) = p.entries.iter().fold((0, 0), |(a, d), e| match &e.event {
+                Event::SpawnDecided(sd) if sd.allowed => (a + 1, d),
+                Event::SpawnDecided(_) => (a, d + 1),
+                _ => (a, d),
+            });
+            crate::metrics::writer_batch(p.raws.len(), flush_time, state.seq, allowed, denied);
+            if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1)
+                && self.checkpointer.as_ref().is_some_and(|c| c.offer(&state))
+            {
+                self.since_checkpoint = 0;
+            }
+        }
+        for (w, o) in batch.into_iter().zip(outcomes) {
+            let r = match o {
+                Outcome::New(i) => Ok(Committed {
+                    entry: p.entries[i].clone(),
+                    replayed: false,
+                    state: state.clone(),
+                }),
+                Outcome::Replay(entry) => Ok(Committed {
+                    entry,
+                    replayed: true,
+                    state: state.clone(),
+                }),
+                Outcome::Err(e) => Err(e),
+            };
+            let _ = w.reply.send(r);
+        }
+    }
+
+    /// The entry a request_id first produced, if the store holds one for this key.
+    fn earlier(&self, w: &WriteRequest, key: &[u8]) -> Result<Option<Arc<Entry>>, Error> {
+        let Some(seq) = self.store.idempotency_get(key)? else {
+            return Ok(None);
+        };
+        let Some(raw) = self.store.get(seq)? else {
+            // The key outlived its entry (a cut unacknowledged tail): not a replay.
+            return Ok(None);
+        };
+        let e = Entry::decode(raw)?;
+        // A digest names the bucket pair; the entry itself must be this request's.
+        if e.actor != w.actor || e.request_id != w.request_id {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(e)))
+    }
+
+    fn prepare_one(&self, w: &WriteRequest, next: &mut State, p: &mut Prepared) -> Outcome {
+        let key = w
+            .request_id
+            .as_deref()
+            .map(|r| super::idempotency_key(&w.actor, r));
+        if let Some(k) = &key {
+            let earlier = match p.batch_idem.get(k) {
+                Some(&i) => Some(p.entries[i].clone()),
+                None => match self.earlier(w, k) {
+                    Ok(e) => e,
+                    Err(e) => return Outcome::Err(e),
+                },
+            };
+            if let Some(e) = earlier {
+                if e.event.kind() != w.cmd.kind() {
+                    return Outcome::Err(Error::InvalidArgument(format!(
+                        "request_id {:?} was already used for a different operation ({} at seq {})",
+                        w.request_id.as_deref().unwrap_or_default(),
+                        e.event.kind(),
+                        e.seq
+                    )));
+                }
+                return Outcome::Replay(e);
+            }
+        }
+        let seq = next.seq + 1;
+        let time_ns = now_ns().max(next.time_ns);
+        let event = match next.prepare(&w.cmd, seq, time_ns, &self.cfg.spawn) {
+            Ok(ev) => ev,
+            Err(e) => return Outcome::Err(e),
+        };
+        let body = EntryBody {
+            seq,
+            time_ns,
+            actor: w.actor.clone(),
+            request_id: w.request_id.clone(),
+            prev_hash: hex::encode(next.hash),
+            event,
+        };
+        let bytes = match serde_json::to_vec(&body) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => {
+                return Outcome::Err(Error::InvalidArgument(format!(
+                    "the entry cannot be encoded: {e}"
+                )))
+            }
+        };
+        let prev_hash = next.hash;
+        let hash = chain_hash(&prev_hash, &bytes);
+        next.apply(seq, time_ns, &w.actor, &body.event);
+        next.commit_hash(hash);
+        p.raws.push(RawEntry {
+            seq,
+            hash,
+            body: bytes.clone(),
+        });
+        p.entries.push(Arc::new(Entry {
+            seq,
+            time_ns,
+            actor: body.actor,
+            request_id: body.request_id,
+            event: body.event,
+            prev_hash,
+            hash,
+            body: bytes,
+        }));
+        if let Some(k) = key {
+            p.batch_idem.insert(k.clone(), p.entries.len() - 1);
+            p.idem.push(IdempotencyKey {
+                key: k,
+                seq,
+                time_ns,
+            });
+        }
+        Outcome::New(p.entries.len() - 1)
+    }
+}
+
+fn refuse(m: Msg, why: &str) {
+    match m {
+        Msg::Write(w) => {
+            let _ = w.reply.send(Err(Error::Unavailable(why.to_string())));
+        }
+        Msg::Meta(m) => {
+            let _ = m.reply.send(Err(Error::Unavailable(why.to_string())));
+        }
+        Msg::Stop(s) => {
+            let _ = s.send(());
+        }
+    }
+}

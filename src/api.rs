@@ -477,11 +477,14 @@ impl pb::audit_server::Audit for Api {
     ) -> Result<Response<pb::HeadResponse>, Status> {
         require(&req, READERS, "Head")?;
         let h = self.ledger.head()?;
+        let (writable, write_problem) = cv::write_status(&self.ledger.write_status());
         Ok(Response::new(pb::HeadResponse {
             seq: h.seq,
             hash: h.hash.to_vec(),
             earliest_seq: h.earliest_seq,
             time: Some(cv::timestamp(h.time_ns)),
+            writable,
+            write_problem,
         }))
     }
 

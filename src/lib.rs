@@ -5,7 +5,9 @@
 //! - [`ledger`]: the domain. Events, the derived state, the pure policy, and the
 //!   `Ledger` handle (single writer with group commit, point-in-time, streams,
 //!   verify). Knows neither tonic nor sled.
-//! - [`store`]: sled trees for entries, idempotency keys, checkpoints, metadata.
+//! - [`ledger::log`]: the log-store interface the ledger owns; [`store`] implements it
+//!   on sled (blocks of entries, idempotency buckets, head witness, checkpoint files).
+//! - [`private_fs`]: the data directory's files: private modes, no symlink followed.
 //! - [`api`]: tonic handlers, request conversion, the one error → status mapping,
 //!   and bearer-token authentication.
 //! - [`server`]: opens the store, builds the ledger and the gRPC stack, serves until
@@ -15,7 +17,8 @@
 //! - [`cli`]: the command-line client (same binary); [`client`]: the connected
 //!   gRPC clients it (and the tests and load generator) use.
 //!
-//! Dependency direction: `server → api → ledger → store`.
+//! Dependency direction: `server → {api, docker} → ledger → ledger::log` (the trait),
+//! implemented by `store` (sled); only `server` (and tests) name `store`.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]

@@ -99,6 +99,29 @@ pub fn request_id(r: String) -> Option<String> {
 
 // === responses ===
 
+/// Whether writes are taken, and why not (for HeadResponse).
+pub fn write_status(s: &crate::ledger::WriteStatus) -> (bool, String) {
+    use crate::ledger::WriteStatus;
+    match s {
+        WriteStatus::Writable => (true, String::new()),
+        WriteStatus::Stalled { reason, since_ns } => (
+            false,
+            format!(
+                "storage cannot write since {}: {reason}; retrying by itself",
+                crate::ledger::format_time(*since_ns)
+            ),
+        ),
+        WriteStatus::ReadOnly { reason } => (
+            false,
+            match reason {
+                Some(r) => format!("read-only for forensics; the store is {r}"),
+                None => "read-only for forensics".into(),
+            },
+        ),
+        WriteStatus::Stopped => (false, "the ledger is shutting down".into()),
+    }
+}
+
 pub fn timestamp(ns: UnixNanos) -> Timestamp {
     Timestamp {
         seconds: ns.div_euclid(1_000_000_000),

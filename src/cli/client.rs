@@ -501,12 +501,20 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                 };
                 rows.push((svc, st));
             }
-            let head = c
+            let head_resp = c
                 .audit
                 .head(pb::HeadRequest {})
                 .await
                 .ok()
-                .map(|h| h.into_inner().seq);
+                .map(|h| h.into_inner());
+            let head = head_resp.as_ref().map(|h| h.seq);
+            let writes = head_resp.as_ref().map(|h| {
+                if h.writable {
+                    "accepted".to_string()
+                } else {
+                    format!("refused: {}", h.write_problem)
+                }
+            });
             if out.json {
                 let services: serde_json::Map<String, serde_json::Value> = rows
                     .iter()
@@ -514,7 +522,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                     .collect();
                 println!(
                     "{}",
-                    json!({"server": conn.server, "services": services, "head_seq": head})
+                    json!({"server": conn.server, "services": services, "head_seq": head, "writes": writes})
                 );
             } else {
                 println!("server {}", conn.server);
@@ -531,6 +539,9 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                 }
                 if let Some(h) = head {
                     println!("  ledger head seq {h}");
+                }
+                if let Some(w) = writes {
+                    println!("  writes {w}");
                 }
             }
         }

@@ -434,7 +434,7 @@ impl Out {
 
     pub fn head(&self, h: &pb::HeadResponse) {
         if self.json {
-            self.print(json!({"seq": h.seq, "hash": hex::encode(&h.hash), "earliest_seq": h.earliest_seq, "time": ts_json(&h.time)}));
+            self.print(json!({"seq": h.seq, "hash": hex::encode(&h.hash), "earliest_seq": h.earliest_seq, "time": ts_json(&h.time), "writable": h.writable, "write_problem": h.write_problem}));
         } else {
             println!(
                 "head seq {} hash {} at {} (earliest retained seq {})",
@@ -443,6 +443,9 @@ impl Out {
                 ts(&h.time),
                 h.earliest_seq
             );
+            if !h.writable {
+                println!("writes refused: {}", h.write_problem);
+            }
         }
     }
 

@@ -516,16 +516,20 @@ class HeadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HeadResponse(_message.Message):
-    __slots__ = ("seq", "hash", "earliest_seq", "time")
+    __slots__ = ("seq", "hash", "earliest_seq", "time", "writable", "write_problem")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     EARLIEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    WRITABLE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_PROBLEM_FIELD_NUMBER: _ClassVar[int]
     seq: int
     hash: bytes
     earliest_seq: int
     time: _timestamp_pb2.Timestamp
-    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[bytes] = ..., earliest_seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    writable: bool
+    write_problem: str
+    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[bytes] = ..., earliest_seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., writable: _Optional[bool] = ..., write_problem: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("from_seq", "to_seq")

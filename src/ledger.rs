@@ -907,6 +907,21 @@ fn verify_range(
     }
     if expect <= to {
         report.first_bad = Some((expect, "missing".into()));
+    } else if to == head {
+        // The stored log may end before what was acknowledged.
+        match store.witness() {
+            Ok(Some(w)) if w.seq > head => {
+                report.first_bad = Some((
+                    head + 1,
+                    format!(
+                        "missing: the log ends at seq {head} but its head witness records seq {}",
+                        w.seq
+                    ),
+                ))
+            }
+            Err(e) => report.first_bad = Some((head + 1, e.to_string())),
+            _ => {}
+        }
     }
     Ok(report)
 }

@@ -146,8 +146,13 @@ pub async fn run(
         &stop_rx,
     )
     .await;
+    let mut auth = Authenticator::new(ledger.clone());
+    if cfg.read_only {
+        auth = auth.with_forensic_admin(&cfg.admin_token_path());
+    }
     let routes = routes(
         &ledger,
+        auth,
         observe,
         cfg.max_request_bytes,
         health_reporter,
@@ -236,13 +241,13 @@ fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
 /// and stay open so probes and grpcurl's schema discovery work without a token).
 async fn routes(
     ledger: &Ledger,
+    auth: Authenticator,
     observe: ObserveConfig,
     max_request_bytes: usize,
     health_reporter: HealthReporter,
     health: HealthServer<impl tonic_health::pb::health_server::Health>,
 ) -> Routes {
     let api = Api::new(ledger.clone(), observe);
-    let auth = Authenticator::new(ledger.clone());
     health_reporter
         .set_serving::<pb::audit_server::AuditServer<Api>>()
         .await;

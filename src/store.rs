@@ -2,16 +2,21 @@
 //! sled, and none of sled's errors leave it.
 //!
 //! Layout of a data directory:
-//! - `ledger.sled/`: sled, with trees `log` (blocks of entries, [`block`]), `idem`
-//!   (bucketed idempotency keys, [`idem`]) and `meta` (small named values, and the
-//!   store's `format`);
+//! - `blocks.log`: sealed blocks of 32 entries, appended once ([`blockfile`],
+//!   [`block`]);
+//! - `ledger.sled/`: sled, with trees `tail` (entries not yet sealed into a block),
+//!   `idem` (bucketed idempotency keys, [`idem`]) and `meta` (small named values: the
+//!   store's `format`, the committed end of `blocks.log`, the Docker cursor). sled is
+//!   the commit point: an append is one sled transaction;
 //! - `ledger.head`: the head witness ([`witness`]);
 //! - `checkpoints/`: state checkpoints ([`checkpoints`]).
 //!
 //! Durability: sled's `flush` writes its log with `sync_file_range`, which commits
 //! neither the file's metadata nor the device's write cache; an append therefore also
 //! `fdatasync`s sled's file, then records the new head in the witness and fsyncs that,
-//! and only then returns. Only the ledger's single writer appends, so flushes never run
+//! and only then returns. Once at least [`SEAL_MIN`] full blocks wait, the append also
+//! writes them to `blocks.log` and fsyncs it first, and its transaction commits them
+//! (the new end of the file) while dropping their entries from `tail`. Only the ledger's single writer appends, so flushes never run
 //! concurrently (sled 0.34's `flush_async` hangs with many concurrent callers, sled
 //! issue 1308).
 //!
@@ -21,6 +26,7 @@
 //! and cut anything beyond the last acknowledged head.
 
 pub mod block;
+mod blockfile;
 pub mod checkpoints;
 pub mod idem;
 mod upgrade;
@@ -38,6 +44,7 @@ use crate::ledger::log::{
     AppendBatch, LogStore, RawEntry, StoreError, StoreResult, StoredCheckpoint, Witness,
 };
 use crate::private_fs;
+use blockfile::BlockFile;
 use checkpoints::CheckpointDir;
 use witness::WitnessFile;
 
@@ -49,6 +56,11 @@ pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// The layout this build writes. 1: one sled key per entry (upgraded at start).
 const FORMAT: u8 = 2;
 const FORMAT_KEY: &str = "format";
+/// `meta` key of the committed blocks: `[blocks u64 LE][bytes of blocks.log u64 LE]`.
+const SEALED_KEY: &str = "sealed";
+/// Full blocks that wait before they are sealed together: one more fsync per this
+/// many blocks (256 entries) rather than per block.
+pub const SEAL_MIN: usize = 8;
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
@@ -73,10 +85,11 @@ impl Default for OpenOptions {
     }
 }
 
-/// sled's handles, replaced whole when the store is opened again after a failure.
+/// The storage handles, replaced whole when the store is opened again after a failure.
 struct Parts {
     db: sled::Db,
-    log: sled::Tree,
+    blocks: BlockFile,
+    tail: sled::Tree,
     idem: sled::Tree,
     meta: sled::Tree,
     /// sled's data file, for the `fdatasync` sled itself does not do.
@@ -86,8 +99,8 @@ struct Parts {
 /// What only the writer changes.
 struct WriterState {
     head: Witness,
-    /// The entries of the last block while it is not full: the next append rewrites
-    /// that block with them, without reading it back.
+    /// The entries not yet sealed (as in the `tail` tree): the append that seals them
+    /// writes their blocks from these, without reading them back.
     tail: Vec<RawEntry>,
     /// Set when a write failed: sled's memory may hold what the disk does not.
     broken: Option<String>,
@@ -117,9 +130,14 @@ fn cannot(e: impl std::fmt::Display) -> StoreError {
 
 fn read_error(e: sled::Error) -> StoreError {
     match e {
-        sled::Error::Corruption { at, .. } => StoreError::Damaged {
-            seq: 0,
-            reason: format!("sled reports corruption at {at:?}"),
+        sled::Error::Corruption { at, .. } => StoreError::Unusable {
+            reason: match at {
+                Some(at) => format!("sled's files are damaged (sled reports corruption at {at})"),
+                None => "sled's files are damaged (sled reports corruption)".into(),
+            },
+        },
+        sled::Error::Unsupported(m) => StoreError::Unusable {
+            reason: format!("sled's files are damaged or of another version ({m})"),
         },
         e => StoreError::Read {
             reason: e.to_string(),
@@ -142,7 +160,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// after the last handle in this process is dropped (an in-process restart, a reopen
 /// after a failure); another process holding it keeps it, and gets a clear error after
 /// the grace period.
-fn open_parts(dir: &Path, cache_bytes: u64) -> StoreResult<Parts> {
+fn open_parts(dir: &Path, cache_bytes: u64, blocks: &Path, writable: bool) -> StoreResult<Parts> {
     let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
     let mut tries = 0;
     let db = loop {
@@ -162,49 +180,301 @@ fn open_parts(dir: &Path, cache_bytes: u64) -> StoreResult<Parts> {
                     reason: format!("{}: {e}", dir.display()),
                 })
             }
-            r => break r.map_err(read_error)?,
+            Err(e) => {
+                return Err(match read_error(e) {
+                    StoreError::Unusable { reason } => StoreError::Unusable {
+                        reason: format!("{}: {reason}", dir.display()),
+                    },
+                    e => e,
+                })
+            }
+            Ok(db) => break db,
         }
     };
     let file = File::open(dir.join("db")).map_err(|e| StoreError::Read {
         reason: format!("{}: {e}", dir.join("db").display()),
     })?;
+    let meta = db.open_tree("meta").map_err(read_error)?;
+    let (n, len) = match meta.get(SEALED_KEY).map_err(read_error)? {
+        Some(v) if v.len() == 16 => {
+            let u = |r: std::ops::Range<usize>| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&v[r]);
+                u64::from_le_bytes(b)
+            };
+            (u(0..8), u(8..16))
+        }
+        Some(v) => {
+            return Err(StoreError::Damaged {
+                seq: 0,
+                reason: format!(
+                    "the committed end of blocks.log is {} bytes, not 16",
+                    v.len()
+                ),
+            })
+        }
+        None => (0, 0),
+    };
     Ok(Parts {
-        log: db.open_tree("log").map_err(read_error)?,
+        blocks: BlockFile::open(blocks, n, len, writable)?,
+        tail: db.open_tree("tail").map_err(read_error)?,
         idem: db.open_tree("idem").map_err(read_error)?,
-        meta: db.open_tree("meta").map_err(read_error)?,
+        meta,
         db,
         file,
     })
+}
+
+fn sealed_value(blocks: u64, len: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&blocks.to_le_bytes());
+    v[8..].copy_from_slice(&len.to_le_bytes());
+    v
+}
+
+impl Parts {
+    /// Sealed block `b`, decoded.
+    fn block(&self, b: u64) -> StoreResult<Option<Vec<RawEntry>>> {
+        match self.blocks.read(b, b + 1)?.pop() {
+            Some((b, v)) => Ok(Some(block::decode(b, v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The entry at `seq`, looked up again if a seal moved it meanwhile.
+    fn entry(&self, seq: Seq) -> StoreResult<Option<RawEntry>> {
+        loop {
+            let sealed = self.blocks.blocks();
+            let e = self.entry_once(seq)?;
+            if e.is_some() || self.blocks.blocks() == sealed {
+                return Ok(e);
+            }
+        }
+    }
+
+    fn entry_once(&self, seq: Seq) -> StoreResult<Option<RawEntry>> {
+        if seq == 0 {
+            return Ok(None);
+        }
+        let b = block::block_of(seq);
+        if b < self.blocks.blocks() {
+            return Ok(self
+                .block(b)?
+                .and_then(|es| es.into_iter().find(|e| e.seq == seq)));
+        }
+        match self.tail.get(seq.to_be_bytes()).map_err(read_error)? {
+            Some(v) => Ok(Some(block::decode_one(&seq.to_be_bytes(), ivec_bytes(v))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`Parts::range_once`], read again when a seal moved entries from `tail`
+    /// into blocks.log between the two halves of a read (the result then skips seqs).
+    fn range(&self, from: Seq, to: Seq, limit: usize) -> StoreResult<Vec<RawEntry>> {
+        loop {
+            let sealed = self.blocks.blocks();
+            let out = self.range_once(from, to, limit)?;
+            let dense = out
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.seq == from.max(1) + i as u64);
+            if dense || self.blocks.blocks() == sealed {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn range_once(&self, from: Seq, to: Seq, limit: usize) -> StoreResult<Vec<RawEntry>> {
+        if from > to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let from = from.max(1);
+        let mut out = Vec::new();
+        let first = block::block_of(from);
+        let last = block::block_of(to) + 1;
+        // Enough blocks for `limit` entries, read in one go.
+        let span = (limit as u64).div_ceil(block::BLOCK) + 1;
+        for (b, v) in self
+            .blocks
+            .read(first, last.min(first.saturating_add(span)))?
+        {
+            for e in block::decode(b, v)? {
+                if e.seq > to || out.len() == limit {
+                    return Ok(out);
+                }
+                if e.seq >= from {
+                    out.push(e);
+                }
+            }
+        }
+        if out.len() == limit {
+            return Ok(out);
+        }
+        let next = out.last().map_or(from, |e: &RawEntry| e.seq + 1);
+        if !out.is_empty() && block::block_of(next) < self.blocks.blocks() {
+            return Ok(out); // more sealed blocks than one read takes; the caller goes on
+        }
+        for kv in self.tail.range(next.to_be_bytes()..=to.to_be_bytes()) {
+            if out.len() == limit {
+                break;
+            }
+            let (k, v) = kv.map_err(read_error)?;
+            out.push(block::decode_one(&k, ivec_bytes(v))?);
+        }
+        Ok(out)
+    }
+
+    fn last(&self) -> StoreResult<Option<RawEntry>> {
+        match self.tail.last().map_err(read_error)? {
+            Some((k, v)) => Ok(Some(block::decode_one(&k, ivec_bytes(v))?)),
+            None => Ok(last_block(self)?.pop()),
+        }
+    }
+
+    fn earliest(&self) -> StoreResult<Option<Seq>> {
+        if self.blocks.blocks() > 0 {
+            return Ok(Some(1));
+        }
+        match self.tail.first().map_err(read_error)? {
+            Some((k, _)) => Ok(Some(block::decode_key(&k)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 fn ivec_bytes(v: sled::IVec) -> bytes::Bytes {
     bytes::Bytes::from_owner(v)
 }
 
-/// The last block's entries, or none.
+/// The last sealed block's entries, or none.
 fn last_block(p: &Parts) -> StoreResult<Vec<RawEntry>> {
-    match p.log.last().map_err(read_error)? {
-        Some((k, v)) => block::decode(block::decode_key(&k)?, ivec_bytes(v)),
-        None => Ok(Vec::new()),
+    match p.blocks.blocks() {
+        0 => Ok(Vec::new()),
+        n => Ok(p.block(n - 1)?.unwrap_or_default()),
     }
 }
 
+/// The waiting entries, checked to continue the sealed blocks.
+fn tail_entries(p: &Parts, sealed_head: Seq) -> StoreResult<Vec<RawEntry>> {
+    let mut out: Vec<RawEntry> = Vec::new();
+    for kv in p.tail.iter() {
+        let (k, v) = kv.map_err(read_error)?;
+        let e = block::decode_one(&k, ivec_bytes(v))?;
+        let expect = out.last().map_or(sealed_head + 1, |l| l.seq + 1);
+        if e.seq != expect {
+            return Err(StoreError::Damaged {
+                seq: expect,
+                reason: format!(
+                    "the entries waiting for their block do not follow the log (found seq {})",
+                    e.seq
+                ),
+            });
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The head and the waiting entries as stored. Damage makes the head approximate (the
+/// writer never writes to a damaged store: start-up refuses it first).
 fn writer_state(p: &Parts) -> StoreResult<WriterState> {
-    let last = last_block(p)?;
-    let head = last.last().map_or(Witness::default(), |e| Witness {
-        seq: e.seq,
-        hash: e.hash,
-    });
-    let tail = if last.len() as u64 == block::BLOCK {
-        Vec::new()
-    } else {
-        last
+    let n = p.blocks.blocks();
+    let sealed_head = match last_block(p) {
+        Ok(b) => b.last().map_or(Witness::default(), |e| Witness {
+            seq: e.seq,
+            hash: e.hash,
+        }),
+        Err(_) => Witness {
+            seq: n * block::BLOCK,
+            hash: [0; 32],
+        },
+    };
+    let tail = tail_entries(p, sealed_head.seq).unwrap_or_default();
+    let head = match (tail.last(), p.tail.last().map_err(read_error)?) {
+        (Some(e), _) => Witness {
+            seq: e.seq,
+            hash: e.hash,
+        },
+        // Waiting entries that do not follow: the head is the last stored one.
+        (None, Some((k, v))) => {
+            let e = block::decode_one(&k, ivec_bytes(v))?;
+            Witness {
+                seq: e.seq,
+                hash: e.hash,
+            }
+        }
+        (None, None) => sealed_head,
     };
     Ok(WriterState {
         head,
         tail,
         broken: None,
     })
+}
+
+/// sled pages nodes out by handing them to crossbeam-epoch's deferred destruction,
+/// which keeps them in a per-thread bag until that thread pins the epoch often enough.
+/// Reads run on tokio's blocking threads, which then go idle with their bags full:
+/// after a catch-up, hundreds of megabytes of paged-out nodes stayed allocated
+/// (heaptrack). Flushing after each read moves them to the global queue and frees what
+/// no reader can still see.
+fn release_deferred() {
+    crossbeam_epoch::pin().flush();
+}
+
+/// Removes a forensic copy unless the open succeeded (then the store owns it).
+struct ScratchGuard(Option<PathBuf>);
+
+impl Drop for ScratchGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+fn remove_snapshots(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with("snap.") {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The hash of the stored entry at `seq` (sealed or waiting).
+fn entry_hash(p: &Parts, seq: Seq) -> StoreResult<Option<[u8; 32]>> {
+    if seq == 0 {
+        return Ok(Some([0; 32]));
+    }
+    Ok(p.entry(seq)?.map(|e| e.hash))
+}
+
+/// Writes the entries in `(after, to]` to `DATA/unacknowledged-<after+1>.jsonl` (one
+/// JSON line each: seq, hash, body), before they are cut.
+fn quarantine(dir: &Path, p: &Parts, after: Seq, to: Seq) -> StoreResult<PathBuf> {
+    let mut text = String::new();
+    let mut next = after + 1;
+    while next <= to {
+        let chunk = p.range(next, to, 4096)?;
+        let Some(last) = chunk.last().map(|e| e.seq) else {
+            break;
+        };
+        for e in chunk {
+            let line = serde_json::json!({
+                "seq": e.seq,
+                "hash": hex::encode(e.hash),
+                "body": String::from_utf8_lossy(&e.body),
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        next = last + 1;
+    }
+    let path = dir.join(format!("unacknowledged-{}.jsonl", after + 1));
+    private_fs::write_private_atomic(&path, text.as_bytes()).map_err(cannot)?;
+    Ok(path)
 }
 
 /// Copies a directory tree (files and directories only) for a forensic open.
@@ -230,7 +500,8 @@ impl SledStore {
 
     pub fn open_with(dir: &Path, opts: &OpenOptions) -> StoreResult<SledStore> {
         let original = dir.join("ledger.sled");
-        let (sled_dir, scratch) = if opts.read_only {
+        let mut scratch = ScratchGuard(None);
+        let sled_dir = if opts.read_only {
             if !original.is_dir() {
                 return Err(StoreError::Read {
                     reason: format!("{} does not exist", original.display()),
@@ -240,12 +511,12 @@ impl SledStore {
             getrandom::fill(&mut r).map_err(|e| StoreError::Read {
                 reason: e.to_string(),
             })?;
-            let scratch =
-                std::env::temp_dir().join(format!("privledger-forensic-{}", hex::encode(r)));
-            private_fs::ensure_private_dir(&scratch, false).map_err(|e| StoreError::Read {
+            let path = std::env::temp_dir().join(format!("privledger-forensic-{}", hex::encode(r)));
+            private_fs::ensure_private_dir(&path, false).map_err(|e| StoreError::Read {
                 reason: e.to_string(),
             })?;
-            let copy = scratch.join("ledger.sled");
+            scratch.0 = Some(path.clone());
+            let copy = path.join("ledger.sled");
             copy_tree(&original, &copy).map_err(|e| StoreError::Read {
                 reason: format!(
                     "copying {} to {} for a read-only open: {e}",
@@ -253,18 +524,45 @@ impl SledStore {
                     copy.display()
                 ),
             })?;
-            (copy, Some(scratch))
+            copy
         } else {
-            private_fs::ensure_private_dir(dir, opts.allow_unsafe_dir).map_err(cannot)?;
-            (original, None)
+            private_fs::ensure_private_dir(dir, opts.allow_unsafe_dir).map_err(|e| {
+                StoreError::Unusable {
+                    reason: e.to_string(),
+                }
+            })?;
+            original
         };
-        let parts = open_parts(&sled_dir, opts.cache_bytes)?;
+        let blocks = dir.join("blocks.log");
+        let writable = !opts.read_only;
+        let opened =
+            open_parts(&sled_dir, opts.cache_bytes, &blocks, writable).map_err(|e| match e {
+                StoreError::Unusable { reason } if writable => StoreError::Unusable {
+                    reason: format!(
+                        "{reason}. The seq cannot be named before sled opens its files; nothing \
+                     was changed: `privledger serve --read-only` opens a private copy for \
+                     forensics and shows how far the log survives"
+                    ),
+                },
+                e => e,
+            });
+        let parts = match opened {
+            // sled's snapshot is an index of its log, rebuilt when missing. In the
+            // private copy it may go, so a damaged snapshot does not hide the log.
+            Err(StoreError::Unusable { reason }) if opts.read_only => {
+                tracing::warn!(%reason, "sled does not open; retrying without its snapshot");
+                remove_snapshots(&sled_dir).map_err(|e| StoreError::Read {
+                    reason: e.to_string(),
+                })?;
+                open_parts(&sled_dir, opts.cache_bytes, &blocks, writable)?
+            }
+            r => r?,
+        };
         let witness = WitnessFile::new(dir.join("ledger.head"));
         match parts.meta.get(FORMAT_KEY).map_err(read_error)? {
             Some(v) if v.as_ref() == [FORMAT] => {}
             Some(v) => {
-                return Err(StoreError::Damaged {
-                    seq: 0,
+                return Err(StoreError::Unusable {
                     reason: format!(
                         "the store has format {v:?}; this build reads format {FORMAT} (a newer \
                          privledger wrote it?)"
@@ -273,9 +571,35 @@ impl SledStore {
             }
             None => upgrade::to_current(&parts, &witness, opts.read_only)?,
         }
-        let state = writer_state(&parts)?;
-        if !opts.read_only && state.head.seq == 0 && witness.read()?.is_none() {
-            witness.reset(&state.head)?;
+        let mut state = writer_state(&parts)?;
+        if !opts.read_only {
+            if state.head.seq == 0 && witness.read()?.is_none() {
+                witness.reset(&state.head)?;
+            }
+            // Only when both witness slots are intact is the newest one known to be the
+            // last written: a damaged slot may have been the newer one, and then entries
+            // past the other may have been acknowledged.
+            if let Ok(Some((_, w, true))) = witness.read_both() {
+                let witnessed = matches!(entry_hash(&parts, w.seq), Ok(Some(h)) if h == w.hash);
+                if w.seq < state.head.seq && witnessed {
+                    // Past the witness = never acknowledged (a batch whose fsync or
+                    // witness write failed, or a crash in between): its callers were told
+                    // nothing was recorded. Kept aside for the record, then cut. A
+                    // witnessed entry that is missing or differs is left for start-up
+                    // to refuse.
+                    let cut = quarantine(dir, &parts, w.seq, state.head.seq)?;
+                    tracing::warn!(
+                        witness = w.seq,
+                        log_end = state.head.seq,
+                        kept_in = %cut.display(),
+                        "entries past the head witness were never acknowledged; cutting them"
+                    );
+                    upgrade::cut_after(&parts, w.seq)?;
+                    parts.db.flush().map_err(write_error)?;
+                    parts.file.sync_data().map_err(cannot)?;
+                    state = writer_state(&parts)?;
+                }
+            }
         }
         Ok(SledStore {
             data_dir: dir.to_path_buf(),
@@ -286,19 +610,21 @@ impl SledStore {
             witness,
             checkpoints: CheckpointDir::open(&dir.join("checkpoints"), !opts.read_only)?,
             read_only: opts.read_only,
-            scratch,
+            scratch: scratch.0.take(),
         })
     }
 
     /// Runs `f` on sled's handles, holding off a reopen meanwhile.
     fn with<T>(&self, f: impl FnOnce(&Parts) -> StoreResult<T>) -> StoreResult<T> {
         let guard = self.parts.read().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
+        let r = match guard.as_ref() {
             Some(p) => f(p),
             None => Err(StoreError::Read {
                 reason: "the store is being reopened after a write failure".into(),
             }),
-        }
+        };
+        release_deferred();
+        r
     }
 
     /// A probe that the filesystem takes writes again: a file of real data, fsynced.
@@ -366,30 +692,55 @@ impl LogStore for SledStore {
             return Err(cannot("the store is being reopened"));
         };
 
-        // Whole blocks from the unfilled tail block onwards.
-        let mut blocks: Vec<([u8; 8], Vec<u8>)> = Vec::new();
-        let mut cur: Vec<RawEntry> = if batch.entries.is_empty() {
-            Vec::new()
+        // Entries wait in `tail`; once SEAL_MIN full blocks wait, they are written to
+        // blocks.log (fsynced) and this transaction commits them.
+        let mut cur: Vec<RawEntry> = w.tail.clone();
+        cur.extend(batch.entries.iter().cloned());
+        let full = cur.len() / block::BLOCK as usize;
+        let (sealed, rest) = if full >= SEAL_MIN {
+            cur.split_at(full * block::BLOCK as usize)
         } else {
-            w.tail.clone()
+            cur.split_at(0)
         };
-        for e in batch.entries {
-            if cur
-                .first()
-                .is_some_and(|c| block::block_of(c.seq) != block::block_of(e.seq))
-            {
-                blocks.push((block::key(block::block_of(cur[0].seq)), block::encode(&cur)));
-                cur.clear();
-            }
-            cur.push(e.clone());
-        }
-        if let Some(c) = cur.first() {
-            blocks.push((block::key(block::block_of(c.seq)), block::encode(&cur)));
-        }
-        let new_tail = if cur.len() as u64 == block::BLOCK {
-            Vec::new()
+        let sealed_blocks: Vec<Vec<u8>> = sealed
+            .chunks(block::BLOCK as usize)
+            .map(block::encode)
+            .collect();
+        let first_new = batch.entries.first().map_or(Seq::MAX, |e| e.seq);
+        // Waiting entries that are sealed now leave `tail`; new ones that are not
+        // sealed enter it.
+        let unwait: Vec<[u8; 8]> = sealed
+            .iter()
+            .filter(|e| e.seq < first_new)
+            .map(|e| e.seq.to_be_bytes())
+            .collect();
+        let waiting: Vec<([u8; 8], Vec<u8>)> = rest
+            .iter()
+            .filter(|e| e.seq >= first_new)
+            .map(|e| (e.seq.to_be_bytes(), block::encode_one(e)))
+            .collect();
+        let new_tail = rest.to_vec();
+        // Sealed blocks become readable as soon as they are durable in blocks.log,
+        // before the transaction drops their entries from `tail`: a reader must never
+        // find them in neither place. (Entries not yet acknowledged are never asked
+        // for: readers stop at the published head.)
+        let before = p.blocks.blocks();
+        let commit_sealed = if sealed_blocks.is_empty() {
+            None
         } else {
-            cur
+            match p.blocks.write(&sealed_blocks) {
+                Ok((n, len)) => {
+                    p.blocks.committed(&sealed_blocks);
+                    Some(sealed_value(n, len))
+                }
+                Err(e) => return Err(Self::fail(&mut w, e)),
+            }
+        };
+        let fail = |w: &mut WriterState, e: StoreError| {
+            if commit_sealed.is_some() {
+                p.blocks.cut(before);
+            }
+            Self::fail(w, e)
         };
 
         let mut buckets: HashMap<[u8; 2], Vec<u8>> = HashMap::new();
@@ -405,9 +756,16 @@ impl LogStore for SledStore {
             idem::insert(v, &digest, k.seq);
         }
 
-        let tx = (&p.log, &p.idem, &p.meta).transaction(|(log, idm, meta)| {
-            for (k, v) in &blocks {
-                log.insert(&k[..], v.as_slice())?;
+        let trees = (&p.tail, &p.idem, &p.meta);
+        let tx = trees.transaction(|(tail, idm, meta)| {
+            if let Some(v) = &commit_sealed {
+                meta.insert(SEALED_KEY, &v[..])?;
+            }
+            for k in &unwait {
+                tail.remove(&k[..])?;
+            }
+            for (k, v) in &waiting {
+                tail.insert(&k[..], v.as_slice())?;
             }
             for (k, v) in &buckets {
                 idm.insert(&k[..], v.as_slice())?;
@@ -422,13 +780,13 @@ impl LogStore for SledStore {
                 TransactionError::Storage(e) => write_error(e),
                 TransactionError::Abort(()) => cannot("transaction aborted"),
             };
-            return Err(Self::fail(&mut w, e));
+            return Err(fail(&mut w, e));
         }
         if let Err(e) = p.db.flush() {
-            return Err(Self::fail(&mut w, write_error(e)));
+            return Err(fail(&mut w, write_error(e)));
         }
         if let Err(e) = p.file.sync_data() {
-            return Err(Self::fail(
+            return Err(fail(
                 &mut w,
                 cannot(format!("fdatasync {}: {e}", self.sled_dir.display())),
             ));
@@ -439,7 +797,7 @@ impl LogStore for SledStore {
                 hash: last.hash,
             };
             if let Err(e) = self.witness.write(&head) {
-                return Err(Self::fail(&mut w, e));
+                return Err(fail(&mut w, e));
             }
             w.head = head;
             w.tail = new_tail;
@@ -456,7 +814,12 @@ impl LogStore for SledStore {
         let mut guard = self.parts.write().unwrap_or_else(|p| p.into_inner());
         // sled refuses writes for good after an I/O error: only a fresh open clears it.
         *guard = None;
-        let p = open_parts(&self.sled_dir, self.cache_bytes)?;
+        let p = open_parts(
+            &self.sled_dir,
+            self.cache_bytes,
+            &self.data_dir.join("blocks.log"),
+            true,
+        )?;
         let found = writer_state(&p)?;
         if found.head.seq < head.seq {
             return Err(StoreError::Damaged {
@@ -469,6 +832,8 @@ impl LogStore for SledStore {
         }
         if found.head.seq > head.seq {
             // The failed batch reached the disk after all; it was never acknowledged.
+            let kept = quarantine(&self.data_dir, &p, head.seq, found.head.seq)?;
+            tracing::warn!(kept_in = %kept.display(), "cutting a batch that was never acknowledged");
             upgrade::cut_after(&p, head.seq)?;
         }
         p.db.flush().map_err(write_error)?;
@@ -487,51 +852,19 @@ impl LogStore for SledStore {
     }
 
     fn get(&self, seq: Seq) -> StoreResult<Option<RawEntry>> {
-        if seq == 0 {
-            return Ok(None);
-        }
-        let b = block::block_of(seq);
-        self.with(|p| match p.log.get(block::key(b)).map_err(read_error)? {
-            Some(v) => Ok(block::decode(b, ivec_bytes(v))?
-                .into_iter()
-                .nth((seq - block::first_seq(b)) as usize)),
-            None => Ok(None),
-        })
+        self.with(|p| p.entry(seq))
     }
 
     fn range(&self, from: Seq, to: Seq, limit: usize) -> StoreResult<Vec<RawEntry>> {
-        if from > to || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let from = from.max(1);
-        self.with(|p| {
-            let mut out = Vec::new();
-            let keys = block::key(block::block_of(from))..=block::key(block::block_of(to));
-            for kv in p.log.range(keys) {
-                let (k, v) = kv.map_err(read_error)?;
-                let b = block::decode_key(&k)?;
-                for e in block::decode(b, ivec_bytes(v))? {
-                    if e.seq > to || out.len() == limit {
-                        return Ok(out);
-                    }
-                    if e.seq >= from {
-                        out.push(e);
-                    }
-                }
-            }
-            Ok(out)
-        })
+        self.with(|p| p.range(from, to, limit))
     }
 
     fn last(&self) -> StoreResult<Option<RawEntry>> {
-        self.with(|p| Ok(last_block(p)?.pop()))
+        self.with(|p| p.last())
     }
 
     fn earliest(&self) -> StoreResult<Option<Seq>> {
-        self.with(|p| match p.log.first().map_err(read_error)? {
-            Some((k, _)) => Ok(Some(block::first_seq(block::decode_key(&k)?))),
-            None => Ok(None),
-        })
+        self.with(|p| p.earliest())
     }
 
     fn witness(&self) -> StoreResult<Option<Witness>> {
@@ -649,6 +982,59 @@ mod tests {
     }
 
     #[test]
+    fn sealed_blocks_read_back_are_cut_and_survive_a_torn_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let mut next = 1;
+        for size in [1, 7, 300, 33, 1, 400, 2, 64] {
+            append(&s, next..=next + size - 1, &[]);
+            next += size;
+        }
+        let head = next - 1; // 808: 25 blocks at least partly sealed
+        let want: Vec<_> = (1..=head).map(entry).collect();
+        assert_eq!(s.range(1, head, usize::MAX).unwrap(), want);
+        assert_eq!(
+            s.range(250, 270, 5).unwrap(),
+            (250..255).map(entry).collect::<Vec<_>>()
+        );
+        for seq in [1, 32, 33, 256, 257, 700, head] {
+            assert_eq!(s.get(seq).unwrap().unwrap(), entry(seq));
+        }
+        assert!(dir.path().join("blocks.log").metadata().unwrap().len() > 0);
+        // Cut inside a sealed block, then go on.
+        s.recover(Witness {
+            seq: 300,
+            hash: [300u64 as u8; 32],
+        })
+        .unwrap();
+        assert_eq!(s.last().unwrap().unwrap(), entry(300));
+        append(&s, 301..=600, &[]);
+        drop(s);
+        // A seal that crashed before its commit leaves bytes past the committed end.
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("blocks.log"))
+            .unwrap();
+        f.write_all(b"\x10\0\0\0torn record").unwrap();
+        drop(f);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.range(1, 600, usize::MAX).unwrap(),
+            (1..=600).map(entry).collect::<Vec<_>>()
+        );
+        append(&s, 601..=1000, &[]);
+        assert_eq!(s.get(999).unwrap().unwrap(), entry(999));
+        drop(s);
+        let opts = OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        };
+        let s = SledStore::open_with(dir.path(), &opts).unwrap();
+        assert_eq!(s.range(1, 1000, usize::MAX).unwrap().len(), 1000);
+    }
+
+    #[test]
     fn a_batch_that_does_not_extend_the_head_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();
@@ -691,6 +1077,21 @@ mod tests {
         assert_eq!(s.witness().unwrap(), Some(acked));
         append(&s, 36..=36, &[]);
         assert_eq!(s.range(30, 40, 100).unwrap().len(), 7);
+        // A cut inside a sealed block: its kept part waits again.
+        let acked = Witness {
+            seq: 20,
+            hash: [20; 32],
+        };
+        s.recover(acked).unwrap();
+        assert_eq!(s.last().unwrap().unwrap(), entry(20));
+        append(&s, 21..=70, &[]);
+        let all: Vec<_> = s.range(1, 70, 100).unwrap();
+        assert_eq!(all, (1..=70).map(entry).collect::<Vec<_>>());
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.last().unwrap().unwrap(), entry(70));
+        assert_eq!(s.get(64).unwrap().unwrap(), entry(64));
+        assert_eq!(s.get(65).unwrap().unwrap(), entry(65));
     }
 
     #[test]

@@ -18,7 +18,11 @@ impl From<Error> for Status {
             Error::Store(e @ (StoreError::CannotWrite { .. } | StoreError::ReadOnly)) => {
                 Status::unavailable(format!("{e}; nothing was recorded"))
             }
-            e @ Error::Store(StoreError::Read { .. } | StoreError::HeadMoved { .. }) => {
+            e @ Error::Store(
+                StoreError::Read { .. }
+                | StoreError::HeadMoved { .. }
+                | StoreError::Unusable { .. },
+            ) => {
                 error!(error = %e, "ledger storage error");
                 Status::unavailable("ledger storage is not available")
             }

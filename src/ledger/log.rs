@@ -85,6 +85,10 @@ pub enum StoreError {
     /// The store was opened read-only.
     #[error("the store is open read-only")]
     ReadOnly,
+    /// The storage files cannot be opened at all (the engine's own files are damaged),
+    /// or the data directory is refused.
+    #[error("{reason}")]
+    Unusable { reason: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

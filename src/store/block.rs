@@ -1,10 +1,13 @@
-//! The stored form of the log: entries in blocks of [`BLOCK`] consecutive seqs, one
-//! sled value per block, so the number of keys (and sled's per-page bookkeeping, which
-//! stays in memory whatever the cache size) is the log's length divided by the block
-//! size.
+//! The stored form of the log: entries in sealed blocks of [`BLOCK`] consecutive seqs,
+//! one sled value per block, so the number of keys (and sled's per-page bookkeeping,
+//! which stays in memory whatever the cache size) is the log's length divided by the
+//! block size. Entries of the block not yet full wait in a small tree of their own, one
+//! key per entry, and move into their block when it fills: a block is written once and
+//! never rewritten (rewriting one per append made sled keep chains of large deltas).
 //!
 //! A block value: `[FORMAT][n]`, then `n` times `[hash (32)][body length (u32 LE)]`,
 //! then the `n` bodies back to back. Block `b` holds seqs `b*BLOCK+1 ..= b*BLOCK+n`.
+//! A waiting entry: key the big-endian seq, value `[hash (32)][body]`.
 
 use crate::ledger::event::Seq;
 use crate::ledger::log::{RawEntry, StoreError};
@@ -50,6 +53,32 @@ pub fn encode(entries: &[RawEntry]) -> Vec<u8> {
         v.extend_from_slice(&e.body);
     }
     v
+}
+
+/// A waiting entry's value.
+pub fn encode_one(e: &RawEntry) -> Vec<u8> {
+    let mut v = Vec::with_capacity(32 + e.body.len());
+    v.extend_from_slice(&e.hash);
+    v.extend_from_slice(&e.body);
+    v
+}
+
+/// A waiting entry, sharing `value`'s buffer.
+pub fn decode_one(key: &[u8], value: bytes::Bytes) -> Result<RawEntry, StoreError> {
+    let seq = decode_key(key)?;
+    if value.len() < 32 {
+        return Err(StoreError::Damaged {
+            seq,
+            reason: format!("stored entry of {} bytes has no hash", value.len()),
+        });
+    }
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&value[..32]);
+    Ok(RawEntry {
+        seq,
+        hash,
+        body: value.slice(32..),
+    })
 }
 
 /// The entries of block `b`, sharing `value`'s buffer.
@@ -126,5 +155,9 @@ mod tests {
         assert_eq!(block_of(32), 0);
         assert_eq!(block_of(33), 1);
         assert_eq!(first_seq(block_of(100)), 97);
+        let one = entry(7);
+        let k = 7u64.to_be_bytes();
+        assert_eq!(decode_one(&k, encode_one(&one).into()).unwrap(), one);
+        assert!(decode_one(&k, vec![1u8; 31].into()).is_err());
     }
 }

@@ -80,6 +80,13 @@ impl WitnessFile {
 
     /// The newest intact slot; `None` when the file does not exist.
     pub fn read(&self) -> Result<Option<(u64, Witness)>, StoreError> {
+        Ok(self.read_both()?.map(|(c, w, _)| (c, w)))
+    }
+
+    /// Like [`WitnessFile::read`], and whether both slots are intact: only then is the
+    /// newest slot known to be the last one written (a damaged slot may have been the
+    /// newer one).
+    pub fn read_both(&self) -> Result<Option<(u64, Witness, bool)>, StoreError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -91,12 +98,16 @@ impl WitnessFile {
                 format!("{} bytes, not {}", bytes.len(), 2 * SLOT),
             ));
         }
-        let best = [decode(&bytes[..SLOT]), decode(&bytes[SLOT..])]
-            .into_iter()
-            .flatten()
-            .max_by_key(|(c, _)| *c);
+        let slots = [decode(&bytes[..SLOT]), decode(&bytes[SLOT..])];
+        // A fresh file has one slot written and the other all zeros.
+        let unwritten = |s: &[u8]| s.iter().all(|b| *b == 0);
+        let intact = slots
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.is_some() || unwritten(&bytes[i * SLOT..(i + 1) * SLOT]));
+        let best = slots.into_iter().flatten().max_by_key(|(c, _)| *c);
         match best {
-            Some(b) => Ok(Some(b)),
+            Some((c, w)) => Ok(Some((c, w, intact))),
             None => Err(damaged(&self.path, "neither slot is intact")),
         }
     }

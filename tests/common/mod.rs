@@ -366,3 +366,587 @@ pub fn has(events: &[serde_json::Value], kind: &str, field: &str, value: &str) -
         .iter()
         .any(|e| e["kind"] == kind && e[field].as_str() == Some(value))
 }
+
+// === disk tests ===
+
+/// A free TCP port on 127.0.0.1 for the real binary's `--listen` (bound, then
+/// released: the binary binds it again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs a system command; its stdout, or a message with its stderr.
+pub fn run_cmd(program: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{program} {args:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The health status of `service` ("" for the whole server): 1 SERVING,
+/// 2 NOT_SERVING.
+pub async fn health_status(channel: &Channel, service: &str) -> Result<i32, String> {
+    let mut h = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    h.check(tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    })
+    .await
+    .map(|r| r.into_inner().status)
+    .map_err(|e| e.to_string())
+}
+
+/// Polls health until `service` reports `want` (at most `attempts` checks, 50 ms
+/// apart); panics with the last status seen.
+pub async fn wait_health(channel: &Channel, service: &str, want: i32, attempts: u32) {
+    let mut last = None;
+    for _ in 0..attempts {
+        match health_status(channel, service).await {
+            Ok(s) if s == want => return,
+            r => last = Some(r),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("health of {service:?} did not become {want} after {attempts} checks: {last:?}");
+}
+
+/// `privledger serve` as a process, its log in a file; killed (SIGKILL) when dropped
+/// if still running.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub url: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Spawned {
+    /// Spawns `cmd` (which must serve `data` on 127.0.0.1:`port`), logging to `log`,
+    /// and waits until it serves (health of "" SERVING).
+    pub async fn start(
+        mut cmd: std::process::Command,
+        port: u16,
+        data: &Path,
+        log: &Path,
+    ) -> Spawned {
+        let f = std::fs::File::create(log).expect("log file");
+        let child = cmd
+            .env("PRIVLEDGER_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("spawn privledger");
+        let mut s = Spawned {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data: data.to_path_buf(),
+            log: log.to_path_buf(),
+        };
+        s.wait_serving().await;
+        s
+    }
+
+    /// The usual command line: `BINARY serve --data DATA --listen 127.0.0.1:PORT
+    /// --docker off` plus `extra`.
+    pub fn command(data: &Path, port: u16, extra: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(binary());
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--docker", "off"])
+            .args(extra);
+        cmd
+    }
+
+    async fn wait_serving(&mut self) {
+        for _ in 0..600 {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!(
+                    "privledger exited with {st} before serving:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(ch) = Channel::from_shared(self.url.clone())
+                .unwrap()
+                .connect()
+                .await
+            {
+                if health_status(&ch, "").await == Ok(1) {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("privledger did not serve within 30 s:\n{}", self.log_tail());
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin.token"))
+            .expect("admin token written")
+            .trim()
+            .to_string()
+    }
+
+    pub async fn admin(&self) -> Clients {
+        Clients::connect(&self.url, Some(&self.admin_token()))
+            .await
+            .expect("connect")
+    }
+
+    /// The last 60 lines of the server's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// SIGKILL, and waits for the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (a graceful stop), then waits up to 20 s for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        run_cmd(
+            "kill",
+            &["-TERM".as_ref(), self.child.id().to_string().as_ref()],
+        )
+        .expect("kill -TERM");
+        for _ in 0..400 {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.kill();
+        panic!(
+            "privledger did not stop within 20 s of SIGTERM:\n{}",
+            self.log_tail()
+        );
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+// === storage tests ===
+
+/// A port on 127.0.0.1 that was free a moment ago (bound, read, released), for the
+/// real binary's `--listen`.
+pub fn unused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// Copies a directory tree (files and directories).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir`, sorted, as paths relative to it.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &e.path(), out);
+            } else {
+                out.push(e.path().strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A config for an in-process server on `data` (Docker watcher off).
+pub fn storage_cfg(data: &Path, checkpoint_interval: u64) -> Config {
+    let mut cfg = Config::with_data_dir(data);
+    cfg.docker.enabled = false;
+    cfg.ledger.checkpoint_interval = checkpoint_interval;
+    cfg
+}
+
+impl TestServer {
+    /// Like [`TestServer::start_with`] (waiting for `service` to report SERVING), but a
+    /// refusal to serve is an `Err` with the server's message instead of a panic, and
+    /// a missing admin token file leaves `admin_token` empty. A panic in the server
+    /// is an `Err` starting with "panicked".
+    pub async fn try_start(cfg: Config, service: &str) -> Result<TestServer, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let run_cfg = cfg.clone();
+        let mut handle = tokio::spawn(async move {
+            privledger::server::run(run_cfg, Some(listener), async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        let url = format!("http://{addr}");
+        let ended =
+            |r: Result<Result<(), privledger::server::Error>, tokio::task::JoinError>| match r {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "the server ended without an error before serving".to_string(),
+                Err(e) if e.is_panic() => {
+                    let p = e.into_panic();
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    format!("panicked: {msg}")
+                }
+                Err(e) => format!("server task: {e}"),
+            };
+        // The listener is bound: the connection succeeds at once, and the health check
+        // answers once the server serves, or fails when it gives up (the listener
+        // closes).
+        let served = async {
+            let channel = Channel::from_shared(url.clone())
+                .unwrap()
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .map(|r| r.into_inner().status)
+                .map_err(|e| e.to_string())
+        };
+        let bound = std::time::Duration::from_secs(60);
+        let status = tokio::select! {
+            r = &mut handle => return Err(ended(r)),
+            s = tokio::time::timeout(bound, served) => s,
+        };
+        match status {
+            Ok(Ok(1)) => {}
+            other => {
+                return match tokio::time::timeout(bound, &mut handle).await {
+                    Ok(r) => Err(ended(r)),
+                    Err(_) => {
+                        handle.abort();
+                        panic!("the server neither served nor ended: {other:?}")
+                    }
+                }
+            }
+        }
+        let admin_token = std::fs::read_to_string(cfg.admin_token_path())
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        Ok(TestServer {
+            addr,
+            url,
+            admin_token,
+            cfg,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            dir: None,
+        })
+    }
+}
+
+/// Every entry from seq 1 to the head (no follow), and the error that ended the
+/// stream early, if one did.
+pub async fn stream_all(c: &mut Clients) -> (Vec<pb::Entry>, Option<tonic::Status>) {
+    let mut out = Vec::new();
+    let mut s = match c
+        .audit
+        .stream(pb::StreamRequest {
+            from_seq: 1,
+            follow: false,
+            kinds: vec![],
+            subject: String::new(),
+        })
+        .await
+    {
+        Ok(s) => s.into_inner(),
+        Err(e) => return (out, Some(e)),
+    };
+    loop {
+        match s.message().await {
+            Ok(Some(e)) => out.push(e),
+            Ok(None) => return (out, None),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+}
+
+/// What a server answers about access, groups and grants, with the fields that
+/// depend on when it was asked (the position, the evaluation time) cleared: two
+/// servers holding the same state give equal `Answers`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answers {
+    pub who: Vec<pb::Access>,
+    pub groups: Vec<pb::GroupSummary>,
+    pub members: Vec<pb::Group>,
+    pub grants: Vec<pb::Grant>,
+}
+
+fn timeless(mut a: pb::Access) -> pb::Access {
+    a.seq = 0;
+    a.evaluated_at = None;
+    a
+}
+
+/// WhoHasAccess now (or at `at_seq`), position fields cleared.
+pub async fn who_timeless(c: &mut Clients, at_seq: Option<u64>) -> Vec<pb::Access> {
+    c.authz
+        .who_has_access(pb::WhoHasAccessRequest {
+            at: at_seq.map(|s| pb::Position {
+                at: Some(pb::position::At::Seq(s)),
+            }),
+        })
+        .await
+        .expect("WhoHasAccess")
+        .into_inner()
+        .users
+        .into_iter()
+        .map(timeless)
+        .collect()
+}
+
+/// CheckAccess for `user` now, position fields cleared.
+pub async fn check_timeless(c: &mut Clients, user: &str) -> pb::Access {
+    timeless(
+        c.authz
+            .check_access(pb::CheckAccessRequest {
+                user: user.into(),
+                at: None,
+                omit_provenance: false,
+            })
+            .await
+            .expect("CheckAccess")
+            .into_inner(),
+    )
+}
+
+pub async fn answers(c: &mut Clients) -> Answers {
+    let who = who_timeless(c, None).await;
+    let groups = c
+        .admin
+        .list_groups(pb::ListGroupsRequest {})
+        .await
+        .expect("ListGroups")
+        .into_inner()
+        .groups;
+    let mut members = Vec::new();
+    for g in &groups {
+        let mut got = c
+            .admin
+            .get_group(pb::GetGroupRequest {
+                name: g.name.clone(),
+            })
+            .await
+            .expect("GetGroup")
+            .into_inner();
+        got.members.sort();
+        members.push(got);
+    }
+    let grants = c
+        .admin
+        .list_grants(pb::ListGrantsRequest {
+            subject: None,
+            include_inactive: true,
+        })
+        .await
+        .expect("ListGrants")
+        .into_inner()
+        .grants;
+    Answers {
+        who,
+        groups,
+        members,
+        grants,
+    }
+}
+
+/// `privledger serve` as a child process (the real binary), its log in a file.
+/// Killed with SIGKILL when dropped while still running.
+pub struct ServeProcess {
+    child: Option<std::process::Child>,
+    pub url: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+impl ServeProcess {
+    /// Spawns `privledger serve --data DATA --listen 127.0.0.1:PORT --docker off EXTRA`
+    /// (PORT from [`unused_port`]), logging at info to `log`, and waits until health
+    /// reports `service` SERVING.
+    pub async fn start(data: &Path, extra: &[&str], log: &Path, service: &str) -> ServeProcess {
+        let port = unused_port();
+        let f = std::fs::File::create(log).expect("log file");
+        let child = std::process::Command::new(binary())
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--docker", "off"])
+            .args(extra)
+            .env("PRIVLEDGER_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("spawn privledger serve");
+        let mut p = ServeProcess {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            data: data.to_path_buf(),
+            log: log.to_path_buf(),
+        };
+        p.wait_serving(service).await;
+        p
+    }
+
+    fn child(&mut self) -> &mut std::process::Child {
+        self.child.as_mut().expect("the process was stopped")
+    }
+
+    /// Polls health (at most 500 attempts, each awaiting a connect and, once
+    /// connected, the server's answer) until `service` is SERVING. Only a refused
+    /// connection (the process has not bound its port yet) is followed by a 10 ms
+    /// pause before the next attempt.
+    async fn wait_serving(&mut self, service: &str) {
+        let mut last = String::new();
+        for _ in 0..500 {
+            if let Some(st) = self.child().try_wait().unwrap() {
+                panic!(
+                    "privledger exited with {st} before serving:\n{}",
+                    self.log_text()
+                );
+            }
+            let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())
+                .unwrap()
+                .connect_timeout(std::time::Duration::from_secs(5));
+            match endpoint.connect().await {
+                Ok(ch) => {
+                    let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+                    let r = tokio::time::timeout(
+                        std::time::Duration::from_secs(30),
+                        h.check(tonic_health::pb::HealthCheckRequest {
+                            service: service.into(),
+                        }),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(s)) if s.get_ref().status == 1 => return,
+                        Ok(Ok(s)) => last = format!("status {}", s.get_ref().status),
+                        Ok(Err(e)) => last = e.to_string(),
+                        Err(_) => last = "no health answer within 30 s".into(),
+                    }
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+        panic!(
+            "privledger did not report {service:?} SERVING ({last}):\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin.token"))
+            .expect("admin token written")
+            .trim()
+            .to_string()
+    }
+
+    pub async fn client(&self, token: &str) -> Clients {
+        Clients::connect(&self.url, Some(token))
+            .await
+            .expect("connect")
+    }
+
+    pub async fn admin(&self) -> Clients {
+        self.client(&self.admin_token()).await
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL (`Child::kill`), and waits for the process.
+    pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and waits (at most 30 s) for a successful exit.
+    pub async fn terminate(mut self) {
+        let mut child = self.child.take().expect("the process was stopped");
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || child.wait()),
+        )
+        .await;
+        let Ok(status) = waited else {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            panic!(
+                "privledger did not stop within 30 s of SIGTERM:\n{}",
+                self.log_text()
+            );
+        };
+        let status = status.unwrap().unwrap();
+        assert!(
+            status.success(),
+            "serve exited with {status}:\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}

@@ -13,16 +13,21 @@ struct Served {
     child: Child,
     url: String,
     token_file: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Served {
     /// `privledger serve` on port 0; the address is read from its log.
     fn start() -> Served {
-        let dir = tempfile::tempdir().unwrap();
+        Served::start_in(tempfile::tempdir().unwrap(), &[])
+    }
+
+    /// `privledger serve ARGS` on port 0 with `dir` as its data directory.
+    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Served {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir.path())
+            .args(args)
             .env("PRIVLEDGER_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -45,8 +50,13 @@ impl Served {
             child,
             url: format!("http://{addr}"),
             token_file: dir.path().join("admin.token"),
-            _dir: dir,
+            dir: Some(dir),
         }
+    }
+
+    /// Stops the server (SIGTERM) and keeps its data directory.
+    fn stop(mut self) -> tempfile::TempDir {
+        self.dir.take().unwrap()
     }
 
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
@@ -91,6 +101,36 @@ impl Drop for Served {
             "serve exited with {status}"
         );
     }
+}
+
+#[test]
+fn a_read_only_server_refuses_writes_and_status_says_why() {
+    let s = Served::start();
+    s.ok(&["group", "create", "forensics"]);
+    let dir = s.stop();
+    let s = Served::start_in(dir, &["--read-only"]);
+    let st = s.json(&["status"]);
+    assert!(
+        st["writes"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("refused: read-only for forensics")),
+        "{st}"
+    );
+    assert_eq!(
+        st["services"]["privledger.v1.Authorizer"], "not serving",
+        "{st}"
+    );
+    assert_eq!(st["services"]["privledger.v1.Audit"], "serving", "{st}");
+    let out = s.ok(&["status"]);
+    assert!(out.contains("writes refused: read-only"), "{out}");
+    let (code, _, err) = s.cli(&["group", "create", "more"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("UNAVAILABLE") && err.contains("read-only"),
+        "{err}"
+    );
+    assert_eq!(s.json(&["group", "show", "forensics"])["name"], "forensics");
+    assert_eq!(s.json(&["verify"])["ok"], true);
 }
 
 #[test]

@@ -558,6 +558,13 @@ impl SledStore {
             }
             r => r?,
         };
+        if writable {
+            // sled creates its files on the first open: their directory entries must
+            // survive a machine crash too.
+            private_fs::sync_dir(&sled_dir)
+                .and_then(|()| private_fs::sync_parent(&sled_dir))
+                .map_err(cannot)?;
+        }
         let witness = WitnessFile::new(dir.join("ledger.head"));
         match parts.meta.get(FORMAT_KEY).map_err(read_error)? {
             Some(v) if v.as_ref() == [FORMAT] => {}

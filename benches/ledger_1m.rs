@@ -60,7 +60,7 @@ fn ledger_1m(c: &mut Criterion) {
     g.bench_function(format!("checkpoint_encode/users={}", pop.users), |b| {
         b.iter(|| black_box(state.to_checkpoint()))
     });
-    let cp = state.to_checkpoint();
+    let cp = state.to_checkpoint().expect("encodes");
     eprintln!("checkpoint: {:.1} MB", cp.len() as f64 / 1e6);
     g.bench_function(format!("checkpoint_decode/users={}", pop.users), |b| {
         b.iter_batched(

@@ -53,13 +53,10 @@ pub struct WatcherConfig {
 /// What the watcher is doing, for health and `privledger status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatcherStatus {
-    Disabled,
     /// Not attached; the last error, if any.
     Connecting(Option<String>),
     /// Attached and following events.
-    Watching {
-        api_version: String,
-    },
+    Watching { api_version: String },
 }
 
 #[derive(Debug, thiserror::Error)]

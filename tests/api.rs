@@ -618,12 +618,7 @@ async fn authorize_spawn_records_the_decision_with_fragments() {
     assert_eq!(f.labels["privledger.user"], "alice");
     let last = c
         .audit
-        .stream(pb::StreamRequest {
-            from_seq: d.seq,
-            follow: false,
-            kinds: vec![],
-            subject: String::new(),
-        })
+        .stream(stream_from(d.seq, false))
         .await
         .unwrap()
         .into_inner()
@@ -866,12 +861,7 @@ async fn point_in_time_answers_before_and_after_a_change() {
     // By time: the entry's own time sees the membership.
     let e = c
         .audit
-        .stream(pb::StreamRequest {
-            from_seq: added.seq,
-            follow: false,
-            kinds: vec![],
-            subject: String::new(),
-        })
+        .stream(stream_from(added.seq, false))
         .await
         .unwrap()
         .into_inner()
@@ -918,12 +908,7 @@ async fn stream_follow_while_10000_entries_are_appended_has_no_gap_and_no_duplic
     let start = head(&mut c).await;
     let mut stream = c
         .audit
-        .stream(pb::StreamRequest {
-            from_seq: 1,
-            follow: true,
-            kinds: vec![],
-            subject: String::new(),
-        })
+        .stream(stream_from(1, true))
         .await
         .unwrap()
         .into_inner();
@@ -1225,16 +1210,7 @@ async fn role_matrix_every_rpc_refuses_a_missing_token_and_a_wrong_role() {
                         .who_has_access(pb::WhoHasAccessRequest { at: None })
                         .await,
                 ),
-                "Stream" => code(
-                    c.audit
-                        .stream(pb::StreamRequest {
-                            from_seq: 1,
-                            follow: false,
-                            kinds: vec![],
-                            subject: String::new(),
-                        })
-                        .await,
-                ),
+                "Stream" => code(c.audit.stream(stream_from(1, false)).await),
                 "Head" => code(c.audit.head(pb::HeadRequest {}).await),
                 "Verify" => code(c.audit.verify(pb::VerifyRequest::default()).await),
                 other => unreachable!("{other}"),

@@ -245,16 +245,7 @@ async fn follow(
     streamed: watch::Sender<u64>,
     shared: Arc<Shared>,
 ) {
-    let mut s = match c
-        .audit
-        .stream(pb::StreamRequest {
-            from_seq: 1,
-            follow: true,
-            kinds: vec![],
-            subject: String::new(),
-        })
-        .await
-    {
+    let mut s = match c.audit.stream(stream_from(1, true)).await {
         Ok(s) => s.into_inner(),
         Err(e) => {
             if !shared.killing.load(Ordering::SeqCst) {
@@ -333,7 +324,7 @@ async fn kill_9_under_load_loses_no_acknowledged_entry() {
     for cycle in 0..CYCLES {
         shared.killing.store(false, Ordering::SeqCst);
         let log = logs.join(format!("cycle-{cycle:02}.log"));
-        let srv = ServeProcess::start(&data, SERVE_ARGS, &log, AUTHORIZER).await;
+        let mut srv = ServeProcess::start(&data, SERVE_ARGS, &log, AUTHORIZER).await;
         let token = srv.admin_token();
         let (streamed_tx, mut streamed) = watch::channel(0u64);
         let follower = tokio::spawn(follow(
@@ -467,12 +458,7 @@ async fn kill_9_under_load_loses_no_acknowledged_entry() {
         .into_inner();
     assert!(v.ok, "verify: {v:?}");
     assert_eq!(v.checked, head_seq);
-    let v = c
-        .audit
-        .verify(pb::VerifyRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let v = verify_all(&mut c).await;
     assert!(v.ok, "verify of the whole range: {v:?}");
 
     // Every entry a stream delivered before a kill is there, byte for byte.

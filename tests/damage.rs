@@ -28,14 +28,6 @@ fn ok<T>(r: Result<tonic::Response<T>, tonic::Status>) -> T {
     r.expect("request").into_inner()
 }
 
-fn member(g: &str, u: &str) -> pb::MemberRequest {
-    pb::MemberRequest {
-        group: g.into(),
-        user: u.into(),
-        request_id: String::new(),
-    }
-}
-
 /// A few hundred entries of every common kind, written one by one (so sled rewrites
 /// each block many times and writes several checkpoints).
 async fn fill(c: &mut Clients) {
@@ -140,10 +132,8 @@ async fn settle_checkpoints(s: &TestServer, c: &mut Clients) {
     let mut stream = c
         .audit
         .stream(pb::StreamRequest {
-            from_seq: 1,
-            follow: true,
             kinds: vec!["state_checkpointed".into()],
-            subject: String::new(),
+            ..stream_from(1, true)
         })
         .await
         .unwrap()
@@ -211,7 +201,7 @@ async fn record_pristine(data: &Path, scratch: &Path) -> Pristine {
     let (entries, err) = stream_all(&mut c).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(entries.len() as u64, h.seq);
-    let v = ok(c.audit.verify(pb::VerifyRequest::default()).await);
+    let v = verify_all(&mut c).await;
     assert!(v.ok, "{v:?}");
     let who = who_timeless(&mut c, None).await;
     let mut who_at = Vec::new();
@@ -374,13 +364,7 @@ async fn judge(data: &Path, p: &Pristine, is_checkpoint: bool) -> Outcome {
                         Ok(h) => h.into_inner().write_problem,
                         Err(e) => format!("Head failed: {e}"),
                     };
-                    let health =
-                        tonic_health::pb::health_client::HealthClient::new(c.channel.clone())
-                            .check(tonic_health::pb::HealthCheckRequest {
-                                service: AUTHORIZER.into(),
-                            })
-                            .await
-                            .map(|r| r.into_inner().status);
+                    let health = health_status(&c.channel, AUTHORIZER).await;
                     drop(c);
                     s.stop().await;
                     if !refused_cleanly {
@@ -719,7 +703,7 @@ async fn a_forged_checkpoint_changes_no_answer() {
     let forged = serde_json::to_vec(&cp).unwrap();
     let st = privledger::ledger::State::from_checkpoint(&forged[..])
         .expect("the forged checkpoint is well-formed");
-    let reread: serde_json::Value = serde_json::from_slice(&st.to_checkpoint()).unwrap();
+    let reread: serde_json::Value = serde_json::from_slice(&st.to_checkpoint().unwrap()).unwrap();
     assert_eq!(reread["users"][mallory_ix], "mallory");
     std::fs::write(&file, &forged).unwrap();
 
@@ -745,7 +729,7 @@ async fn a_forged_checkpoint_changes_no_answer() {
     assert_eq!(past.socket(), S::None, "at the forged checkpoint's seq");
     assert_eq!(who_timeless(&mut c, Some(newest)).await, who_at);
     assert_eq!(answers(&mut c).await, before);
-    let v = ok(c.audit.verify(pb::VerifyRequest::default()).await);
+    let v = verify_all(&mut c).await;
     assert!(v.ok, "{v:?}");
     drop(c);
     s.stop().await;
@@ -897,7 +881,7 @@ async fn a_format_1_store_is_upgraded_at_start_and_served_whole() {
         "after the fixture's 44: the upgrading start, the test's token, this start"
     );
     assert_eq!(entries[h].prev_hash, entries[h - 1].hash);
-    let v = ok(c.audit.verify(pb::VerifyRequest::default()).await);
+    let v = verify_all(&mut c).await;
     assert!(v.ok, "{v:?}");
     assert_eq!((v.from_seq, v.checked), (1, entries.len() as u64));
     check_fixture_state(&mut c).await;
@@ -914,7 +898,7 @@ async fn a_format_1_store_is_upgraded_at_start_and_served_whole() {
     assert_eq!(again[..entries.len()], entries[..]);
     assert_eq!(again.len(), entries.len() + 1);
     assert_eq!(again.last().unwrap().kind, "server_started");
-    let v = ok(c.audit.verify(pb::VerifyRequest::default()).await);
+    let v = verify_all(&mut c).await;
     assert!(v.ok, "{v:?}");
     check_fixture_state(&mut c).await;
     assert_eq!(answers(&mut c).await, before);

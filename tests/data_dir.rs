@@ -10,14 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use privledger::config::Config;
 use privledger::pb;
-
-fn config(data: &Path) -> Config {
-    let mut cfg = Config::with_data_dir(data);
-    cfg.docker.enabled = false;
-    cfg
-}
 
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -53,7 +46,7 @@ async fn a_symlink_planted_at_admin_token_is_replaced_never_followed() {
         let (_root, data) = private_data_dir();
         let token = data.join("admin.token");
         std::os::unix::fs::symlink(target, &token).unwrap();
-        let s = TestServer::start_with(config(&data)).await;
+        let s = TestServer::start_with(test_cfg(&data)).await;
 
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         let victim_now = std::fs::metadata(&victim).unwrap();
@@ -99,7 +92,7 @@ async fn a_data_directory_writable_by_group_or_others_is_refused_unless_allowed(
     for m in [0o777, 0o770, 0o702] {
         let (_root, data) = private_data_dir();
         chmod(&data, m);
-        let msg = TestServer::start_refused(config(&data)).await;
+        let msg = TestServer::start_refused(test_cfg(&data)).await;
         assert!(
             msg.contains(&data.display().to_string()),
             "mode {m:o}: names the path: {msg}"
@@ -118,7 +111,7 @@ async fn a_data_directory_writable_by_group_or_others_is_refused_unless_allowed(
     }
     let (_root, data) = private_data_dir();
     chmod(&data, 0o777);
-    let mut cfg = config(&data);
+    let mut cfg = test_cfg(&data);
     cfg.allow_unsafe_data_dir = true;
     let s = TestServer::start_with(cfg).await;
     assert!(data.join("admin.token").is_file());
@@ -133,7 +126,7 @@ async fn a_data_directory_owned_by_another_user_is_refused_unless_allowed() {
     }
     let (_root, data) = private_data_dir();
     std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
-    let msg = TestServer::start_refused(config(&data)).await;
+    let msg = TestServer::start_refused(test_cfg(&data)).await;
     assert!(
         msg.contains(&data.display().to_string()),
         "names the path: {msg}"
@@ -141,7 +134,7 @@ async fn a_data_directory_owned_by_another_user_is_refused_unless_allowed() {
     assert!(msg.contains("owned by uid 65534"), "names the owner: {msg}");
     assert!(msg.contains("uid 0"), "names this process's uid: {msg}");
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
-    let mut cfg = config(&data);
+    let mut cfg = test_cfg(&data);
     cfg.allow_unsafe_data_dir = true;
     let s = TestServer::start_with(cfg).await;
     s.stop().await;
@@ -175,15 +168,13 @@ async fn a_fresh_data_directory_is_private_even_under_umask_0() {
 
     let data = root.path().join("parent").join("data");
     let port = free_port();
+    let serve = ServeProcess::command(&data, port, &["--checkpoint-interval", "10"]);
     let mut cmd = Command::new("sh");
     cmd.args(["-c", UMASK_0_EXEC])
-        .arg(binary())
-        .arg("serve")
-        .arg("--data")
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--docker", "off"])
-        .args(["--checkpoint-interval", "10"]);
-    let mut srv = Spawned::start(cmd, port, &data, &root.path().join("serve.log")).await;
+        .arg(serve.get_program())
+        .args(serve.get_args());
+    let log = root.path().join("serve.log");
+    let srv = ServeProcess::spawn(cmd, port, &data, &log, "").await;
     let mut c = srv.admin().await;
     for i in 0..30 {
         c.admin
@@ -196,23 +187,18 @@ async fn a_fresh_data_directory_is_private_even_under_umask_0() {
     }
     // Checkpoints are written beside the writer: wait (bounded) for one.
     let cps = data.join("checkpoints");
-    let mut found = false;
-    for _ in 0..200 {
-        found = std::fs::read_dir(&cps).unwrap().any(|e| {
+    let found = poll_until(Duration::from_secs(10), || {
+        std::fs::read_dir(&cps).unwrap().any(|e| {
             e.unwrap()
                 .file_name()
                 .to_string_lossy()
                 .ends_with(".checkpoint")
-        });
-        if found {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        })
+    })
+    .await;
     assert!(found, "no checkpoint written:\n{}", srv.log_tail());
     drop(c);
-    let st = srv.terminate().await;
-    assert!(st.success(), "serve exited with {st}:\n{}", srv.log_tail());
+    srv.terminate().await;
 
     assert_eq!(mode(&data), 0o700, "the data directory");
     let mut all = Vec::new();
@@ -260,14 +246,14 @@ async fn a_data_directory_that_cannot_be_used_is_named_in_the_error() {
     // A regular file where the directory should be.
     let data = root.path().join("data");
     std::fs::write(&data, "not a directory").unwrap();
-    let msg = TestServer::start_refused(config(&data)).await;
+    let msg = TestServer::start_refused(test_cfg(&data)).await;
     assert!(msg.contains(&data.display().to_string()), "{msg}");
     assert!(msg.contains("not a directory"), "{msg}");
     assert_eq!(std::fs::read_to_string(&data).unwrap(), "not a directory");
 
     // A regular file where a parent should be.
     let under_file = data.join("ledger");
-    let msg = TestServer::start_refused(config(&under_file)).await;
+    let msg = TestServer::start_refused(test_cfg(&under_file)).await;
     assert!(msg.contains(&under_file.display().to_string()), "{msg}");
     assert!(msg.to_lowercase().contains("not a directory"), "{msg}");
 

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use pb::{SocketAccess as S, SocketMode as M};
 use privledger::client::Clients;
-use privledger::config::Config;
 use privledger::pb;
 use tonic::Code;
 
@@ -34,6 +33,23 @@ fn skip(reason: &str) {
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
+}
+
+/// Runs a system command; its stdout, or a message with its stderr.
+fn run_cmd(program: &str, args: &[&OsStr]) -> Result<String, String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{program} {args:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// A filesystem mounted for one test (tmpfs, or ext4 on a loop device); unmounted
@@ -205,20 +221,11 @@ fn create(name: &str) -> pb::CreateGroupRequest {
 /// Every entry from 1, in one non-follow stream: their seqs and, for each created
 /// group, the seqs of its `group_created` entries.
 async fn read_all(c: &mut Clients) -> (Vec<u64>, HashMap<String, Vec<u64>>) {
-    let mut s = c
-        .audit
-        .stream(pb::StreamRequest {
-            from_seq: 1,
-            follow: false,
-            kinds: vec![],
-            subject: String::new(),
-        })
-        .await
-        .expect("stream")
-        .into_inner();
+    let (entries, err) = stream_all(c).await;
+    assert!(err.is_none(), "stream: {err:?}");
     let mut seqs = Vec::new();
     let mut created: HashMap<String, Vec<u64>> = HashMap::new();
-    while let Some(e) = s.message().await.expect("stream entry") {
+    for e in entries {
         seqs.push(e.seq);
         if e.kind == "group_created" {
             let body: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
@@ -227,6 +234,19 @@ async fn read_all(c: &mut Clients) -> (Vec<u64>, HashMap<String, Vec<u64>>) {
         }
     }
     (seqs, created)
+}
+
+/// Every group ListGroups returns, with the seq that created it.
+async fn listed_groups(c: &mut Clients) -> HashMap<String, u64> {
+    c.admin
+        .list_groups(pb::ListGroupsRequest {})
+        .await
+        .expect("ListGroups")
+        .into_inner()
+        .groups
+        .into_iter()
+        .map(|g| (g.name, g.created_seq))
+        .collect()
 }
 
 /// The ledger holds each acknowledged group exactly once, at its acknowledged seq;
@@ -253,26 +273,12 @@ async fn check_complete(c: &mut Clients, acked: &BTreeMap<String, u64>) -> u64 {
             "acknowledged group {name} (seq {seq})"
         );
     }
-    let v = c
-        .audit
-        .verify(pb::VerifyRequest::default())
-        .await
-        .expect("verify")
-        .into_inner();
+    let v = verify_all(c).await;
     assert!(v.ok, "verify: {v:?}");
     assert_eq!(v.checked, h);
-    let listed: std::collections::HashSet<String> = c
-        .admin
-        .list_groups(pb::ListGroupsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .groups
-        .into_iter()
-        .map(|g| g.name)
-        .collect();
+    let listed = listed_groups(c).await;
     for name in acked.keys() {
-        assert!(listed.contains(name), "{name} listed");
+        assert!(listed.contains_key(name), "{name} listed");
     }
     h
 }
@@ -292,9 +298,7 @@ async fn a_full_disk_stalls_writes_keeps_reads_and_recovers_without_a_restart() 
         Ok(m) => m,
         Err(reason) => return skip(&reason),
     };
-    let mut cfg = Config::with_data_dir(fs.dir.join("data"));
-    cfg.docker.enabled = false;
-    let s = TestServer::start_with(cfg).await;
+    let s = TestServer::start_with(test_cfg(&fs.dir.join("data"))).await;
     let filler = fs.dir.join("filler");
     tokio::time::timeout(Duration::from_secs(180), full_disk(s, &filler))
         .await
@@ -307,14 +311,7 @@ async fn full_disk(s: TestServer, filler: &Path) {
     let mut c = s.admin().await;
     let ch = c.channel.clone();
     c.admin.create_group(create("team")).await.unwrap();
-    c.admin
-        .add_member(pb::MemberRequest {
-            group: "team".into(),
-            user: "alice".into(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap();
+    c.admin.add_member(member("team", "alice")).await.unwrap();
     c.admin
         .issue_grant(grant_req(
             group("team"),
@@ -349,13 +346,11 @@ async fn full_disk(s: TestServer, filler: &Path) {
     let failed_count = || log.lock().unwrap().unavailable.len();
     // Wait (bounded) until `n` writes are acknowledged, or one failed.
     let until_acked = |n: usize| async move {
-        for _ in 0..3000 {
-            if acked_count() >= n || failed_count() > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("only {} writes acknowledged", acked_count());
+        let done = poll_until(Duration::from_secs(30), || {
+            acked_count() >= n || failed_count() > 0
+        })
+        .await;
+        assert!(done, "only {} writes acknowledged", acked_count());
     };
     until_acked(100).await;
     // Nearly full, while writes go on; then full.
@@ -417,15 +412,7 @@ async fn full_disk(s: TestServer, filler: &Path) {
         h >= max_acked,
         "head {h} below acknowledged seq {max_acked}"
     );
-    let a = c
-        .authz
-        .check_access(pb::CheckAccessRequest {
-            user: "alice".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("CheckAccess while full")
-        .into_inner();
+    let a = check_timeless(&mut c, "alice").await;
     assert_eq!(a.socket, S::Limited as i32);
     let who = c
         .authz
@@ -447,12 +434,7 @@ async fn full_disk(s: TestServer, filler: &Path) {
             .await;
         assert_eq!(r.map(|_| ()).unwrap_err().code(), Code::NotFound, "{name}");
     }
-    let v = c
-        .audit
-        .verify(pb::VerifyRequest::default())
-        .await
-        .expect("Verify while full")
-        .into_inner();
+    let v = verify_all(&mut c).await;
     assert!(v.ok && v.checked == h, "verify while full: {v:?}");
 
     // Space again: without a restart, health and writes come back by themselves.
@@ -555,14 +537,7 @@ async fn an_ext4_error_remounting_read_only_loses_no_acknowledged_write() {
 async fn ext4_error(fs: &mut Mounted, trigger: &Path, logs: &Path) {
     let started = Instant::now();
     let data = fs.dir.join("data");
-    let port = free_port();
-    let mut srv = Spawned::start(
-        Spawned::command(&data, port, &[]),
-        port,
-        &data,
-        &logs.join("serve-1.log"),
-    )
-    .await;
+    let mut srv = ServeProcess::start(&data, &[], &logs.join("serve-1.log"), "").await;
     let c = srv.admin().await;
 
     let log = Arc::new(Mutex::new(LoadLog::default()));
@@ -603,33 +578,30 @@ async fn ext4_error(fs: &mut Mounted, trigger: &Path, logs: &Path) {
         }));
     }
     // About a second of writes (and some acknowledged) before the error.
-    for n in 0.. {
-        let acked = log.lock().unwrap().acked.len();
-        if started.elapsed() >= Duration::from_secs(1) && acked >= 50 {
-            break;
-        }
-        assert!(
-            n < 3000,
-            "only {acked} writes acknowledged:\n{}",
-            srv.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let before = log.lock().unwrap().acked.len();
+    let acked = || log.lock().unwrap().acked.len();
+    let warmed = poll_until(Duration::from_secs(30), || {
+        started.elapsed() >= Duration::from_secs(1) && acked() >= 50
+    })
+    .await;
+    assert!(
+        warmed,
+        "only {} writes acknowledged:\n{}",
+        acked(),
+        srv.log_tail()
+    );
+    let before = acked();
     std::fs::write(trigger, "1").expect("trigger_fs_error");
     errored.store(true, Ordering::SeqCst);
     // Keep writing briefly: what is sent now must be refused.
-    for n in 0.. {
-        if refused.load(Ordering::SeqCst) >= 200 {
-            break;
-        }
-        assert!(
-            n < 1000,
-            "writes were not refused after the error:\n{}",
-            srv.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let refusing = poll_until(Duration::from_secs(10), || {
+        refused.load(Ordering::SeqCst) >= 200
+    })
+    .await;
+    assert!(
+        refusing,
+        "writes were not refused after the error:\n{}",
+        srv.log_tail()
+    );
     wait_health(&c.channel, "", NOT_SERVING, 200).await;
     stop.store(true, Ordering::SeqCst);
     for t in tasks {
@@ -677,14 +649,7 @@ async fn ext4_error(fs: &mut Mounted, trigger: &Path, logs: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     fs.mount().expect("mount after e2fsck");
-    let port = free_port();
-    let srv = Spawned::start(
-        Spawned::command(&data, port, &[]),
-        port,
-        &data,
-        &logs.join("serve-2.log"),
-    )
-    .await;
+    let srv = ServeProcess::start(&data, &[], &logs.join("serve-2.log"), "").await;
     let mut c = srv.admin().await;
     let h = head(&mut c).await;
     assert!(
@@ -692,16 +657,7 @@ async fn ext4_error(fs: &mut Mounted, trigger: &Path, logs: &Path) {
         "reloaded head {h} is below the acknowledged seq {max_acked}:\n{}",
         srv.log_tail()
     );
-    let groups: HashMap<String, u64> = c
-        .admin
-        .list_groups(pb::ListGroupsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .groups
-        .into_iter()
-        .map(|g| (g.name, g.created_seq))
-        .collect();
+    let groups = listed_groups(&mut c).await;
     for (name, seq) in &acked {
         assert_eq!(groups.get(name), Some(seq), "acknowledged group {name}");
     }
@@ -721,17 +677,10 @@ async fn ext4_error(fs: &mut Mounted, trigger: &Path, logs: &Path) {
             srv.log_tail()
         );
     }
-    let v = c
-        .audit
-        .verify(pb::VerifyRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let v = verify_all(&mut c).await;
     assert!(v.ok && v.checked == h, "verify after repair: {v:?}");
     drop(c);
-    let mut srv = srv;
-    let st = srv.terminate().await;
-    assert!(st.success(), "serve exited with {st}:\n{}", srv.log_tail());
+    srv.terminate().await;
     eprintln!(
         "ext4 error test took {:?}; e2fsck exited {code}; head {h}, highest acknowledged {max_acked}",
         started.elapsed()

@@ -396,12 +396,7 @@ async fn watcher_restarted_while_300_containers_come_and_go() {
     // Everything after the restart, in one pass.
     let mut st = c
         .audit
-        .stream(pb::StreamRequest {
-            from_seq: 1,
-            follow: false,
-            kinds: vec![],
-            subject: String::new(),
-        })
+        .stream(stream_from(1, false))
         .await
         .unwrap()
         .into_inner();

@@ -5,21 +5,12 @@
 mod common;
 
 use common::{
-    docker, docker_available, ensure_test_image, entries_until, has, wait_watching, Containers,
-    TestServer, TEST_IMAGE,
+    docker, docker_available, ensure_test_image, entries_until, free_port, has, wait_watching,
+    Containers, TestServer, TEST_IMAGE,
 };
 use privledger::config::Config;
 use privledger::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A free loopback port (the exporter binds its own listener from an address).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -15,41 +15,37 @@ pub fn judge(o: &ContainerObserved, decision: Option<&SpawnDecision>) -> Vec<(Al
     if o.exempt {
         return alerts;
     }
-    // Why the decision (if any) cannot vouch for this container at all.
-    let unusable = match (decision, &o.decision_id) {
-        (None, None) => Some("it carries no privledger.decision label".to_string()),
-        (None, Some(id)) => Some(format!(
+    // The decision that vouches for this container, or why none can.
+    let vouching: Result<&SpawnDecision, String> = match (decision, &o.decision_id) {
+        (None, None) => Err("it carries no privledger.decision label".to_string()),
+        (None, Some(id)) => Err(format!(
             "its label names decision {id:?}, which the ledger does not hold"
         )),
         (Some(d), _) => match &o.user {
-            None => Some(format!(
+            None => Err(format!(
                 "decision {} is for user {:?}, but the container's user is unknown",
                 d.decision_id, d.user
             )),
-            Some(u) if *u != d.user => Some(format!(
+            Some(u) if *u != d.user => Err(format!(
                 "decision {} is for user {:?}, but the container is for user {u:?}",
                 d.decision_id, d.user
             )),
-            Some(_) => None,
+            Some(_) => Ok(d),
         },
     };
     if let Some(mode) = o.socket_mode() {
-        let why = unusable.clone().or_else(|| {
-            let d = decision.expect("usable decision");
-            if d.socket != SocketAccess::Raw {
-                Some(format!(
-                    "decision {} did not grant the raw socket",
-                    d.decision_id
-                ))
-            } else if mode == SocketMode::Rw && d.socket_mode != SocketMode::Rw {
-                Some(format!(
-                    "decision {} granted the socket read-only, but it is mounted rw",
-                    d.decision_id
-                ))
-            } else {
-                None
-            }
-        });
+        let why = match &vouching {
+            Err(why) => Some(why.clone()),
+            Ok(d) if d.socket != SocketAccess::Raw => Some(format!(
+                "decision {} did not grant the raw socket",
+                d.decision_id
+            )),
+            Ok(d) if mode == SocketMode::Rw && d.socket_mode != SocketMode::Rw => Some(format!(
+                "decision {} granted the socket read-only, but it is mounted rw",
+                d.decision_id
+            )),
+            Ok(_) => None,
+        };
         if let Some(why) = why {
             let sources: Vec<&str> = o.socket_mounts.iter().map(|m| m.source.as_str()).collect();
             alerts.push((
@@ -64,10 +60,11 @@ pub fn judge(o: &ContainerObserved, decision: Option<&SpawnDecision>) -> Vec<(Al
         }
     }
     if o.privileged {
-        let why = unusable.or_else(|| {
-            let d = decision.expect("usable decision");
-            (!d.privileged).then(|| format!("decision {} did not grant privileged", d.decision_id))
-        });
+        let why = match &vouching {
+            Err(why) => Some(why.clone()),
+            Ok(d) => (!d.privileged)
+                .then(|| format!("decision {} did not grant privileged", d.decision_id)),
+        };
         if let Some(why) = why {
             alerts.push((
                 AlertKind::UnauthorizedPrivileged,

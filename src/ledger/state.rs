@@ -1150,7 +1150,9 @@ impl State {
 
     // === checkpoints ===
 
-    pub fn to_checkpoint(&self) -> Vec<u8> {
+    /// The checkpoint encoding (JSON; every map key is a string, so it cannot fail
+    /// short of running out of memory, which aborts).
+    pub fn to_checkpoint(&self) -> Result<Vec<u8>, String> {
         let cp = Checkpoint {
             version: CHECKPOINT_VERSION,
             seq: self.seq,
@@ -1181,7 +1183,7 @@ impl State {
                 .map(|(s, d)| (*s, d.clone()))
                 .collect(),
         };
-        serde_json::to_vec(&cp).expect("state serializes")
+        serde_json::to_vec(&cp).map_err(|e| e.to_string())
     }
 
     /// Reads a checkpoint. It is decoded from the reader, names and grants straight

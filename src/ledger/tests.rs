@@ -554,7 +554,7 @@ proptest! {
             }
             prop_assert_eq!(&full, &*incremental);
             // The checkpoint encoding round-trips.
-            let rt = State::from_checkpoint(&incremental.to_checkpoint()[..]).unwrap();
+            let rt = State::from_checkpoint(&incremental.to_checkpoint().unwrap()[..]).unwrap();
             prop_assert_eq!(&rt, &*incremental);
             Ok(())
         })?;

@@ -115,7 +115,13 @@ impl Checkpointer {
             .name("ledger-checkpoint".into())
             .spawn(move || {
                 for state in rx {
-                    let bytes = state.to_checkpoint();
+                    let bytes = match state.to_checkpoint() {
+                        Ok(b) => b,
+                        Err(e) => {
+                            warn!(seq = state.seq, error = %e, "checkpoint not encoded");
+                            continue;
+                        }
+                    };
                     if let Err(e) = store
                         .put_checkpoint(state.seq, &bytes)
                         .and_then(|()| store.prune_checkpoints(2, window))

@@ -12,6 +12,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+/// [`TestServer::try_start`]'s error when the server ended, without an error, before
+/// it served.
+const ENDED_WITHOUT_ERROR: &str = "the server ended without an error before serving";
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub url: String,
@@ -26,10 +30,7 @@ impl TestServer {
     /// A server with default configuration on a fresh data directory.
     pub async fn start() -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = Config::with_data_dir(dir.path());
-        // Tests that need the Docker watcher turn it on themselves.
-        cfg.docker.enabled = false;
-        let mut s = TestServer::start_with(cfg).await;
+        let mut s = TestServer::start_with(test_cfg(dir.path())).await;
         s.dir = Some(dir);
         s
     }
@@ -48,66 +49,93 @@ impl TestServer {
 
     /// Starts a server on `cfg` that must refuse to serve; returns its error message.
     pub async fn start_refused(cfg: Config) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let run = privledger::server::run(cfg, Some(listener), std::future::pending());
-        let served = async {
-            let channel = Channel::from_shared(url).unwrap().connect().await;
-            if let Ok(ch) = channel {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
-                let _ = health
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await;
+        match TestServer::try_start(cfg, "").await {
+            Ok(s) => {
+                s.stop().await;
+                panic!("the server served a ledger it should have refused")
             }
-        };
-        tokio::select! {
-            r = run => match r {
-                Err(e) => e.to_string(),
-                Ok(()) => panic!("the server ended without an error"),
-            },
-            () = served => panic!("the server served a ledger it should have refused"),
+            Err(e) if e.starts_with("panicked") || e == ENDED_WITHOUT_ERROR => {
+                panic!("the server did not refuse: {e}")
+            }
+            Err(e) => e,
         }
     }
 
+    /// [`TestServer::try_start`], which must serve and must have written the admin
+    /// token.
     async fn start_checking(cfg: Config, service: &str) -> TestServer {
+        let s = TestServer::try_start(cfg, service)
+            .await
+            .unwrap_or_else(|e| panic!("the server did not serve: {e}"));
+        assert!(!s.admin_token.is_empty(), "admin token written");
+        s
+    }
+
+    /// Like [`TestServer::start_with`] (waiting for `service` to report SERVING), but a
+    /// refusal to serve is an `Err` with the server's message instead of a panic, and
+    /// a missing admin token file leaves `admin_token` empty. A panic in the server
+    /// is an `Err` starting with "panicked".
+    pub async fn try_start(cfg: Config, service: &str) -> Result<TestServer, String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let run_cfg = cfg.clone();
-        let handle = tokio::spawn(async move {
+        let mut handle = tokio::spawn(async move {
             privledger::server::run(run_cfg, Some(listener), async {
                 let _ = rx.await;
             })
             .await
         });
         let url = format!("http://{addr}");
-        // The listener is bound, so the connection succeeds at once; the health
-        // check answers once the server serves, which is after start-up wrote the
-        // admin token.
-        let channel = Channel::from_shared(url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect");
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        let resp = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .expect("health check");
-        assert_eq!(resp.into_inner().status, 1, "SERVING");
+        let ended =
+            |r: Result<Result<(), privledger::server::Error>, tokio::task::JoinError>| match r {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => ENDED_WITHOUT_ERROR.to_string(),
+                Err(e) if e.is_panic() => {
+                    let p = e.into_panic();
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    format!("panicked: {msg}")
+                }
+                Err(e) => format!("server task: {e}"),
+            };
+        // The listener is bound: the connection succeeds at once, and the health check
+        // answers once the server serves, or fails when it gives up (the listener
+        // closes).
+        let served = async {
+            let channel = Channel::from_shared(url.clone())
+                .unwrap()
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            health_status(&channel, service).await
+        };
+        let bound = std::time::Duration::from_secs(60);
+        let status = tokio::select! {
+            r = &mut handle => return Err(ended(r)),
+            s = tokio::time::timeout(bound, served) => s,
+        };
+        match status {
+            Ok(Ok(1)) => {}
+            other => {
+                return match tokio::time::timeout(bound, &mut handle).await {
+                    Ok(r) => Err(ended(r)),
+                    Err(_) => {
+                        handle.abort();
+                        panic!("the server neither served nor ended: {other:?}")
+                    }
+                }
+            }
+        }
         let admin_token = std::fs::read_to_string(cfg.admin_token_path())
-            .expect("admin token written")
-            .trim()
-            .to_string();
-        TestServer {
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        Ok(TestServer {
             addr,
             url,
             admin_token,
@@ -115,7 +143,7 @@ impl TestServer {
             shutdown: Some(tx),
             handle: Some(handle),
             dir: None,
-        }
+        })
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -190,6 +218,35 @@ pub fn grant_req(
     }
 }
 
+/// Adds `u` to group `g` (no request_id).
+pub fn member(g: &str, u: &str) -> pb::MemberRequest {
+    pb::MemberRequest {
+        group: g.into(),
+        user: u.into(),
+        request_id: String::new(),
+    }
+}
+
+/// The audit stream from `from_seq`, every kind and subject; `follow` keeps it open
+/// for the entries still to come.
+pub fn stream_from(from_seq: u64, follow: bool) -> pb::StreamRequest {
+    pb::StreamRequest {
+        from_seq,
+        follow,
+        kinds: vec![],
+        subject: String::new(),
+    }
+}
+
+/// Verify over the whole chain (the default range).
+pub async fn verify_all(c: &mut Clients) -> pb::VerifyResponse {
+    c.audit
+        .verify(pb::VerifyRequest::default())
+        .await
+        .expect("Verify")
+        .into_inner()
+}
+
 pub async fn head(c: &mut Clients) -> u64 {
     c.audit
         .head(pb::HeadRequest {})
@@ -201,6 +258,29 @@ pub async fn head(c: &mut Clients) -> u64 {
 
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_privledger"))
+}
+
+/// A config for an in-process server on `data`, the Docker watcher off (tests that
+/// need it turn it on themselves).
+pub fn test_cfg(data: &Path) -> Config {
+    let mut cfg = Config::with_data_dir(data);
+    cfg.docker.enabled = false;
+    cfg
+}
+
+/// Checks `done` every 10 ms until it holds or `bound` has passed; whether it held.
+/// The bound only keeps a broken run from hanging; it is not a speed assertion.
+pub async fn poll_until(bound: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// Whether a Docker daemon answers. Without one, Docker tests skip with a printed
@@ -337,10 +417,8 @@ pub async fn entries_until(
     let mut s = c
         .audit
         .stream(pb::StreamRequest {
-            from_seq: 1,
-            follow: true,
-            kinds: vec![],
             subject: subject.to_string(),
+            ..stream_from(1, true)
         })
         .await
         .unwrap()
@@ -367,196 +445,7 @@ pub fn has(events: &[serde_json::Value], kind: &str, field: &str, value: &str) -
         .any(|e| e["kind"] == kind && e[field].as_str() == Some(value))
 }
 
-// === disk tests ===
-
-/// A free TCP port on 127.0.0.1 for the real binary's `--listen` (bound, then
-/// released: the binary binds it again at once).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Runs a system command; its stdout, or a message with its stderr.
-pub fn run_cmd(program: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "{program} {args:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// The health status of `service` ("" for the whole server): 1 SERVING,
-/// 2 NOT_SERVING.
-pub async fn health_status(channel: &Channel, service: &str) -> Result<i32, String> {
-    let mut h = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    h.check(tonic_health::pb::HealthCheckRequest {
-        service: service.into(),
-    })
-    .await
-    .map(|r| r.into_inner().status)
-    .map_err(|e| e.to_string())
-}
-
-/// Polls health until `service` reports `want` (at most `attempts` checks, 50 ms
-/// apart); panics with the last status seen.
-pub async fn wait_health(channel: &Channel, service: &str, want: i32, attempts: u32) {
-    let mut last = None;
-    for _ in 0..attempts {
-        match health_status(channel, service).await {
-            Ok(s) if s == want => return,
-            r => last = Some(r),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("health of {service:?} did not become {want} after {attempts} checks: {last:?}");
-}
-
-/// `privledger serve` as a process, its log in a file; killed (SIGKILL) when dropped
-/// if still running.
-pub struct Spawned {
-    pub child: std::process::Child,
-    pub url: String,
-    pub data: PathBuf,
-    pub log: PathBuf,
-}
-
-impl Spawned {
-    /// Spawns `cmd` (which must serve `data` on 127.0.0.1:`port`), logging to `log`,
-    /// and waits until it serves (health of "" SERVING).
-    pub async fn start(
-        mut cmd: std::process::Command,
-        port: u16,
-        data: &Path,
-        log: &Path,
-    ) -> Spawned {
-        let f = std::fs::File::create(log).expect("log file");
-        let child = cmd
-            .env("PRIVLEDGER_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .expect("spawn privledger");
-        let mut s = Spawned {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            data: data.to_path_buf(),
-            log: log.to_path_buf(),
-        };
-        s.wait_serving().await;
-        s
-    }
-
-    /// The usual command line: `BINARY serve --data DATA --listen 127.0.0.1:PORT
-    /// --docker off` plus `extra`.
-    pub fn command(data: &Path, port: u16, extra: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new(binary());
-        cmd.arg("serve")
-            .arg("--data")
-            .arg(data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--docker", "off"])
-            .args(extra);
-        cmd
-    }
-
-    async fn wait_serving(&mut self) {
-        for _ in 0..600 {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!(
-                    "privledger exited with {st} before serving:\n{}",
-                    self.log_tail()
-                );
-            }
-            if let Ok(ch) = Channel::from_shared(self.url.clone())
-                .unwrap()
-                .connect()
-                .await
-            {
-                if health_status(&ch, "").await == Ok(1) {
-                    return;
-                }
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("privledger did not serve within 30 s:\n{}", self.log_tail());
-    }
-
-    pub fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.data.join("admin.token"))
-            .expect("admin token written")
-            .trim()
-            .to_string()
-    }
-
-    pub async fn admin(&self) -> Clients {
-        Clients::connect(&self.url, Some(&self.admin_token()))
-            .await
-            .expect("connect")
-    }
-
-    /// The last 60 lines of the server's log.
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    /// SIGKILL, and waits for the process.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM (a graceful stop), then waits up to 20 s for the exit status.
-    pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        run_cmd(
-            "kill",
-            &["-TERM".as_ref(), self.child.id().to_string().as_ref()],
-        )
-        .expect("kill -TERM");
-        for _ in 0..400 {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        self.kill();
-        panic!(
-            "privledger did not stop within 20 s of SIGTERM:\n{}",
-            self.log_tail()
-        );
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.kill();
-        }
-    }
-}
-
 // === storage tests ===
-
-/// A port on 127.0.0.1 that was free a moment ago (bound, read, released), for the
-/// real binary's `--listen`.
-pub fn unused_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
 
 /// Copies a directory tree (files and directories).
 pub fn copy_tree(from: &Path, to: &Path) {
@@ -590,112 +479,18 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A config for an in-process server on `data` (Docker watcher off).
+/// [`test_cfg`] with a checkpoint every `checkpoint_interval` entries.
 pub fn storage_cfg(data: &Path, checkpoint_interval: u64) -> Config {
-    let mut cfg = Config::with_data_dir(data);
-    cfg.docker.enabled = false;
+    let mut cfg = test_cfg(data);
     cfg.ledger.checkpoint_interval = checkpoint_interval;
     cfg
-}
-
-impl TestServer {
-    /// Like [`TestServer::start_with`] (waiting for `service` to report SERVING), but a
-    /// refusal to serve is an `Err` with the server's message instead of a panic, and
-    /// a missing admin token file leaves `admin_token` empty. A panic in the server
-    /// is an `Err` starting with "panicked".
-    pub async fn try_start(cfg: Config, service: &str) -> Result<TestServer, String> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let run_cfg = cfg.clone();
-        let mut handle = tokio::spawn(async move {
-            privledger::server::run(run_cfg, Some(listener), async {
-                let _ = rx.await;
-            })
-            .await
-        });
-        let url = format!("http://{addr}");
-        let ended =
-            |r: Result<Result<(), privledger::server::Error>, tokio::task::JoinError>| match r {
-                Ok(Err(e)) => e.to_string(),
-                Ok(Ok(())) => "the server ended without an error before serving".to_string(),
-                Err(e) if e.is_panic() => {
-                    let p = e.into_panic();
-                    let msg = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    format!("panicked: {msg}")
-                }
-                Err(e) => format!("server task: {e}"),
-            };
-        // The listener is bound: the connection succeeds at once, and the health check
-        // answers once the server serves, or fails when it gives up (the listener
-        // closes).
-        let served = async {
-            let channel = Channel::from_shared(url.clone())
-                .unwrap()
-                .connect()
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-            health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: service.into(),
-                })
-                .await
-                .map(|r| r.into_inner().status)
-                .map_err(|e| e.to_string())
-        };
-        let bound = std::time::Duration::from_secs(60);
-        let status = tokio::select! {
-            r = &mut handle => return Err(ended(r)),
-            s = tokio::time::timeout(bound, served) => s,
-        };
-        match status {
-            Ok(Ok(1)) => {}
-            other => {
-                return match tokio::time::timeout(bound, &mut handle).await {
-                    Ok(r) => Err(ended(r)),
-                    Err(_) => {
-                        handle.abort();
-                        panic!("the server neither served nor ended: {other:?}")
-                    }
-                }
-            }
-        }
-        let admin_token = std::fs::read_to_string(cfg.admin_token_path())
-            .map(|t| t.trim().to_string())
-            .unwrap_or_default();
-        Ok(TestServer {
-            addr,
-            url,
-            admin_token,
-            cfg,
-            shutdown: Some(tx),
-            handle: Some(handle),
-            dir: None,
-        })
-    }
 }
 
 /// Every entry from seq 1 to the head (no follow), and the error that ended the
 /// stream early, if one did.
 pub async fn stream_all(c: &mut Clients) -> (Vec<pb::Entry>, Option<tonic::Status>) {
     let mut out = Vec::new();
-    let mut s = match c
-        .audit
-        .stream(pb::StreamRequest {
-            from_seq: 1,
-            follow: false,
-            kinds: vec![],
-            subject: String::new(),
-        })
-        .await
-    {
+    let mut s = match c.audit.stream(stream_from(1, false)).await {
         Ok(s) => s.into_inner(),
         Err(e) => return (out, Some(e)),
     };
@@ -797,8 +592,51 @@ pub async fn answers(c: &mut Clients) -> Answers {
     }
 }
 
-/// `privledger serve` as a child process (the real binary), its log in a file.
-/// Killed with SIGKILL when dropped while still running.
+// === `privledger serve` as a child process ===
+//
+// For tests that need the real binary rather than an in-process server: a kill -9,
+// a signal, a umask set by a shell, a data directory on a mounted filesystem.
+
+/// A free TCP port on 127.0.0.1, for an address a server binds by itself (the
+/// binary's `--listen`, the metrics exporter): bound, read and released, so that the
+/// server can bind it again at once.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One health check of `service` ("" for the whole server) on `channel`: 1 SERVING,
+/// 2 NOT_SERVING, or the error as text.
+pub async fn health_status(channel: &Channel, service: &str) -> Result<i32, String> {
+    let mut h = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    h.check(tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    })
+    .await
+    .map(|r| r.into_inner().status)
+    .map_err(|e| e.to_string())
+}
+
+/// For a test that waits for a running server's health to change: polls until
+/// `service` reports `want` (at most `attempts` checks, 50 ms apart); panics with the
+/// last status seen.
+pub async fn wait_health(channel: &Channel, service: &str, want: i32, attempts: u32) {
+    let mut last = None;
+    for _ in 0..attempts {
+        match health_status(channel, service).await {
+            Ok(s) if s == want => return,
+            r => last = Some(r),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("health of {service:?} did not become {want} after {attempts} checks: {last:?}");
+}
+
+/// `privledger serve` as a child process (the real binary), its stdout and stderr
+/// in a log file. Killed with SIGKILL when dropped while still running.
 pub struct ServeProcess {
     child: Option<std::process::Child>,
     pub url: String,
@@ -807,20 +645,39 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Spawns `privledger serve --data DATA --listen 127.0.0.1:PORT --docker off EXTRA`
-    /// (PORT from [`unused_port`]), logging at info to `log`, and waits until health
-    /// reports `service` SERVING.
+    /// Runs [`ServeProcess::command`] on a [`free_port`], logging to `log`, and waits
+    /// until health reports `service` SERVING.
     pub async fn start(data: &Path, extra: &[&str], log: &Path, service: &str) -> ServeProcess {
-        let port = unused_port();
-        let f = std::fs::File::create(log).expect("log file");
-        let child = std::process::Command::new(binary())
-            .arg("serve")
+        let port = free_port();
+        let cmd = ServeProcess::command(data, port, extra);
+        ServeProcess::spawn(cmd, port, data, log, service).await
+    }
+
+    /// The usual command line: `BINARY serve --data DATA --listen 127.0.0.1:PORT
+    /// --docker off EXTRA`, for a caller that runs it in a wrapper of its own.
+    pub fn command(data: &Path, port: u16, extra: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(binary());
+        cmd.arg("serve")
             .arg("--data")
             .arg(data)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(["--docker", "off"])
-            .args(extra)
+            .args(extra);
+        cmd
+    }
+
+    /// Spawns `cmd`, which must serve `data` on 127.0.0.1:`port`, logging at info to
+    /// `log`, and waits until health reports `service` SERVING.
+    pub async fn spawn(
+        mut cmd: std::process::Command,
+        port: u16,
+        data: &Path,
+        log: &Path,
+        service: &str,
+    ) -> ServeProcess {
+        let f = std::fs::File::create(log).expect("log file");
+        let child = cmd
             .env("PRIVLEDGER_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(f.try_clone().unwrap())
@@ -841,17 +698,18 @@ impl ServeProcess {
         self.child.as_mut().expect("the process was stopped")
     }
 
-    /// Polls health (at most 500 attempts, each awaiting a connect and, once
-    /// connected, the server's answer) until `service` is SERVING. Only a refused
-    /// connection (the process has not bound its port yet) is followed by a 10 ms
-    /// pause before the next attempt.
+    /// Polls health until `service` is SERVING, 10 ms between attempts that fail
+    /// (each awaits a connect and, once connected, the server's answer); panics when
+    /// the process exits first, or after 60 s (a bound on a broken run, not a speed
+    /// assertion).
     async fn wait_serving(&mut self, service: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut last = String::new();
-        for _ in 0..500 {
+        while std::time::Instant::now() < deadline {
             if let Some(st) = self.child().try_wait().unwrap() {
                 panic!(
                     "privledger exited with {st} before serving:\n{}",
-                    self.log_text()
+                    self.log_tail()
                 );
             }
             let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())
@@ -859,30 +717,25 @@ impl ServeProcess {
                 .connect_timeout(std::time::Duration::from_secs(5));
             match endpoint.connect().await {
                 Ok(ch) => {
-                    let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
-                    let r = tokio::time::timeout(
+                    let answer = tokio::time::timeout(
                         std::time::Duration::from_secs(30),
-                        h.check(tonic_health::pb::HealthCheckRequest {
-                            service: service.into(),
-                        }),
+                        health_status(&ch, service),
                     )
                     .await;
-                    match r {
-                        Ok(Ok(s)) if s.get_ref().status == 1 => return,
-                        Ok(Ok(s)) => last = format!("status {}", s.get_ref().status),
-                        Ok(Err(e)) => last = e.to_string(),
+                    match answer {
+                        Ok(Ok(1)) => return,
+                        Ok(Ok(s)) => last = format!("status {s}"),
+                        Ok(Err(e)) => last = e,
                         Err(_) => last = "no health answer within 30 s".into(),
                     }
                 }
-                Err(e) => {
-                    last = e.to_string();
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
+                Err(e) => last = e.to_string(),
             }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!(
-            "privledger did not report {service:?} SERVING ({last}):\n{}",
-            self.log_text()
+            "privledger did not report {service:?} SERVING within 60 s ({last}):\n{}",
+            self.log_tail()
         );
     }
 
@@ -903,50 +756,53 @@ impl ServeProcess {
         self.client(&self.admin_token()).await
     }
 
+    /// The whole log.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGKILL (`Child::kill`), and waits for the process.
-    pub fn kill(mut self) {
-        self.kill_now();
+    /// The last 60 lines of the log.
+    pub fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
-    fn kill_now(&mut self) {
+    /// SIGKILL (`Child::kill`), and waits for the process; the log stays readable.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    /// SIGTERM, and waits (at most 30 s) for a successful exit.
+    /// SIGTERM (a graceful stop), then waits (at most 30 s) for the exit status,
+    /// which must be a success.
     pub async fn terminate(mut self) {
-        let mut child = self.child.take().expect("the process was stopped");
-        let pid = rustix::process::Pid::from_child(&child);
+        let pid = rustix::process::Pid::from_child(self.child());
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-        let waited = tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            tokio::task::spawn_blocking(move || child.wait()),
-        )
-        .await;
-        let Ok(status) = waited else {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            panic!(
-                "privledger did not stop within 30 s of SIGTERM:\n{}",
-                self.log_text()
-            );
-        };
-        let status = status.unwrap().unwrap();
-        assert!(
-            status.success(),
-            "serve exited with {status}:\n{}",
-            self.log_text()
+        for _ in 0..600 {
+            if let Some(status) = self.child().try_wait().unwrap() {
+                self.child = None;
+                assert!(
+                    status.success(),
+                    "serve exited with {status}:\n{}",
+                    self.log_tail()
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.kill();
+        panic!(
+            "privledger did not stop within 30 s of SIGTERM:\n{}",
+            self.log_tail()
         );
     }
 }
 
 impl Drop for ServeProcess {
     fn drop(&mut self) {
-        self.kill_now();
+        self.kill();
     }
 }

@@ -454,32 +454,68 @@ enum Op {
     Revoke(u8),
 }
 
+/// Grant shapes the generator picks from (see `to_cmd`).
+const SPECS: u8 = 8;
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..4).prop_map(Op::Create),
         (0u8..4).prop_map(Op::Delete),
         (0u8..4, 0u8..6).prop_map(|(g, u)| Op::Add(g, u)),
         (0u8..4, 0u8..6).prop_map(|(g, u)| Op::Remove(g, u)),
-        (0u8..6, 0u8..3).prop_map(|(u, s)| Op::GrantUser(u, s)),
-        (0u8..4, 0u8..3).prop_map(|(g, s)| Op::GrantGroup(g, s)),
-        (0u8..4, 0u8..3, 1u8..8).prop_map(|(g, s, e)| Op::GrantGroupExpiring(g, s, e)),
+        (0u8..6, 0..SPECS).prop_map(|(u, s)| Op::GrantUser(u, s)),
+        (0u8..4, 0..SPECS).prop_map(|(g, s)| Op::GrantGroup(g, s)),
+        (0u8..4, 0..SPECS, 1u8..8).prop_map(|(g, s, e)| Op::GrantGroupExpiring(g, s, e)),
         (0u8..40).prop_map(Op::Revoke),
     ]
 }
 
 fn to_cmd(op: &Op) -> Command {
-    let spec = |s: u8| GrantSpec {
-        socket: [SocketAccess::Raw, SocketAccess::Limited, SocketAccess::None][s as usize],
-        socket_mode: SocketMode::Rw,
-        privileged: s == 2,
-        limits: if s == 1 {
-            Limits {
-                max_containers: Some(u32::from(s) * 7),
+    // Every socket kind and mode, privileged with and without a socket, and limited
+    // grants whose limits differ field by field (so "rw if any raw grant is rw" and
+    // the per-field maximum are both exercised).
+    let spec = |s: u8| {
+        let limited = |limits: Limits| GrantSpec {
+            socket: SocketAccess::Limited,
+            socket_mode: SocketMode::Rw,
+            privileged: false,
+            limits,
+        };
+        let raw = |mode, privileged| GrantSpec {
+            socket: SocketAccess::Raw,
+            socket_mode: mode,
+            privileged,
+            limits: Limits::default(),
+        };
+        match s % SPECS {
+            0 => raw(SocketMode::Rw, false),
+            1 => raw(SocketMode::Ro, false),
+            2 => raw(SocketMode::Ro, true),
+            3 => GrantSpec {
+                socket: SocketAccess::None,
+                socket_mode: SocketMode::Rw,
+                privileged: true,
+                limits: Limits::default(),
+            },
+            4 => limited(Limits {
+                max_containers: Some(3),
+                mem_cap_gb: Some(4.0),
                 ..Limits::default()
-            }
-        } else {
-            Limits::default()
-        },
+            }),
+            5 => limited(Limits {
+                max_containers: Some(9),
+                cpu_cap_cores: Some(1.5),
+                allow_dangerous_flags: Some(true),
+                ..Limits::default()
+            }),
+            6 => limited(Limits {
+                max_volumes: Some(20),
+                max_networks: Some(1),
+                max_storage_gb: Some(100.0),
+                ..Limits::default()
+            }),
+            _ => limited(Limits::default()),
+        }
     };
     match op {
         Op::Create(g) => Command::CreateGroup {

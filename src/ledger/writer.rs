@@ -463,6 +463,18 @@ impl Writer {
     }
 }
 
+/// However the writer ends (a stop, or a panic unwinding), the ledger stops claiming
+/// it takes writes: health turns NOT_SERVING and writes get UNAVAILABLE.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.status.send_if_modified(|s| {
+            let changed = *s != WriteStatus::Stopped;
+            *s = WriteStatus::Stopped;
+            changed
+        });
+    }
+}
+
 fn refuse(m: Msg, why: &str) {
     match m {
         Msg::Write(w) => {

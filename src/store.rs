@@ -1042,6 +1042,41 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_record_header_costs_only_its_block() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            append(&s, 1..=300, &[]);
+            append(&s, 301..=600, &[]);
+        }
+        // Flip the length of block 3's record.
+        let path = dir.path().join("blocks.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut at = 0;
+        for _ in 0..3 {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            at += 4 + len;
+        }
+        bytes[at + 1] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let opts = OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        };
+        let s = SledStore::open_with(dir.path(), &opts).unwrap();
+        assert_eq!(s.get(96).unwrap().unwrap(), entry(96));
+        let e = s.get(97).unwrap_err();
+        assert!(matches!(e, StoreError::Damaged { seq: 97, .. }), "{e}");
+        assert_eq!(s.get(129).unwrap().unwrap(), entry(129));
+        assert_eq!(s.range(90, 200, 1000).unwrap().last().unwrap().seq, 96);
+        assert!(matches!(
+            s.range(97, 200, 1000),
+            Err(StoreError::Damaged { seq: 97, .. })
+        ));
+        assert_eq!(s.range(129, 600, 1000).unwrap().len(), 472);
+    }
+
+    #[test]
     fn a_batch_that_does_not_extend_the_head_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();

@@ -14,7 +14,7 @@ use crate::ledger::log::{RawEntry, StoreError};
 
 /// Entries per block.
 pub const BLOCK: u64 = 32;
-const FORMAT: u8 = 2;
+pub const FORMAT: u8 = 2;
 const SLOT: usize = 32 + 4;
 
 /// The block holding `seq` (seqs start at 1).

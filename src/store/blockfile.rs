@@ -35,6 +35,35 @@ pub struct BlockFile {
     /// Why blocks from `offsets.len() - 1` on cannot be read, when some committed ones
     /// cannot: they stay committed, and reading them names the damage.
     damage: Option<String>,
+    /// Blocks whose record is damaged but whose successors were found again.
+    bad: Vec<u64>,
+}
+
+/// How far past `from` a damaged record is searched for the next whole one.
+const RESYNC_WINDOW: u64 = 4 << 20;
+
+/// The offset of the first plausible record at or after `from`: its header says a
+/// full block, and its slots' body lengths add up to its length.
+fn resync(f: &File, from: u64, end: u64) -> Option<u64> {
+    use super::block::{BLOCK, FORMAT};
+    let slots = 2 + BLOCK as usize * 36;
+    let to = end.min(from + RESYNC_WINDOW);
+    let mut buf = vec![0u8; to.checked_sub(from)? as usize];
+    f.read_exact_at(&mut buf, from).ok()?;
+    (0..buf.len().saturating_sub(4 + slots)).find_map(|q| {
+        let len = u32::from_le_bytes([buf[q], buf[q + 1], buf[q + 2], buf[q + 3]]) as usize;
+        let p = &buf[q + 4..q + 4 + slots];
+        if p[0] != FORMAT || u64::from(p[1]) != BLOCK || from + (q + 4 + len) as u64 > end {
+            return None;
+        }
+        let bodies: usize = (0..BLOCK as usize)
+            .map(|i| {
+                let s = &p[2 + i * 36 + 32..2 + i * 36 + 36];
+                u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize
+            })
+            .sum();
+        (slots + bodies == len).then_some(from + q as u64)
+    })
 }
 
 fn damaged(path: &Path, block: u64, reason: impl std::fmt::Display) -> StoreError {
@@ -75,6 +104,7 @@ impl BlockFile {
         };
         let mut offsets = vec![0u64];
         let mut damage = None;
+        let mut bad = Vec::new();
         if let Some(f) = &file {
             let size = f
                 .metadata()
@@ -84,22 +114,41 @@ impl BlockFile {
                 .len();
             let end = len.min(size);
             let mut at = 0u64;
-            for k in 0..blocks {
-                let mut h = [0u8; 4];
-                let next = f
-                    .read_exact_at(&mut h, at)
-                    .map(|()| at + 4 + u32::from_le_bytes(h) as u64);
-                match next {
-                    Ok(n) if n <= end => {
+            let mut k = 0;
+            while k < blocks {
+                // A record starts with its length, then the block's format byte and
+                // its entry count (always a full block): six bytes that a misaligned
+                // offset almost never matches.
+                let mut h = [0u8; 6];
+                let next = f.read_exact_at(&mut h, at).map(|()| {
+                    let n = at + 4 + u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as u64;
+                    (
+                        n,
+                        h[4] == super::block::FORMAT && u64::from(h[5]) == super::block::BLOCK,
+                    )
+                });
+                let why = match next {
+                    Ok((n, true)) if n <= end => {
                         at = n;
                         offsets.push(at);
+                        k += 1;
+                        continue;
                     }
-                    Ok(_) => {
-                        damage = Some(format!("block {k}: the record runs past the committed end"));
-                        break;
+                    Ok(_) => format!("block {k}: the record header is damaged"),
+                    Err(e) => format!("block {k}: record header: {e}"),
+                };
+                // Skip the damaged record: the next one starts where a whole
+                // plausible record does.
+                match resync(f, at + 1, end) {
+                    Some(next) if k + 1 < blocks => {
+                        tracing::error!(block = k, "blocks.log: {why}; later blocks stay readable");
+                        bad.push(k);
+                        at = next;
+                        offsets.push(at);
+                        k += 1;
                     }
-                    Err(e) => {
-                        damage = Some(format!("block {k}: record header: {e}"));
+                    _ => {
+                        damage = Some(why);
                         break;
                     }
                 }
@@ -122,6 +171,7 @@ impl BlockFile {
             offsets: RwLock::new(offsets),
             committed: RwLock::new(blocks),
             damage,
+            bad,
         })
     }
 
@@ -205,7 +255,21 @@ impl BlockFile {
             let why = self.damage.as_deref().unwrap_or("unreadable");
             return Err(damaged(&self.path, readable, why));
         }
-        let to = to.min(readable);
+        if let Some(b) = self.bad.iter().find(|b| (from..to).contains(b)) {
+            if *b == from {
+                return Err(damaged(&self.path, from, "the record header is damaged"));
+            }
+            return self.read_clean(&offsets, from, *b);
+        }
+        self.read_clean(&offsets, from, to.min(readable))
+    }
+
+    fn read_clean(
+        &self,
+        offsets: &[u64],
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Vec<(u64, bytes::Bytes)>> {
         let (start, end) = (offsets[from as usize], offsets[to as usize]);
         let mut buf = vec![0u8; (end - start) as usize];
         self.file()?

@@ -522,19 +522,27 @@ fn timeless(mut a: pb::Access) -> pb::Access {
 
 /// WhoHasAccess now (or at `at_seq`), position fields cleared.
 pub async fn who_timeless(c: &mut Clients, at_seq: Option<u64>) -> Vec<pb::Access> {
-    c.authz
+    try_who_timeless(c, at_seq).await.expect("WhoHasAccess")
+}
+
+/// Like [`who_timeless`], with the status when the server cannot answer (a past
+/// position whose replay crosses damage).
+pub async fn try_who_timeless(
+    c: &mut Clients,
+    at_seq: Option<u64>,
+) -> Result<Vec<pb::Access>, tonic::Status> {
+    Ok(c.authz
         .who_has_access(pb::WhoHasAccessRequest {
             at: at_seq.map(|s| pb::Position {
                 at: Some(pb::position::At::Seq(s)),
             }),
         })
-        .await
-        .expect("WhoHasAccess")
+        .await?
         .into_inner()
         .users
         .into_iter()
         .map(timeless)
-        .collect()
+        .collect())
 }
 
 /// CheckAccess for `user` now, position fields cleared.

@@ -167,14 +167,13 @@ async fn a_fresh_data_directory_is_private_even_under_umask_0() {
     assert_eq!(mode(&control), 0o666, "umask 000 applies");
 
     let data = root.path().join("parent").join("data");
-    let port = free_port();
-    let serve = ServeProcess::command(&data, port, &["--checkpoint-interval", "10"]);
+    let serve = ServeProcess::command(&data, &["--checkpoint-interval", "10"]);
     let mut cmd = Command::new("sh");
     cmd.args(["-c", UMASK_0_EXEC])
         .arg(serve.get_program())
         .args(serve.get_args());
     let log = root.path().join("serve.log");
-    let srv = ServeProcess::spawn(cmd, port, &data, &log, "").await;
+    let srv = ServeProcess::spawn(cmd, &data, &log, "").await;
     let mut c = srv.admin().await;
     for i in 0..30 {
         c.admin
@@ -185,18 +184,32 @@ async fn a_fresh_data_directory_is_private_even_under_umask_0() {
             .await
             .unwrap();
     }
-    // Checkpoints are written beside the writer: wait (bounded) for one.
-    let cps = data.join("checkpoints");
-    let found = poll_until(Duration::from_secs(10), || {
-        std::fs::read_dir(&cps).unwrap().any(|e| {
+    // Checkpoints are written beside the writer, and each one written is then
+    // recorded: follow the stream until the first record (bounded).
+    let mut records = c
+        .audit
+        .stream(pb::StreamRequest {
+            kinds: vec!["state_checkpointed".into()],
+            ..stream_from(1, true)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let found = tokio::time::timeout(Duration::from_secs(30), records.message())
+        .await
+        .is_ok_and(|m| m.is_ok_and(|e| e.is_some()));
+    assert!(found, "no checkpoint written:\n{}", srv.log_tail());
+    // Recorded after its file was renamed into place: the file is there for the
+    // mode checks below.
+    let file = std::fs::read_dir(data.join("checkpoints"))
+        .unwrap()
+        .any(|e| {
             e.unwrap()
                 .file_name()
                 .to_string_lossy()
                 .ends_with(".checkpoint")
-        })
-    })
-    .await;
-    assert!(found, "no checkpoint written:\n{}", srv.log_tail());
+        });
+    assert!(file, "the recorded checkpoint's file is missing");
     drop(c);
     srv.terminate().await;
 

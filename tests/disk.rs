@@ -134,21 +134,13 @@ impl Mounted {
         Ok(())
     }
 
-    /// Unmounts, retrying for a moment while busy (sled's threads in this process
-    /// can hold files shortly after the store is dropped).
+    /// Unmounts (the caller has stopped whatever used the filesystem; on drop, a
+    /// busy one, e.g. sled's threads of an in-process server finishing, is detached
+    /// lazily instead).
     fn umount(&mut self) -> Result<(), String> {
-        let mut last = String::new();
-        for _ in 0..40 {
-            match run_cmd("umount", &[self.dir.as_os_str()]) {
-                Ok(_) => {
-                    self.mounted = false;
-                    return Ok(());
-                }
-                Err(e) => last = e,
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(last)
+        run_cmd("umount", &[self.dir.as_os_str()])?;
+        self.mounted = false;
+        Ok(())
     }
 }
 
@@ -283,6 +275,29 @@ async fn check_complete(c: &mut Clients, acked: &BTreeMap<String, u64>) -> u64 {
     h
 }
 
+/// Counts the results writer tasks record, so a test waits for the next one instead
+/// of sleeping.
+type Progress = Arc<tokio::sync::watch::Sender<u64>>;
+
+fn progress() -> Progress {
+    Arc::new(tokio::sync::watch::channel(0).0)
+}
+
+/// Waits (at most `bound`, a limit on a broken run) until `done` holds, looking again
+/// after each recorded result.
+async fn wait_for(progress: &Progress, bound: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let mut rx = progress.subscribe();
+    let waited = tokio::time::timeout(bound, async {
+        while !done() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    waited.is_ok() && done()
+}
+
 #[derive(Default)]
 struct WriteLog {
     acked: Vec<(String, u64)>,
@@ -324,33 +339,41 @@ async fn full_disk(s: TestServer, filler: &Path) {
     // the filler takes the disk.
     let log = Arc::new(Mutex::new(WriteLog::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    let done = progress();
     let mut writers = Vec::new();
     for w in 0..4 {
         let (log, stop, mut admin) = (log.clone(), stop.clone(), c.admin.clone());
+        let done = done.clone();
         writers.push(tokio::spawn(async move {
             let mut i = 0u32;
             while !stop.load(Ordering::SeqCst) {
                 let name = format!("g{w}-{i:05}");
                 i += 1;
                 let r = admin.create_group(create(&name)).await;
-                let mut l = log.lock().unwrap();
-                match r {
-                    Ok(g) => l.acked.push((name, g.into_inner().seq)),
-                    Err(e) if e.code() == Code::Unavailable => l.unavailable.push(name),
-                    Err(e) => l.other.push(format!("{name}: {e}")),
+                {
+                    let mut l = log.lock().unwrap();
+                    match r {
+                        Ok(g) => l.acked.push((name, g.into_inner().seq)),
+                        Err(e) if e.code() == Code::Unavailable => l.unavailable.push(name),
+                        Err(e) => l.other.push(format!("{name}: {e}")),
+                    }
                 }
+                done.send_modify(|n| *n += 1);
             }
         }));
     }
     let acked_count = || log.lock().unwrap().acked.len();
     let failed_count = || log.lock().unwrap().unavailable.len();
     // Wait (bounded) until `n` writes are acknowledged, or one failed.
-    let until_acked = |n: usize| async move {
-        let done = poll_until(Duration::from_secs(30), || {
-            acked_count() >= n || failed_count() > 0
-        })
-        .await;
-        assert!(done, "only {} writes acknowledged", acked_count());
+    let until_acked = |n: usize| {
+        let done = done.clone();
+        async move {
+            let reached = wait_for(&done, Duration::from_secs(30), || {
+                acked_count() >= n || failed_count() > 0
+            })
+            .await;
+            assert!(reached, "only {} writes acknowledged", acked_count());
+        }
     };
     until_acked(100).await;
     // Nearly full, while writes go on; then full.
@@ -358,8 +381,8 @@ async fn full_disk(s: TestServer, filler: &Path) {
     let near_full = acked_count();
     until_acked(near_full + 100).await;
     filled += fill_async(filler, 0).await;
-    // Keep it full (a probe or sled may free a page) until writes fail; the writers'
-    // own requests are what is awaited, with a bound.
+    // Keep it full (a probe or sled may free a page) until writes fail: refill after
+    // each result the writers record, with a bound.
     let mut full_checks = 0;
     while failed_count() < 20 {
         full_checks += 1;
@@ -369,7 +392,8 @@ async fn full_disk(s: TestServer, filler: &Path) {
             acked_count()
         );
         filled += fill_async(filler, 0).await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut next = done.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(5), next.changed()).await;
     }
     stop.store(true, Ordering::SeqCst);
     for w in writers {
@@ -395,9 +419,9 @@ async fn full_disk(s: TestServer, filler: &Path) {
     );
 
     // Stalled: writes are refused, health says so, every read still answers.
-    wait_health(&ch, "", NOT_SERVING, 200).await;
-    wait_health(&ch, "privledger.v1.Admin", NOT_SERVING, 200).await;
-    wait_health(&ch, "privledger.v1.Authorizer", NOT_SERVING, 200).await;
+    wait_health(&ch, "", NOT_SERVING).await;
+    wait_health(&ch, "privledger.v1.Admin", NOT_SERVING).await;
+    wait_health(&ch, "privledger.v1.Authorizer", NOT_SERVING).await;
     assert_eq!(health_status(&ch, "privledger.v1.Audit").await, Ok(SERVING));
     let e = c
         .admin
@@ -440,26 +464,20 @@ async fn full_disk(s: TestServer, filler: &Path) {
     // Space again: without a restart, health and writes come back by themselves.
     std::fs::remove_file(filler).unwrap();
     let freed = Instant::now();
-    wait_health(&ch, "", SERVING, 400).await;
-    wait_health(&ch, "privledger.v1.Admin", SERVING, 100).await;
+    wait_health(&ch, "", SERVING).await;
+    wait_health(&ch, "privledger.v1.Admin", SERVING).await;
     eprintln!(
         "serving again {:?} after the filler was removed",
         freed.elapsed()
     );
-    let mut resumed = None;
-    for _ in 0..100 {
-        match c.admin.create_group(create("after-full")).await {
-            Ok(g) => {
-                resumed = Some(g.into_inner().seq);
-                break;
-            }
-            Err(e) if e.code() == Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("write after the disk freed: {e}"),
-        }
-    }
-    let seq = resumed.expect("writes did not resume");
+    // SERVING is reported once storage recovered: the next write succeeds.
+    let seq = c
+        .admin
+        .create_group(create("after-full"))
+        .await
+        .unwrap_or_else(|e| panic!("write after the disk freed and health said SERVING: {e}"))
+        .into_inner()
+        .seq;
     acked.insert("after-full".into(), seq);
     // Each refused write, sent again with its request_id, is recorded now, once.
     for name in &failed {
@@ -544,10 +562,12 @@ async fn ext4_error(fs: &mut Mounted, trigger: &Path, logs: &Path) {
     let stop = Arc::new(AtomicBool::new(false));
     let errored = Arc::new(AtomicBool::new(false));
     let refused = Arc::new(AtomicU64::new(0));
+    let done = progress();
     let mut tasks = Vec::new();
     for t in 0..8 {
         let (log, stop, errored, refused) =
             (log.clone(), stop.clone(), errored.clone(), refused.clone());
+        let done = done.clone();
         let mut admin = c.admin.clone();
         tasks.push(tokio::spawn(async move {
             let mut i = 0u32;
@@ -557,29 +577,32 @@ async fn ext4_error(fs: &mut Mounted, trigger: &Path, logs: &Path) {
                 // Read before sending: true means the error was raised before.
                 let after = errored.load(Ordering::SeqCst);
                 let r = admin.create_group(create(&name)).await;
-                let mut l = log.lock().unwrap();
-                match r {
-                    Ok(g) => {
-                        let seq = g.into_inner().seq;
-                        if after {
-                            l.acked_after_error.push((name.clone(), seq));
+                {
+                    let mut l = log.lock().unwrap();
+                    match r {
+                        Ok(g) => {
+                            let seq = g.into_inner().seq;
+                            if after {
+                                l.acked_after_error.push((name.clone(), seq));
+                            }
+                            l.acked.push((name, seq));
                         }
-                        l.acked.push((name, seq));
-                    }
-                    Err(e) if e.code() == Code::Unavailable => {
-                        l.unavailable.push(name);
-                        if after {
-                            refused.fetch_add(1, Ordering::SeqCst);
+                        Err(e) if e.code() == Code::Unavailable => {
+                            l.unavailable.push(name);
+                            if after {
+                                refused.fetch_add(1, Ordering::SeqCst);
+                            }
                         }
+                        Err(e) => l.other.push(format!("{name}: {e}")),
                     }
-                    Err(e) => l.other.push(format!("{name}: {e}")),
                 }
+                done.send_modify(|n| *n += 1);
             }
         }));
     }
     // About a second of writes (and some acknowledged) before the error.
     let acked = || log.lock().unwrap().acked.len();
-    let warmed = poll_until(Duration::from_secs(30), || {
+    let warmed = wait_for(&done, Duration::from_secs(30), || {
         started.elapsed() >= Duration::from_secs(1) && acked() >= 50
     })
     .await;
@@ -593,7 +616,7 @@ async fn ext4_error(fs: &mut Mounted, trigger: &Path, logs: &Path) {
     std::fs::write(trigger, "1").expect("trigger_fs_error");
     errored.store(true, Ordering::SeqCst);
     // Keep writing briefly: what is sent now must be refused.
-    let refusing = poll_until(Duration::from_secs(10), || {
+    let refusing = wait_for(&done, Duration::from_secs(10), || {
         refused.load(Ordering::SeqCst) >= 200
     })
     .await;
@@ -602,7 +625,7 @@ async fn ext4_error(fs: &mut Mounted, trigger: &Path, logs: &Path) {
         "writes were not refused after the error:\n{}",
         srv.log_tail()
     );
-    wait_health(&c.channel, "", NOT_SERVING, 200).await;
+    wait_health(&c.channel, "", NOT_SERVING).await;
     stop.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.unwrap();

@@ -268,21 +268,6 @@ pub fn test_cfg(data: &Path) -> Config {
     cfg
 }
 
-/// Checks `done` every 10 ms until it holds or `bound` has passed; whether it held.
-/// The bound only keeps a broken run from hanging; it is not a speed assertion.
-pub async fn poll_until(bound: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + bound;
-    loop {
-        if done() {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
 /// Whether a Docker daemon answers. Without one, Docker tests skip with a printed
 /// reason, unless `PRIVLEDGER_REQUIRE_DOCKER=1` (CI), which makes them fail.
 pub fn docker_available() -> bool {
@@ -628,19 +613,32 @@ pub async fn health_status(channel: &Channel, service: &str) -> Result<i32, Stri
     .map_err(|e| e.to_string())
 }
 
-/// For a test that waits for a running server's health to change: polls until
-/// `service` reports `want` (at most `attempts` checks, 50 ms apart); panics with the
-/// last status seen.
-pub async fn wait_health(channel: &Channel, service: &str, want: i32, attempts: u32) {
+/// Waits until `service` reports `want`, following the standard health Watch stream
+/// (each change is pushed; nothing is polled); panics with the last status seen after
+/// 60 s, a bound on a broken run.
+pub async fn wait_health(channel: &Channel, service: &str, want: i32) {
+    let mut h = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let mut last = None;
-    for _ in 0..attempts {
-        match health_status(channel, service).await {
-            Ok(s) if s == want => return,
-            r => last = Some(r),
+    let watched = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut stream = h
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health watch")
+            .into_inner();
+        while let Some(r) = stream.message().await.expect("health watch stream") {
+            if r.status == want {
+                return;
+            }
+            last = Some(r.status);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("health of {service:?} did not become {want} after {attempts} checks: {last:?}");
+    })
+    .await;
+    assert!(
+        watched.is_ok(),
+        "health of {service:?} did not become {want}: last {last:?}"
+    );
 }
 
 /// `privledger serve` as a child process (the real binary), its stdout and stderr
@@ -653,98 +651,89 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Runs [`ServeProcess::command`] on a [`free_port`], logging to `log`, and waits
-    /// until health reports `service` SERVING.
+    /// Runs [`ServeProcess::command`], logging to `log`, and waits until health
+    /// reports `service` SERVING.
     pub async fn start(data: &Path, extra: &[&str], log: &Path, service: &str) -> ServeProcess {
-        let port = free_port();
-        let cmd = ServeProcess::command(data, port, extra);
-        ServeProcess::spawn(cmd, port, data, log, service).await
+        ServeProcess::spawn(ServeProcess::command(data, extra), data, log, service).await
     }
 
-    /// The usual command line: `BINARY serve --data DATA --listen 127.0.0.1:PORT
-    /// --docker off EXTRA`, for a caller that runs it in a wrapper of its own.
-    pub fn command(data: &Path, port: u16, extra: &[&str]) -> std::process::Command {
+    /// The usual command line: `BINARY serve --data DATA --listen 127.0.0.1:0
+    /// --docker off EXTRA`, for a caller that runs it in a wrapper of its own. The
+    /// server picks its port; [`ServeProcess::spawn`] reads it from the log.
+    pub fn command(data: &Path, extra: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(binary());
         cmd.arg("serve")
             .arg("--data")
             .arg(data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--docker", "off"])
+            .args(["--listen", "127.0.0.1:0", "--docker", "off"])
             .args(extra);
         cmd
     }
 
-    /// Spawns `cmd`, which must serve `data` on 127.0.0.1:`port`, logging at info to
-    /// `log`, and waits until health reports `service` SERVING.
+    /// Spawns `cmd`, which must serve `data` on a TCP port it logs, copying its log
+    /// (at info) to `log`; waits for the "serving gRPC on TCP" line, then for health
+    /// to report `service` SERVING. Panics with the log when the process exits first.
     pub async fn spawn(
         mut cmd: std::process::Command,
-        port: u16,
         data: &Path,
         log: &Path,
         service: &str,
     ) -> ServeProcess {
-        let f = std::fs::File::create(log).expect("log file");
-        let child = cmd
+        use std::io::{BufRead, Write};
+        let mut f = std::fs::File::create(log).expect("log file");
+        let mut child = cmd
             .env("PRIVLEDGER_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(f.try_clone().unwrap())
-            .stderr(f)
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn privledger serve");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        // Copies the log line by line (so it is readable while the server runs) and
+        // hands over the address once the server serves.
+        std::thread::spawn(move || {
+            let mut addr_tx = Some(addr_tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(f, "{line}");
+                if line.contains("serving gRPC on TCP") {
+                    if let (Some(tx), Some(i)) = (addr_tx.take(), line.find("addr=")) {
+                        let addr = line[i + 5..].split_whitespace().next().unwrap_or("");
+                        let _ = tx.send(addr.to_string());
+                    }
+                }
+            }
+        });
         let mut p = ServeProcess {
             child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
+            url: String::new(),
             data: data.to_path_buf(),
             log: log.to_path_buf(),
         };
-        p.wait_serving(service).await;
+        // The bound is for a broken run, not a speed assertion.
+        match tokio::time::timeout(std::time::Duration::from_secs(60), addr_rx).await {
+            Ok(Ok(addr)) => p.url = format!("http://{addr}"),
+            Ok(Err(_)) => {
+                let status = p.child().wait().ok();
+                panic!(
+                    "privledger exited ({status:?}) before serving:\n{}",
+                    p.log_tail()
+                );
+            }
+            Err(_) => panic!("privledger did not serve within 60 s:\n{}", p.log_tail()),
+        }
+        let ch = tonic::transport::Endpoint::from_shared(p.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        wait_health(&ch, service, 1).await;
         p
     }
 
     fn child(&mut self) -> &mut std::process::Child {
         self.child.as_mut().expect("the process was stopped")
-    }
-
-    /// Polls health until `service` is SERVING, 10 ms between attempts that fail
-    /// (each awaits a connect and, once connected, the server's answer); panics when
-    /// the process exits first, or after 60 s (a bound on a broken run, not a speed
-    /// assertion).
-    async fn wait_serving(&mut self, service: &str) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let mut last = String::new();
-        while std::time::Instant::now() < deadline {
-            if let Some(st) = self.child().try_wait().unwrap() {
-                panic!(
-                    "privledger exited with {st} before serving:\n{}",
-                    self.log_tail()
-                );
-            }
-            let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())
-                .unwrap()
-                .connect_timeout(std::time::Duration::from_secs(5));
-            match endpoint.connect().await {
-                Ok(ch) => {
-                    let answer = tokio::time::timeout(
-                        std::time::Duration::from_secs(30),
-                        health_status(&ch, service),
-                    )
-                    .await;
-                    match answer {
-                        Ok(Ok(1)) => return,
-                        Ok(Ok(s)) => last = format!("status {s}"),
-                        Ok(Err(e)) => last = e,
-                        Err(_) => last = "no health answer within 30 s".into(),
-                    }
-                }
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!(
-            "privledger did not report {service:?} SERVING within 60 s ({last}):\n{}",
-            self.log_tail()
-        );
     }
 
     pub fn admin_token(&self) -> String {
@@ -787,25 +776,30 @@ impl ServeProcess {
     /// SIGTERM (a graceful stop), then waits (at most 30 s) for the exit status,
     /// which must be a success.
     pub async fn terminate(mut self) {
-        let pid = rustix::process::Pid::from_child(self.child());
+        let mut child = self.child.take().expect("the process was stopped");
+        let pid = rustix::process::Pid::from_child(&child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-        for _ in 0..600 {
-            if let Some(status) = self.child().try_wait().unwrap() {
-                self.child = None;
-                assert!(
-                    status.success(),
-                    "serve exited with {status}:\n{}",
-                    self.log_tail()
-                );
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || {
+                let status = child.wait();
+                (child, status)
+            }),
+        )
+        .await;
+        match waited {
+            Ok(Ok((_, Ok(status)))) => assert!(
+                status.success(),
+                "serve exited with {status}:\n{}",
+                self.log_tail()
+            ),
+            Ok(Ok((_, Err(e)))) => panic!("waiting for privledger: {e}"),
+            Ok(Err(e)) => panic!("waiting for privledger: {e}"),
+            Err(_) => panic!(
+                "privledger did not stop within 30 s of SIGTERM (left running):\n{}",
+                self.log_tail()
+            ),
         }
-        self.kill();
-        panic!(
-            "privledger did not stop within 30 s of SIGTERM:\n{}",
-            self.log_tail()
-        );
     }
 }
 

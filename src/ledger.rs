@@ -471,6 +471,11 @@ impl Ledger {
             cmd,
             reply,
         };
+        self.ask(Msg::Write(req), rx).await
+    }
+
+    /// Hands `msg` to the writer and waits for its answer on `rx`.
+    async fn ask<T>(&self, msg: Msg, rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
         if let WriteStatus::ReadOnly { .. } = *self.inner.status.borrow() {
             return Err(Error::Unavailable(
                 "the ledger is open read-only for forensics: nothing can be written".into(),
@@ -478,7 +483,7 @@ impl Ledger {
         }
         self.inner
             .tx
-            .send(Msg::Write(req))
+            .send(msg)
             .await
             .map_err(|_| Error::Unavailable("the ledger is shutting down".into()))?;
         rx.await
@@ -559,13 +564,7 @@ impl Ledger {
             value: value.to_vec(),
             reply,
         };
-        self.inner
-            .tx
-            .send(Msg::Meta(req))
-            .await
-            .map_err(|_| Error::Unavailable("the ledger is shutting down".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("the ledger writer stopped".into()))?
+        self.ask(Msg::Meta(req), rx).await
     }
 
     /// The recorded spawn decision a `privledger.decision` label names, if any.

@@ -412,16 +412,6 @@ fn writer_state(p: &Parts) -> StoreResult<WriterState> {
     })
 }
 
-/// sled pages nodes out by handing them to crossbeam-epoch's deferred destruction,
-/// which keeps them in a per-thread bag until that thread pins the epoch often enough.
-/// Reads run on tokio's blocking threads, which then go idle with their bags full:
-/// after a catch-up, hundreds of megabytes of paged-out nodes stayed allocated
-/// (heaptrack). Flushing after each read moves them to the global queue and frees what
-/// no reader can still see.
-fn release_deferred() {
-    crossbeam_epoch::pin().flush();
-}
-
 /// Removes a forensic copy unless the open succeeded (then the store owns it).
 struct ScratchGuard(Option<PathBuf>);
 
@@ -624,14 +614,12 @@ impl SledStore {
     /// Runs `f` on sled's handles, holding off a reopen meanwhile.
     fn with<T>(&self, f: impl FnOnce(&Parts) -> StoreResult<T>) -> StoreResult<T> {
         let guard = self.parts.read().unwrap_or_else(|p| p.into_inner());
-        let r = match guard.as_ref() {
+        match guard.as_ref() {
             Some(p) => f(p),
             None => Err(StoreError::Read {
                 reason: "the store is being reopened after a write failure".into(),
             }),
-        };
-        release_deferred();
-        r
+        }
     }
 
     /// A probe that the filesystem takes writes again: a file of real data, fsynced.
@@ -922,13 +910,7 @@ mod tests {
     use super::*;
     use crate::ledger::log::IdempotencyKey;
 
-    fn entry(seq: u64) -> RawEntry {
-        RawEntry {
-            seq,
-            hash: [seq as u8; 32],
-            body: format!("{{\"seq\":{seq}}}").into_bytes().into(),
-        }
-    }
+    use block::tests::entry;
 
     fn append(s: &SledStore, seqs: std::ops::RangeInclusive<u64>, idem: &[IdempotencyKey]) {
         let prev = s.last().unwrap().map_or(Witness::default(), |e| Witness {

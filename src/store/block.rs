@@ -128,10 +128,11 @@ pub fn decode(b: u64, value: bytes::Bytes) -> Result<Vec<RawEntry>, StoreError> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn entry(seq: Seq) -> RawEntry {
+    /// A small entry whose hash and body name its seq (shared by the store's tests).
+    pub(in crate::store) fn entry(seq: Seq) -> RawEntry {
         RawEntry {
             seq,
             hash: [seq as u8; 32],

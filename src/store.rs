@@ -35,7 +35,7 @@ pub mod witness;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -61,6 +61,11 @@ const SEALED_KEY: &str = "sealed";
 /// Full blocks that wait before they are sealed together: one more fsync per this
 /// many blocks (256 entries) rather than per block.
 pub const SEAL_MIN: usize = 8;
+/// The free space a recovery probe asks for before sled is reopened: more than sled
+/// writes when it opens (a segment of 512 KiB, a snapshot).
+const PROBE_BYTES: usize = 8 << 20;
+/// How long a reopen is retried while readers wait for it, before reads fail.
+const REOPEN_ATTEMPTS: u32 = 50;
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
@@ -90,6 +95,9 @@ struct Parts {
     db: sled::Db,
     blocks: BlockFile,
     tail: sled::Tree,
+    /// The acknowledged entries of `tail`, as of the last append: readers use this copy,
+    /// since sled refuses reads too once a write failed (disk full) until reopened.
+    waiting: arc_swap::ArcSwap<Vec<RawEntry>>,
     idem: sled::Tree,
     meta: sled::Tree,
     /// sled's data file, for the `fdatasync` sled itself does not do.
@@ -218,6 +226,7 @@ fn open_parts(dir: &Path, cache_bytes: u64, blocks: &Path, writable: bool) -> St
     Ok(Parts {
         blocks: BlockFile::open(blocks, n, len, writable)?,
         tail: db.open_tree("tail").map_err(read_error)?,
+        waiting: Default::default(),
         idem: db.open_tree("idem").map_err(read_error)?,
         meta,
         db,
@@ -262,10 +271,7 @@ impl Parts {
                 .block(b)?
                 .and_then(|es| es.into_iter().find(|e| e.seq == seq)));
         }
-        match self.tail.get(seq.to_be_bytes()).map_err(read_error)? {
-            Some(v) => Ok(Some(block::decode_one(&seq.to_be_bytes(), ivec_bytes(v))?)),
-            None => Ok(None),
-        }
+        Ok(self.waiting.load().iter().find(|e| e.seq == seq).cloned())
     }
 
     /// Like [`Parts::range_once`], read again when a seal moved entries from `tail`
@@ -314,19 +320,21 @@ impl Parts {
         if !out.is_empty() && block::block_of(next) < self.blocks.blocks() {
             return Ok(out); // more sealed blocks than one read takes; the caller goes on
         }
-        for kv in self.tail.range(next.to_be_bytes()..=to.to_be_bytes()) {
-            if out.len() == limit {
-                break;
-            }
-            let (k, v) = kv.map_err(read_error)?;
-            out.push(block::decode_one(&k, ivec_bytes(v))?);
-        }
+        let waiting = self.waiting.load();
+        let room = limit - out.len();
+        out.extend(
+            waiting
+                .iter()
+                .filter(|e| e.seq >= next && e.seq <= to)
+                .take(room)
+                .cloned(),
+        );
         Ok(out)
     }
 
     fn last(&self) -> StoreResult<Option<RawEntry>> {
-        match self.tail.last().map_err(read_error)? {
-            Some((k, v)) => Ok(Some(block::decode_one(&k, ivec_bytes(v))?)),
+        match self.waiting.load().last() {
+            Some(e) => Ok(Some(e.clone())),
             None => Ok(last_block(self)?.pop()),
         }
     }
@@ -335,10 +343,7 @@ impl Parts {
         if self.blocks.blocks() > 0 {
             return Ok(Some(1));
         }
-        match self.tail.first().map_err(read_error)? {
-            Some((k, _)) => Ok(Some(block::decode_key(&k)?)),
-            None => Ok(None),
-        }
+        Ok(self.waiting.load().first().map(|e| e.seq))
     }
 }
 
@@ -569,6 +574,7 @@ impl SledStore {
             None => upgrade::to_current(&parts, &witness, opts.read_only)?,
         }
         let mut state = writer_state(&parts)?;
+        parts.waiting.store(Arc::new(state.tail.clone()));
         if !opts.read_only {
             if state.head.seq == 0 && witness.read()?.is_none() {
                 witness.reset(&state.head)?;
@@ -595,6 +601,7 @@ impl SledStore {
                     parts.db.flush().map_err(write_error)?;
                     parts.file.sync_data().map_err(cannot)?;
                     state = writer_state(&parts)?;
+                    parts.waiting.store(Arc::new(state.tail.clone()));
                 }
             }
         }
@@ -622,7 +629,9 @@ impl SledStore {
         }
     }
 
-    /// A probe that the filesystem takes writes again: a file of real data, fsynced.
+    /// A probe that the filesystem takes writes again: a file of real data, fsynced,
+    /// large enough that sled can open again once it succeeds (reads have no store
+    /// while sled reopens).
     fn probe_writable(&self) -> StoreResult<()> {
         let mut r = [0u8; 8];
         getrandom::fill(&mut r).map_err(cannot)?;
@@ -632,7 +641,7 @@ impl SledStore {
         let result = (|| {
             use std::io::Write as _;
             let mut f = private_fs::create_new_private(&path).map_err(cannot)?;
-            f.write_all(&vec![0u8; 1 << 20]).map_err(cannot)?;
+            f.write_all(&vec![0u8; PROBE_BYTES]).map_err(cannot)?;
             f.sync_all().map_err(cannot)
         })();
         let _ = std::fs::remove_file(&path);
@@ -795,6 +804,7 @@ impl LogStore for SledStore {
                 return Err(fail(&mut w, e));
             }
             w.head = head;
+            p.waiting.store(Arc::new(new_tail.clone()));
             w.tail = new_tail;
         }
         Ok(())
@@ -809,13 +819,23 @@ impl LogStore for SledStore {
         let mut guard = self.parts.write().unwrap_or_else(|p| p.into_inner());
         // sled refuses writes for good after an I/O error: only a fresh open clears it.
         *guard = None;
-        let p = open_parts(
-            &self.sled_dir,
-            self.cache_bytes,
-            &self.data_dir.join("blocks.log"),
-            true,
-        )?;
+        // Readers wait on the lock meanwhile: retried briefly, so that a reopen that
+        // needs a moment (sled's threads letting go of the old handle) is not a
+        // failed read.
+        let blocks = self.data_dir.join("blocks.log");
+        let mut attempt = 0;
+        let p = loop {
+            match open_parts(&self.sled_dir, self.cache_bytes, &blocks, true) {
+                Ok(p) => break p,
+                Err(e) if attempt + 1 >= REOPEN_ATTEMPTS => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        };
         let found = writer_state(&p)?;
+        p.waiting.store(Arc::new(found.tail.clone()));
         if found.head.seq < head.seq {
             return Err(StoreError::Damaged {
                 seq: found.head.seq + 1,
@@ -835,6 +855,7 @@ impl LogStore for SledStore {
         p.file.sync_data().map_err(cannot)?;
         self.witness.write(&head)?;
         let state = writer_state(&p)?;
+        p.waiting.store(Arc::new(state.tail.clone()));
         if state.head != head {
             return Err(StoreError::Damaged {
                 seq: head.seq,

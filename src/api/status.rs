@@ -24,7 +24,7 @@ impl From<Error> for Status {
                 | StoreError::Unusable { .. },
             ) => {
                 error!(error = %e, "ledger storage error");
-                Status::unavailable("ledger storage is not available")
+                Status::unavailable(format!("ledger storage is not available: {e}"))
             }
             // Opaque to the caller; the details go to the log.
             e @ (Error::Corrupt { .. }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod error;
 pub mod layers;
 pub mod status;
 
@@ -16,10 +17,11 @@ use tracing::instrument;
 
 use crate::ledger::event::{Event, Subject};
 use crate::ledger::observe::{ObserveConfig, RawEvent};
-use crate::ledger::{hash_secret, Command, Committed, Ledger, StreamFilter};
+use crate::ledger::{hash_secret, Command, Committed, Error, Ledger, StreamFilter};
 use crate::pb;
 use auth::{require, ADMIN, CHECKERS, READERS, SPAWNERS};
 use convert as cv;
+use error::RequestError;
 
 /// Chunks (of up to 1024 entries) buffered per audit stream before the producer waits
 /// for the consumer.
@@ -146,7 +148,7 @@ impl pb::admin_server::Admin for Api {
         let st = self.ledger.snapshot();
         let g = st
             .group(&name)
-            .ok_or_else(|| Status::not_found(format!("no group {name:?}")))?;
+            .ok_or_else(|| Error::NoSuchGroup(name.clone()))?;
         Ok(Response::new(cv::pb_group(
             &st,
             &name,
@@ -212,7 +214,7 @@ impl pb::admin_server::Admin for Api {
         let g = c
             .state
             .grant(c.entry.seq)
-            .ok_or_else(|| Status::internal("issued grant not in state"))?;
+            .ok_or(Error::Inconsistent("issued grant not in state"))?;
         Ok(Response::new(cv::pb_grant(g)))
     }
 
@@ -240,7 +242,7 @@ impl pb::admin_server::Admin for Api {
         let g = c
             .state
             .grant(id)
-            .ok_or_else(|| Status::internal("revoked grant not in state"))?;
+            .ok_or(Error::Inconsistent("revoked grant not in state"))?;
         Ok(Response::new(cv::pb_grant(g)))
     }
 
@@ -290,7 +292,7 @@ impl pb::admin_server::Admin for Api {
             .await?;
         let (name, role) = match &c.entry.event {
             Event::TokenIssued { name, role, .. } => (name.clone(), *role),
-            _ => return Err(Status::internal("unexpected entry for a token")),
+            _ => return Err(Error::Inconsistent("unexpected entry for a token").into()),
         };
         Ok(Response::new(pb::CreateTokenResponse {
             name,
@@ -350,9 +352,7 @@ impl Api {
             .into_iter()
             .map(|e| {
                 if e.id.is_empty() || e.action.is_empty() {
-                    return Err(Status::invalid_argument(
-                        "every event needs an id and an action",
-                    ));
+                    return Err(RequestError::Missing("every event's id and action"));
                 }
                 Ok(RawEvent {
                     typ: e.r#type,
@@ -403,7 +403,7 @@ impl pb::authorizer_server::Authorizer for Api {
                 &c.state,
                 c.replayed,
             ))),
-            _ => Err(Status::internal("unexpected entry for a decision")),
+            _ => Err(Error::Inconsistent("unexpected entry for a decision").into()),
         }
     }
 
@@ -453,10 +453,7 @@ impl pb::audit_server::Audit for Api {
     ) -> Result<Response<EntryStream>, Status> {
         require(&req, READERS, "Stream")?;
         let r = req.into_inner();
-        let filter = StreamFilter {
-            kinds: r.kinds,
-            subject: (!r.subject.is_empty()).then_some(r.subject),
-        };
+        let filter = StreamFilter::parse(&r.kinds, (!r.subject.is_empty()).then_some(r.subject))?;
         let rx = self
             .ledger
             .stream_records(r.from_seq, r.follow, filter, STREAM_BUFFER)?;

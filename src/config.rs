@@ -427,8 +427,7 @@ fn parse_builtin_spec(s: &str) -> Result<Vec<(String, GrantSpec)>, ConfigError> 
 
 fn validate_builtin(key: &str, name: &str, spec: &GrantSpec) -> Result<(), ConfigError> {
     crate::ledger::names::group(name).map_err(|e| invalid(key, e.to_string()))?;
-    crate::ledger::state::validate_spec(spec)
-        .map_err(|e| invalid(key, format!("group {name:?}: {e}")))
+    crate::ledger::validate_spec(spec).map_err(|e| invalid(key, format!("group {name:?}: {e}")))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::ledger::correlate;
-use crate::ledger::event::{Alert, AlertKind, ContainerObserved, Seq};
+use crate::ledger::event::{Alert, AlertKind, ContainerObserved, EventKind, KindFilter, Seq};
 use crate::ledger::observe::{self, ContainerFacts, ObserveConfig, RawEvent};
 use crate::ledger::{now_ns, Command, Ledger, StreamFilter, ACTOR_DOCKER};
 
@@ -263,12 +263,12 @@ async fn session(
         true,
         StreamFilter {
             kinds: [
-                "grant_revoked",
-                "grant_expired",
-                "member_removed",
-                "group_deleted",
+                EventKind::GrantRevoked,
+                EventKind::GrantExpired,
+                EventKind::MemberRemoved,
+                EventKind::GroupDeleted,
             ]
-            .map(String::from)
+            .map(KindFilter::Entry)
             .to_vec(),
             subject: None,
         },

@@ -2,6 +2,8 @@
 
 use tonic::{Request, Status};
 
+use super::error::AuthError;
+
 use crate::ledger::event::Role;
 use crate::ledger::{hash_secret, Ledger};
 
@@ -42,16 +44,15 @@ impl Authenticator {
 
 impl tonic::service::Interceptor for Authenticator {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let value = req.metadata().get("authorization").ok_or_else(|| {
-            Status::unauthenticated("missing bearer token (authorization header)")
-        })?;
-        let value = value
-            .to_str()
-            .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+        let value = req
+            .metadata()
+            .get("authorization")
+            .ok_or(AuthError::MissingToken)?;
+        let value = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
         let secret = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?
+            .ok_or(AuthError::NotBearer)?
             .trim();
         let state = self.ledger.snapshot();
         let hash = hash_secret(secret);
@@ -64,7 +65,7 @@ impl tonic::service::Interceptor for Authenticator {
                 name: "admin".into(),
                 role: Role::Admin,
             },
-            None => return Err(Status::unauthenticated("unknown or revoked token")),
+            None => return Err(AuthError::UnknownToken.into()),
         };
         req.extensions_mut().insert(caller);
         Ok(req)
@@ -77,24 +78,24 @@ pub const SPAWNERS: &[Role] = &[Role::Admin, Role::Spawner];
 pub const CHECKERS: &[Role] = &[Role::Admin, Role::Spawner, Role::Auditor];
 
 /// The caller, if its role is one of `allowed`.
-pub fn require<T>(req: &Request<T>, allowed: &[Role], rpc: &str) -> Result<Caller, Status> {
+pub fn require<T>(
+    req: &Request<T>,
+    allowed: &'static [Role],
+    rpc: &'static str,
+) -> Result<Caller, AuthError> {
     let caller = req
         .extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("not authenticated"))?;
+        .ok_or(AuthError::NotAuthenticated)?;
     if allowed.contains(&caller.role) {
         Ok(caller)
     } else {
-        Err(Status::permission_denied(format!(
-            "token {:?} has role {}; {rpc} needs {}",
-            caller.name,
-            caller.role.as_str(),
-            allowed
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(" or ")
-        )))
+        Err(AuthError::RoleNotAllowed {
+            token: caller.name,
+            role: caller.role,
+            rpc,
+            needs: allowed,
+        })
     }
 }

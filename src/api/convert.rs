@@ -1,9 +1,10 @@
 //! Conversions between protobuf messages and ledger types; the only file that knows
 //! both. Requests are checked here (`TryFrom`-style functions returning
-//! INVALID_ARGUMENT); responses are built with plain functions.
+//! `RequestError`, which is INVALID_ARGUMENT); responses are built with plain functions.
 
 use prost_types::Timestamp;
-use tonic::Status;
+
+use super::error::RequestError;
 
 use crate::ledger::event::{
     EffectiveLimits, GrantSpec, Limits, Role, Seq, SocketAccess, SocketMode, SpawnDecision,
@@ -14,49 +15,56 @@ use crate::ledger::state::{EndKind, GrantState, State, TokenState};
 use crate::ledger::{At, EntryRecord};
 use crate::pb;
 
-fn bad(msg: impl Into<String>) -> Status {
-    Status::invalid_argument(msg)
-}
-
 // === requests ===
 
-pub fn socket_access(v: i32) -> Result<SocketAccess, Status> {
+pub fn socket_access(v: i32) -> Result<SocketAccess, RequestError> {
     match pb::SocketAccess::try_from(v) {
         Ok(pb::SocketAccess::Unspecified | pb::SocketAccess::None) => Ok(SocketAccess::None),
         Ok(pb::SocketAccess::Raw) => Ok(SocketAccess::Raw),
         Ok(pb::SocketAccess::Limited) => Ok(SocketAccess::Limited),
-        Err(_) => Err(bad(format!("unknown socket access value {v}"))),
+        Err(_) => Err(RequestError::UnknownEnum {
+            field: "socket access",
+            value: v,
+        }),
     }
 }
 
-pub fn socket_mode(v: i32) -> Result<SocketMode, Status> {
+pub fn socket_mode(v: i32) -> Result<SocketMode, RequestError> {
     match pb::SocketMode::try_from(v) {
         Ok(pb::SocketMode::Unspecified | pb::SocketMode::Rw) => Ok(SocketMode::Rw),
         Ok(pb::SocketMode::Ro) => Ok(SocketMode::Ro),
-        Err(_) => Err(bad(format!("unknown socket mode value {v}"))),
+        Err(_) => Err(RequestError::UnknownEnum {
+            field: "socket mode",
+            value: v,
+        }),
     }
 }
 
-pub fn role(v: i32) -> Result<Role, Status> {
+pub fn role(v: i32) -> Result<Role, RequestError> {
     match pb::Role::try_from(v) {
         Ok(pb::Role::Admin) => Ok(Role::Admin),
         Ok(pb::Role::Spawner) => Ok(Role::Spawner),
         Ok(pb::Role::Auditor) => Ok(Role::Auditor),
-        Ok(pb::Role::Unspecified) => Err(bad("a role is required (admin, spawner or auditor)")),
-        Err(_) => Err(bad(format!("unknown role value {v}"))),
+        Ok(pb::Role::Unspecified) => {
+            Err(RequestError::Missing("a role (admin, spawner or auditor)"))
+        }
+        Err(_) => Err(RequestError::UnknownEnum {
+            field: "role",
+            value: v,
+        }),
     }
 }
 
-pub fn subject(s: Option<pb::Subject>) -> Result<Subject, Status> {
+pub fn subject(s: Option<pb::Subject>) -> Result<Subject, RequestError> {
     match s.and_then(|s| s.kind) {
         Some(pb::subject::Kind::User(u)) => Ok(Subject::User(u)),
         Some(pb::subject::Kind::Group(g)) => Ok(Subject::Group(g)),
-        None => Err(bad("a subject (user or group) is required")),
+        None => Err(RequestError::Missing("a subject (user or group)")),
     }
 }
 
-pub fn grant_spec(s: Option<pb::GrantSpec>) -> Result<GrantSpec, Status> {
-    let s = s.ok_or_else(|| bad("a grant spec is required"))?;
+pub fn grant_spec(s: Option<pb::GrantSpec>) -> Result<GrantSpec, RequestError> {
+    let s = s.ok_or(RequestError::Missing("a grant spec"))?;
     let l = s.limits.unwrap_or_default();
     Ok(GrantSpec {
         socket: socket_access(s.socket)?,
@@ -74,17 +82,17 @@ pub fn grant_spec(s: Option<pb::GrantSpec>) -> Result<GrantSpec, Status> {
     })
 }
 
-pub fn time_ns(t: &Timestamp) -> Result<UnixNanos, Status> {
+pub fn time_ns(t: &Timestamp) -> Result<UnixNanos, RequestError> {
     if !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(bad(format!("timestamp nanos {} out of range", t.nanos)));
+        return Err(RequestError::NanosOutOfRange(t.nanos));
     }
     t.seconds
         .checked_mul(1_000_000_000)
         .and_then(|s| s.checked_add(i64::from(t.nanos)))
-        .ok_or_else(|| bad(format!("timestamp {}s is out of range", t.seconds)))
+        .ok_or(RequestError::SecondsOutOfRange(t.seconds))
 }
 
-pub fn position(p: Option<pb::Position>) -> Result<Option<At>, Status> {
+pub fn position(p: Option<pb::Position>) -> Result<Option<At>, RequestError> {
     match p.and_then(|p| p.at) {
         None => Ok(None),
         Some(pb::position::At::Seq(s)) => Ok(Some(At::Seq(s))),

@@ -1,23 +1,110 @@
-//! The ledger's error type. A denial is not an error: see `policy::Access`.
+//! The ledger's error type: each variant names a cause, and `api::status` is the one
+//! place it becomes a gRPC status. A denial is not an error: see `policy::Access`.
 
-use super::event::Seq;
+use super::event::{EventKind, Seq};
+use super::state::EndKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Malformed or out-of-bounds input.
+    // === the request itself is wrong ===
+    /// A name or text field breaks the input rules (`names`); the message says which.
+    #[error("{problem}")]
+    InvalidText {
+        field: &'static str,
+        problem: String,
+    },
+    /// A grant spec that is contradictory or out of bounds.
     #[error("{0}")]
-    InvalidArgument(String),
+    InvalidGrant(String),
+    #[error("expiry {0} is not in the future")]
+    ExpiryNotInFuture(String),
     #[error("{0}")]
-    NotFound(String),
+    UnknownKind(String),
+    #[error("seq {seq} is beyond the head ({head})")]
+    BeyondHead { seq: Seq, head: Seq },
+    #[error("from_seq {from} is after to_seq {to}")]
+    ReversedRange { from: Seq, to: Seq },
+    #[error("from_seq {from} is before the earliest retained entry ({earliest})")]
+    BeforeEarliest { from: Seq, earliest: Seq },
+    #[error(
+        "request_id {request_id:?} was already used for a different operation ({kind} at seq {seq})"
+    )]
+    RequestIdReused {
+        request_id: String,
+        kind: EventKind,
+        seq: Seq,
+    },
+    /// A checkpoint record that cannot be right (only the checkpointer sends them).
     #[error("{0}")]
-    AlreadyExists(String),
-    /// Valid input that the current state does not allow (e.g. deleting a built-in
-    /// group, revoking a revoked grant).
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// Storage cannot write, or the ledger is shutting down: nothing was acknowledged.
-    #[error("ledger unavailable: {0}")]
-    Unavailable(String),
+    InvalidCheckpointRecord(String),
+    #[error("the entry cannot be encoded: {0}")]
+    Unencodable(String),
+
+    // === what it names does not exist ===
+    #[error("no group {0:?}")]
+    NoSuchGroup(String),
+    #[error("no built-in group {0:?}")]
+    NoSuchBuiltinGroup(String),
+    #[error("user {user:?} is not a member of group {group:?}")]
+    NotAMember { group: String, user: String },
+    #[error("no grant {0}")]
+    NoSuchGrant(Seq),
+    #[error("no token named {0:?}")]
+    NoSuchToken(String),
+
+    // === it exists already ===
+    #[error("group {0:?} already exists")]
+    GroupExists(String),
+    #[error("built-in group {0:?} exists")]
+    BuiltinGroupExists(String),
+    #[error("user {user:?} is already a member of group {group:?}")]
+    AlreadyAMember { group: String, user: String },
+    #[error(
+        "a token named {name:?} was created at seq {created_seq}{}; names are never reused",
+        if *revoked { " (since revoked)" } else { "" }
+    )]
+    TokenNameTaken {
+        name: String,
+        created_seq: Seq,
+        revoked: bool,
+    },
+
+    // === the state does not allow it ===
+    #[error("group {0:?} is built in (from configuration) and cannot be deleted")]
+    BuiltinGroup(String),
+    #[error("grant {0} belongs to a built-in group; change it in the configuration")]
+    BuiltinGrant(Seq),
+    #[error("grant {0} has not expired")]
+    NotExpired(Seq),
+    #[error("grant {id} was already {} at seq {seq}", ended_how(*how))]
+    GrantEnded { id: Seq, how: EndKind, seq: Seq },
+    #[error("token {name:?} was already revoked at seq {seq}")]
+    TokenRevoked { name: String, seq: Seq },
+
+    // === nothing could be recorded now ===
+    #[error(
+        "ledger unavailable: the ledger is open read-only for forensics: nothing can be written"
+    )]
+    ReadOnly,
+    #[error("ledger unavailable: the ledger is shutting down")]
+    ShuttingDown,
+    #[error("ledger unavailable: the ledger writer stopped")]
+    WriterStopped,
+    /// The store refused the write (or is stalled after refusing one).
+    #[error("ledger unavailable: {0}; nothing was recorded")]
+    NotRecorded(String),
+    #[error("ledger unavailable: no randomness available: {0}")]
+    NoRandomness(String),
+    #[error("ledger unavailable: cannot start the {thread}: {reason}")]
+    ThreadNotStarted {
+        thread: &'static str,
+        reason: String,
+    },
+    /// A blocking task (a read off the async threads) did not finish.
+    #[error("ledger unavailable: {task} task: {reason}")]
+    TaskFailed { task: &'static str, reason: String },
+
+    // === what is stored is not right ===
     /// A stored entry cannot be decoded.
     #[error("stored entry {seq} is corrupt: {reason}")]
     Corrupt { seq: Seq, reason: String },
@@ -28,6 +115,40 @@ pub enum Error {
          `privledger serve --read-only` opens it for forensics"
     )]
     Refused { seq: Seq, reason: String },
+    /// An appended entry did not produce what it must have (a bug, not an input).
+    #[error("internal inconsistency: {0}")]
+    Inconsistent(&'static str),
     #[error(transparent)]
     Store(#[from] super::log::StoreError),
+}
+
+impl Error {
+    /// Nothing was recorded because the ledger cannot write now; a retry may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::ReadOnly
+                | Error::ShuttingDown
+                | Error::WriterStopped
+                | Error::NotRecorded(_)
+                | Error::NoRandomness(_)
+                | Error::ThreadNotStarted { .. }
+                | Error::TaskFailed { .. }
+        )
+    }
+
+    pub(super) fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Error {
+        move |e| Error::TaskFailed {
+            task,
+            reason: e.to_string(),
+        }
+    }
+}
+
+fn ended_how(how: EndKind) -> &'static str {
+    match how {
+        EndKind::Revoked => "revoked",
+        EndKind::Expired => "expired",
+        EndKind::GroupDeleted => "ended by deleting its group",
+    }
 }

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::text_enum::text_enum;
+
 /// A ledger position. Dense, from 1, never reused.
 pub type Seq = u64;
 
@@ -28,68 +30,24 @@ impl std::fmt::Display for Subject {
     }
 }
 
-/// Docker socket access, ordered so that `max` combines grants: raw supersedes
-/// limited supersedes none.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum SocketAccess {
-    #[default]
-    None,
-    Limited,
-    Raw,
-}
-
-impl SocketAccess {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SocketAccess::None => "none",
-            SocketAccess::Limited => "limited",
-            SocketAccess::Raw => "raw",
-        }
+text_enum! {
+    /// Docker socket access, ordered so that `max` combines grants: raw supersedes
+    /// limited supersedes none.
+    #[derive(PartialOrd, Ord, Default)]
+    pub enum SocketAccess: "socket access" {
+        #[default]
+        None = "none",
+        Limited = "limited",
+        Raw = "raw",
     }
 }
 
-impl std::str::FromStr for SocketAccess {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "none" => Ok(SocketAccess::None),
-            "limited" => Ok(SocketAccess::Limited),
-            "raw" => Ok(SocketAccess::Raw),
-            other => Err(format!(
-                "unknown socket access {other:?} (expected none, raw or limited)"
-            )),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SocketMode {
-    #[default]
-    Rw,
-    Ro,
-}
-
-impl SocketMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SocketMode::Rw => "rw",
-            SocketMode::Ro => "ro",
-        }
-    }
-}
-
-impl std::str::FromStr for SocketMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "rw" => Ok(SocketMode::Rw),
-            "ro" => Ok(SocketMode::Ro),
-            other => Err(format!("unknown socket mode {other:?} (expected rw or ro)")),
-        }
+text_enum! {
+    #[derive(Default)]
+    pub enum SocketMode: "socket mode" {
+        #[default]
+        Rw = "rw",
+        Ro = "ro",
     }
 }
 
@@ -182,36 +140,12 @@ pub struct GrantSpec {
     pub limits: Limits,
 }
 
-/// API token roles (DESIGN §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Admin,
-    Spawner,
-    Auditor,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Spawner => "spawner",
-            Role::Auditor => "auditor",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "admin" => Ok(Role::Admin),
-            "spawner" => Ok(Role::Spawner),
-            "auditor" => Ok(Role::Auditor),
-            other => Err(format!(
-                "unknown role {other:?} (expected admin, spawner or auditor)"
-            )),
-        }
+text_enum! {
+    /// API token roles (DESIGN §4).
+    pub enum Role: "role" {
+        Admin = "admin",
+        Spawner = "spawner",
+        Auditor = "auditor",
     }
 }
 
@@ -295,23 +229,62 @@ impl ContainerObserved {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    UnauthorizedSocketMount,
-    UnauthorizedPrivileged,
-    StaleGrant,
-    DockerEventGap,
+text_enum! {
+    pub enum AlertKind: "alert kind" {
+        UnauthorizedSocketMount = "unauthorized_socket_mount",
+        UnauthorizedPrivileged = "unauthorized_privileged",
+        StaleGrant = "stale_grant",
+        DockerEventGap = "docker_event_gap",
+    }
 }
 
-impl AlertKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::UnauthorizedSocketMount => "unauthorized_socket_mount",
-            AlertKind::UnauthorizedPrivileged => "unauthorized_privileged",
-            AlertKind::StaleGrant => "stale_grant",
-            AlertKind::DockerEventGap => "docker_event_gap",
-        }
+text_enum! {
+    /// An entry's kind: the `kind` tag of its event (the variant name of [`Event`]).
+    pub enum EventKind: "entry kind" {
+        ServerStarted = "server_started",
+        GroupCreated = "group_created",
+        GroupDeleted = "group_deleted",
+        BuiltinGroupRestored = "builtin_group_restored",
+        MemberAdded = "member_added",
+        MemberRemoved = "member_removed",
+        GrantIssued = "grant_issued",
+        GrantRevoked = "grant_revoked",
+        GrantExpired = "grant_expired",
+        TokenIssued = "token_issued",
+        TokenRevoked = "token_revoked",
+        SpawnDecided = "spawn_decided",
+        DockerContainer = "docker_container",
+        Alert = "alert",
+        ContainerStopped = "container_stopped",
+        StateCheckpointed = "state_checkpointed",
+    }
+}
+
+/// What a stream filter may name: an entry kind, or an alert's own kind (which
+/// selects the alerts of that kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KindFilter {
+    Entry(EventKind),
+    Alert(AlertKind),
+}
+
+impl std::str::FromStr for KindFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse()
+            .map(KindFilter::Entry)
+            .or_else(|_| s.parse().map(KindFilter::Alert))
+            .map_err(|_| {
+                let words: Vec<&str> = EventKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .chain(AlertKind::ALL.iter().map(|k| k.as_str()))
+                    .collect();
+                format!(
+                    "unknown entry kind {s:?}; known kinds: {}",
+                    words.join(", ")
+                )
+            })
     }
 }
 
@@ -422,60 +395,34 @@ pub enum Event {
 
 impl Event {
     /// The entry kind as stored (`"kind"` in the body).
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> EventKind {
         match self {
-            Event::ServerStarted { .. } => "server_started",
-            Event::GroupCreated { .. } => "group_created",
-            Event::GroupDeleted { .. } => "group_deleted",
-            Event::BuiltinGroupRestored { .. } => "builtin_group_restored",
-            Event::MemberAdded { .. } => "member_added",
-            Event::MemberRemoved { .. } => "member_removed",
-            Event::GrantIssued { .. } => "grant_issued",
-            Event::GrantRevoked { .. } => "grant_revoked",
-            Event::GrantExpired { .. } => "grant_expired",
-            Event::TokenIssued { .. } => "token_issued",
-            Event::TokenRevoked { .. } => "token_revoked",
-            Event::SpawnDecided(_) => "spawn_decided",
-            Event::DockerContainer(_) => "docker_container",
-            Event::Alert(_) => "alert",
-            Event::ContainerStopped { .. } => "container_stopped",
-            Event::StateCheckpointed { .. } => "state_checkpointed",
+            Event::ServerStarted { .. } => EventKind::ServerStarted,
+            Event::GroupCreated { .. } => EventKind::GroupCreated,
+            Event::GroupDeleted { .. } => EventKind::GroupDeleted,
+            Event::BuiltinGroupRestored { .. } => EventKind::BuiltinGroupRestored,
+            Event::MemberAdded { .. } => EventKind::MemberAdded,
+            Event::MemberRemoved { .. } => EventKind::MemberRemoved,
+            Event::GrantIssued { .. } => EventKind::GrantIssued,
+            Event::GrantRevoked { .. } => EventKind::GrantRevoked,
+            Event::GrantExpired { .. } => EventKind::GrantExpired,
+            Event::TokenIssued { .. } => EventKind::TokenIssued,
+            Event::TokenRevoked { .. } => EventKind::TokenRevoked,
+            Event::SpawnDecided(_) => EventKind::SpawnDecided,
+            Event::DockerContainer(_) => EventKind::DockerContainer,
+            Event::Alert(_) => EventKind::Alert,
+            Event::ContainerStopped { .. } => EventKind::ContainerStopped,
+            Event::StateCheckpointed { .. } => EventKind::StateCheckpointed,
         }
     }
 
-    /// Whether a stream filter kind selects this event: its kind, or for alerts also
-    /// the alert's own kind (e.g. `unauthorized_socket_mount`).
-    /// For an alert, its kind (a stream filter may name it instead of `alert`).
-    pub fn alert_kind(&self) -> Option<&'static str> {
+    /// For an alert, its own kind (a stream filter may name it instead of `alert`).
+    pub fn alert_kind(&self) -> Option<AlertKind> {
         match self {
-            Event::Alert(a) => Some(a.alert.as_str()),
+            Event::Alert(a) => Some(a.alert),
             _ => None,
         }
     }
-
-    /// All kinds, for validating stream filters.
-    pub const KINDS: &'static [&'static str] = &[
-        "server_started",
-        "group_created",
-        "group_deleted",
-        "builtin_group_restored",
-        "member_added",
-        "member_removed",
-        "grant_issued",
-        "grant_revoked",
-        "grant_expired",
-        "token_issued",
-        "token_revoked",
-        "spawn_decided",
-        "docker_container",
-        "alert",
-        "container_stopped",
-        "state_checkpointed",
-        "unauthorized_socket_mount",
-        "unauthorized_privileged",
-        "stale_grant",
-        "docker_event_gap",
-    ];
 
     /// Whether the entry concerns `subject`: a user, group, token name, decision id or
     /// grant id (as its decimal seq).
@@ -572,8 +519,8 @@ mod tests {
             json,
             r#"{"kind":"member_added","group":"g","user":"alice"}"#
         );
-        assert_eq!(e.kind(), "member_added");
-        assert!(Event::KINDS.contains(&e.kind()));
+        assert_eq!(e.kind(), EventKind::MemberAdded);
+        assert_eq!(e.kind().as_str(), "member_added");
     }
 
     #[test]

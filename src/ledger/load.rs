@@ -14,9 +14,10 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use super::entry::chain_hash;
 use super::event::{Event, Seq, UnixNanos};
 use super::log::{LogStore, StoreError};
-use super::{chain_hash, At, Entry, Error, State};
+use super::{At, Entry, Error, State};
 
 /// Entries read from the store per step of a replay.
 const REPLAY_CHUNK: usize = 4096;

@@ -15,38 +15,40 @@ pub const MAX_REQUEST_ID_CHARS: usize = 128;
 pub const MAX_SERVER_NAME_CHARS: usize = 255;
 pub const MAX_IMAGE_CHARS: usize = 512;
 
-fn invalid(msg: String) -> Error {
-    Error::InvalidArgument(msg)
+fn invalid(field: &'static str, problem: String) -> Error {
+    Error::InvalidText { field, problem }
 }
 
-fn check_text(what: &str, value: &str, max: usize, allow_empty: bool) -> Result<(), Error> {
+fn check_text(what: &'static str, value: &str, max: usize, allow_empty: bool) -> Result<(), Error> {
     let n = value.chars().count();
     if n == 0 && !allow_empty {
-        return Err(invalid(format!("{what} must not be empty")));
+        return Err(invalid(what, format!("{what} must not be empty")));
     }
     if n > max {
-        return Err(invalid(format!(
-            "{what} is {n} characters long; at most {max} are allowed"
-        )));
+        return Err(invalid(
+            what,
+            format!("{what} is {n} characters long; at most {max} are allowed"),
+        ));
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
-        return Err(invalid(format!(
-            "{what} contains the control character {:?}",
-            c
-        )));
+        return Err(invalid(
+            what,
+            format!("{what} contains the control character {:?}", c),
+        ));
     }
     Ok(())
 }
 
-fn check_name(what: &str, value: &str) -> Result<(), Error> {
+fn check_name(what: &'static str, value: &str) -> Result<(), Error> {
     check_text(what, value, MAX_NAME_CHARS, false)?;
     if value.trim() != value {
-        return Err(invalid(format!(
-            "{what} {value:?} has leading or trailing whitespace"
-        )));
+        return Err(invalid(
+            what,
+            format!("{what} {value:?} has leading or trailing whitespace"),
+        ));
     }
     if value.contains('/') {
-        return Err(invalid(format!("{what} {value:?} contains '/'")));
+        return Err(invalid(what, format!("{what} {value:?} contains '/'")));
     }
     Ok(())
 }
@@ -65,9 +67,10 @@ pub fn token_name(value: &str) -> Result<(), Error> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(invalid(format!(
-            "token name {value:?} contains {c:?}; use letters, digits, '.', '_' and '-'"
-        )));
+        return Err(invalid(
+            "token name",
+            format!("token name {value:?} contains {c:?}; use letters, digits, '.', '_' and '-'"),
+        ));
     }
     Ok(())
 }
@@ -76,21 +79,23 @@ pub fn token_name(value: &str) -> Result<(), Error> {
 /// are not.
 pub fn reason(value: &str) -> Result<(), Error> {
     if value.trim().is_empty() {
-        return Err(invalid("a reason is required".into()));
+        return Err(invalid("reason", "a reason is required".into()));
     }
     let n = value.chars().count();
     if n > MAX_REASON_CHARS {
-        return Err(invalid(format!(
-            "reason is {n} characters long; at most {MAX_REASON_CHARS} are allowed"
-        )));
+        return Err(invalid(
+            "reason",
+            format!("reason is {n} characters long; at most {MAX_REASON_CHARS} are allowed"),
+        ));
     }
     if let Some(c) = value
         .chars()
         .find(|c| c.is_control() && !matches!(c, '\n' | '\t'))
     {
-        return Err(invalid(format!(
-            "reason contains the control character {c:?}"
-        )));
+        return Err(invalid(
+            "reason",
+            format!("reason contains the control character {c:?}"),
+        ));
     }
     Ok(())
 }
@@ -127,7 +132,16 @@ mod tests {
     fn bad_names_are_refused_with_a_reason() {
         for bad in ["", " lead", "trail ", "a/b", "nul\0", "bell\u{7}"] {
             let e = user(bad).unwrap_err();
-            assert!(matches!(e, Error::InvalidArgument(_)), "{bad:?}: {e}");
+            assert!(
+                matches!(
+                    e,
+                    Error::InvalidText {
+                        field: "user name",
+                        ..
+                    }
+                ),
+                "{bad:?}: {e}"
+            );
         }
         assert!(user(&"x".repeat(MAX_NAME_CHARS)).is_ok());
         assert!(user(&"x".repeat(MAX_NAME_CHARS + 1)).is_err());

@@ -9,105 +9,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::event::{
-    EffectiveLimits, GrantSpec, Seq, SocketAccess, SocketMode, SpawnDecision, UnixNanos,
-};
+use super::event::{EffectiveLimits, Seq, SocketAccess, SocketMode, SpawnDecision, UnixNanos};
+use super::fold::Fold;
 use super::state::{GrantState, State};
 use super::SpawnConfig;
-
-/// The combination of some grants under the DESIGN §2 rules. Combining is associative
-/// and commutative, so a subject's grants are folded once when they change
-/// ([`super::state::GrantSet`]) and an evaluation merges one fold per source.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Fold {
-    socket: SocketAccess,
-    rw: bool,
-    privileged: bool,
-    /// Per-field maximum over limited grants, `None` without one.
-    limits: Option<EffectiveLimits>,
-}
-
-impl Fold {
-    pub fn add(&mut self, spec: &GrantSpec) {
-        self.socket = self.socket.max(spec.socket);
-        self.privileged |= spec.privileged;
-        match spec.socket {
-            SocketAccess::Raw => self.rw |= spec.socket_mode == SocketMode::Rw,
-            SocketAccess::Limited => {
-                let l = spec.limits.resolved();
-                self.limits = Some(self.limits.map_or(l, |acc| acc.max(l)));
-            }
-            SocketAccess::None => {}
-        }
-    }
-
-    pub fn merge(&mut self, o: &Fold) {
-        self.socket = self.socket.max(o.socket);
-        self.rw |= o.rw;
-        self.privileged |= o.privileged;
-        self.limits = match (self.limits, o.limits) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-    }
-
-    /// Merges a summary's combination (everything but limits).
-    fn merge_summary(&mut self, s: &Summary) {
-        self.socket = self.socket.max(s.socket);
-        self.rw |= s.rw;
-        self.privileged |= s.privileged;
-    }
-
-    fn any(&self) -> bool {
-        self.socket != SocketAccess::None || self.privileged
-    }
-
-    fn socket_mode(&self) -> SocketMode {
-        if self.rw {
-            SocketMode::Rw
-        } else {
-            SocketMode::Ro
-        }
-    }
-
-    fn effective_limits(&self) -> EffectiveLimits {
-        if self.socket == SocketAccess::Limited {
-            self.limits.unwrap_or_default()
-        } else {
-            EffectiveLimits::default()
-        }
-    }
-}
-
-/// A grant set's combination without its limits, and how long it holds: small enough
-/// that the summaries of 10k groups stay in cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Summary {
-    /// The earliest expiry in the set; until then the combination holds.
-    valid_until: Option<UnixNanos>,
-    socket: SocketAccess,
-    rw: bool,
-    privileged: bool,
-    /// False for an empty set.
-    pub any: bool,
-}
-
-impl Summary {
-    pub fn new(all: &Fold, valid_until: Option<UnixNanos>) -> Summary {
-        Summary {
-            valid_until,
-            socket: all.socket,
-            rw: all.rw,
-            privileged: all.privileged,
-            any: true,
-        }
-    }
-
-    /// No grant in the set has expired by `at_ns`.
-    pub fn holds_at(&self, at_ns: UnixNanos) -> bool {
-        self.valid_until.is_none_or(|e| e > at_ns)
-    }
-}
 
 /// One grant that reaches the user.
 #[derive(Debug, Clone, Copy)]

@@ -1,8 +1,13 @@
 //! Unit tests of the ledger: combine rules, validation, idempotency, replay.
 
-use super::event::*;
-use super::*;
+use std::sync::Arc;
+
 use proptest::prelude::*;
+use tokio::sync::oneshot;
+
+use super::event::*;
+use super::log::LogStore;
+use super::*;
 
 fn open(dir: &std::path::Path, interval: u64) -> Ledger {
     let store = Arc::new(crate::store::SledStore::open(dir).unwrap());
@@ -185,7 +190,7 @@ async fn idempotent_retry_appends_once_and_different_op_is_refused() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument(_)));
+    assert!(matches!(e, Error::RequestIdReused { .. }), "{e}");
     // Another actor's request ids are its own.
     let c3 = l
         .submit(
@@ -331,7 +336,7 @@ async fn expiry_is_applied_at_query_time_and_then_recorded() {
     }
     assert!(!l.check_access("alice").unwrap().any());
     let last = l.entry(l.snapshot().seq).unwrap().unwrap();
-    assert_eq!(last.event.kind(), "grant_expired");
+    assert_eq!(last.event.kind(), EventKind::GrantExpired);
     stop_tx.send(()).unwrap();
     task.await.unwrap();
     l.shutdown().await;
@@ -424,10 +429,8 @@ async fn records_decode_like_entries() {
             vec!["stale_grant"],
             vec!["unauthorized_privileged", "spawn_decided"],
         ] {
-            let f = StreamFilter {
-                kinds: kinds.iter().map(|k| k.to_string()).collect(),
-                subject: None,
-            };
+            let words: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+            let f = StreamFilter::parse(&words, None).unwrap();
             let got = EntryRecord::decode(raw.clone(), &f).unwrap();
             assert_eq!(
                 got.is_some(),

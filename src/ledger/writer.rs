@@ -20,10 +20,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use super::entry::{chain_hash, idempotency_key};
 use super::event::{EntryBody, Event, Seq};
 use super::log::{AppendBatch, IdempotencyKey, LogStore, RawEntry, StoreError, Witness};
-use super::state::{Command, State};
-use super::{chain_hash, now_ns, Committed, Entry, Error, LedgerConfig, ACTOR_SYSTEM};
+use super::state::State;
+use super::Command;
+use super::{now_ns, Committed, Entry, Error, LedgerConfig, ACTOR_SYSTEM};
 
 /// Most commands one batch takes; bounds the latency of the batch's flush.
 pub(super) const MAX_BATCH: usize = 1024;
@@ -146,7 +148,10 @@ impl Checkpointer {
                     }
                 }
             })
-            .map_err(|e| Error::Unavailable(format!("cannot start the checkpointer: {e}")))?;
+            .map_err(|e| Error::ThreadNotStarted {
+                thread: "checkpointer",
+                reason: e.to_string(),
+            })?;
         Ok(Checkpointer { tx, handle })
     }
 
@@ -180,7 +185,7 @@ struct Prepared {
 }
 
 fn unavailable_store(e: &StoreError) -> Error {
-    Error::Unavailable(format!("{e}; nothing was recorded"))
+    Error::NotRecorded(e.to_string())
 }
 
 impl Writer {
@@ -219,7 +224,7 @@ impl Writer {
                 self.rx.close();
                 // Refuse whatever raced in after the stop.
                 while let Ok(m) = self.rx.try_recv() {
-                    refuse(m, "the ledger is shutting down");
+                    refuse(m, || Error::ShuttingDown);
                 }
                 self.status.send_replace(WriteStatus::Stopped);
                 let _ = s.send(());
@@ -242,7 +247,7 @@ impl Writer {
                             WriteStatus::Stalled { reason, .. } => reason.clone(),
                             _ => "storage cannot write".into(),
                         };
-                        refuse(m, &format!("{reason}; nothing was recorded"));
+                        refuse(m, || Error::NotRecorded(reason.clone()));
                     }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return None,
@@ -389,7 +394,7 @@ impl Writer {
         let key = w
             .request_id
             .as_deref()
-            .map(|r| super::idempotency_key(&w.actor, r));
+            .map(|r| idempotency_key(&w.actor, r));
         if let Some(k) = &key {
             let earlier = match p.batch_idem.get(k) {
                 Some(&i) => Some(p.entries[i].clone()),
@@ -400,19 +405,18 @@ impl Writer {
             };
             if let Some(e) = earlier {
                 if e.event.kind() != w.cmd.kind() {
-                    return Outcome::Err(Error::InvalidArgument(format!(
-                        "request_id {:?} was already used for a different operation ({} at seq {})",
-                        w.request_id.as_deref().unwrap_or_default(),
-                        e.event.kind(),
-                        e.seq
-                    )));
+                    return Outcome::Err(Error::RequestIdReused {
+                        request_id: w.request_id.clone().unwrap_or_default(),
+                        kind: e.event.kind(),
+                        seq: e.seq,
+                    });
                 }
                 return Outcome::Replay(e);
             }
         }
         let seq = next.seq + 1;
         let time_ns = now_ns().max(next.time_ns);
-        let event = match next.prepare(&w.cmd, seq, time_ns, &self.cfg.spawn) {
+        let event = match w.cmd.prepare(next, seq, time_ns, &self.cfg.spawn) {
             Ok(ev) => ev,
             Err(e) => return Outcome::Err(e),
         };
@@ -426,11 +430,7 @@ impl Writer {
         };
         let bytes = match serde_json::to_vec(&body) {
             Ok(b) => bytes::Bytes::from(b),
-            Err(e) => {
-                return Outcome::Err(Error::InvalidArgument(format!(
-                    "the entry cannot be encoded: {e}"
-                )))
-            }
+            Err(e) => return Outcome::Err(Error::Unencodable(e.to_string())),
         };
         let prev_hash = next.hash;
         let hash = chain_hash(&prev_hash, &bytes);
@@ -475,13 +475,13 @@ impl Drop for Writer {
     }
 }
 
-fn refuse(m: Msg, why: &str) {
+fn refuse(m: Msg, why: impl Fn() -> Error) {
     match m {
         Msg::Write(w) => {
-            let _ = w.reply.send(Err(Error::Unavailable(why.to_string())));
+            let _ = w.reply.send(Err(why()));
         }
         Msg::Meta(m) => {
-            let _ = m.reply.send(Err(Error::Unavailable(why.to_string())));
+            let _ = m.reply.send(Err(why()));
         }
         Msg::Stop(s) => {
             let _ = s.send(());

@@ -1,0 +1,400 @@
+//! Commands: the state-changing requests, and their validation against the state
+//! they will apply to ([`Command::prepare`]), which turns each into its event.
+
+use super::event::{
+    Alert, ContainerObserved, Event, EventKind, GrantSpec, Role, Seq, SocketAccess, SocketMode,
+    Subject, UnixNanos,
+};
+use super::state::{GrantState, State};
+use super::{names, policy, Error, SpawnConfig};
+
+/// A state-changing request, before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    CreateGroup {
+        group: String,
+    },
+    DeleteGroup {
+        group: String,
+    },
+    AddMember {
+        group: String,
+        user: String,
+    },
+    RemoveMember {
+        group: String,
+        user: String,
+    },
+    IssueGrant {
+        subject: Subject,
+        spec: GrantSpec,
+        expires_at_ns: Option<UnixNanos>,
+        reason: String,
+    },
+    RevokeGrant {
+        grant_id: Seq,
+        reason: String,
+    },
+    /// Appended by the server when a grant's expiry passes.
+    ExpireGrant {
+        grant_id: Seq,
+    },
+    CreateToken {
+        name: String,
+        role: Role,
+        secret_sha256: String,
+    },
+    RevokeToken {
+        name: String,
+    },
+    AuthorizeSpawn {
+        user: String,
+        server_name: String,
+        image: String,
+    },
+    /// Start-up: make a configured built-in group exist and be marked built-in.
+    RestoreBuiltinGroup {
+        group: String,
+    },
+    /// Start-up: give a built-in group its configured grant.
+    IssueBuiltinGrant {
+        group: String,
+        spec: GrantSpec,
+    },
+    /// Start-up: the configured grant of a built-in group changed.
+    ReplaceBuiltinGrant {
+        grant_id: Seq,
+    },
+    ServerStarted {
+        version: String,
+    },
+    RecordContainer(ContainerObserved),
+    RaiseAlert(Alert),
+    /// The checkpointer wrote the state as of `at_seq` to a file with this digest.
+    RecordCheckpoint {
+        at_seq: Seq,
+        sha256: String,
+    },
+    RecordStop {
+        container_id: String,
+        name: String,
+        user: Option<String>,
+        reason: String,
+        error: Option<String>,
+    },
+}
+
+impl Command {
+    /// The event kind this command appends, to detect a request_id reused for a
+    /// different operation.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Command::CreateGroup { .. } => EventKind::GroupCreated,
+            Command::DeleteGroup { .. } => EventKind::GroupDeleted,
+            Command::AddMember { .. } => EventKind::MemberAdded,
+            Command::RemoveMember { .. } => EventKind::MemberRemoved,
+            Command::IssueGrant { .. } | Command::IssueBuiltinGrant { .. } => {
+                EventKind::GrantIssued
+            }
+            Command::RevokeGrant { .. } | Command::ReplaceBuiltinGrant { .. } => {
+                EventKind::GrantRevoked
+            }
+            Command::ExpireGrant { .. } => EventKind::GrantExpired,
+            Command::CreateToken { .. } => EventKind::TokenIssued,
+            Command::RevokeToken { .. } => EventKind::TokenRevoked,
+            Command::AuthorizeSpawn { .. } => EventKind::SpawnDecided,
+            Command::RestoreBuiltinGroup { .. } => EventKind::BuiltinGroupRestored,
+            Command::ServerStarted { .. } => EventKind::ServerStarted,
+            Command::RecordContainer(_) => EventKind::DockerContainer,
+            Command::RaiseAlert(_) => EventKind::Alert,
+            Command::RecordStop { .. } => EventKind::ContainerStopped,
+            Command::RecordCheckpoint { .. } => EventKind::StateCheckpointed,
+        }
+    }
+}
+
+impl Command {
+    /// Validates the command against `st` (the state it will apply to) and turns it
+    /// into the event to append at `seq`, `time_ns`. Changes nothing.
+    pub fn prepare(
+        &self,
+        st: &State,
+        seq: Seq,
+        time_ns: UnixNanos,
+        spawn: &SpawnConfig,
+    ) -> Result<Event, Error> {
+        let group_named = |group: &str| {
+            names::group(group)?;
+            st.group(group)
+                .ok_or_else(|| Error::NoSuchGroup(group.to_string()))
+        };
+        match self {
+            Command::CreateGroup { group } => {
+                names::group(group)?;
+                if st.group(group).is_some() {
+                    return Err(Error::GroupExists(group.clone()));
+                }
+                Ok(Event::GroupCreated {
+                    group: group.clone(),
+                })
+            }
+            Command::DeleteGroup { group } => {
+                let g = group_named(group)?;
+                if g.builtin {
+                    return Err(Error::BuiltinGroup(group.clone()));
+                }
+                Ok(Event::GroupDeleted {
+                    group: group.clone(),
+                    removed_members: st.members_sorted(g),
+                    ended_grants: st
+                        .open_grants_of(&Subject::Group(group.clone()))
+                        .map(|g| g.id)
+                        .collect(),
+                })
+            }
+            Command::AddMember { group, user } | Command::RemoveMember { group, user } => {
+                names::group(group)?;
+                names::user(user)?;
+                let g = group_named(group)?;
+                let (group, user) = (group.clone(), user.clone());
+                match (self, st.is_member(g, &user)) {
+                    (Command::AddMember { .. }, true) => Err(Error::AlreadyAMember { group, user }),
+                    (Command::AddMember { .. }, false) => Ok(Event::MemberAdded { group, user }),
+                    (_, false) => Err(Error::NotAMember { group, user }),
+                    (_, true) => Ok(Event::MemberRemoved { group, user }),
+                }
+            }
+            Command::IssueGrant {
+                subject,
+                spec,
+                expires_at_ns,
+                reason,
+            } => {
+                match subject {
+                    Subject::User(u) => names::user(u)?,
+                    Subject::Group(g) => {
+                        group_named(g)?;
+                    }
+                }
+                names::reason(reason)?;
+                validate_spec(spec)?;
+                if let Some(exp) = expires_at_ns {
+                    if *exp <= time_ns {
+                        return Err(Error::ExpiryNotInFuture(super::format_time(*exp)));
+                    }
+                }
+                Ok(Event::GrantIssued {
+                    subject: subject.clone(),
+                    spec: *spec,
+                    expires_at_ns: *expires_at_ns,
+                    reason: reason.clone(),
+                    builtin: false,
+                })
+            }
+            Command::RevokeGrant { grant_id, reason } => {
+                names::reason(reason)?;
+                if open_grant(st, *grant_id)?.builtin {
+                    return Err(Error::BuiltinGrant(*grant_id));
+                }
+                Ok(Event::GrantRevoked {
+                    grant_id: *grant_id,
+                    reason: reason.clone(),
+                })
+            }
+            Command::ExpireGrant { grant_id } => match open_grant(st, *grant_id)?.expires_at_ns {
+                Some(exp) if exp <= time_ns => Ok(Event::GrantExpired {
+                    grant_id: *grant_id,
+                    expired_at_ns: exp,
+                }),
+                _ => Err(Error::NotExpired(*grant_id)),
+            },
+            Command::CreateToken {
+                name,
+                role,
+                secret_sha256,
+            } => {
+                names::token_name(name)?;
+                if let Some(t) = st.token(name) {
+                    return Err(Error::TokenNameTaken {
+                        name: name.clone(),
+                        created_seq: t.created_seq,
+                        revoked: t.revoked_seq.is_some(),
+                    });
+                }
+                Ok(Event::TokenIssued {
+                    name: name.clone(),
+                    role: *role,
+                    secret_sha256: secret_sha256.clone(),
+                })
+            }
+            Command::RevokeToken { name } => {
+                names::token_name(name)?;
+                let t = st
+                    .token(name)
+                    .ok_or_else(|| Error::NoSuchToken(name.clone()))?;
+                if let Some(seq) = t.revoked_seq {
+                    return Err(Error::TokenRevoked {
+                        name: name.clone(),
+                        seq,
+                    });
+                }
+                Ok(Event::TokenRevoked { name: name.clone() })
+            }
+            Command::AuthorizeSpawn {
+                user,
+                server_name,
+                image,
+            } => {
+                names::user(user)?;
+                names::server_name(server_name)?;
+                names::image(image)?;
+                Ok(Event::SpawnDecided(policy::decide(
+                    st,
+                    user,
+                    server_name,
+                    image,
+                    seq,
+                    time_ns,
+                    spawn,
+                )))
+            }
+            Command::RestoreBuiltinGroup { group } => {
+                names::group(group)?;
+                let existed = match st.group(group) {
+                    Some(g) if g.builtin => return Err(Error::BuiltinGroupExists(group.clone())),
+                    Some(_) => true,
+                    None => false,
+                };
+                Ok(Event::BuiltinGroupRestored {
+                    group: group.clone(),
+                    existed,
+                })
+            }
+            Command::IssueBuiltinGrant { group, spec } => {
+                validate_spec(spec)?;
+                if !st.group(group).is_some_and(|g| g.builtin) {
+                    return Err(Error::NoSuchBuiltinGroup(group.clone()));
+                }
+                Ok(Event::GrantIssued {
+                    subject: Subject::Group(group.clone()),
+                    spec: *spec,
+                    expires_at_ns: None,
+                    reason: format!("built-in group {group:?} from configuration"),
+                    builtin: true,
+                })
+            }
+            Command::ReplaceBuiltinGrant { grant_id } => {
+                open_grant(st, *grant_id)?;
+                Ok(Event::GrantRevoked {
+                    grant_id: *grant_id,
+                    reason: "the configured grant of this built-in group changed".into(),
+                })
+            }
+            Command::ServerStarted { version } => Ok(Event::ServerStarted {
+                version: version.clone(),
+            }),
+            Command::RecordContainer(o) => {
+                check_docker_text("container id", &o.container_id, 128, false)?;
+                check_docker_text("container name", &o.name, 256, true)?;
+                check_docker_text("image", &o.image, 512, true)?;
+                check_docker_text("action", &o.action, 512, false)?;
+                for v in o.user.iter().chain(o.decision_id.iter()) {
+                    check_docker_text("label", v, 256, true)?;
+                }
+                Ok(Event::DockerContainer(o.clone()))
+            }
+            Command::RaiseAlert(a) => Ok(Event::Alert(a.clone())),
+            Command::RecordCheckpoint { at_seq, sha256 } => {
+                if *at_seq == 0 || *at_seq >= seq {
+                    return Err(Error::InvalidCheckpointRecord(format!(
+                        "a checkpoint at seq {at_seq} cannot be recorded at seq {seq}"
+                    )));
+                }
+                if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Error::InvalidCheckpointRecord(
+                        "a checkpoint digest is 64 hex digits".into(),
+                    ));
+                }
+                Ok(Event::StateCheckpointed {
+                    at_seq: *at_seq,
+                    sha256: sha256.to_ascii_lowercase(),
+                })
+            }
+            Command::RecordStop {
+                container_id,
+                name,
+                user,
+                reason,
+                error,
+            } => Ok(Event::ContainerStopped {
+                container_id: container_id.clone(),
+                name: name.clone(),
+                user: user.clone(),
+                reason: reason.clone(),
+                ok: error.is_none(),
+                error: error.clone(),
+            }),
+        }
+    }
+}
+
+/// The grant `id`, if it exists and no entry has ended it.
+fn open_grant(st: &State, id: Seq) -> Result<&GrantState, Error> {
+    let g = st.grant(id).ok_or(Error::NoSuchGrant(id))?;
+    match &g.ended {
+        Some(end) => Err(Error::GrantEnded {
+            id,
+            how: end.kind,
+            seq: end.seq,
+        }),
+        None => Ok(g),
+    }
+}
+
+/// Text that comes from the Docker daemon or an imported file: bounded, no control
+/// characters.
+fn check_docker_text(
+    field: &'static str,
+    v: &str,
+    max: usize,
+    allow_empty: bool,
+) -> Result<(), Error> {
+    if (v.is_empty() && !allow_empty) || v.len() > max || v.chars().any(char::is_control) {
+        return Err(Error::InvalidText {
+            field,
+            problem: format!(
+                "{field} {:?} is empty, longer than {max} bytes, or has control characters",
+                v.chars().take(80).collect::<String>()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A grant spec must give something and be consistent (DESIGN §2).
+pub fn validate_spec(spec: &GrantSpec) -> Result<(), Error> {
+    let bad = |m: &str| Err(Error::InvalidGrant(m.to_string()));
+    if spec.socket != SocketAccess::Raw && spec.socket_mode != SocketMode::Rw {
+        return bad("socket_mode ro applies only to a raw socket grant");
+    }
+    if spec.socket != SocketAccess::Limited && !spec.limits.is_empty() {
+        return bad("limits apply only to a limited socket grant");
+    }
+    if spec.socket == SocketAccess::None && !spec.privileged {
+        return bad("the grant gives nothing: set a socket (raw or limited) or privileged");
+    }
+    for (name, v) in [
+        ("max_storage_gb", spec.limits.max_storage_gb),
+        ("cpu_cap_cores", spec.limits.cpu_cap_cores),
+        ("mem_cap_gb", spec.limits.mem_cap_gb),
+    ] {
+        if let Some(v) = v {
+            if !v.is_finite() || !(0.0..=1_000_000.0).contains(&v) {
+                return Err(Error::InvalidGrant(format!(
+                    "{name} must be a number from 0 to 1000000, not {v}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! [`State::apply`]: the only way the state changes, for new entries and replay alike.
+
+use std::sync::Arc;
+
+use super::grants::{EndKind, GrantEnd, GrantSet, GrantState};
+use super::members::{GroupSlot, GroupState, Ix, Members, UserSlot};
+use super::{State, TokenState};
+use crate::ledger::event::{Event, Seq, Subject, UnixNanos};
+use crate::ledger::fold::Summary;
+
+impl State {
+    // === application ===
+
+    /// Applies an event appended at `seq`. Events were validated by `prepare` (or come
+    /// from the verified log), so application does not fail; an event that no longer
+    /// fits (impossible through `prepare`) is applied as far as it makes sense.
+    pub fn apply(&mut self, seq: Seq, time_ns: UnixNanos, actor: &str, event: &Event) {
+        self.seq = seq;
+        self.time_ns = time_ns;
+        match event {
+            Event::ServerStarted { .. }
+            | Event::SpawnDecided(_)
+            | Event::Alert(_)
+            | Event::ContainerStopped { .. } => {}
+            Event::StateCheckpointed { at_seq, sha256 } => {
+                self.checkpoints.insert(*at_seq, Arc::from(sha256.as_str()));
+            }
+            Event::DockerContainer(o) => self.observe(o),
+            Event::GroupCreated { group } => {
+                let ix = self.intern_group(group);
+                self.groups[ix as usize].group = Some(GroupState {
+                    builtin: false,
+                    created_seq: seq,
+                    members: Members::default(),
+                });
+            }
+            Event::BuiltinGroupRestored { group, .. } => {
+                let ix = self.intern_group(group);
+                let slot = &mut self.groups[ix as usize];
+                slot.group
+                    .get_or_insert_with(|| GroupState {
+                        builtin: true,
+                        created_seq: seq,
+                        members: Members::default(),
+                    })
+                    .builtin = true;
+            }
+            Event::GroupDeleted { group, .. } => {
+                let Some(&gix) = self.group_ix.get(group.as_str()) else {
+                    return;
+                };
+                if let Some(g) = self.groups[gix as usize].group.take() {
+                    for uix in g.members.iter() {
+                        self.link_member(gix, uix, false);
+                    }
+                }
+                let ids: Vec<Seq> = self
+                    .open_grants_of(&Subject::Group(group.clone()))
+                    .map(|g| g.id)
+                    .collect();
+                for id in ids {
+                    self.end_grant(
+                        id,
+                        GrantEnd {
+                            seq,
+                            kind: EndKind::GroupDeleted,
+                            reason: format!("group {group:?} deleted"),
+                            time_ns,
+                        },
+                    );
+                }
+            }
+            Event::MemberAdded { group, user } => {
+                if let Some(&gix) = self.group_ix.get(group.as_str()) {
+                    if self.groups[gix as usize].group.is_some() {
+                        let uix = self.intern_user(user);
+                        self.link_member(gix, uix, true);
+                    }
+                }
+            }
+            Event::MemberRemoved { group, user } => {
+                if let (Some(&gix), Some(&uix)) = (
+                    self.group_ix.get(group.as_str()),
+                    self.user_ix.get(user.as_str()),
+                ) {
+                    self.link_member(gix, uix, false);
+                }
+            }
+            Event::GrantIssued {
+                subject,
+                spec,
+                expires_at_ns,
+                reason,
+                builtin,
+            } => {
+                let grant = GrantState {
+                    id: seq,
+                    subject: subject.clone(),
+                    spec: *spec,
+                    expires_at_ns: *expires_at_ns,
+                    reason: reason.clone(),
+                    issued_by: actor.to_string(),
+                    issued_at_ns: time_ns,
+                    builtin: *builtin,
+                    ended: None,
+                };
+                let grant = Arc::new(grant);
+                self.index_grant(&grant);
+                self.grants.insert(seq, grant);
+            }
+            Event::GrantRevoked { grant_id, reason } => self.end_grant(
+                *grant_id,
+                GrantEnd {
+                    seq,
+                    kind: EndKind::Revoked,
+                    reason: reason.clone(),
+                    time_ns,
+                },
+            ),
+            Event::GrantExpired {
+                grant_id,
+                expired_at_ns,
+            } => self.end_grant(
+                *grant_id,
+                GrantEnd {
+                    seq,
+                    kind: EndKind::Expired,
+                    reason: "expired".into(),
+                    time_ns: *expired_at_ns,
+                },
+            ),
+            Event::TokenIssued {
+                name,
+                role,
+                secret_sha256,
+            } => {
+                self.token_hashes
+                    .insert(secret_sha256.clone(), name.clone());
+                self.tokens.insert(
+                    name.clone(),
+                    TokenState {
+                        name: name.clone(),
+                        role: *role,
+                        secret_sha256: secret_sha256.clone(),
+                        created_seq: seq,
+                        created_by: actor.to_string(),
+                        revoked_seq: None,
+                    },
+                );
+            }
+            Event::TokenRevoked { name } => {
+                if let Some(t) = self.tokens.get_mut(name) {
+                    t.revoked_seq = Some(seq);
+                    let h = t.secret_sha256.clone();
+                    self.token_hashes.remove(&h);
+                }
+            }
+        }
+    }
+
+    pub(in crate::ledger) fn intern_user(&mut self, name: &str) -> Ix {
+        match self.user_ix.get(name) {
+            Some(&ix) => ix,
+            None => self.intern_user_arc(Arc::from(name)),
+        }
+    }
+
+    pub(in crate::ledger) fn intern_user_arc(&mut self, name: Arc<str>) -> Ix {
+        if let Some(&ix) = self.user_ix.get(&*name) {
+            return ix;
+        }
+        let ix = self.users.len() as Ix;
+        self.users.push_back(UserSlot {
+            name: name.clone(),
+            groups: Arc::from([]),
+            grants: None,
+        });
+        self.user_ix.insert(name, ix);
+        ix
+    }
+
+    pub(in crate::ledger) fn intern_group(&mut self, name: &str) -> Ix {
+        match self.group_ix.get(name) {
+            Some(&ix) => ix,
+            None => self.intern_group_arc(Arc::from(name)),
+        }
+    }
+
+    pub(in crate::ledger) fn intern_group_arc(&mut self, name: Arc<str>) -> Ix {
+        if let Some(&ix) = self.group_ix.get(&*name) {
+            return ix;
+        }
+        let ix = self.groups.len() as Ix;
+        self.groups.push_back(GroupSlot {
+            name: name.clone(),
+            group: None,
+            grants: None,
+        });
+        self.group_summaries.push_back(Summary::default());
+        self.group_ix.insert(name, ix);
+        ix
+    }
+
+    /// Adds (`member`) or removes user `uix` to or from group `gix`, on both sides.
+    pub(in crate::ledger) fn link_member(&mut self, gix: Ix, uix: Ix, member: bool) {
+        if let Some(g) = self.groups[gix as usize].group.as_mut() {
+            if member {
+                g.members.insert(uix);
+            } else {
+                g.members.remove(uix);
+            }
+        }
+        let slot = &mut self.users[uix as usize];
+        let at = slot.groups.binary_search(&gix);
+        let mut groups = slot.groups.to_vec();
+        match (at, member) {
+            (Err(i), true) => groups.insert(i, gix),
+            (Ok(i), false) => {
+                groups.remove(i);
+            }
+            _ => return,
+        }
+        slot.groups = Arc::from(groups);
+    }
+
+    /// Replaces the open-grant set of `subject` by `f` of it, interning its name.
+    pub(in crate::ledger) fn update_grants(
+        &mut self,
+        subject: &Subject,
+        f: impl FnOnce(Option<&GrantSet>) -> Option<Arc<GrantSet>>,
+    ) {
+        match subject {
+            Subject::User(u) => {
+                let ix = self.intern_user(u);
+                let slot = &mut self.users[ix as usize];
+                slot.grants = f(slot.grants.as_deref());
+            }
+            Subject::Group(g) => {
+                let ix = self.intern_group(g);
+                self.set_group_grants(ix, f(self.groups[ix as usize].grants.as_deref()));
+            }
+        }
+    }
+
+    pub(in crate::ledger) fn set_group_grants(&mut self, ix: Ix, set: Option<Arc<GrantSet>>) {
+        self.group_summaries[ix as usize] = set.as_deref().map(|s| s.summary).unwrap_or_default();
+        self.groups[ix as usize].grants = set;
+    }
+
+    /// The summary of group `ix`'s grants.
+    pub(in crate::ledger) fn group_summary(&self, ix: Ix) -> &Summary {
+        &self.group_summaries[ix as usize]
+    }
+
+    pub(in crate::ledger) fn index_grant(&mut self, g: &Arc<GrantState>) {
+        if g.ended.is_some() {
+            return;
+        }
+        self.update_grants(&g.subject, |set| GrantSet::with(set, g.clone()));
+        if let Some(exp) = g.expires_at_ns {
+            self.expiring.insert((exp, g.id));
+        }
+    }
+
+    pub(in crate::ledger) fn end_grant(&mut self, id: Seq, end: GrantEnd) {
+        let Some(g) = self.grants.get_mut(&id) else {
+            return;
+        };
+        if g.ended.is_some() {
+            return;
+        }
+        // The set still shares the grant; it drops it just below.
+        let g = Arc::make_mut(g);
+        g.ended = Some(end);
+        let (subject, exp) = (g.subject.clone(), g.expires_at_ns);
+        self.update_grants(&subject, |set| GrantSet::without(set, id));
+        if let Some(exp) = exp {
+            self.expiring.remove(&(exp, id));
+        }
+    }
+}

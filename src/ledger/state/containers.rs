@@ -1,0 +1,71 @@
+//! Containers and tokens as the state holds them, and how a container observation
+//! changes what the state knows of the container.
+
+use serde::{Deserialize, Serialize};
+
+use super::State;
+use crate::ledger::event::{ContainerObserved, Role, Seq, SocketMode};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenState {
+    pub name: String,
+    pub role: Role,
+    pub secret_sha256: String,
+    pub created_seq: Seq,
+    pub created_by: String,
+    pub revoked_seq: Option<Seq>,
+}
+
+/// A container privledger knows of (not destroyed), from `docker_container` entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub user: Option<String>,
+    pub decision_id: Option<String>,
+    /// The socket mode it holds, if it mounts the socket.
+    pub socket: Option<SocketMode>,
+    pub privileged: bool,
+    pub running: bool,
+    pub exempt: bool,
+}
+
+impl ContainerRecord {
+    /// Holds the socket or runs privileged.
+    pub fn holds_privilege(&self) -> bool {
+        self.socket.is_some() || self.privileged
+    }
+}
+
+impl State {
+    pub(in crate::ledger) fn observe(&mut self, o: &ContainerObserved) {
+        let base = o.action.split(':').next().unwrap_or("").trim();
+        match base {
+            "destroy" | "vanished" => {
+                self.containers.remove(&o.container_id);
+            }
+            "create" | "start" | "die" | "reconciled" => {
+                let running = o.running.unwrap_or(base == "start");
+                let rec = match self.containers.get(&o.container_id) {
+                    // Without an inspect the event says less than what we knew.
+                    Some(k) if !o.inspected => ContainerRecord {
+                        running,
+                        ..k.clone()
+                    },
+                    _ => ContainerRecord {
+                        id: o.container_id.clone(),
+                        name: o.name.clone(),
+                        user: o.user.clone(),
+                        decision_id: o.decision_id.clone(),
+                        socket: o.socket_mode(),
+                        privileged: o.privileged,
+                        running,
+                        exempt: o.exempt,
+                    },
+                };
+                self.containers.insert(o.container_id.clone(), rec);
+            }
+            _ => {}
+        }
+    }
+}

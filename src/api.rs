@@ -15,8 +15,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use crate::docker::{ObserveConfig, RawEvent};
 use crate::ledger::event::{Event, Subject};
-use crate::ledger::observe::{ObserveConfig, RawEvent};
 use crate::ledger::{hash_secret, Command, Committed, Error, Ledger, StreamFilter};
 use crate::pb;
 use auth::{require, ADMIN, CHECKERS, READERS, SPAWNERS};
@@ -364,7 +364,7 @@ impl Api {
             })
             .collect::<Result<_, _>>()?;
         let (recorded, already_held, ignored) =
-            crate::ledger::observe::import(&self.ledger, &self.observe, &events).await?;
+            crate::docker::import::import(&self.ledger, &self.observe, &events).await?;
         Ok(pb::ImportDockerEventsResponse {
             recorded,
             already_held,

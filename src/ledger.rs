@@ -19,7 +19,6 @@ mod handle;
 mod load;
 pub mod log;
 pub mod names;
-pub mod observe;
 pub mod policy;
 mod secret;
 pub mod state;

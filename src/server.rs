@@ -20,10 +20,10 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::{auth::Authenticator, layers, Api};
 use crate::config::Config;
+use crate::docker::ObserveConfig;
 use crate::docker::{StaleAction, WatcherConfig, WatcherStatus};
 use crate::ledger::event::Role;
 use crate::ledger::log::LogStore;
-use crate::ledger::observe::ObserveConfig;
 use crate::ledger::WriteStatus;
 use crate::ledger::{hash_secret, Command, Ledger, ACTOR_SYSTEM};
 use crate::pb;

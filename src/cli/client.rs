@@ -438,7 +438,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                 if line.trim().is_empty() {
                     continue;
                 }
-                let e = crate::ledger::observe::RawEvent::from_json_line(line)
+                let e = crate::docker::RawEvent::from_json_line(line)
                     .map_err(|e| CliError::Usage(format!("{}:{}: {e}", file.display(), i + 1)))?;
                 let ev = pb::DockerEvent {
                     r#type: e.typ,

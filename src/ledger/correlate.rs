@@ -95,7 +95,7 @@ pub fn lost_privileges(c: &ContainerRecord, access: &Access) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::event::{EffectiveLimits, SocketMount};
+    use crate::ledger::event::{EffectiveLimits, ObservedVia, SocketMount};
 
     fn obs(
         user: Option<&str>,
@@ -124,7 +124,7 @@ mod tests {
             running: Some(false),
             inspected: true,
             exempt: false,
-            source: "events".into(),
+            source: ObservedVia::Events,
             exit_code: None,
         }
     }

@@ -179,6 +179,46 @@ pub struct SocketMount {
     pub rw: bool,
 }
 
+text_enum! {
+    /// The lifecycle step a `docker_container` entry records: the daemon's own
+    /// actions, and the two a reconcile finds without an event.
+    pub enum Lifecycle: "container action" {
+        Create = "create",
+        Start = "start",
+        Die = "die",
+        Destroy = "destroy",
+        ExecStart = "exec_start",
+        /// A reconcile found the container in a state no event reported.
+        Reconciled = "reconciled",
+        /// A reconcile no longer found a container the ledger knew.
+        Vanished = "vanished",
+    }
+}
+
+impl Lifecycle {
+    /// The step an action names: its word before any `:` (`exec_start: sh -c ...`).
+    pub fn of_action(action: &str) -> Option<Lifecycle> {
+        action.split(':').next()?.trim().parse().ok()
+    }
+
+    /// Whether the daemon itself reports this step.
+    pub fn is_daemon_step(self) -> bool {
+        !matches!(self, Lifecycle::Reconciled | Lifecycle::Vanished)
+    }
+}
+
+text_enum! {
+    /// How privledger learned of a container event.
+    pub enum ObservedVia: "observation source" {
+        /// The daemon's event stream (live or replayed).
+        Events = "events",
+        /// A comparison with the daemon's container listing.
+        Reconcile = "reconcile",
+        /// An imported `docker events` file.
+        Import = "import",
+    }
+}
+
 /// A container lifecycle event as privledger saw it (from the daemon's event stream,
 /// a reconcile against the container listing, or an imported events file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,13 +250,17 @@ pub struct ContainerObserved {
     /// Exempted by the configured allowlist (the platform's own containers).
     #[serde(default)]
     pub exempt: bool,
-    /// `events`, `reconcile` or `import`.
-    pub source: String,
+    pub source: ObservedVia,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
 }
 
 impl ContainerObserved {
+    /// The step `action` names, if it is one privledger knows.
+    pub fn lifecycle(&self) -> Option<Lifecycle> {
+        Lifecycle::of_action(&self.action)
+    }
+
     /// The socket mode the container holds, if any mount gives it the socket.
     pub fn socket_mode(&self) -> Option<SocketMode> {
         if self.socket_mounts.is_empty() {
@@ -310,6 +354,23 @@ pub struct Alert {
     pub window_to_ns: Option<UnixNanos>,
     /// Human-readable evidence.
     pub details: String,
+}
+
+impl Alert {
+    /// An alert of `kind` with `details` and nothing else set.
+    pub fn new(kind: AlertKind, details: String) -> Alert {
+        Alert {
+            alert: kind,
+            container_id: None,
+            name: None,
+            user: None,
+            decision_id: None,
+            trigger_seq: None,
+            window_from_ns: None,
+            window_to_ns: None,
+            details,
+        }
+    }
 }
 
 /// Everything the ledger records. The variant name (snake_case) is the entry's kind.

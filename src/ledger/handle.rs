@@ -160,6 +160,18 @@ impl Ledger {
         request_id: Option<String>,
         cmd: Command,
     ) -> Result<Committed, Error> {
+        self.submit_with_meta(actor, request_id, cmd, None).await
+    }
+
+    /// Like [`Ledger::submit`], and stores the named value `meta` in the same batch
+    /// (unless the command is refused): no flush of its own.
+    pub async fn submit_with_meta(
+        &self,
+        actor: &str,
+        request_id: Option<String>,
+        cmd: Command,
+        meta: Option<(&str, Vec<u8>)>,
+    ) -> Result<Committed, Error> {
         if let Some(r) = &request_id {
             names::request_id(r)?;
         }
@@ -168,6 +180,7 @@ impl Ledger {
             actor: actor.to_string(),
             request_id,
             cmd,
+            meta: meta.map(|(k, v)| (k.to_string(), v)),
             reply,
         };
         self.ask(Msg::Write(req), rx).await

@@ -66,6 +66,9 @@ pub(super) struct WriteRequest {
     pub actor: String,
     pub request_id: Option<String>,
     pub cmd: Command,
+    /// A small named value stored in the same batch unless the command is refused
+    /// (the Docker cursor rides with the entry of its event).
+    pub meta: Option<(String, Vec<u8>)>,
     pub reply: oneshot::Sender<Result<Committed, Error>>,
 }
 
@@ -139,6 +142,7 @@ impl Checkpointer {
                             at_seq: state.seq,
                             sha256: hex::encode(Sha256::digest(&bytes)),
                         },
+                        meta: None,
                         reply,
                     });
                     // Not recorded (queue full, shutting down): the checkpoint is then
@@ -299,9 +303,13 @@ impl Writer {
         for w in &batch {
             outcomes.push(self.prepare_one(w, &mut next, &mut p));
         }
-        let meta: Vec<(&str, &[u8])> = metas
+        let meta: Vec<(&str, &[u8])> = batch
             .iter()
-            .map(|m| (m.key.as_str(), m.value.as_slice()))
+            .zip(&outcomes)
+            .filter(|(_, o)| !matches!(o, Outcome::Err(_)))
+            .filter_map(|(w, _)| w.meta.as_ref())
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .chain(metas.iter().map(|m| (m.key.as_str(), m.value.as_slice())))
             .collect();
         let flush_start = Instant::now();
         let appended = if p.raws.is_empty() && meta.is_empty() {

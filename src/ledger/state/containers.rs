@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::State;
-use crate::ledger::event::{ContainerObserved, Role, Seq, SocketMode};
+use crate::ledger::event::{ContainerObserved, Lifecycle, Role, Seq, SocketMode};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenState {
@@ -39,13 +39,13 @@ impl ContainerRecord {
 
 impl State {
     pub(in crate::ledger) fn observe(&mut self, o: &ContainerObserved) {
-        let base = o.action.split(':').next().unwrap_or("").trim();
-        match base {
-            "destroy" | "vanished" => {
+        let Some(step) = o.lifecycle() else { return };
+        match step {
+            Lifecycle::Destroy | Lifecycle::Vanished => {
                 self.containers.remove(&o.container_id);
             }
-            "create" | "start" | "die" | "reconciled" => {
-                let running = o.running.unwrap_or(base == "start");
+            Lifecycle::Create | Lifecycle::Start | Lifecycle::Die | Lifecycle::Reconciled => {
+                let running = o.running.unwrap_or(step == Lifecycle::Start);
                 let rec = match self.containers.get(&o.container_id) {
                     // Without an inspect the event says less than what we knew.
                     Some(k) if !o.inspected => ContainerRecord {
@@ -65,7 +65,7 @@ impl State {
                 };
                 self.containers.insert(o.container_id.clone(), rec);
             }
-            _ => {}
+            Lifecycle::ExecStart => {}
         }
     }
 }

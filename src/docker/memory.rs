@@ -1,0 +1,516 @@
+//! An in-memory Docker daemon for the watcher's unit tests: containers, the daemon's
+//! bounded event window, live followers, restarts, and changes made without events.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::{broadcast, watch};
+
+use super::events::RawEvent;
+use super::observe::ContainerFacts;
+use super::source::{DockerSource, EventStream};
+use super::watcher::DAEMON_EVENT_WINDOW;
+use super::Error;
+use crate::ledger::event::UnixNanos;
+use crate::ledger::now_ns;
+
+pub(super) struct MemoryDaemon {
+    inner: Mutex<Inner>,
+    live: broadcast::Sender<RawEvent>,
+    /// Set to end every live stream (as a daemon going away does).
+    closed: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Inner {
+    containers: BTreeMap<String, ContainerFacts>,
+    window: VecDeque<RawEvent>,
+    clock: UnixNanos,
+    next_id: u32,
+    stopped: Vec<String>,
+}
+
+impl MemoryDaemon {
+    pub fn new() -> MemoryDaemon {
+        MemoryDaemon {
+            inner: Mutex::new(Inner::default()),
+            live: broadcast::channel(4096).0,
+            closed: watch::channel(false).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an event to the window and tells the followers.
+    pub fn emit(&self, id: &str, action: &str) -> RawEvent {
+        let mut g = self.lock();
+        g.clock = now_ns().max(g.clock + 1);
+        let mut attributes = BTreeMap::new();
+        if let Some(c) = g.containers.get(id) {
+            attributes.clone_from(&c.labels);
+            attributes.insert("name".into(), c.name.clone());
+            attributes.insert("image".into(), c.image.clone());
+        }
+        let ev = RawEvent {
+            typ: "container".into(),
+            action: action.into(),
+            id: id.into(),
+            time_nano: g.clock,
+            attributes,
+        };
+        g.window.push_back(ev.clone());
+        if g.window.len() > DAEMON_EVENT_WINDOW {
+            g.window.pop_front();
+        }
+        drop(g);
+        let _ = self.live.send(ev.clone());
+        ev
+    }
+
+    /// A container that exists without any event saying so (seen by a reconcile).
+    pub fn put_silently(&self, facts: ContainerFacts) -> String {
+        let mut g = self.lock();
+        let id = if facts.id.is_empty() {
+            g.next_id += 1;
+            format!("{:064x}", g.next_id)
+        } else {
+            facts.id.clone()
+        };
+        g.containers.insert(
+            id.clone(),
+            ContainerFacts {
+                id: id.clone(),
+                ..facts
+            },
+        );
+        id
+    }
+
+    pub fn remove_silently(&self, id: &str) {
+        self.lock().containers.remove(id);
+    }
+
+    pub fn set_running(&self, id: &str, running: bool) {
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.running = running;
+        }
+    }
+
+    /// `docker create` then `docker start`.
+    pub fn run(&self, facts: ContainerFacts) -> String {
+        let id = self.put_silently(facts);
+        self.emit(&id, "create");
+        self.set_running(&id, true);
+        self.emit(&id, "start");
+        id
+    }
+
+    /// A restart forgets the event window (the daemon keeps it only in memory).
+    pub fn restart(&self) {
+        self.lock().window.clear();
+    }
+
+    /// Ends every live stream.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Takes new live streams again after [`MemoryDaemon::close`].
+    pub fn reopen(&self) {
+        self.closed.send_replace(false);
+    }
+
+    pub fn stopped(&self) -> Vec<String> {
+        self.lock().stopped.clone()
+    }
+}
+
+impl DockerSource for MemoryDaemon {
+    fn api_version(&self) -> String {
+        "memory".into()
+    }
+
+    fn events(&self, since: UnixNanos, until: Option<UnixNanos>) -> EventStream<'_> {
+        // Subscribe before reading the window, so nothing falls between the two.
+        let rx = self.live.subscribe();
+        let held: Vec<RawEvent> = self
+            .lock()
+            .window
+            .iter()
+            .filter(|e| e.time_nano >= since && until.is_none_or(|u| e.time_nano <= u))
+            .cloned()
+            .collect();
+        let history = stream::iter(held.clone().into_iter().map(Ok));
+        if until.is_some() {
+            return Box::pin(history);
+        }
+        let last = held.last().map_or(since - 1, |e| e.time_nano);
+        let closed = self.closed.subscribe();
+        let live = stream::unfold((rx, closed), move |(mut rx, mut closed)| async move {
+            loop {
+                if *closed.borrow_and_update() {
+                    return None;
+                }
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Ok(e) if e.time_nano > last => return Some((Ok(e), (rx, closed))),
+                        Ok(_) => continue,
+                        Err(_) => return None,
+                    },
+                    c = closed.changed() => if c.is_err() { return None },
+                }
+            }
+        });
+        Box::pin(history.chain(live))
+    }
+
+    async fn inspect(&self, id: &str) -> Option<ContainerFacts> {
+        self.lock().containers.get(id).cloned()
+    }
+
+    async fn list(&self) -> Result<Vec<String>, Error> {
+        Ok(self.lock().containers.keys().cloned().collect())
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), String> {
+        let known = self.lock().containers.contains_key(id);
+        if !known {
+            return Err(format!("no such container: {id}"));
+        }
+        self.set_running(id, false);
+        self.lock().stopped.push(id.to_string());
+        self.emit(id, "die");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::watch;
+
+    use super::super::watcher::{session, Cursor};
+    use super::super::{ObserveConfig, StaleAction, WatcherConfig, WatcherStatus};
+    use super::*;
+    use crate::ledger::event::{
+        AlertKind, Event, GrantSpec, Limits, SocketAccess, SocketMode, Subject,
+    };
+    use crate::ledger::{
+        Command, Entry, Ledger, LedgerConfig, SpawnConfig, StreamFilter, LABEL_DECISION, LABEL_USER,
+    };
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        ledger: Ledger,
+        daemon: Arc<MemoryDaemon>,
+        cfg: WatcherConfig,
+    }
+
+    impl Rig {
+        fn new(on_stale_grant: StaleAction) -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+            let ledger = Ledger::open(
+                store,
+                LedgerConfig {
+                    checkpoint_interval: 10_000,
+                    spawn: SpawnConfig::default(),
+                },
+            )
+            .unwrap();
+            Rig {
+                _dir: dir,
+                ledger,
+                daemon: Arc::new(MemoryDaemon::new()),
+                cfg: WatcherConfig {
+                    endpoint: String::new(),
+                    on_stale_grant,
+                    observe: ObserveConfig::new("/var/run/docker.sock"),
+                },
+            }
+        }
+
+        /// Starts a session and waits until it follows live events.
+        async fn attach(&self) -> tokio::task::JoinHandle<Result<(), Error>> {
+            self.daemon.reopen();
+            let (tx, mut rx) = watch::channel(WatcherStatus::Connecting(None));
+            let (ledger, cfg, daemon) =
+                (self.ledger.clone(), self.cfg.clone(), self.daemon.clone());
+            let task = tokio::spawn(async move { session(&ledger, &cfg, &*daemon, &tx).await });
+            rx.wait_for(|s| matches!(s, WatcherStatus::Watching { .. }))
+                .await
+                .unwrap();
+            task
+        }
+
+        /// Ends the session (the daemon's stream ends) and returns how it ended.
+        async fn detach(&self, task: tokio::task::JoinHandle<Result<(), Error>>) -> Error {
+            self.daemon.close();
+            task.await.unwrap().unwrap_err()
+        }
+
+        fn entries(&self) -> Vec<Entry> {
+            let head = self.ledger.snapshot().seq;
+            (1..=head)
+                .filter_map(|s| self.ledger.entry(s).unwrap())
+                .collect()
+        }
+
+        /// Waits for the first entry from `from` on that `pred` accepts.
+        async fn until(&self, from: u64, pred: impl Fn(&Entry) -> bool) -> Entry {
+            let mut rx = self
+                .ledger
+                .stream(from, true, StreamFilter::default(), 4)
+                .unwrap();
+            while let Some(chunk) = rx.recv().await {
+                if let Some(e) = chunk.unwrap().into_iter().find(|e| pred(e)) {
+                    return e;
+                }
+            }
+            panic!("the stream ended");
+        }
+
+        fn cursor(&self) -> Option<Cursor> {
+            Cursor::stored(&self.ledger).unwrap()
+        }
+
+        async fn submit(&self, cmd: Command) -> Entry {
+            (*self.ledger.submit("admin", None, cmd).await.unwrap().entry).clone()
+        }
+    }
+
+    fn observed(e: &Entry) -> Option<&crate::ledger::event::ContainerObserved> {
+        match &e.event {
+            Event::DockerContainer(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    fn alert_of(e: &Entry, kind: AlertKind) -> bool {
+        matches!(&e.event, Event::Alert(a) if a.alert == kind)
+    }
+
+    fn container(name: &str) -> ContainerFacts {
+        ContainerFacts {
+            name: name.into(),
+            image: "img".into(),
+            ..ContainerFacts::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_records_nothing_twice_and_the_cursor_names_the_last_event() {
+        let r = Rig::new(StaleAction::Alert);
+        let s = r.attach().await;
+        let id = r.daemon.run(container("jupyter-alice"));
+        let start = r
+            .until(1, |e| observed(e).is_some_and(|o| o.action == "start"))
+            .await;
+        assert!(matches!(r.detach(s).await, Error::StreamEnded));
+        let last = r.daemon.emit(&id, "resize"); // noise after the last record
+        let cursor = r.cursor().unwrap();
+        assert_eq!(
+            cursor.key,
+            observed(&start).map(|_| cursor.key.clone()).unwrap()
+        );
+        // Reattach: the replay holds every event since the cursor, the cursor's own
+        // included, so there is no gap, and nothing is recorded again.
+        let before = r.entries().len();
+        let s = r.attach().await;
+        r.detach(s).await;
+        let after = r.entries();
+        assert_eq!(
+            after.len(),
+            before,
+            "nothing recorded twice: {:?}",
+            &after[before..]
+        );
+        assert!(!after.iter().any(|e| alert_of(e, AlertKind::DockerEventGap)));
+        assert_eq!(
+            r.cursor().unwrap().key,
+            last.key(),
+            "noise moves the cursor"
+        );
+        let recorded: Vec<_> = after
+            .iter()
+            .filter_map(observed)
+            .map(|o| o.action.as_str())
+            .collect();
+        assert_eq!(recorded, ["create", "start"]);
+    }
+
+    #[tokio::test]
+    async fn the_cursor_is_written_with_the_entry_of_its_event() {
+        let r = Rig::new(StaleAction::Alert);
+        let s = r.attach().await;
+        let id = r.daemon.run(container("web"));
+        let start = r
+            .until(1, |e| observed(e).is_some_and(|o| o.action == "start"))
+            .await;
+        // Read before the session ends: no flush of its own was needed.
+        let c = r.cursor().unwrap();
+        assert_eq!(c.time_nano, observed(&start).unwrap().daemon_time_ns);
+        r.detach(s).await;
+        assert!(r.daemon.stopped().is_empty());
+        assert!(r.ledger.snapshot().container(&id).unwrap().running);
+    }
+
+    #[tokio::test]
+    async fn a_daemon_restart_is_a_gap_and_reconcile_records_what_changed_unseen() {
+        let r = Rig::new(StaleAction::Alert);
+        let s = r.attach().await;
+        let gone = r.daemon.run(container("jupyter-bob"));
+        r.until(1, |e| {
+            observed(e).is_some_and(|o| o.container_id == gone && o.action == "start")
+        })
+        .await;
+        r.detach(s).await;
+        let cursor = r.cursor().unwrap();
+        // While detached the daemon restarts (forgetting its events), one container
+        // goes away and a privileged one appears, all without an event we see.
+        r.daemon.restart();
+        r.daemon.remove_silently(&gone);
+        let mut p = container("intruder");
+        p.privileged = true;
+        p.running = true;
+        let new = r.daemon.put_silently(p);
+        let from = r.ledger.snapshot().seq + 1;
+        let s = r.attach().await;
+        r.detach(s).await;
+        let got: Vec<Entry> = r.entries().into_iter().filter(|e| e.seq >= from).collect();
+        let gap = got
+            .iter()
+            .find_map(|e| match &e.event {
+                Event::Alert(a) if a.alert == AlertKind::DockerEventGap => Some(a.clone()),
+                _ => None,
+            })
+            .expect("a gap alert");
+        assert_eq!(gap.window_from_ns, Some(cursor.time_nano));
+        let actions: Vec<(&str, &str)> = got
+            .iter()
+            .filter_map(observed)
+            .map(|o| (o.container_id.as_str(), o.action.as_str()))
+            .collect();
+        assert!(
+            actions.contains(&(new.as_str(), "reconciled")),
+            "{actions:?}"
+        );
+        assert!(
+            actions.contains(&(gone.as_str(), "vanished")),
+            "{actions:?}"
+        );
+        assert!(got
+            .iter()
+            .any(|e| alert_of(e, AlertKind::UnauthorizedPrivileged)));
+        assert!(r.ledger.snapshot().container(&gone).is_none());
+        // A second attach finds nothing new to say.
+        let n = r.entries().len();
+        let s = r.attach().await;
+        r.detach(s).await;
+        assert!(
+            !r.entries()[n..]
+                .iter()
+                .any(|e| alert_of(e, AlertKind::DockerEventGap)),
+            "the replay holds the cursor again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_grant_under_a_running_container_alerts_and_stops_it() {
+        let r = Rig::new(StaleAction::Stop);
+        let g = r
+            .submit(Command::IssueGrant {
+                subject: Subject::User("alice".into()),
+                spec: GrantSpec {
+                    socket: SocketAccess::Raw,
+                    socket_mode: SocketMode::Rw,
+                    privileged: false,
+                    limits: Limits::default(),
+                },
+                expires_at_ns: None,
+                reason: "test".into(),
+            })
+            .await;
+        let d = r
+            .submit(Command::AuthorizeSpawn {
+                user: "alice".into(),
+                server_name: String::new(),
+                image: "img".into(),
+            })
+            .await;
+        let Event::SpawnDecided(decision) = &d.event else {
+            panic!("{d:?}")
+        };
+        assert!(decision.allowed);
+        let s = r.attach().await;
+        let mut c = container("jupyter-alice");
+        c.labels
+            .insert(LABEL_DECISION.into(), decision.decision_id.clone());
+        c.labels.insert(LABEL_USER.into(), "alice".into());
+        c.mounts = vec![(
+            "/var/run/docker.sock".into(),
+            "/var/run/docker.sock".into(),
+            true,
+        )];
+        let id = r.daemon.run(c);
+        let start = r
+            .until(1, |e| observed(e).is_some_and(|o| o.action == "start"))
+            .await;
+        let revoke = r
+            .submit(Command::RevokeGrant {
+                grant_id: g.seq,
+                reason: "left the project".into(),
+            })
+            .await;
+        let stop = r
+            .until(revoke.seq, |e| {
+                matches!(e.event, Event::ContainerStopped { .. })
+            })
+            .await;
+        r.detach(s).await;
+        let Event::ContainerStopped {
+            container_id, ok, ..
+        } = &stop.event
+        else {
+            unreachable!()
+        };
+        assert_eq!((container_id.as_str(), *ok), (id.as_str(), true));
+        assert_eq!(r.daemon.stopped(), vec![id.clone()]);
+        let between: Vec<_> = r
+            .entries()
+            .into_iter()
+            .filter(|e| e.seq > start.seq)
+            .collect();
+        assert!(between.iter().any(|e| alert_of(e, AlertKind::StaleGrant)));
+        assert!(
+            !between
+                .iter()
+                .any(|e| alert_of(e, AlertKind::UnauthorizedSocketMount)),
+            "the decision vouched for the mount"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_the_ledger_refuses_is_skipped_not_retried_forever() {
+        let r = Rig::new(StaleAction::Alert);
+        let s = r.attach().await;
+        let mut bad = container("jupyter-mallory");
+        bad.labels.insert(LABEL_USER.into(), "mal\u{7}lory".into());
+        let bad = r.daemon.run(bad);
+        let good = r.daemon.run(container("web"));
+        let e = r
+            .until(1, |e| observed(e).is_some_and(|o| o.container_id == good))
+            .await;
+        r.detach(s).await;
+        assert!(observed(&e).is_some());
+        assert!(!r
+            .entries()
+            .iter()
+            .filter_map(observed)
+            .any(|o| o.container_id == bad));
+    }
+}

@@ -1,0 +1,425 @@
+//! The watcher: attaches to a [`DockerSource`], replays from the stored cursor,
+//! reconciles, then follows events and the ledger's revocations until either fails.
+//!
+//! Resume: every event's entry carries the event's identity as its idempotency key,
+//! so replaying from the stored cursor records nothing twice. The daemon keeps only
+//! its last 256 events, in memory: when the replay no longer contains the cursor's
+//! own event (the window overflowed, or the daemon restarted), events may have been
+//! lost, and a `docker_event_gap` alert names the window. A reconcile against the
+//! full container listing then records what changed unseen.
+//!
+//! The cursor is written with the entry of the event it names (one batch, no flush
+//! of its own); an event that records nothing moves it only when the stream goes
+//! quiet, so a burst of noise costs no write per event.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::backoff::Backoff;
+use super::daemon::Daemon;
+use super::events::RawEvent;
+use super::observe::{observation, Seen};
+use super::source::DockerSource;
+use super::{Error, StaleAction, WatcherConfig, WatcherStatus};
+use crate::ledger::correlate;
+use crate::ledger::event::{
+    Alert, AlertKind, ContainerObserved, EventKind, KindFilter, Lifecycle, ObservedVia, Seq,
+};
+use crate::ledger::{format_time, now_ns, policy, Command, Ledger, StreamFilter, ACTOR_DOCKER};
+
+/// Key of the watcher's cursor in the ledger's metadata.
+pub(super) const CURSOR_KEY: &str = "docker_cursor";
+/// The daemon's in-memory event window.
+pub(super) const DAEMON_EVENT_WINDOW: usize = 256;
+
+/// The last daemon event the watcher has handled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Cursor {
+    pub time_nano: i64,
+    pub key: String,
+}
+
+impl Cursor {
+    fn of(ev: &RawEvent) -> Cursor {
+        Cursor {
+            time_nano: ev.time_nano,
+            key: ev.key(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        // A number and a string: serializing cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub(super) fn stored(ledger: &Ledger) -> Result<Option<Cursor>, Error> {
+        Ok(ledger
+            .meta_get(CURSOR_KEY)?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+}
+
+/// Runs until `shutdown`: connects (retrying with jittered exponential backoff while
+/// the daemon is absent), replays, reconciles, follows.
+pub async fn run(
+    ledger: Ledger,
+    cfg: WatcherConfig,
+    status: watch::Sender<WatcherStatus>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::new();
+    loop {
+        let attempt = async {
+            let daemon = Daemon::connect(&cfg.endpoint).await?;
+            backoff.reset();
+            session(&ledger, &cfg, &daemon, &status).await
+        };
+        let err = tokio::select! {
+            _ = &mut shutdown => return,
+            r = attempt => match r {
+                Ok(()) => continue,
+                Err(e) => e,
+            },
+        };
+        crate::metrics::docker_attached(false);
+        let msg = err.to_string();
+        if *status.borrow() != WatcherStatus::Connecting(Some(msg.clone())) {
+            warn!(error = %msg, "docker watcher not attached; retrying");
+        }
+        status.send_replace(WatcherStatus::Connecting(Some(msg)));
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(backoff.next()) => {}
+        }
+    }
+}
+
+/// One attachment to the daemon: replay, reconcile, then follow events and ledger
+/// revocations until either stream fails.
+pub async fn session<S: DockerSource>(
+    ledger: &Ledger,
+    cfg: &WatcherConfig,
+    docker: &S,
+    status: &watch::Sender<WatcherStatus>,
+) -> Result<(), Error> {
+    let api_version = docker.api_version();
+    let cursor = Cursor::stored(ledger)?;
+    let replay_until = now_ns();
+    let mut w = Watcher {
+        ledger,
+        cfg,
+        docker,
+        pending: None,
+    };
+    if let Some(c) = &cursor {
+        let mut replay = docker.events(c.time_nano, Some(replay_until));
+        let (mut count, mut saw_cursor) = (0usize, false);
+        while let Some(ev) = replay.next().await {
+            let ev = ev?;
+            count += 1;
+            saw_cursor |= ev.key() == c.key;
+            w.handle(&ev).await?;
+        }
+        w.flush_cursor().await?;
+        if !saw_cursor {
+            let details = format!(
+                "the daemon no longer holds the last event privledger recorded ({count} in the replay; it keeps {DAEMON_EVENT_WINDOW}): \
+                 events between {} and {} may have been lost (event window overflowed or the daemon restarted); reconciling",
+                format_time(c.time_nano),
+                format_time(replay_until)
+            );
+            warn!("{details}");
+            w.alert(
+                Alert {
+                    window_from_ns: Some(c.time_nano),
+                    window_to_ns: Some(replay_until),
+                    ..Alert::new(AlertKind::DockerEventGap, details)
+                },
+                // Once per lost cursor event: attaching again before the daemon has
+                // a newer event to hold says nothing new.
+                Some(format!("gap:{}", c.key)),
+            )
+            .await?;
+        }
+    }
+    w.reconcile().await?;
+    w.check_stale(None).await?;
+    info!(api_version = %api_version, "docker watcher attached");
+    crate::metrics::docker_attached(true);
+    status.send_replace(WatcherStatus::Watching { api_version });
+
+    let mut live = docker.events(replay_until, None);
+    let mut revocations = ledger.stream(
+        ledger.snapshot().seq + 1,
+        true,
+        StreamFilter {
+            kinds: [
+                EventKind::GrantRevoked,
+                EventKind::GrantExpired,
+                EventKind::MemberRemoved,
+                EventKind::GroupDeleted,
+            ]
+            .map(KindFilter::Entry)
+            .to_vec(),
+            subject: None,
+        },
+        2,
+    )?;
+    loop {
+        tokio::select! {
+            // Events first; only when none is ready does a pending cursor get written.
+            biased;
+            m = live.next() => match m {
+                Some(ev) => w.handle(&ev?).await?,
+                None => {
+                    w.flush_cursor().await?;
+                    return Err(Error::StreamEnded);
+                }
+            },
+            e = revocations.recv() => match e {
+                Some(Ok(entries)) => {
+                    for e in entries {
+                        w.check_stale(Some(e.seq)).await?;
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(Error::StreamEnded),
+            },
+            r = async {}, if w.pending.is_some() => {
+                let () = r;
+                w.flush_cursor().await?;
+            }
+        }
+    }
+}
+
+struct Watcher<'a, S> {
+    ledger: &'a Ledger,
+    cfg: &'a WatcherConfig,
+    docker: &'a S,
+    /// The cursor of an event that recorded nothing, not yet stored.
+    pending: Option<Cursor>,
+}
+
+impl<S: DockerSource> Watcher<'_, S> {
+    /// Records `o`, storing `cursor` with it.
+    async fn record(
+        &self,
+        o: ContainerObserved,
+        key: Option<String>,
+        cursor: Option<&Cursor>,
+    ) -> Result<Seq, crate::ledger::Error> {
+        let (from_event, daemon_ns) = (o.source == ObservedVia::Events, o.daemon_time_ns);
+        let meta = cursor.map(|c| (CURSOR_KEY, c.encode()));
+        let c = self
+            .ledger
+            .submit_with_meta(ACTOR_DOCKER, key, Command::RecordContainer(o), meta)
+            .await?;
+        if from_event && !c.replayed && daemon_ns > 0 {
+            let lag = c.entry.time_ns.saturating_sub(daemon_ns).max(0);
+            crate::metrics::docker_event_recorded(Duration::from_nanos(lag as u64));
+        }
+        Ok(c.entry.seq)
+    }
+
+    async fn alert(&self, a: Alert, key: Option<String>) -> Result<(), Error> {
+        let (kind, details) = (a.alert, a.details.clone());
+        let c = self
+            .ledger
+            .submit(ACTOR_DOCKER, key, Command::RaiseAlert(a))
+            .await?;
+        if !c.replayed {
+            warn!(alert = %kind, details = %details, seq = c.entry.seq, "alert");
+        }
+        Ok(())
+    }
+
+    async fn flush_cursor(&mut self) -> Result<(), Error> {
+        if let Some(c) = self.pending.take() {
+            self.ledger.meta_put(CURSOR_KEY, &c.encode()).await?;
+        }
+        Ok(())
+    }
+
+    /// Records one daemon event (if it is a lifecycle step that matters) with the
+    /// cursor, and raises the alerts it calls for.
+    async fn handle(&mut self, ev: &RawEvent) -> Result<(), Error> {
+        let cursor = Cursor::of(ev);
+        let Some(step) = ev.lifecycle() else {
+            self.pending = Some(cursor);
+            return Ok(());
+        };
+        let st = self.ledger.snapshot();
+        let known = st.container(&ev.id);
+        // Exec matters only into a container that holds a privilege.
+        if step == Lifecycle::ExecStart && !known.is_some_and(|k| k.holds_privilege()) {
+            self.pending = Some(cursor);
+            return Ok(());
+        }
+        let facts = match step {
+            // Inspect at once: DockerSpawner removes containers on stop, so a late
+            // inspect can miss them.
+            Lifecycle::Create | Lifecycle::Start => self.docker.inspect(&ev.id).await,
+            _ => None,
+        };
+        let o = observation(
+            &self.cfg.observe,
+            Seen::event(ev, ObservedVia::Events),
+            facts.as_ref(),
+            known,
+        );
+        self.pending = None;
+        let seq = match self.record(o.clone(), Some(ev.key()), Some(&cursor)).await {
+            Ok(seq) => seq,
+            // What the daemon reported does not fit the ledger's input rules (a
+            // crafted label, say): skip it rather than retry it forever.
+            Err(e @ crate::ledger::Error::InvalidText { .. }) => {
+                warn!(container = %ev.id, action = %ev.action, error = %e, "docker event not recorded");
+                self.pending = Some(cursor);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if matches!(step, Lifecycle::Create | Lifecycle::Start) {
+            self.correlate(&o, seq).await?;
+        }
+        Ok(())
+    }
+
+    /// Alerts (once per container and kind) when the container holds a privilege its
+    /// decision label does not vouch for.
+    async fn correlate(&self, o: &ContainerObserved, seq: Seq) -> Result<(), Error> {
+        if o.socket_mounts.is_empty() && !o.privileged {
+            return Ok(());
+        }
+        let decision = match &o.decision_id {
+            Some(id) => self.ledger.decision(id)?,
+            None => None,
+        };
+        for (kind, details) in correlate::judge(o, decision.as_ref()) {
+            let key = format!("alert:{}:{}", kind.as_str(), o.container_id);
+            self.alert(
+                Alert {
+                    container_id: Some(o.container_id.clone()),
+                    name: Some(o.name.clone()),
+                    user: o.user.clone(),
+                    decision_id: o.decision_id.clone(),
+                    trigger_seq: Some(seq),
+                    ..Alert::new(kind, details)
+                },
+                Some(key),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records containers that appeared, changed state or vanished without an event.
+    /// Returns how many changes it found.
+    async fn reconcile(&self) -> Result<usize, Error> {
+        let ids = self.docker.list().await?;
+        let now = now_ns();
+        let mut seen = HashSet::new();
+        let mut changes = 0;
+        for id in ids {
+            seen.insert(id.clone());
+            let Some(f) = self.docker.inspect(&id).await else {
+                continue; // removed meanwhile: the event stream will say so
+            };
+            let st = self.ledger.snapshot();
+            let known = st.container(&id);
+            if known.is_some_and(|k| k.running == f.running) {
+                continue;
+            }
+            changes += 1;
+            let o = observation(
+                &self.cfg.observe,
+                Seen::reconcile(Lifecycle::Reconciled, &id, now),
+                Some(&f),
+                known,
+            );
+            let seq = self.record(o.clone(), None, None).await?;
+            if known.is_none() {
+                self.correlate(&o, seq).await?;
+            }
+        }
+        let st = self.ledger.snapshot();
+        for k in st.containers().filter(|k| !seen.contains(&k.id)) {
+            changes += 1;
+            let mut o = observation(
+                &self.cfg.observe,
+                Seen::reconcile(Lifecycle::Vanished, &k.id, now),
+                None,
+                Some(k),
+            );
+            o.running = Some(false);
+            self.record(o, None, None).await?;
+        }
+        if changes > 0 {
+            info!(changes, "reconcile recorded changes no event reported");
+        }
+        Ok(changes)
+    }
+
+    /// After a revocation (or at attach): every running container of a user who no
+    /// longer has what it holds gets a `stale_grant` alert, and is stopped when so
+    /// configured.
+    async fn check_stale(&self, trigger: Option<Seq>) -> Result<(), Error> {
+        let st = self.ledger.snapshot();
+        let running: Vec<_> = st
+            .containers()
+            .filter(|c| c.running && c.holds_privilege() && !c.exempt)
+            .cloned()
+            .collect();
+        for c in running {
+            let Some(user) = &c.user else { continue };
+            let access = policy::evaluate(&st, user, now_ns());
+            let Some(lost) = correlate::lost_privileges(&c, &access) else {
+                continue;
+            };
+            let details = format!(
+                "container {} of user {user:?} still holds {lost}, which the user no longer has",
+                c.name
+            );
+            // One alert per container and triggering entry (at attach: per head).
+            let key = format!("stale:{}:{}", c.id, trigger.unwrap_or(st.seq));
+            self.alert(
+                Alert {
+                    container_id: Some(c.id.clone()),
+                    name: Some(c.name.clone()),
+                    user: Some(user.clone()),
+                    decision_id: c.decision_id.clone(),
+                    trigger_seq: trigger,
+                    ..Alert::new(AlertKind::StaleGrant, details.clone())
+                },
+                Some(key),
+            )
+            .await?;
+            if self.cfg.on_stale_grant == StaleAction::Stop {
+                let error = self.docker.stop(&c.id).await.err();
+                info!(container = %c.name, ok = error.is_none(), "stopped a container holding a revoked privilege");
+                self.ledger
+                    .submit(
+                        ACTOR_DOCKER,
+                        None,
+                        Command::RecordStop {
+                            container_id: c.id.clone(),
+                            name: c.name.clone(),
+                            user: Some(user.clone()),
+                            reason: details,
+                            error,
+                        },
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -33,6 +33,8 @@ pub const ENV_LOG: &str = "PRIVLEDGER_LOG";
 pub const ENV_METRICS_LISTEN: &str = "PRIVLEDGER_METRICS_LISTEN";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The port of [`DEFAULT_LISTEN`].
+pub const DEFAULT_PORT: u16 = 50051;
 pub const DEFAULT_BUILTIN_GROUP: &str = "docker-privileged";
 /// Name of the admin token file written in the data directory on first start.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -110,7 +112,7 @@ impl Config {
     /// The defaults, rooted at `data_dir` (for tests and embedding).
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
         Config {
-            listen: Some(DEFAULT_LISTEN.parse().expect("default address")),
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),
             unix_socket: None,
             data_dir: data_dir.into(),
             read_only: false,

@@ -449,12 +449,14 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                 };
                 let n = prost::Message::encoded_len(&ev);
                 // Keep each request well under the server's request size limit.
-                if size + n > 32 * 1024 && !batches.last().unwrap().is_empty() {
-                    batches.push(Vec::new());
-                    size = 0;
+                match batches.last_mut() {
+                    Some(b) if size + n <= 32 * 1024 || b.is_empty() => b.push(ev),
+                    _ => {
+                        batches.push(vec![ev]);
+                        size = 0;
+                    }
                 }
                 size += n;
-                batches.last_mut().unwrap().push(ev);
             }
             let (mut rec, mut held, mut ign) = (0, 0, 0);
             for events in batches.into_iter().filter(|b| !b.is_empty()) {

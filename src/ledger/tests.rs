@@ -450,15 +450,56 @@ enum Op {
     Delete(u8),
     Add(u8, u8),
     Remove(u8, u8),
-    GrantUser(u8, u8),
-    GrantGroup(u8, u8),
+    GrantUser(u8, GrantSpec),
+    GrantGroup(u8, GrantSpec),
     /// A grant to a group that expires this many seconds from now.
-    GrantGroupExpiring(u8, u8, u8),
+    GrantGroupExpiring(u8, GrantSpec, u8),
     Revoke(u8),
 }
 
-/// Grant shapes the generator picks from (see `to_cmd`).
-const SPECS: u8 = 8;
+/// Every socket kind and mode, privileged with and without a socket, and limited
+/// grants whose limits are set or left to their default field by field, with
+/// varied values (so "rw if any raw grant is rw" and the per-field maximum are both
+/// exercised).
+fn spec() -> impl Strategy<Value = GrantSpec> {
+    let mode = prop_oneof![Just(SocketMode::Rw), Just(SocketMode::Ro)];
+    let raw = (mode, any::<bool>()).prop_map(|(socket_mode, privileged)| GrantSpec {
+        socket: SocketAccess::Raw,
+        socket_mode,
+        privileged,
+        limits: Limits::default(),
+    });
+    let only_privileged = Just(GrantSpec {
+        socket: SocketAccess::None,
+        socket_mode: SocketMode::Rw,
+        privileged: true,
+        limits: Limits::default(),
+    });
+    let count = proptest::option::of(0u32..40);
+    // Quarter steps: exact in binary, so maxima compare exactly.
+    let amount = proptest::option::of((0u32..400).prop_map(|q| f64::from(q) / 4.0));
+    let limits = (
+        (count.clone(), count.clone(), count),
+        (amount.clone(), amount.clone(), amount),
+        proptest::option::of(any::<bool>()),
+    )
+        .prop_map(|((c, v, n), (s, cpu, mem), d)| Limits {
+            max_containers: c,
+            max_volumes: v,
+            max_networks: n,
+            max_storage_gb: s,
+            cpu_cap_cores: cpu,
+            mem_cap_gb: mem,
+            allow_dangerous_flags: d,
+        });
+    let limited = (limits, any::<bool>()).prop_map(|(limits, privileged)| GrantSpec {
+        socket: SocketAccess::Limited,
+        socket_mode: SocketMode::Rw,
+        privileged,
+        limits,
+    });
+    prop_oneof![3 => raw, 1 => only_privileged, 3 => limited]
+}
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -466,60 +507,14 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..4).prop_map(Op::Delete),
         (0u8..4, 0u8..6).prop_map(|(g, u)| Op::Add(g, u)),
         (0u8..4, 0u8..6).prop_map(|(g, u)| Op::Remove(g, u)),
-        (0u8..6, 0..SPECS).prop_map(|(u, s)| Op::GrantUser(u, s)),
-        (0u8..4, 0..SPECS).prop_map(|(g, s)| Op::GrantGroup(g, s)),
-        (0u8..4, 0..SPECS, 1u8..8).prop_map(|(g, s, e)| Op::GrantGroupExpiring(g, s, e)),
+        (0u8..6, spec()).prop_map(|(u, s)| Op::GrantUser(u, s)),
+        (0u8..4, spec()).prop_map(|(g, s)| Op::GrantGroup(g, s)),
+        (0u8..4, spec(), 1u8..8).prop_map(|(g, s, e)| Op::GrantGroupExpiring(g, s, e)),
         (0u8..40).prop_map(Op::Revoke),
     ]
 }
 
 fn to_cmd(op: &Op) -> Command {
-    // Every socket kind and mode, privileged with and without a socket, and limited
-    // grants whose limits differ field by field (so "rw if any raw grant is rw" and
-    // the per-field maximum are both exercised).
-    let spec = |s: u8| {
-        let limited = |limits: Limits| GrantSpec {
-            socket: SocketAccess::Limited,
-            socket_mode: SocketMode::Rw,
-            privileged: false,
-            limits,
-        };
-        let raw = |mode, privileged| GrantSpec {
-            socket: SocketAccess::Raw,
-            socket_mode: mode,
-            privileged,
-            limits: Limits::default(),
-        };
-        match s % SPECS {
-            0 => raw(SocketMode::Rw, false),
-            1 => raw(SocketMode::Ro, false),
-            2 => raw(SocketMode::Ro, true),
-            3 => GrantSpec {
-                socket: SocketAccess::None,
-                socket_mode: SocketMode::Rw,
-                privileged: true,
-                limits: Limits::default(),
-            },
-            4 => limited(Limits {
-                max_containers: Some(3),
-                mem_cap_gb: Some(4.0),
-                ..Limits::default()
-            }),
-            5 => limited(Limits {
-                max_containers: Some(9),
-                cpu_cap_cores: Some(1.5),
-                allow_dangerous_flags: Some(true),
-                ..Limits::default()
-            }),
-            6 => limited(Limits {
-                max_volumes: Some(20),
-                max_networks: Some(1),
-                max_storage_gb: Some(100.0),
-                ..Limits::default()
-            }),
-            _ => limited(Limits::default()),
-        }
-    };
     match op {
         Op::Create(g) => Command::CreateGroup {
             group: format!("g{g}"),
@@ -537,19 +532,19 @@ fn to_cmd(op: &Op) -> Command {
         },
         Op::GrantUser(u, s) => Command::IssueGrant {
             subject: Subject::User(format!("u{u}")),
-            spec: spec(*s),
+            spec: *s,
             expires_at_ns: None,
             reason: "p".into(),
         },
         Op::GrantGroup(g, s) => Command::IssueGrant {
             subject: Subject::Group(format!("g{g}")),
-            spec: spec(*s),
+            spec: *s,
             expires_at_ns: None,
             reason: "p".into(),
         },
         Op::GrantGroupExpiring(g, s, e) => Command::IssueGrant {
             subject: Subject::Group(format!("g{g}")),
-            spec: spec(*s),
+            spec: *s,
             expires_at_ns: Some(now_ns() + i64::from(*e) * 1_000_000_000),
             reason: "p".into(),
         },
@@ -674,4 +669,73 @@ fn scan(
     };
     let mode = if rw { SocketMode::Rw } else { SocketMode::Ro };
     (socket, mode, privileged, limits, ids)
+}
+
+/// A store whose appends panic: the writer thread dies mid-batch.
+struct PanicOnAppend(crate::store::SledStore);
+
+impl LogStore for PanicOnAppend {
+    fn append(&self, _: log::AppendBatch<'_>) -> log::StoreResult<()> {
+        panic!("injected: the writer dies in an append");
+    }
+    fn recover(&self, head: log::Witness) -> log::StoreResult<()> {
+        self.0.recover(head)
+    }
+    fn get(&self, seq: Seq) -> log::StoreResult<Option<log::RawEntry>> {
+        self.0.get(seq)
+    }
+    fn range(&self, from: Seq, to: Seq, limit: usize) -> log::StoreResult<Vec<log::RawEntry>> {
+        self.0.range(from, to, limit)
+    }
+    fn last(&self) -> log::StoreResult<Option<log::RawEntry>> {
+        self.0.last()
+    }
+    fn earliest(&self) -> log::StoreResult<Option<Seq>> {
+        self.0.earliest()
+    }
+    fn witness(&self) -> log::StoreResult<Option<log::Witness>> {
+        self.0.witness()
+    }
+    fn idempotency_get(&self, key: &[u8]) -> log::StoreResult<Option<Seq>> {
+        self.0.idempotency_get(key)
+    }
+    fn meta_get(&self, key: &str) -> log::StoreResult<Option<Vec<u8>>> {
+        self.0.meta_get(key)
+    }
+    fn put_checkpoint(&self, seq: Seq, bytes: &[u8]) -> log::StoreResult<()> {
+        self.0.put_checkpoint(seq, bytes)
+    }
+    fn prune_checkpoints(&self, newest: usize, window: u64) -> log::StoreResult<()> {
+        self.0.prune_checkpoints(newest, window)
+    }
+    fn checkpoint_seqs(&self) -> log::StoreResult<Vec<Seq>> {
+        self.0.checkpoint_seqs()
+    }
+    fn open_checkpoint(&self, seq: Seq) -> log::StoreResult<log::StoredCheckpoint> {
+        self.0.open_checkpoint(seq)
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_writer_that_dies_stops_claiming_writes_and_every_write_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PanicOnAppend(crate::store::SledStore::open(dir.path()).unwrap());
+    let l = Ledger::open(Arc::new(store), LedgerConfig::default()).unwrap();
+    let mut status = l.watch_write_status();
+    assert_eq!(*status.borrow(), WriteStatus::Writable);
+    let create = Command::CreateGroup { group: "g".into() };
+    let e = l.submit("t", None, create.clone()).await.unwrap_err();
+    assert!(matches!(e, Error::WriterStopped), "{e}");
+    assert!(e.is_unavailable());
+    status
+        .wait_for(|s| *s == WriteStatus::Stopped)
+        .await
+        .unwrap();
+    let again = l.submit("t", None, create).await.unwrap_err();
+    assert!(again.is_unavailable(), "{again}");
+    assert_eq!(l.snapshot().seq, 0, "nothing was published");
+    assert!(l.check_access("alice").is_ok(), "reads go on");
 }

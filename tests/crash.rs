@@ -447,15 +447,11 @@ async fn kill_9_under_load_loses_no_acknowledged_entry() {
     for (i, e) in entries.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1, "seqs are dense");
     }
-    let v = c
-        .audit
-        .verify(pb::VerifyRequest {
-            from_seq: 1,
-            to_seq: head_seq,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let v = ok(c.audit.verify(pb::VerifyRequest {
+        from_seq: 1,
+        to_seq: head_seq,
+    }))
+    .await;
     assert!(v.ok, "verify: {v:?}");
     assert_eq!(v.checked, head_seq);
     let v = verify_all(&mut c).await;

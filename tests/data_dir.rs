@@ -186,15 +186,11 @@ async fn a_fresh_data_directory_is_private_even_under_umask_0() {
     }
     // Checkpoints are written beside the writer, and each one written is then
     // recorded: follow the stream until the first record (bounded).
-    let mut records = c
-        .audit
-        .stream(pb::StreamRequest {
-            kinds: vec!["state_checkpointed".into()],
-            ..stream_from(1, true)
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut records = ok(c.audit.stream(pb::StreamRequest {
+        kinds: vec!["state_checkpointed".into()],
+        ..stream_from(1, true)
+    }))
+    .await;
     let found = tokio::time::timeout(Duration::from_secs(30), records.message())
         .await
         .is_ok_and(|m| m.is_ok_and(|e| e.is_some()));

@@ -497,12 +497,7 @@ async fn full_disk(s: TestServer, filler: &Path) {
     // Acknowledged ones replay with their seq.
     let sample: Vec<(String, u64)> = acked.iter().take(3).map(|(n, s)| (n.clone(), *s)).collect();
     for (name, seq) in sample {
-        let g = c
-            .admin
-            .create_group(create(&name))
-            .await
-            .unwrap()
-            .into_inner();
+        let g = ok(c.admin.create_group(create(&name))).await;
         assert!(g.replayed && g.seq == seq, "{name}: {g:?}");
     }
     for i in 0..20 {

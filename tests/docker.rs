@@ -19,14 +19,11 @@ async fn docker_server(dir: &std::path::Path, stop_on_stale: bool) -> TestServer
 }
 
 async fn decide(c: &mut privledger::client::Clients, user: &str) -> pb::Decision {
-    c.authz
-        .authorize_spawn(pb::AuthorizeSpawnRequest {
-            user: user.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    ok(c.authz.authorize_spawn(pb::AuthorizeSpawnRequest {
+        user: user.into(),
+        ..Default::default()
+    }))
+    .await
 }
 
 fn alerts(events: &[Value]) -> Vec<String> {
@@ -139,11 +136,11 @@ async fn authorized_and_unauthorized_socket_containers() {
         &["--mount", "type=bind,source=/run,target=/hostrun,readonly"],
     );
 
-    let ok = entries_until(&mut c, &ok_id, |e| {
+    let good = entries_until(&mut c, &ok_id, |e| {
         actions(e).contains(&"start".to_string())
     })
     .await;
-    let created = ok
+    let created = good
         .iter()
         .find(|e| e["kind"] == "docker_container" && e["action"] == "create")
         .unwrap();
@@ -174,12 +171,12 @@ async fn authorized_and_unauthorized_socket_containers() {
 
     // Removing the authorized container records die and destroy; it never alerted.
     docker(&["rm", "-f", &ok_id]);
-    let ok = entries_until(&mut c, &ok_id, |e| {
+    let good = entries_until(&mut c, &ok_id, |e| {
         actions(e).contains(&"destroy".to_string())
     })
     .await;
-    assert!(alerts(&ok).is_empty(), "{ok:#?}");
-    let a = actions(&ok);
+    assert!(alerts(&good).is_empty(), "{good:#?}");
+    let a = actions(&good);
     assert!(
         a.contains(&"die".into()) && a.contains(&"create".into()),
         "{a:?}"
@@ -191,17 +188,13 @@ async fn authorized_and_unauthorized_socket_containers() {
     .await;
     assert_eq!(alerts(&ev).len(), 1, "{ev:#?}");
     // Stream filters by the alert kind.
-    let mut st = c
-        .audit
-        .stream(pb::StreamRequest {
-            from_seq: 1,
-            follow: false,
-            kinds: vec!["unauthorized_socket_mount".into()],
-            subject: rogue_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut st = ok(c.audit.stream(pb::StreamRequest {
+        from_seq: 1,
+        follow: false,
+        kinds: vec!["unauthorized_socket_mount".into()],
+        subject: rogue_id.clone(),
+    }))
+    .await;
     assert_eq!(st.message().await.unwrap().unwrap().kind, "alert");
     drop(cs);
     s.stop().await;
@@ -277,18 +270,14 @@ async fn revoke_while_running(stop: bool) {
     let s = docker_server(dir.path(), stop).await;
     let cs = Containers::new(if stop { "stale-stop" } else { "stale" });
     let mut c = s.admin().await;
-    let g = c
-        .admin
-        .issue_grant(pb::IssueGrantRequest {
-            subject: user("erin"),
-            spec: spec(pb::SocketAccess::Raw, pb::SocketMode::Rw, false),
-            expires_at: None,
-            reason: "workflow runner".into(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let g = ok(c.admin.issue_grant(pb::IssueGrantRequest {
+        subject: user("erin"),
+        spec: spec(pb::SocketAccess::Raw, pb::SocketMode::Rw, false),
+        expires_at: None,
+        reason: "workflow runner".into(),
+        request_id: String::new(),
+    }))
+    .await;
     let d = decide(&mut c, "erin").await;
     let f = d.fragments.unwrap();
     let id = run_with(
@@ -394,12 +383,7 @@ async fn watcher_restarted_while_300_containers_come_and_go() {
     wait_watching(&s).await;
     let mut c = s.admin().await;
     // Everything after the restart, in one pass.
-    let mut st = c
-        .audit
-        .stream(stream_from(1, false))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut st = ok(c.audit.stream(stream_from(1, false))).await;
     let mut all = Vec::new();
     while let Some(e) = st.message().await.unwrap() {
         all.push(serde_json::from_slice::<Value>(&e.body).unwrap()["event"].clone());
@@ -457,13 +441,10 @@ async fn daemon_absent_at_start_then_present() {
     let d = decide(&mut c, "alice").await;
     assert!(!d.allowed);
     let mut health = tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
-    let st = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "privledger.v1.DockerWatcher".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = ok(health.check(tonic_health::pb::HealthCheckRequest {
+        service: "privledger.v1.DockerWatcher".into(),
+    }))
+    .await;
     assert_eq!(st.status, 2, "NOT_SERVING while absent");
     // The daemon appears at the endpoint: a socket forwarding to the real one.
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();

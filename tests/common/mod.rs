@@ -12,6 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+mod requests;
+pub use requests::*;
+
 /// [`TestServer::try_start`]'s error when the server ended, without an error, before
 /// it served.
 const ENDED_WITHOUT_ERROR: &str = "the server ended without an error before serving";
@@ -177,64 +180,6 @@ impl TestServer {
         let mut s = TestServer::start_with(cfg).await;
         s.dir = dir;
         s
-    }
-}
-
-pub fn user(u: &str) -> Option<pb::Subject> {
-    Some(pb::Subject {
-        kind: Some(pb::subject::Kind::User(u.into())),
-    })
-}
-
-pub fn group(g: &str) -> Option<pb::Subject> {
-    Some(pb::Subject {
-        kind: Some(pb::subject::Kind::Group(g.into())),
-    })
-}
-
-pub fn spec(
-    socket: pb::SocketAccess,
-    mode: pb::SocketMode,
-    privileged: bool,
-) -> Option<pb::GrantSpec> {
-    Some(pb::GrantSpec {
-        socket: socket.into(),
-        socket_mode: mode.into(),
-        privileged,
-        limits: None,
-    })
-}
-
-pub fn grant_req(
-    subject: Option<pb::Subject>,
-    spec: Option<pb::GrantSpec>,
-) -> pb::IssueGrantRequest {
-    pb::IssueGrantRequest {
-        subject,
-        spec,
-        expires_at: None,
-        reason: "test".into(),
-        request_id: String::new(),
-    }
-}
-
-/// Adds `u` to group `g` (no request_id).
-pub fn member(g: &str, u: &str) -> pb::MemberRequest {
-    pb::MemberRequest {
-        group: g.into(),
-        user: u.into(),
-        request_id: String::new(),
-    }
-}
-
-/// The audit stream from `from_seq`, every kind and subject; `follow` keeps it open
-/// for the entries still to come.
-pub fn stream_from(from_seq: u64, follow: bool) -> pb::StreamRequest {
-    pb::StreamRequest {
-        from_seq,
-        follow,
-        kinds: vec![],
-        subject: String::new(),
     }
 }
 

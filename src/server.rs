@@ -159,6 +159,18 @@ pub async fn run(
         health,
     )
     .await;
+    // One stack for every listener (their incoming types differ, hence a macro).
+    macro_rules! serve {
+        ($incoming:expr) => {
+            Server::builder()
+                .layer(layers::RpcMetricsLayer)
+                .layer(MapResponseLayer::new(
+                    layers::oversized_is_resource_exhausted,
+                ))
+                .add_routes(routes.clone())
+                .serve_with_incoming_shutdown($incoming, stopped(stop_rx.clone()))
+        };
+    }
     let mut servers = Vec::new();
     if let Some(l) = listener {
         let addr = l.local_addr().map_err(io("listener address"))?;
@@ -166,27 +178,13 @@ pub async fn run(
         // No Nagle: a response larger than one segment would otherwise wait for the
         // client's delayed ACK (about 40 ms on Linux).
         let incoming = TcpIncoming::from(l).with_nodelay(Some(true));
-        let fut = Server::builder()
-            .layer(layers::RpcMetricsLayer)
-            .layer(MapResponseLayer::new(
-                layers::oversized_is_resource_exhausted,
-            ))
-            .add_routes(routes.clone())
-            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-        servers.push(tokio::spawn(fut));
+        servers.push(tokio::spawn(serve!(incoming)));
     }
     if let Some(path) = &cfg.unix_socket {
         let l = bind_unix(path)?;
         info!(path = %path.display(), "serving gRPC on a Unix socket");
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
-        let fut = Server::builder()
-            .layer(layers::RpcMetricsLayer)
-            .layer(MapResponseLayer::new(
-                layers::oversized_is_resource_exhausted,
-            ))
-            .add_routes(routes.clone())
-            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-        servers.push(tokio::spawn(fut));
+        servers.push(tokio::spawn(serve!(incoming)));
     }
 
     stopped(stop_rx.clone()).await;

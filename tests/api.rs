@@ -10,14 +10,10 @@ use tonic::Code;
 
 #[tokio::test]
 async fn admin_happy_paths_and_every_error_status_append_nothing() {
-    let s = TestServer::start().await;
-    let mut c = s.admin().await;
+    let (s, mut c) = TestServer::start_admin().await;
     let g = ok(c.admin.create_group(create_group("builders"))).await;
     assert_eq!(g.name, "builders");
-    c.admin
-        .add_member(member("builders", "alice"))
-        .await
-        .unwrap();
+    ok(c.admin.add_member(member("builders", "alice"))).await;
     let list = ok(c.admin.list_groups(pb::ListGroupsRequest {})).await;
     let names: Vec<_> = list
         .groups
@@ -253,8 +249,7 @@ async fn admin_happy_paths_and_every_error_status_append_nothing() {
 
 #[tokio::test]
 async fn oversized_request_is_resource_exhausted() {
-    let s = TestServer::start().await;
-    let mut c = s.admin().await;
+    let (s, mut c) = TestServer::start_admin().await;
     let before = head(&mut c).await;
     let r = c
         .admin

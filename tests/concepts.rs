@@ -9,11 +9,10 @@ use privledger::pb;
 
 #[tokio::test]
 async fn combine_rules_defaults_expiry_revocation_and_leaving_a_group() {
-    let s = TestServer::start().await;
-    let mut c = s.admin().await;
+    let (s, mut c) = TestServer::start_admin().await;
     for g in ["a", "b"] {
-        c.admin.create_group(create_group(g)).await.unwrap();
-        c.admin.add_member(member(g, "alice")).await.unwrap();
+        ok(c.admin.create_group(create_group(g))).await;
+        ok(c.admin.add_member(member(g, "alice"))).await;
     }
     let limited = |limits: pb::Limits| {
         Some(pb::GrantSpec {
@@ -23,29 +22,25 @@ async fn combine_rules_defaults_expiry_revocation_and_leaving_a_group() {
             limits: Some(limits),
         })
     };
-    c.admin
-        .issue_grant(grant_req(
-            group("a"),
-            limited(pb::Limits {
-                max_containers: Some(20),
-                mem_cap_gb: Some(1.5),
-                ..Default::default()
-            }),
-        ))
-        .await
-        .unwrap();
-    c.admin
-        .issue_grant(grant_req(
-            group("b"),
-            limited(pb::Limits {
-                max_containers: Some(4),
-                max_volumes: Some(30),
-                allow_dangerous_flags: Some(true),
-                ..Default::default()
-            }),
-        ))
-        .await
-        .unwrap();
+    ok(c.admin.issue_grant(grant_req(
+        group("a"),
+        limited(pb::Limits {
+            max_containers: Some(20),
+            mem_cap_gb: Some(1.5),
+            ..Default::default()
+        }),
+    )))
+    .await;
+    ok(c.admin.issue_grant(grant_req(
+        group("b"),
+        limited(pb::Limits {
+            max_containers: Some(4),
+            max_volumes: Some(30),
+            allow_dangerous_flags: Some(true),
+            ..Default::default()
+        }),
+    )))
+    .await;
     let a = access(&mut c, "alice").await;
     assert_eq!(a.socket, S::Limited as i32);
     let l = a.limits.unwrap();
@@ -87,10 +82,9 @@ async fn combine_rules_defaults_expiry_revocation_and_leaving_a_group() {
         .add_member(member("docker-privileged", "alice"))
         .await
         .unwrap();
-    c.admin
-        .issue_grant(grant_req(group("b"), spec(S::None, M::Rw, true)))
-        .await
-        .unwrap();
+    ok(c.admin
+        .issue_grant(grant_req(group("b"), spec(S::None, M::Rw, true))))
+    .await;
     let a = access(&mut c, "alice").await;
     assert_eq!(a.socket_mode, M::Rw as i32);
     assert!(a.privileged);
@@ -102,7 +96,7 @@ async fn combine_rules_defaults_expiry_revocation_and_leaving_a_group() {
         .remove_member(member("docker-privileged", "alice"))
         .await
         .unwrap();
-    c.admin.remove_member(member("b", "alice")).await.unwrap();
+    ok(c.admin.remove_member(member("b", "alice"))).await;
     let a = access(&mut c, "alice").await;
     assert_eq!(a.socket_mode, M::Ro as i32);
     assert!(!a.privileged);
@@ -120,13 +114,11 @@ async fn combine_rules_defaults_expiry_revocation_and_leaving_a_group() {
         seconds: now.as_secs() as i64 + 3600,
         nanos: 0,
     };
-    c.admin
-        .issue_grant(pb::IssueGrantRequest {
-            expires_at: Some(exp),
-            ..grant_req(user("carol"), spec(S::Raw, M::Rw, false))
-        })
-        .await
-        .unwrap();
+    ok(c.admin.issue_grant(pb::IssueGrantRequest {
+        expires_at: Some(exp),
+        ..grant_req(user("carol"), spec(S::Raw, M::Rw, false))
+    }))
+    .await;
     assert_eq!(access(&mut c, "carol").await.socket, S::Raw as i32);
     let later = pb::Position {
         at: Some(pb::position::At::Time(prost_types::Timestamp {
@@ -149,20 +141,14 @@ async fn combine_rules_defaults_expiry_revocation_and_leaving_a_group() {
 
 #[tokio::test]
 async fn authorize_spawn_records_the_decision_with_fragments() {
-    let s = TestServer::start().await;
-    let mut c = s.admin().await;
-    c.admin
-        .add_member(member("docker-privileged", "alice"))
-        .await
-        .unwrap();
-    c.admin
-        .issue_grant(grant_req(user("alice"), spec(S::None, M::Rw, true)))
-        .await
-        .unwrap();
-    c.admin
-        .issue_grant(grant_req(user("lim"), spec(S::Limited, M::Rw, false)))
-        .await
-        .unwrap();
+    let (s, mut c) = TestServer::start_admin().await;
+    ok(c.admin.add_member(member("docker-privileged", "alice"))).await;
+    ok(c.admin
+        .issue_grant(grant_req(user("alice"), spec(S::None, M::Rw, true))))
+    .await;
+    ok(c.admin
+        .issue_grant(grant_req(user("lim"), spec(S::Limited, M::Rw, false))))
+    .await;
     let before = head(&mut c).await;
     let d = ok(c.authz.authorize_spawn(pb::AuthorizeSpawnRequest {
         user: "alice".into(),

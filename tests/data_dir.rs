@@ -176,13 +176,11 @@ async fn a_fresh_data_directory_is_private_even_under_umask_0() {
     let srv = ServeProcess::spawn(cmd, &data, &log, "").await;
     let mut c = srv.admin().await;
     for i in 0..30 {
-        c.admin
-            .create_group(pb::CreateGroupRequest {
-                name: format!("g{i}"),
-                request_id: format!("r{i}"),
-            })
-            .await
-            .unwrap();
+        ok(c.admin.create_group(pb::CreateGroupRequest {
+            name: format!("g{i}"),
+            request_id: format!("r{i}"),
+        }))
+        .await;
     }
     // Checkpoints are written beside the writer, and each one written is then
     // recorded: follow the stream until the first record (bounded).

@@ -325,15 +325,13 @@ async fn full_disk(s: TestServer, filler: &Path) {
     let started = Instant::now();
     let mut c = s.admin().await;
     let ch = c.channel.clone();
-    c.admin.create_group(create("team")).await.unwrap();
-    c.admin.add_member(member("team", "alice")).await.unwrap();
-    c.admin
-        .issue_grant(grant_req(
-            group("team"),
-            spec(S::Limited, M::Unspecified, false),
-        ))
-        .await
-        .unwrap();
+    ok(c.admin.create_group(create("team"))).await;
+    ok(c.admin.add_member(member("team", "alice"))).await;
+    ok(c.admin.issue_grant(grant_req(
+        group("team"),
+        spec(S::Limited, M::Unspecified, false),
+    )))
+    .await;
 
     // Writes in a loop (four clients, so that batches hold several entries) while
     // the filler takes the disk.
@@ -502,8 +500,8 @@ async fn full_disk(s: TestServer, filler: &Path) {
     }
     for i in 0..20 {
         let name = format!("later-{i}");
-        let g = c.admin.create_group(create(&name)).await.unwrap();
-        acked.insert(name, g.into_inner().seq);
+        let g = ok(c.admin.create_group(create(&name))).await;
+        acked.insert(name, g.seq);
     }
     let h = check_complete(&mut c, &acked).await;
 

@@ -75,14 +75,12 @@ async fn authorized_and_unauthorized_socket_containers() {
     let s = docker_server(dir.path(), false).await;
     let cs = Containers::new("authz");
     let mut c = s.admin().await;
-    c.admin
-        .add_member(pb::MemberRequest {
-            group: "docker-privileged".into(),
-            user: "alice".into(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap();
+    ok(c.admin.add_member(pb::MemberRequest {
+        group: "docker-privileged".into(),
+        user: "alice".into(),
+        request_id: String::new(),
+    }))
+    .await;
     let alice = decide(&mut c, "alice").await;
     let bob = decide(&mut c, "bob").await; // denied: no socket
     let f = alice.fragments.clone().unwrap();
@@ -210,16 +208,14 @@ async fn privileged_is_judged_at_create() {
     let s = docker_server(dir.path(), false).await;
     let cs = Containers::new("priv");
     let mut c = s.admin().await;
-    c.admin
-        .issue_grant(pb::IssueGrantRequest {
-            subject: user("dave"),
-            spec: spec(pb::SocketAccess::None, pb::SocketMode::Rw, true),
-            expires_at: None,
-            reason: "gpu drivers".into(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap();
+    ok(c.admin.issue_grant(pb::IssueGrantRequest {
+        subject: user("dave"),
+        spec: spec(pb::SocketAccess::None, pb::SocketMode::Rw, true),
+        expires_at: None,
+        reason: "gpu drivers".into(),
+        request_id: String::new(),
+    }))
+    .await;
     let d = decide(&mut c, "dave").await;
     assert!(d.fragments.as_ref().unwrap().privileged);
     // Privileged containers cannot start on these machines: judge them at create.
@@ -291,14 +287,12 @@ async fn revoke_while_running(stop: bool) {
         &[],
     );
     entries_until(&mut c, &id, |e| actions(e).contains(&"start".to_string())).await;
-    c.admin
-        .revoke_grant(pb::RevokeGrantRequest {
-            grant_id: g.id,
-            reason: "left the team".into(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap();
+    ok(c.admin.revoke_grant(pb::RevokeGrantRequest {
+        grant_id: g.id,
+        reason: "left the team".into(),
+        request_id: String::new(),
+    }))
+    .await;
     let ev = entries_until(&mut c, &id, |e| {
         alerts(e).contains(&"stale_grant".to_string())
             && (!stop || e.iter().any(|x| x["kind"] == "container_stopped"))

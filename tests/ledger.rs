@@ -10,8 +10,7 @@ use tonic::Code;
 
 #[tokio::test]
 async fn idempotent_retry_appends_once() {
-    let s = TestServer::start().await;
-    let mut c = s.admin().await;
+    let (s, mut c) = TestServer::start_admin().await;
     let req = pb::AuthorizeSpawnRequest {
         user: "alice".into(),
         request_id: "spawn-42".into(),
@@ -53,19 +52,14 @@ async fn idempotent_retry_appends_once() {
 
 #[tokio::test]
 async fn restart_keeps_every_acknowledged_entry_and_the_same_state() {
-    let s = TestServer::start().await;
-    let mut c = s.admin().await;
-    c.admin.create_group(create_group("g")).await.unwrap();
+    let (s, mut c) = TestServer::start_admin().await;
+    ok(c.admin.create_group(create_group("g"))).await;
     for i in 0..40 {
-        c.admin
-            .add_member(member("g", &format!("u{i}")))
-            .await
-            .unwrap();
+        ok(c.admin.add_member(member("g", &format!("u{i}")))).await;
     }
-    c.admin
-        .issue_grant(grant_req(group("g"), spec(S::Raw, M::Ro, true)))
-        .await
-        .unwrap();
+    ok(c.admin
+        .issue_grant(grant_req(group("g"), spec(S::Raw, M::Ro, true))))
+    .await;
     let head1 = ok(c.audit.head(pb::HeadRequest {})).await;
     let who1 = ok(c.authz.who_has_access(pb::WhoHasAccessRequest { at: None })).await;
     let grants1 = ok(c.admin.list_grants(pb::ListGrantsRequest {
@@ -110,8 +104,7 @@ async fn restart_keeps_every_acknowledged_entry_and_the_same_state() {
 
 #[tokio::test]
 async fn point_in_time_answers_before_and_after_a_change() {
-    let s = TestServer::start().await;
-    let mut c = s.admin().await;
+    let (s, mut c) = TestServer::start_admin().await;
     let before = head(&mut c).await;
     let added = ok(c.admin.add_member(member("docker-privileged", "alice"))).await;
     let removed = ok(c.admin.remove_member(member("docker-privileged", "alice"))).await;
@@ -169,8 +162,7 @@ async fn point_in_time_answers_before_and_after_a_change() {
 
 #[tokio::test]
 async fn stream_follow_while_10000_entries_are_appended_has_no_gap_and_no_duplicate() {
-    let s = TestServer::start().await;
-    let mut c = s.admin().await;
+    let (s, mut c) = TestServer::start_admin().await;
     let start = head(&mut c).await;
     let mut stream = ok(c.audit.stream(stream_from(1, true))).await;
     const N: u64 = 10_000;
@@ -231,13 +223,9 @@ async fn stream_follow_while_10000_entries_are_appended_has_no_gap_and_no_duplic
 
 #[tokio::test]
 async fn verify_finds_a_flipped_byte_and_names_its_seq() {
-    let s = TestServer::start().await;
-    let mut c = s.admin().await;
+    let (s, mut c) = TestServer::start_admin().await;
     for i in 0..20 {
-        c.admin
-            .create_group(create_group(&format!("group-{i:02}")))
-            .await
-            .unwrap();
+        ok(c.admin.create_group(create_group(&format!("group-{i:02}")))).await;
     }
     let victim = ok(c.admin.get_group(get_group("group-11")))
         .await

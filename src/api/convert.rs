@@ -17,41 +17,32 @@ use crate::pb;
 
 // === requests ===
 
+/// A protobuf enum value, or the error naming `field` when it is not one.
+fn known<E: TryFrom<i32>>(field: &'static str, v: i32) -> Result<E, RequestError> {
+    E::try_from(v).map_err(|_| RequestError::UnknownEnum { field, value: v })
+}
+
 pub fn socket_access(v: i32) -> Result<SocketAccess, RequestError> {
-    match pb::SocketAccess::try_from(v) {
-        Ok(pb::SocketAccess::Unspecified | pb::SocketAccess::None) => Ok(SocketAccess::None),
-        Ok(pb::SocketAccess::Raw) => Ok(SocketAccess::Raw),
-        Ok(pb::SocketAccess::Limited) => Ok(SocketAccess::Limited),
-        Err(_) => Err(RequestError::UnknownEnum {
-            field: "socket access",
-            value: v,
-        }),
-    }
+    Ok(match known("socket access", v)? {
+        pb::SocketAccess::Unspecified | pb::SocketAccess::None => SocketAccess::None,
+        pb::SocketAccess::Raw => SocketAccess::Raw,
+        pb::SocketAccess::Limited => SocketAccess::Limited,
+    })
 }
 
 pub fn socket_mode(v: i32) -> Result<SocketMode, RequestError> {
-    match pb::SocketMode::try_from(v) {
-        Ok(pb::SocketMode::Unspecified | pb::SocketMode::Rw) => Ok(SocketMode::Rw),
-        Ok(pb::SocketMode::Ro) => Ok(SocketMode::Ro),
-        Err(_) => Err(RequestError::UnknownEnum {
-            field: "socket mode",
-            value: v,
-        }),
-    }
+    Ok(match known("socket mode", v)? {
+        pb::SocketMode::Unspecified | pb::SocketMode::Rw => SocketMode::Rw,
+        pb::SocketMode::Ro => SocketMode::Ro,
+    })
 }
 
 pub fn role(v: i32) -> Result<Role, RequestError> {
-    match pb::Role::try_from(v) {
-        Ok(pb::Role::Admin) => Ok(Role::Admin),
-        Ok(pb::Role::Spawner) => Ok(Role::Spawner),
-        Ok(pb::Role::Auditor) => Ok(Role::Auditor),
-        Ok(pb::Role::Unspecified) => {
-            Err(RequestError::Missing("a role (admin, spawner or auditor)"))
-        }
-        Err(_) => Err(RequestError::UnknownEnum {
-            field: "role",
-            value: v,
-        }),
+    match known("role", v)? {
+        pb::Role::Admin => Ok(Role::Admin),
+        pb::Role::Spawner => Ok(Role::Spawner),
+        pb::Role::Auditor => Ok(Role::Auditor),
+        pb::Role::Unspecified => Err(RequestError::Missing("a role (admin, spawner or auditor)")),
     }
 }
 

@@ -1,72 +1,44 @@
 //! The one place ledger errors become gRPC statuses.
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::error::{AuthError, RequestError};
 use tracing::error;
 
+use crate::ledger::error::Cause;
 use crate::ledger::log::StoreError;
 use crate::ledger::Error;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
-        let code = match &e {
-            Error::InvalidText { .. }
-            | Error::InvalidGrant(_)
-            | Error::ExpiryNotInFuture(_)
-            | Error::UnknownKind(_)
-            | Error::BeyondHead { .. }
-            | Error::ReversedRange { .. }
-            | Error::BeforeEarliest { .. }
-            | Error::RequestIdReused { .. }
-            | Error::InvalidCheckpointRecord(_)
-            | Error::Unencodable(_) => Code::InvalidArgument,
-            Error::NoSuchGroup(_)
-            | Error::NoSuchBuiltinGroup(_)
-            | Error::NotAMember { .. }
-            | Error::NoSuchGrant(_)
-            | Error::NoSuchToken(_) => Code::NotFound,
-            Error::GroupExists(_)
-            | Error::BuiltinGroupExists(_)
-            | Error::AlreadyAMember { .. }
-            | Error::TokenNameTaken { .. } => Code::AlreadyExists,
-            Error::BuiltinGroup(_)
-            | Error::BuiltinGrant(_)
-            | Error::NotExpired(_)
-            | Error::GrantEnded { .. }
-            | Error::TokenRevoked { .. } => Code::FailedPrecondition,
-            // Fail closed: the caller learns nothing was stored.
-            Error::ReadOnly
-            | Error::ShuttingDown
-            | Error::WriterStopped
-            | Error::NotRecorded(_)
-            | Error::NoRandomness(_)
-            | Error::ThreadNotStarted { .. }
-            | Error::TaskFailed { .. } => Code::Unavailable,
-            Error::Store(e @ (StoreError::CannotWrite { .. } | StoreError::ReadOnly)) => {
-                return Status::unavailable(format!("{e}; nothing was recorded"));
+        let msg = match &e {
+            Error::Store(s @ (StoreError::CannotWrite { .. } | StoreError::ReadOnly)) => {
+                format!("{s}; nothing was recorded")
             }
-            Error::Store(
-                StoreError::Read { .. }
-                | StoreError::HeadMoved { .. }
-                | StoreError::Unusable { .. },
-            ) => {
+            Error::Store(_) => format!("ledger storage is not available: {e}"),
+            _ => e.to_string(),
+        };
+        match e.cause() {
+            Cause::BadInput => Status::invalid_argument(msg),
+            Cause::Missing => Status::not_found(msg),
+            Cause::Exists => Status::already_exists(msg),
+            Cause::NotAllowed => Status::failed_precondition(msg),
+            // Fail closed: the caller learns nothing was stored.
+            Cause::Unavailable => Status::unavailable(msg),
+            Cause::StorageFailing => {
                 error!(error = %e, "ledger storage error");
-                return Status::unavailable(format!("ledger storage is not available: {e}"));
+                Status::unavailable(msg)
             }
             // Opaque to the caller; the details go to the log.
-            Error::Corrupt { .. }
-            | Error::Refused { .. }
-            | Error::Store(StoreError::Damaged { .. }) => {
+            Cause::Damaged => {
                 error!(error = %e, "stored ledger is damaged");
-                return Status::internal("the stored ledger is damaged; run verify");
+                Status::internal("the stored ledger is damaged; run verify")
             }
-            Error::Inconsistent(_) => {
+            Cause::Internal => {
                 error!(error = %e, "ledger inconsistency");
-                return Status::internal(e.to_string());
+                Status::internal(msg)
             }
-        };
-        Status::new(code, e.to_string())
+        }
     }
 }
 

@@ -294,6 +294,10 @@ mod tests {
         matches!(&e.event, Event::Alert(a) if a.alert == kind)
     }
 
+    fn any_alert(entries: &[Entry], kind: AlertKind) -> bool {
+        entries.iter().any(|e| alert_of(e, kind))
+    }
+
     fn container(name: &str) -> ContainerFacts {
         ContainerFacts {
             name: name.into(),
@@ -412,9 +416,7 @@ mod tests {
         let s = r.attach().await;
         r.detach(s).await;
         assert!(
-            !r.entries()[n..]
-                .iter()
-                .any(|e| alert_of(e, AlertKind::DockerEventGap)),
+            !any_alert(&r.entries()[n..], AlertKind::DockerEventGap),
             "the replay holds the cursor again"
         );
     }
@@ -487,9 +489,7 @@ mod tests {
             .collect();
         assert!(between.iter().any(|e| alert_of(e, AlertKind::StaleGrant)));
         assert!(
-            !between
-                .iter()
-                .any(|e| alert_of(e, AlertKind::UnauthorizedSocketMount)),
+            !any_alert(&between, AlertKind::UnauthorizedSocketMount),
             "the decision vouched for the mount"
         );
     }

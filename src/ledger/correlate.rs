@@ -164,37 +164,24 @@ mod tests {
 
     #[test]
     fn unlabeled_other_user_and_socketless_decisions_alert() {
-        let kinds = |v: Vec<(AlertKind, String)>| v.into_iter().map(|a| a.0).collect::<Vec<_>>();
-        assert_eq!(
-            kinds(judge(&obs(None, None, Some(true), false), None)),
-            vec![AlertKind::UnauthorizedSocketMount]
-        );
+        let kinds = |o: ContainerObserved, d: Option<&SpawnDecision>| -> Vec<AlertKind> {
+            judge(&o, d).into_iter().map(|a| a.0).collect()
+        };
+        let mount = vec![AlertKind::UnauthorizedSocketMount];
+        let alice_rw = || obs(Some("alice"), Some("7"), Some(true), false);
+        assert_eq!(kinds(obs(None, None, Some(true), false), None), mount);
         let bob = decision("bob", SocketAccess::Raw, SocketMode::Rw, false);
         assert_eq!(
-            kinds(judge(
-                &obs(Some("alice"), Some("7"), Some(true), false),
-                Some(&bob)
-            )),
-            vec![AlertKind::UnauthorizedSocketMount]
+            kinds(alice_rw(), Some(&bob)),
+            mount,
+            "another user's decision"
         );
         let none = decision("alice", SocketAccess::None, SocketMode::Ro, false);
-        assert_eq!(
-            kinds(judge(
-                &obs(Some("alice"), Some("7"), Some(true), false),
-                Some(&none)
-            )),
-            vec![AlertKind::UnauthorizedSocketMount]
-        );
+        assert_eq!(kinds(alice_rw(), Some(&none)), mount, "no socket granted");
         let ro = decision("alice", SocketAccess::Raw, SocketMode::Ro, false);
+        assert_eq!(kinds(alice_rw(), Some(&ro)), mount, "granted read-only");
         assert_eq!(
-            kinds(judge(
-                &obs(Some("alice"), Some("7"), Some(true), false),
-                Some(&ro)
-            )),
-            vec![AlertKind::UnauthorizedSocketMount]
-        );
-        assert_eq!(
-            kinds(judge(&obs(Some("alice"), Some("7"), None, true), Some(&ro))),
+            kinds(obs(Some("alice"), Some("7"), None, true), Some(&ro)),
             vec![AlertKind::UnauthorizedPrivileged]
         );
         let mut exempt = obs(None, None, Some(true), true);

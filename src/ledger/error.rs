@@ -122,19 +122,80 @@ pub enum Error {
     Store(#[from] super::log::StoreError),
 }
 
+/// The kind of cause an error names: all the API needs to choose a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The request itself is wrong.
+    BadInput,
+    /// What it names does not exist.
+    Missing,
+    /// It exists already.
+    Exists,
+    /// The state does not allow it.
+    NotAllowed,
+    /// Nothing could be recorded now; a retry may succeed.
+    Unavailable,
+    /// Storage is failing to read or to be used.
+    StorageFailing,
+    /// What is stored is not right.
+    Damaged,
+    /// A bug.
+    Internal,
+}
+
 impl Error {
+    pub fn cause(&self) -> Cause {
+        use super::log::StoreError;
+        match self {
+            Error::InvalidText { .. }
+            | Error::InvalidGrant(_)
+            | Error::ExpiryNotInFuture(_)
+            | Error::UnknownKind(_)
+            | Error::BeyondHead { .. }
+            | Error::ReversedRange { .. }
+            | Error::BeforeEarliest { .. }
+            | Error::RequestIdReused { .. }
+            | Error::InvalidCheckpointRecord(_)
+            | Error::Unencodable(_) => Cause::BadInput,
+            Error::NoSuchGroup(_)
+            | Error::NoSuchBuiltinGroup(_)
+            | Error::NotAMember { .. }
+            | Error::NoSuchGrant(_)
+            | Error::NoSuchToken(_) => Cause::Missing,
+            Error::GroupExists(_)
+            | Error::BuiltinGroupExists(_)
+            | Error::AlreadyAMember { .. }
+            | Error::TokenNameTaken { .. } => Cause::Exists,
+            Error::BuiltinGroup(_)
+            | Error::BuiltinGrant(_)
+            | Error::NotExpired(_)
+            | Error::GrantEnded { .. }
+            | Error::TokenRevoked { .. } => Cause::NotAllowed,
+            Error::ReadOnly
+            | Error::ShuttingDown
+            | Error::WriterStopped
+            | Error::NotRecorded(_)
+            | Error::NoRandomness(_)
+            | Error::ThreadNotStarted { .. }
+            | Error::TaskFailed { .. }
+            | Error::Store(StoreError::CannotWrite { .. } | StoreError::ReadOnly) => {
+                Cause::Unavailable
+            }
+            Error::Store(
+                StoreError::Read { .. }
+                | StoreError::HeadMoved { .. }
+                | StoreError::Unusable { .. },
+            ) => Cause::StorageFailing,
+            Error::Corrupt { .. }
+            | Error::Refused { .. }
+            | Error::Store(StoreError::Damaged { .. }) => Cause::Damaged,
+            Error::Inconsistent(_) => Cause::Internal,
+        }
+    }
+
     /// Nothing was recorded because the ledger cannot write now; a retry may succeed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Error::ReadOnly
-                | Error::ShuttingDown
-                | Error::WriterStopped
-                | Error::NotRecorded(_)
-                | Error::NoRandomness(_)
-                | Error::ThreadNotStarted { .. }
-                | Error::TaskFailed { .. }
-        )
+        self.cause() == Cause::Unavailable
     }
 
     pub(super) fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Error {

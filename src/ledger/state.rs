@@ -28,7 +28,8 @@ use super::fold::Summary;
 /// A name-keyed persistent map hashed with foldhash: every query hashes a name, and
 /// SipHash costs more than the rest of an evaluation. The per-process random seed keeps
 /// crafted names from colliding on purpose.
-type NameMap<V> = GenericHashMap<Arc<str>, V, foldhash::fast::RandomState, DefaultSharedPtr>;
+pub(super) type NameMap<V> =
+    GenericHashMap<Arc<str>, V, foldhash::fast::RandomState, DefaultSharedPtr>;
 
 /// The derived state as of `seq`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -39,6 +39,13 @@ impl TestServer {
     }
 
     /// A server with `cfg` (its data directory is kept by the caller).
+    /// A started server and an admin's clients of it.
+    pub async fn start_admin() -> (TestServer, Clients) {
+        let s = TestServer::start().await;
+        let c = s.admin().await;
+        (s, c)
+    }
+
     pub async fn start_with(cfg: Config) -> TestServer {
         TestServer::start_checking(cfg, "privledger.v1.Authorizer").await
     }

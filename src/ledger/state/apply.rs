@@ -27,7 +27,7 @@ impl State {
             }
             Event::DockerContainer(o) => self.observe(o),
             Event::GroupCreated { group } => {
-                let ix = self.intern_group(group);
+                let ix = self.intern_group(group.as_str());
                 self.groups[ix as usize].group = Some(GroupState {
                     builtin: false,
                     created_seq: seq,
@@ -35,7 +35,7 @@ impl State {
                 });
             }
             Event::BuiltinGroupRestored { group, .. } => {
-                let ix = self.intern_group(group);
+                let ix = self.intern_group(group.as_str());
                 let slot = &mut self.groups[ix as usize];
                 slot.group
                     .get_or_insert_with(|| GroupState {
@@ -73,7 +73,7 @@ impl State {
             Event::MemberAdded { group, user } => {
                 if let Some(&gix) = self.group_ix.get(group.as_str()) {
                     if self.groups[gix as usize].group.is_some() {
-                        let uix = self.intern_user(user);
+                        let uix = self.intern_user(user.as_str());
                         self.link_member(gix, uix, true);
                     }
                 }
@@ -158,46 +158,28 @@ impl State {
         }
     }
 
-    pub(in crate::ledger) fn intern_user(&mut self, name: &str) -> Ix {
-        match self.user_ix.get(name) {
-            Some(&ix) => ix,
-            None => self.intern_user_arc(Arc::from(name)),
-        }
-    }
-
-    pub(in crate::ledger) fn intern_user_arc(&mut self, name: Arc<str>) -> Ix {
-        if let Some(&ix) = self.user_ix.get(&*name) {
-            return ix;
-        }
-        let ix = self.users.len() as Ix;
-        self.users.push_back(UserSlot {
-            name: name.clone(),
+    /// The index of user `name`, interned now if it is new.
+    pub(in crate::ledger) fn intern_user(&mut self, name: impl AsRef<str> + Into<Arc<str>>) -> Ix {
+        intern(&mut self.user_ix, &mut self.users, name, |name| UserSlot {
+            name,
             groups: Arc::from([]),
             grants: None,
-        });
-        self.user_ix.insert(name, ix);
-        ix
+        })
     }
 
-    pub(in crate::ledger) fn intern_group(&mut self, name: &str) -> Ix {
-        match self.group_ix.get(name) {
-            Some(&ix) => ix,
-            None => self.intern_group_arc(Arc::from(name)),
-        }
-    }
-
-    pub(in crate::ledger) fn intern_group_arc(&mut self, name: Arc<str>) -> Ix {
-        if let Some(&ix) = self.group_ix.get(&*name) {
-            return ix;
-        }
-        let ix = self.groups.len() as Ix;
-        self.groups.push_back(GroupSlot {
-            name: name.clone(),
-            group: None,
-            grants: None,
+    /// The index of group name `name`, interned now if it is new.
+    pub(in crate::ledger) fn intern_group(&mut self, name: impl AsRef<str> + Into<Arc<str>>) -> Ix {
+        let before = self.groups.len();
+        let ix = intern(&mut self.group_ix, &mut self.groups, name, |name| {
+            GroupSlot {
+                name,
+                group: None,
+                grants: None,
+            }
         });
-        self.group_summaries.push_back(Summary::default());
-        self.group_ix.insert(name, ix);
+        if self.groups.len() > before {
+            self.group_summaries.push_back(Summary::default());
+        }
         ix
     }
 
@@ -231,12 +213,12 @@ impl State {
     ) {
         match subject {
             Subject::User(u) => {
-                let ix = self.intern_user(u);
+                let ix = self.intern_user(u.as_str());
                 let slot = &mut self.users[ix as usize];
                 slot.grants = f(slot.grants.as_deref());
             }
             Subject::Group(g) => {
-                let ix = self.intern_group(g);
+                let ix = self.intern_group(g.as_str());
                 self.set_group_grants(ix, f(self.groups[ix as usize].grants.as_deref()));
             }
         }
@@ -278,4 +260,20 @@ impl State {
             self.expiring.remove(&(exp, id));
         }
     }
+}
+
+/// The index of `name` in `ix`, or a new slot for it at the end of `slots`.
+fn intern<S: Clone>(
+    ix: &mut super::NameMap<Ix>,
+    slots: &mut imbl::Vector<S>,
+    name: impl AsRef<str> + Into<Arc<str>>,
+    slot: impl FnOnce(Arc<str>) -> S,
+) -> Ix {
+    if let Some(&i) = ix.get(name.as_ref()) {
+        return i;
+    }
+    let (name, i) = (name.into(), slots.len() as Ix);
+    slots.push_back(slot(Arc::clone(&name)));
+    ix.insert(name, i);
+    i
 }

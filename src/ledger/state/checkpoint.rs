@@ -70,10 +70,10 @@ impl State {
         // Interned in the order they were, so indices equal those of a full replay.
         let (n_users, n_groups) = (cp.users.len(), cp.group_names.len());
         for u in cp.users {
-            st.intern_user_arc(u);
+            st.intern_user(u);
         }
         for g in cp.group_names {
-            st.intern_group_arc(g);
+            st.intern_group(g);
         }
         if st.users.len() != n_users || st.groups.len() != n_groups {
             return Err("checkpoint repeats a name".into());
@@ -110,8 +110,8 @@ impl State {
                     st.expiring.insert((exp, g.id));
                 }
                 let set = match &g.subject {
-                    Subject::User(u) => user_sets.entry(st.intern_user(u)).or_default(),
-                    Subject::Group(n) => group_sets.entry(st.intern_group(n)).or_default(),
+                    Subject::User(u) => user_sets.entry(st.intern_user(u.as_str())).or_default(),
+                    Subject::Group(n) => group_sets.entry(st.intern_group(n.as_str())).or_default(),
                 };
                 set.push(g.clone());
             }

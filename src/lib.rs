@@ -2,23 +2,28 @@
 //! on multi-user container platforms (JupyterHub with DockerSpawner and the like).
 //!
 //! # Layout
-//! - [`ledger`]: the domain. Events, the derived state, the pure policy, and the
-//!   `Ledger` handle (single writer with group commit, point-in-time, streams,
-//!   verify). Knows neither tonic nor sled.
+//! - [`ledger`]: the domain. Events and their kinds, commands and their validation,
+//!   the derived state, the pure policy, correlation rules, and the `Ledger` handle
+//!   (single writer with group commit, point in time, streams, verify). Knows
+//!   neither tonic, nor sled, nor bollard.
 //! - [`ledger::log`]: the log-store interface the ledger owns; [`store`] implements it
 //!   on sled (blocks of entries, idempotency buckets, head witness, checkpoint files).
+//! - [`docker`]: Docker's formats turned into observations, the watcher behind a
+//!   small daemon seam ([`docker::source`]), import; only `docker::daemon` knows bollard.
 //! - [`private_fs`]: the data directory's files: private modes, no symlink followed.
 //! - [`api`]: tonic handlers, request conversion, the one error → status mapping,
 //!   and bearer-token authentication.
-//! - [`server`]: opens the store, builds the ledger and the gRPC stack, serves until
-//!   shutdown, drains.
+//! - [`server`]: opens the store, builds the ledger, the gRPC stack and the watcher,
+//!   serves until shutdown, drains.
 //! - [`config`]: the TOML file, flags and environment, validated before any bind.
-//! - [`metrics`]: opt-in Prometheus metrics (names, exporter, recording helpers).
+//! - [`metrics`]: opt-in Prometheus metrics; [`telemetry`]: logging; [`signal`]:
+//!   shutdown signals.
 //! - [`cli`]: the command-line client (same binary); [`client`]: the connected
 //!   gRPC clients it (and the tests and load generator) use.
 //!
-//! Dependency direction: `server → {api, docker} → ledger → ledger::log` (the trait),
-//! implemented by `store` (sled); only `server` (and tests) name `store`.
+//! Dependency direction: `server → {api, docker, proxy (the limited socket, coming)}
+//! → ledger → ledger::log` (the trait), implemented by `store` (sled; etcd to come).
+//! Only `server` (and tests) name `store`; nothing below `api` knows tonic.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]

@@ -16,7 +16,8 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::docker::{ObserveConfig, RawEvent};
-use crate::ledger::event::{Event, Subject};
+use crate::ledger::event::{Event, SocketAccess, Subject};
+use crate::ledger::limited::LimitedSockets;
 use crate::ledger::{hash_secret, Command, Committed, Error, Ledger, StreamFilter};
 use crate::pb;
 use auth::{require, ADMIN, CHECKERS, READERS, SPAWNERS};
@@ -33,6 +34,8 @@ pub struct Api {
     ledger: Ledger,
     /// How imported Docker events are judged.
     observe: std::sync::Arc<ObserveConfig>,
+    /// Opens a limited user's socket before their decision is answered.
+    sockets: Option<std::sync::Arc<dyn LimitedSockets>>,
 }
 
 impl Api {
@@ -40,7 +43,13 @@ impl Api {
         Api {
             ledger,
             observe: std::sync::Arc::new(observe),
+            sockets: None,
         }
+    }
+
+    pub fn with_limited_sockets(mut self, s: std::sync::Arc<dyn LimitedSockets>) -> Self {
+        self.sockets = Some(s);
+        self
     }
 
     async fn submit(
@@ -395,6 +404,14 @@ impl pb::authorizer_server::Authorizer for Api {
                 },
             )
             .await?;
+        if let (Event::SpawnDecided(d), Some(s)) = (&c.entry.event, &self.sockets) {
+            if d.allowed && d.socket == SocketAccess::Limited {
+                // Answered only once the socket the decision names accepts.
+                s.open(&d.user, &d.decision_id)
+                    .await
+                    .map_err(Error::SocketNotOpened)?;
+            }
+        }
         match &c.entry.event {
             Event::SpawnDecided(d) => Ok(Response::new(cv::pb_decision(
                 d,

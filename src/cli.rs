@@ -146,6 +146,10 @@ pub struct ServeArgs {
     /// Follow the Docker daemon: on or off [default: on].
     #[arg(long, env = config::ENV_DOCKER)]
     pub docker: Option<String>,
+    /// Serve each limited user's Docker socket (needs the watcher): on or off
+    /// [default: on].
+    #[arg(long, env = config::ENV_PROXY)]
+    pub proxy: Option<String>,
     /// Docker endpoint [default: unix:///var/run/docker.sock].
     #[arg(long, env = config::ENV_DOCKER_ENDPOINT)]
     pub docker_endpoint: Option<String>,
@@ -321,6 +325,7 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen.clone(),
             docker: self.docker.clone(),
             docker_endpoint: self.docker_endpoint.clone(),
+            proxy: self.proxy.clone(),
             on_stale_grant: self.on_stale_grant.clone(),
             docker_allow_names: self.docker_allow_names.clone(),
             docker_allow_labels: self.docker_allow_labels.clone(),

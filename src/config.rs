@@ -23,6 +23,7 @@ pub const ENV_LIMITED_CONTAINER_SOCKET: &str = "PRIVLEDGER_LIMITED_CONTAINER_SOC
 pub const ENV_BUILTIN_GROUPS: &str = "PRIVLEDGER_BUILTIN_GROUPS";
 pub const ENV_DOCKER: &str = "PRIVLEDGER_DOCKER";
 pub const ENV_DOCKER_ENDPOINT: &str = "PRIVLEDGER_DOCKER_ENDPOINT";
+pub const ENV_PROXY: &str = "PRIVLEDGER_PROXY";
 pub const ENV_ON_STALE_GRANT: &str = "PRIVLEDGER_ON_STALE_GRANT";
 pub const ENV_DOCKER_ALLOW_NAMES: &str = "PRIVLEDGER_DOCKER_ALLOW_NAMES";
 pub const ENV_DOCKER_ALLOW_LABELS: &str = "PRIVLEDGER_DOCKER_ALLOW_LABELS";
@@ -94,6 +95,8 @@ pub struct DockerConfig {
     pub allow_names: Vec<String>,
     /// Labels (`key` or `key=value`) that exempt a container.
     pub allow_labels: Vec<(String, Option<String>)>,
+    /// Serve the limited users' sockets (the Docker API proxy, DESIGN §6).
+    pub proxy: bool,
 }
 
 impl Default for DockerConfig {
@@ -104,6 +107,7 @@ impl Default for DockerConfig {
             stop_on_stale_grant: false,
             allow_names: Vec::new(),
             allow_labels: Vec::new(),
+            proxy: true,
         }
     }
 }
@@ -266,6 +270,18 @@ impl Config {
             }
             d.endpoint = e;
         }
+        if let Some(v) = o.proxy.clone().or(fd.proxy) {
+            d.proxy = match v.as_str() {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                other => {
+                    return Err(invalid(
+                        "docker.proxy",
+                        format!("{other:?}: expected on or off"),
+                    ))
+                }
+            };
+        }
         if let Some(v) = o.on_stale_grant.clone().or(fd.on_stale_grant) {
             d.stop_on_stale_grant = match v.as_str() {
                 "alert" => false,
@@ -345,6 +361,7 @@ pub struct Overrides {
     /// `on` or `off`.
     pub docker: Option<String>,
     pub docker_endpoint: Option<String>,
+    pub proxy: Option<String>,
     /// `alert` or `stop`.
     pub on_stale_grant: Option<String>,
     /// Comma-separated container names.
@@ -454,6 +471,7 @@ struct FileDocker {
     enabled: Option<String>,
     endpoint: Option<String>,
     on_stale_grant: Option<String>,
+    proxy: Option<String>,
     allow_names: Option<Vec<String>>,
     allow_labels: Option<Vec<String>>,
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 mod fold;
 mod handle;
+pub mod limited;
 mod load;
 pub mod log;
 pub mod names;
@@ -31,7 +32,7 @@ mod writer;
 
 pub use command::{validate_spec, Command};
 pub use config::{
-    LedgerConfig, SpawnConfig, ACTOR_DOCKER, ACTOR_SYSTEM, LABEL_DECISION, LABEL_USER,
+    LedgerConfig, SpawnConfig, ACTOR_DOCKER, ACTOR_SYSTEM, LABEL_DECISION, LABEL_OWNER, LABEL_USER,
 };
 pub use entry::{Entry, EntryRecord};
 pub use error::Error;

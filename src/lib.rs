@@ -36,6 +36,7 @@ pub mod docker;
 pub mod ledger;
 pub mod metrics;
 pub mod private_fs;
+pub mod proxy;
 pub mod server;
 pub mod signal;
 pub mod store;

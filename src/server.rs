@@ -146,6 +146,7 @@ pub async fn run(
         &stop_rx,
     )
     .await;
+    let proxy = start_proxy(&ledger, &cfg, &stop_rx).await;
     let mut auth = Authenticator::new(ledger.clone());
     if cfg.read_only {
         auth = auth.with_forensic_admin(&cfg.admin_token_path());
@@ -154,6 +155,9 @@ pub async fn run(
         &ledger,
         auth,
         observe,
+        proxy
+            .as_ref()
+            .map(|(p, _)| p.clone() as std::sync::Arc<dyn crate::ledger::limited::LimitedSockets>),
         cfg.max_request_bytes,
         health_reporter,
         health,
@@ -207,6 +211,9 @@ pub async fn run(
     if let Some(w) = watcher {
         let _ = w.await;
     }
+    if let Some((_, task)) = proxy {
+        let _ = task.await;
+    }
     ledger.shutdown().await;
     if let Some(m) = metrics {
         m.abort();
@@ -241,11 +248,15 @@ async fn routes(
     ledger: &Ledger,
     auth: Authenticator,
     observe: ObserveConfig,
+    sockets: Option<std::sync::Arc<dyn crate::ledger::limited::LimitedSockets>>,
     max_request_bytes: usize,
     health_reporter: HealthReporter,
     health: HealthServer<impl tonic_health::pb::health_server::Health>,
 ) -> Routes {
-    let api = Api::new(ledger.clone(), observe);
+    let mut api = Api::new(ledger.clone(), observe);
+    if let Some(s) = sockets {
+        api = api.with_limited_sockets(s);
+    }
     health_reporter
         .set_serving::<pb::audit_server::AuditServer<Api>>()
         .await;
@@ -369,6 +380,45 @@ async fn spawn_watcher(
         async move { crate::docker::run(ledger, wcfg, status_tx, stopped(stop)).await }
             .instrument(tracing::info_span!("docker_watcher")),
     ))
+}
+
+/// Starts the limited-socket proxy when it is on and the watcher runs (it forwards to
+/// the watcher's endpoint, which must be a Unix socket).
+async fn start_proxy(
+    ledger: &Ledger,
+    cfg: &Config,
+    stop: &watch::Receiver<bool>,
+) -> Option<(
+    std::sync::Arc<crate::proxy::Proxy>,
+    tokio::task::JoinHandle<()>,
+)> {
+    if !cfg.docker.proxy || !cfg.docker.enabled || cfg.read_only {
+        info!("limited-socket proxy off");
+        return None;
+    }
+    let e = &cfg.docker.endpoint;
+    let Some(socket) = e
+        .strip_prefix("unix://")
+        .or(e.starts_with('/').then_some(e.as_str()))
+    else {
+        warn!(endpoint = %e, "the limited-socket proxy needs a unix:// Docker endpoint; proxy off");
+        return None;
+    };
+    let proxy = crate::proxy::Proxy::new(
+        ledger.clone(),
+        crate::proxy::ProxyConfig {
+            dir: cfg.ledger.spawn.limited_host_dir.clone().into(),
+            daemon_socket: socket.into(),
+            allow_networks: Vec::new(),
+        },
+    );
+    proxy.restore().await;
+    let p = proxy.clone();
+    let stop = stop.clone();
+    let task = tokio::spawn(
+        async move { p.run(stopped(stop)).await }.instrument(tracing::info_span!("proxy")),
+    );
+    Some((proxy, task))
 }
 
 /// A fresh server has no open door: when the ledger holds no token at all, create an

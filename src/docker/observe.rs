@@ -8,7 +8,7 @@ use super::events::RawEvent;
 use super::spawner_names::user_of;
 use crate::ledger::event::{ContainerObserved, Lifecycle, ObservedVia, SocketMount, UnixNanos};
 use crate::ledger::state::ContainerRecord;
-use crate::ledger::LABEL_DECISION;
+use crate::ledger::{LABEL_DECISION, LABEL_OWNER};
 
 /// What an inspect says about a container.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -155,6 +155,7 @@ pub fn observation(
             running: Some(f.running),
             inspected: true,
             exempt: cfg.is_exempt(f.name.trim_start_matches('/'), &f.labels),
+            via_limited_socket: f.labels.contains_key(LABEL_OWNER),
             source,
             exit_code,
         },
@@ -186,6 +187,8 @@ pub fn observation(
                 },
                 inspected: false,
                 exempt: known.is_some_and(|k| k.exempt) || cfg.is_exempt(&name, attributes),
+                via_limited_socket: known.is_some_and(|k| k.via_limited_socket)
+                    || attributes.contains_key(LABEL_OWNER),
                 source,
                 exit_code,
                 name,

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::ledger::LABEL_USER;
+use crate::ledger::{LABEL_OWNER, LABEL_USER};
 
 /// The user a container is for: label `privledger.user`, else DockerSpawner's default
 /// name `jupyter-<escaped username>` (optionally `--<server name>`).
 pub fn user_of(labels: &BTreeMap<String, String>, name: &str) -> Option<String> {
-    if let Some(u) = labels.get(LABEL_USER) {
+    if let Some(u) = labels.get(LABEL_USER).or_else(|| labels.get(LABEL_OWNER)) {
         return Some(u.clone());
     }
     let escaped = name.trim_start_matches('/').strip_prefix("jupyter-")?;

@@ -2,8 +2,8 @@
 //! they will apply to ([`Command::prepare`]), which turns each into its event.
 
 use super::event::{
-    Alert, ContainerObserved, Event, EventKind, GrantSpec, Role, Seq, SocketAccess, SocketMode,
-    Subject, UnixNanos,
+    Alert, ContainerObserved, Event, EventKind, GrantSpec, ProxyCall, Role, Seq, SocketAccess,
+    SocketMode, Subject, UnixNanos,
 };
 use super::state::{GrantState, State};
 use super::{names, policy, Error, SpawnConfig};
@@ -75,6 +75,8 @@ pub enum Command {
         at_seq: Seq,
         sha256: String,
     },
+    /// A call through a user's limited socket.
+    RecordProxyCall(ProxyCall),
     RecordStop {
         container_id: String,
         name: String,
@@ -109,6 +111,7 @@ impl Command {
             Command::RaiseAlert(_) => EventKind::Alert,
             Command::RecordStop { .. } => EventKind::ContainerStopped,
             Command::RecordCheckpoint { .. } => EventKind::StateCheckpointed,
+            Command::RecordProxyCall(_) => EventKind::ProxyCall,
         }
     }
 }
@@ -304,6 +307,16 @@ impl Command {
                 Ok(Event::DockerContainer(o.clone()))
             }
             Command::RaiseAlert(a) => Ok(Event::Alert(a.clone())),
+            Command::RecordProxyCall(p) => {
+                names::user(&p.user)?;
+                check_docker_text("method", &p.method, 16, false)?;
+                check_docker_text("path", &p.path, 1024, false)?;
+                for v in p.decision_id.iter().chain(p.resource.iter()) {
+                    check_docker_text("resource", v, 256, true)?;
+                }
+                names::reason_text(&p.reason)?;
+                Ok(Event::ProxyCall(p.clone()))
+            }
             Command::RecordCheckpoint { at_seq, sha256 } => {
                 if *at_seq == 0 || *at_seq >= seq {
                     return Err(Error::InvalidCheckpointRecord(format!(

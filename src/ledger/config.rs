@@ -5,6 +5,8 @@
 pub const LABEL_DECISION: &str = "privledger.decision";
 /// Container label naming the user a container is for.
 pub const LABEL_USER: &str = "privledger.user";
+/// Label the limited socket stamps on everything a user creates through it.
+pub const LABEL_OWNER: &str = "privledger.owner";
 /// Actor of entries that record what the Docker daemon did.
 pub const ACTOR_DOCKER: &str = "docker";
 /// Actor of entries the server appends on its own.

@@ -89,6 +89,9 @@ pub fn lost_privileges(c: &ContainerRecord, access: &Access) -> Option<String> {
     if c.privileged && !access.privileged {
         lost.push("privileged mode");
     }
+    if c.via_limited_socket && access.socket == SocketAccess::None {
+        lost.push("the limited Docker socket it was created through");
+    }
     (!lost.is_empty()).then(|| lost.join(" and "))
 }
 
@@ -124,6 +127,7 @@ mod tests {
             running: Some(false),
             inspected: true,
             exempt: false,
+            via_limited_socket: false,
             source: ObservedVia::Events,
             exit_code: None,
         }

@@ -93,6 +93,8 @@ pub enum Error {
     /// The store refused the write (or is stalled after refusing one).
     #[error("ledger unavailable: {0}; nothing was recorded")]
     NotRecorded(String),
+    #[error("unavailable: the limited Docker socket could not be opened: {0}")]
+    SocketNotOpened(String),
     #[error("ledger unavailable: no randomness available: {0}")]
     NoRandomness(String),
     #[error("ledger unavailable: cannot start the {thread}: {reason}")]
@@ -176,6 +178,7 @@ impl Error {
             | Error::WriterStopped
             | Error::NotRecorded(_)
             | Error::NoRandomness(_)
+            | Error::SocketNotOpened(_)
             | Error::ThreadNotStarted { .. }
             | Error::TaskFailed { .. }
             | Error::Store(StoreError::CannotWrite { .. } | StoreError::ReadOnly) => {

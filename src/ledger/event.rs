@@ -250,6 +250,10 @@ pub struct ContainerObserved {
     /// Exempted by the configured allowlist (the platform's own containers).
     #[serde(default)]
     pub exempt: bool,
+    /// Created through a limited socket (it carries `privledger.owner`): it exists
+    /// by its owner's limited grant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub via_limited_socket: bool,
     pub source: ObservedVia,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
@@ -301,6 +305,7 @@ text_enum! {
         Alert = "alert",
         ContainerStopped = "container_stopped",
         StateCheckpointed = "state_checkpointed",
+        ProxyCall = "proxy_call",
     }
 }
 
@@ -371,6 +376,34 @@ impl Alert {
             details,
         }
     }
+}
+
+text_enum! {
+    /// What the limited socket did with a call.
+    pub enum ProxyOutcome: "proxy outcome" {
+        /// Checked and forwarded to the daemon.
+        Forwarded = "forwarded",
+        /// Refused by a rule (the reason names it); nothing reached the daemon.
+        Refused = "refused",
+    }
+}
+
+/// One call through a user's limited socket: every mutating call, and every refusal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyCall {
+    pub user: String,
+    /// The limited decision the socket was opened under, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    pub method: String,
+    /// The canonical path (or the raw one when it did not parse).
+    pub path: String,
+    /// The resource the call names (its full id once resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    pub outcome: ProxyOutcome,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// Everything the ledger records. The variant name (snake_case) is the entry's kind.
@@ -452,6 +485,7 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    ProxyCall(ProxyCall),
 }
 
 impl Event {
@@ -474,6 +508,7 @@ impl Event {
             Event::Alert(_) => EventKind::Alert,
             Event::ContainerStopped { .. } => EventKind::ContainerStopped,
             Event::StateCheckpointed { .. } => EventKind::StateCheckpointed,
+            Event::ProxyCall(_) => EventKind::ProxyCall,
         }
     }
 
@@ -534,6 +569,13 @@ impl Event {
                 user,
                 ..
             } => container_matches(container_id, name, subject) || user.as_deref().is_some_and(is),
+            Event::ProxyCall(p) => {
+                is(&p.user)
+                    || p.decision_id.as_deref().is_some_and(is)
+                    || p.resource
+                        .as_deref()
+                        .is_some_and(|r| container_matches(r, "", subject))
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ pub struct Fold {
 }
 
 impl Fold {
+    #[inline]
     pub fn add(&mut self, spec: &GrantSpec) {
         self.socket = self.socket.max(spec.socket);
         self.privileged |= spec.privileged;
@@ -30,6 +31,7 @@ impl Fold {
         }
     }
 
+    #[inline]
     pub fn merge(&mut self, o: &Fold) {
         self.socket = self.socket.max(o.socket);
         self.rw |= o.rw;
@@ -41,16 +43,19 @@ impl Fold {
     }
 
     /// Merges a summary's combination (everything but limits).
+    #[inline]
     pub(super) fn merge_summary(&mut self, s: &Summary) {
         self.socket = self.socket.max(s.socket);
         self.rw |= s.rw;
         self.privileged |= s.privileged;
     }
 
+    #[inline]
     pub(super) fn any(&self) -> bool {
         self.socket != SocketAccess::None || self.privileged
     }
 
+    #[inline]
     pub(super) fn socket_mode(&self) -> SocketMode {
         if self.rw {
             SocketMode::Rw
@@ -59,6 +64,7 @@ impl Fold {
         }
     }
 
+    #[inline]
     pub(super) fn effective_limits(&self) -> EffectiveLimits {
         if self.socket == SocketAccess::Limited {
             self.limits.unwrap_or_default()
@@ -82,6 +88,7 @@ pub struct Summary {
 }
 
 impl Summary {
+    #[inline]
     pub fn new(all: &Fold, valid_until: Option<UnixNanos>) -> Summary {
         Summary {
             valid_until,
@@ -93,6 +100,7 @@ impl Summary {
     }
 
     /// No grant in the set has expired by `at_ns`.
+    #[inline]
     pub fn holds_at(&self, at_ns: UnixNanos) -> bool {
         self.valid_until.is_none_or(|e| e > at_ns)
     }

@@ -100,6 +100,11 @@ pub fn reason(value: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Free text that may be empty (a proxy refusal's reason), bounded like a reason.
+pub fn reason_text(value: &str) -> Result<(), Error> {
+    check_text("reason", value, MAX_REASON_CHARS, true)
+}
+
 pub fn request_id(value: &str) -> Result<(), Error> {
     check_text("request_id", value, MAX_REQUEST_ID_CHARS, false)
 }

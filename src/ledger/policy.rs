@@ -205,11 +205,12 @@ pub fn decide(
             socket_mode.as_str()
         )),
         SocketAccess::Limited => {
+            // The user's directory, not the socket file: the proxy re-creates the
+            // file when it restarts, and a bind of the file would keep the dead inode.
             binds.push(format!(
-                "{}/{}/docker.sock:{}:rw",
-                cfg.limited_host_dir.trim_end_matches('/'),
-                escape_path_component(user),
-                cfg.limited_container_socket
+                "{}:{}:rw",
+                limited_user_dir(&cfg.limited_host_dir, user),
+                parent_dir(&cfg.limited_container_socket)
             ));
             env.push((
                 "DOCKER_HOST".to_string(),
@@ -288,6 +289,23 @@ fn describe<'a>(
         via.push(format!("{more} more"));
     }
     format!("{} from {}", what.join(" + "), via.join(", "))
+}
+
+/// The host directory holding `user`'s limited socket (`DIR/USER`, escaped).
+pub fn limited_user_dir(limited_host_dir: &str, user: &str) -> String {
+    format!(
+        "{}/{}",
+        limited_host_dir.trim_end_matches('/'),
+        escape_path_component(user)
+    )
+}
+
+/// `/run/privledger` of `/run/privledger/docker.sock`.
+fn parent_dir(path: &str) -> &str {
+    match path.rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((dir, _)) => dir,
+    }
 }
 
 /// Makes a username safe as one path component: keeps `[A-Za-z0-9._@-]`, writes any

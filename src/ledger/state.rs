@@ -130,6 +130,13 @@ impl State {
         set.into_iter().flat_map(|s| s.grants())
     }
 
+    /// The summary of group `ix`'s grants.
+    #[inline]
+    pub(in crate::ledger) fn group_summary(&self, ix: Ix) -> &Summary {
+        &self.group_summaries[ix as usize]
+    }
+
+    #[inline]
     pub(in crate::ledger) fn user_slot(&self, name: &str) -> Option<&UserSlot> {
         let ix = *self.user_ix.get(name)?;
         Some(&self.users[ix as usize])
@@ -143,6 +150,7 @@ impl State {
         &self.users[ix as usize].name
     }
 
+    #[inline]
     pub(in crate::ledger) fn group_slot(&self, ix: Ix) -> &GroupSlot {
         &self.groups[ix as usize]
     }

@@ -105,19 +105,27 @@ impl Ledger {
                         let store = ledger.inner.store.clone();
                         let f = filter.clone();
                         let chunk = tokio::task::spawn_blocking(move || {
-                            let raws = store.range(next, target, STREAM_CHUNK)?;
+                            let raws = store
+                                .range(next, target, STREAM_CHUNK)
+                                .map_err(|e| (Vec::new(), Error::from(e)))?;
                             let last = raws.last().map(|r| r.seq);
                             let mut out = Vec::with_capacity(raws.len());
                             for raw in raws {
-                                out.extend(decode(raw, &f)?);
+                                match decode(raw, &f) {
+                                    Ok(e) => out.extend(e),
+                                    // The entries before a damaged one are still sent.
+                                    Err(e) => return Err((out, e)),
+                                }
                             }
-                            Ok::<_, Error>((last, out))
+                            Ok::<_, (Vec<T>, Error)>((last, out))
                         })
                         .await;
                         let (last, chunk) = match chunk {
                             Ok(Ok(c)) => c,
-                            Ok(Err(e)) => {
-                                let _ = tx.send(Err(e)).await;
+                            Ok(Err((good, e))) => {
+                                if good.is_empty() || tx.send(Ok(good)).await.is_ok() {
+                                    let _ = tx.send(Err(e)).await;
+                                }
                                 return;
                             }
                             Err(e) => {

@@ -38,7 +38,6 @@ impl TestServer {
         s
     }
 
-    /// A server with `cfg` (its data directory is kept by the caller).
     /// A started server and an admin's clients of it.
     pub async fn start_admin() -> (TestServer, Clients) {
         let s = TestServer::start().await;
@@ -46,6 +45,14 @@ impl TestServer {
         (s, c)
     }
 
+    /// A server with `cfg` that keeps `dir` (its data directory) until it stops.
+    pub async fn start_owning(cfg: Config, dir: tempfile::TempDir) -> TestServer {
+        let mut s = TestServer::start_with(cfg).await;
+        s.dir = Some(dir);
+        s
+    }
+
+    /// A server with `cfg` (its data directory is kept by the caller).
     pub async fn start_with(cfg: Config) -> TestServer {
         TestServer::start_checking(cfg, "privledger.v1.Authorizer").await
     }

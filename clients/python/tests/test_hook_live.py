@@ -11,7 +11,8 @@ import pytest
 from privledger_jupyterhub import PrivledgerUnavailable, make_pre_spawn_hook
 
 SOCKET = "/var/run/docker.sock"
-LIMITED_HOST = "/run/privledger/users/{user}/docker.sock"
+LIMITED_HOST = "/run/privledger/users/{user}"
+LIMITED_CONTAINER_DIR = "/run/privledger"
 LIMITED_CONTAINER = "/run/privledger/docker.sock"
 
 USER_VOLUMES = {
@@ -115,7 +116,7 @@ def test_limited(server, hook, make_spawner, username):
     d, binds = assert_common(sp, username)
     assert d.allowed
     host = LIMITED_HOST.format(user=username)
-    assert binds[host] == {"bind": LIMITED_CONTAINER, "mode": "rw"}
+    assert binds[host] == {"bind": LIMITED_CONTAINER_DIR, "mode": "rw"}
     assert SOCKET not in binds
     assert sp.environment == {"FOO": "bar", "DOCKER_HOST": f"unix://{LIMITED_CONTAINER}"}
     assert sp.extra_host_config["privileged"] is False

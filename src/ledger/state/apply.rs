@@ -21,7 +21,8 @@ impl State {
             Event::ServerStarted { .. }
             | Event::SpawnDecided(_)
             | Event::Alert(_)
-            | Event::ContainerStopped { .. } => {}
+            | Event::ContainerStopped { .. }
+            | Event::ProxyCall(_) => {}
             Event::StateCheckpointed { at_seq, sha256 } => {
                 self.checkpoints.insert(*at_seq, Arc::from(sha256.as_str()));
             }
@@ -227,11 +228,6 @@ impl State {
     pub(in crate::ledger) fn set_group_grants(&mut self, ix: Ix, set: Option<Arc<GrantSet>>) {
         self.group_summaries[ix as usize] = set.as_deref().map(|s| s.summary).unwrap_or_default();
         self.groups[ix as usize].grants = set;
-    }
-
-    /// The summary of group `ix`'s grants.
-    pub(in crate::ledger) fn group_summary(&self, ix: Ix) -> &Summary {
-        &self.group_summaries[ix as usize]
     }
 
     pub(in crate::ledger) fn index_grant(&mut self, g: &Arc<GrantState>) {

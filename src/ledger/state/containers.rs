@@ -28,12 +28,14 @@ pub struct ContainerRecord {
     pub privileged: bool,
     pub running: bool,
     pub exempt: bool,
+    #[serde(default)]
+    pub via_limited_socket: bool,
 }
 
 impl ContainerRecord {
     /// Holds the socket or runs privileged.
     pub fn holds_privilege(&self) -> bool {
-        self.socket.is_some() || self.privileged
+        self.socket.is_some() || self.privileged || self.via_limited_socket
     }
 }
 
@@ -61,6 +63,7 @@ impl State {
                         privileged: o.privileged,
                         running,
                         exempt: o.exempt,
+                        via_limited_socket: o.via_limited_socket,
                     },
                 };
                 self.containers.insert(o.container_id.clone(), rec);

@@ -61,6 +61,7 @@ impl GrantSet {
     }
 
     /// The grants not past their expiry at `at_ns`.
+    #[inline]
     pub fn active_at(&self, at_ns: UnixNanos) -> impl Iterator<Item = &GrantState> {
         self.grants
             .iter()
@@ -69,6 +70,7 @@ impl GrantSet {
     }
 
     /// The combination of the grants active at `at_ns`.
+    #[inline]
     pub fn fold_at(&self, at_ns: UnixNanos) -> Fold {
         if self.summary.holds_at(at_ns) {
             return self.all;
@@ -112,6 +114,7 @@ pub struct GrantState {
 
 impl GrantState {
     /// Not revoked or expired by an entry, and not past its expiry at `at_ns`.
+    #[inline]
     pub fn is_active_at(&self, at_ns: UnixNanos) -> bool {
         self.ended.is_none() && self.expires_at_ns.is_none_or(|e| e > at_ns)
     }

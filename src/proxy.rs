@@ -1,0 +1,310 @@
+//! The limited socket (DESIGN §6): a Docker API proxy per user whose access is
+//! `limited`. Each user's listener is `<limited_host_dir>/<user>/docker.sock`; every
+//! call is classified on a canonical path, its body checked strictly, the resources
+//! it names checked for ownership, quotas counted under a per-user lock, every
+//! mutating call and every refusal recorded in the ledger, and what passes is
+//! forwarded to the daemon's socket (upgrades included).
+//!
+//! - [`path`]: the canonical path; [`classify`]: the endpoint list (deny by default).
+//! - [`strict_json`]: duplicate keys and inexact field names refused.
+//! - [`rules`]: host-escaping settings, owner labels, CPU and memory caps (pure).
+//! - [`filters`]: lists, prune and events filtered to the owner.
+//! - [`owner`]: ownership and counts through the daemon; [`daemon`]: its socket;
+//!   [`budget`]: disk used per owner, refreshed in the background.
+//! - [`serve`]: one call, end to end; this file: the listeners' lives.
+//!
+//! Ownership and mode: the directory `<limited_host_dir>` is 0711 and owned by the
+//! server's user (root), so host users cannot list it; each user's directory is 0755
+//! and the socket 0666, because the container's user (any uid) must connect to it
+//! through the bind of that one directory. Who can reach a socket is decided by which
+//! directory is bound into which container, and every call is checked against the
+//! user's access at the moment it is made.
+
+pub mod budget;
+pub mod classify;
+pub mod daemon;
+pub mod filters;
+pub mod owner;
+pub mod path;
+pub mod rules;
+pub mod serve;
+pub mod strict_json;
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::ledger::event::{EventKind, KindFilter, SocketAccess};
+use crate::ledger::limited::{LimitedSockets, Opening};
+use crate::ledger::policy::limited_user_dir;
+use crate::ledger::{Ledger, StreamFilter};
+use serve::{Caller, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("docker daemon: {0}")]
+    Daemon(String),
+    #[error("the ledger cannot record this call, so it was not made: {0}")]
+    NotRecorded(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// `<limited_host_dir>`: one directory per user below it.
+    pub dir: PathBuf,
+    /// The daemon's Unix socket.
+    pub daemon_socket: PathBuf,
+    /// Networks any user may name (the hub's network, say).
+    pub allow_networks: Vec<String>,
+}
+
+struct Listener {
+    stop: watch::Sender<bool>,
+    socket: PathBuf,
+    decision: Arc<Mutex<Option<String>>>,
+}
+
+/// Every user's listener.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    listeners: Mutex<HashMap<String, Listener>>,
+}
+
+impl Proxy {
+    pub fn new(ledger: Ledger, cfg: ProxyConfig) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            shared: Arc::new(Shared::new(
+                ledger,
+                daemon::Daemon::new(cfg.daemon_socket),
+                cfg.allow_networks,
+            )),
+            dir: cfg.dir,
+            listeners: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn listeners(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listener>> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The users whose socket is open.
+    pub fn open_users(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.listeners().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Makes `user`'s socket exist and accept (it accepts once bound).
+    pub fn ensure(&self, user: &str, decision: Option<&str>) -> Result<PathBuf, Error> {
+        if let Some(l) = self.listeners().get(user) {
+            if let Some(d) = decision {
+                *l.decision.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.to_string());
+            }
+            return Ok(l.socket.clone());
+        }
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            Error::Io(format!("{what} {}: {e}", p.display()))
+        };
+        std::fs::create_dir_all(&self.dir).map_err(|e| io("cannot create", &self.dir, e))?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| io("cannot set the mode of", &self.dir, e))?;
+        let udir = PathBuf::from(limited_user_dir(&self.dir.to_string_lossy(), user));
+        match std::fs::symlink_metadata(&udir) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::Io(format!(
+                    "{} exists and is not a directory",
+                    udir.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(_) => std::fs::create_dir(&udir).map_err(|e| io("cannot create", &udir, e))?,
+        }
+        std::fs::set_permissions(&udir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io("cannot set the mode of", &udir, e))?;
+        let socket = udir.join("docker.sock");
+        match std::fs::symlink_metadata(&socket) {
+            // A socket left by an earlier run: nothing listens on it any more.
+            Ok(m) if m.file_type().is_socket() => {
+                std::fs::remove_file(&socket).map_err(|e| io("cannot remove", &socket, e))?
+            }
+            Ok(_) => {
+                return Err(Error::Io(format!(
+                    "{} exists and is not a socket",
+                    socket.display()
+                )))
+            }
+            Err(_) => {}
+        }
+        let listener =
+            UnixListener::bind(&socket).map_err(|e| io("cannot listen on", &socket, e))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| io("cannot set the mode of", &socket, e))?;
+        let (stop, stopped) = watch::channel(false);
+        let decision = Arc::new(Mutex::new(decision.map(str::to_string)));
+        tokio::spawn(accept_loop(
+            listener,
+            stopped,
+            user.to_string(),
+            decision.clone(),
+            self.shared.clone(),
+        ));
+        info!(user, socket = %socket.display(), "limited socket open");
+        self.listeners().insert(
+            user.to_string(),
+            Listener {
+                stop,
+                socket: socket.clone(),
+                decision,
+            },
+        );
+        Ok(socket)
+    }
+
+    /// Stops serving `user`'s socket and removes it.
+    pub fn close(&self, user: &str) {
+        if let Some(l) = self.listeners().remove(user) {
+            l.stop.send_replace(true);
+            let _ = std::fs::remove_file(&l.socket);
+            info!(user, "limited socket closed");
+        }
+    }
+
+    /// Closes the socket of every user whose access is no longer limited.
+    fn close_ended(&self) {
+        let users = self.open_users();
+        for u in users {
+            let limited = self
+                .shared
+                .ledger
+                .check_access(&u)
+                .is_ok_and(|a| a.socket == SocketAccess::Limited);
+            if !limited {
+                self.close(&u);
+            }
+        }
+    }
+
+    /// Restores the socket of every user whose access is limited.
+    pub async fn restore(&self) {
+        match self.shared.ledger.who_has_access(None).await {
+            Ok((users, _)) => {
+                for a in users.iter().filter(|a| a.socket == SocketAccess::Limited) {
+                    if let Err(e) = self.ensure(&a.user, None) {
+                        warn!(user = %a.user, error = %e, "cannot restore a limited socket");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list who has access; no socket restored"),
+        }
+    }
+
+    /// Closes each socket as its user's access ends (revocation, expiry, leaving a
+    /// group), until `shutdown`; then closes them all.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let ledger = self.shared.ledger.clone();
+        let filter = StreamFilter {
+            kinds: [
+                EventKind::GrantRevoked,
+                EventKind::GrantExpired,
+                EventKind::MemberRemoved,
+                EventKind::GroupDeleted,
+            ]
+            .map(KindFilter::Entry)
+            .to_vec(),
+            subject: None,
+        };
+        let budget = {
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                loop {
+                    shared.budget.refresh(&shared.daemon).await;
+                    tokio::time::sleep(budget::REFRESH).await;
+                }
+            })
+        };
+        let mut ends = match ledger.stream(ledger.snapshot().seq + 1, true, filter, 2) {
+            Ok(rx) => rx,
+            Err(e) => {
+                warn!(error = %e, "cannot follow the ledger; limited sockets will not close by themselves");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                e = ends.recv() => match e {
+                    Some(_) => self.close_ended(),
+                    None => break,
+                },
+            }
+        }
+        budget.abort();
+        for u in self.open_users() {
+            self.close(&u);
+        }
+    }
+}
+
+impl LimitedSockets for Proxy {
+    fn open<'a>(&'a self, user: &'a str, decision_id: &'a str) -> Opening<'a> {
+        Box::pin(async move {
+            self.ensure(user, Some(decision_id))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    mut stopped: watch::Receiver<bool>,
+    user: String,
+    decision: Arc<Mutex<Option<String>>>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    warn!(user = %user, error = %e, "limited socket accept failed");
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let caller = Caller {
+            user: user.clone(),
+            decision: decision.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            shared: shared.clone(),
+        };
+        let mut stop = stopped.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| serve::handle(caller.clone(), req));
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                // A closed socket ends its connections too (after the call in flight).
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}

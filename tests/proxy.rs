@@ -1,0 +1,537 @@
+//! DESIGN §6, the limited socket, against the real daemon with the real docker CLI
+//! pointed at two users' sockets: isolation, quotas, refused host escapes, raw
+//! bypass attempts, upgrades, the record, and revocation. Skips with a printed reason
+//! when no daemon answers, unless `PRIVLEDGER_REQUIRE_DOCKER=1`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::*;
+use privledger::config::Config;
+use privledger::pb;
+use tokio::io::AsyncWriteExt;
+
+struct Rig {
+    s: TestServer,
+    c: privledger::client::Clients,
+    users: tempfile::TempDir,
+    tag: String,
+    _cleanup: Cleanup,
+}
+
+/// Removes everything this test's users created (it carries their owner label,
+/// which ends with the test's tag; other tests run at the same time).
+struct Cleanup(String);
+
+impl Rig {
+    async fn start() -> Option<Rig> {
+        if !docker_available() {
+            return None;
+        }
+        ensure_test_image();
+        let data = tempfile::tempdir().unwrap();
+        let users = tempfile::tempdir().unwrap();
+        let mut cfg = Config::with_data_dir(data.path());
+        cfg.docker.enabled = true;
+        cfg.ledger.spawn.limited_host_dir = users.path().display().to_string();
+        let s = TestServer::start_owning(cfg, data).await;
+        wait_watching(&s).await;
+        let c = s.admin().await;
+        let mut b = [0u8; 3];
+        getrandom::fill(&mut b).unwrap();
+        Some(Rig {
+            s,
+            c,
+            users,
+            tag: hex::encode(b),
+            _cleanup: Cleanup(hex::encode(b)),
+        })
+    }
+
+    /// A user name unique to this run (resources are stamped with it).
+    fn user(&self, u: &str) -> String {
+        format!("{u}-{}", self.tag)
+    }
+
+    async fn grant_limited(&mut self, user: &str, limits: pb::Limits) -> u64 {
+        let g = ok(self.c.admin.issue_grant(pb::IssueGrantRequest {
+            subject: common::user(user),
+            spec: Some(pb::GrantSpec {
+                socket: pb::SocketAccess::Limited.into(),
+                socket_mode: 0,
+                privileged: false,
+                limits: Some(limits),
+            }),
+            expires_at: None,
+            reason: "proxy test".into(),
+            request_id: String::new(),
+        }))
+        .await;
+        g.id
+    }
+
+    /// AuthorizeSpawn: the answer comes once the socket accepts.
+    async fn spawn(&mut self, user: &str) -> PathBuf {
+        let d = ok(self
+            .c
+            .authz
+            .authorize_spawn(authorize(user, "", TEST_IMAGE)))
+        .await;
+        assert!(d.allowed, "{d:?}");
+        let sock = self.users.path().join(user).join("docker.sock");
+        assert!(
+            std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+            "the socket accepts when the decision is answered"
+        );
+        assert_eq!(
+            d.fragments.clone().unwrap_or_default().binds,
+            vec![format!(
+                "{}:/run/privledger:rw",
+                self.users.path().join(user).display()
+            )]
+        );
+        sock
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for (kind, id) in [
+            ("container", "{{.ID}}"),
+            ("volume", "{{.Name}}"),
+            ("network", "{{.ID}}"),
+        ] {
+            let format = format!("{id} {{{{.Label \"privledger.owner\"}}}}");
+            let mut ls = std::process::Command::new("docker");
+            ls.args([
+                kind,
+                "ls",
+                "--filter",
+                "label=privledger.owner",
+                "--format",
+                &format,
+            ]);
+            if kind == "container" {
+                ls.arg("-a");
+            }
+            let Ok(o) = ls.output() else { continue };
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                if let Some((id, owner)) = line.split_once(' ') {
+                    if owner.ends_with(&self.0) {
+                        let mut rm = std::process::Command::new("docker");
+                        rm.args([kind, "rm"]);
+                        if kind != "network" {
+                            rm.arg("-f");
+                        }
+                        let _ = rm.arg(id).output();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `docker ARGS` against `sock`: (success, stdout, stderr).
+async fn as_user(sock: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.args(args)
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(input.as_bytes()).await.unwrap();
+        drop(w); // EOF: the half-close must reach the container
+    }
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+async fn must(sock: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = as_user(sock, args, None).await;
+    assert!(ok, "docker {args:?}: {err}");
+    out
+}
+
+async fn refused(sock: &Path, args: &[&str], why: &str) {
+    let (ok, out, err) = as_user(sock, args, None).await;
+    assert!(!ok, "docker {args:?} must be refused, printed {out}");
+    assert!(
+        err.contains(why),
+        "docker {args:?}: {err:?} should say {why:?}"
+    );
+}
+
+/// A raw HTTP call on `sock`: (status, body).
+async fn raw(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(sock)
+        .args(["-X", method, "-H", "Content-Type: application/json"]);
+    if let Some(b) = body {
+        cmd.args(["--data-binary", b]);
+    }
+    let out = cmd
+        .arg(format!("http://docker{path}"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn limits(containers: u32, volumes: u32, networks: u32) -> pb::Limits {
+    pb::Limits {
+        max_containers: Some(containers),
+        max_volumes: Some(volumes),
+        max_networks: Some(networks),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_each_see_and_touch_only_their_own() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let (alice, bob) = (r.user("alice"), r.user("bob"));
+    r.grant_limited(&alice, limits(3, 2, 1)).await;
+    r.grant_limited(&bob, limits(3, 2, 1)).await;
+    let a = r.spawn(&alice).await;
+    let b = r.spawn(&bob).await;
+
+    // Attached run, detached run, ps, logs, exec -i with half-close, inspect, stop, rm.
+    let (ok, out, err) = as_user(&a, &["run", "--rm", TEST_IMAGE, "echo", "hello"], None).await;
+    assert!(ok && out == "hello", "{out} {err}");
+    let web = format!("web-{}", r.tag);
+    let id = must(
+        &a,
+        &["run", "-d", "--name", &web, TEST_IMAGE, "sleep", "300"],
+    )
+    .await;
+    assert_eq!(must(&a, &["ps", "-q", "--no-trunc"]).await, id);
+    let (ok, out, err) = as_user(&a, &["exec", "-i", &web, "cat"], Some("hi\n")).await;
+    assert!(ok && out == "hi", "exec -i: {out:?} {err}");
+    must(&a, &["logs", &web]).await;
+    assert!(must(
+        &a,
+        &["container", "inspect", "-f", "{{.Config.Labels}}", &web]
+    )
+    .await
+    .contains(&alice));
+    let limited_mem = must(
+        &a,
+        &["container", "inspect", "-f", "{{.HostConfig.Memory}}", &web],
+    )
+    .await;
+    assert_eq!(
+        limited_mem,
+        (8u64 << 30).to_string(),
+        "the memory cap was injected"
+    );
+
+    // Bob sees nothing of alice's, by name, id or prefix, and cannot reach it.
+    assert_eq!(must(&b, &["ps", "-aq"]).await, "");
+    for name in [web.as_str(), id.as_str(), &id[..12]] {
+        refused(&b, &["container", "inspect", name], "No such container").await;
+        refused(&b, &["stop", name], "No such container").await;
+        refused(&b, &["exec", name, "true"], "No such container").await;
+    }
+    refused(
+        &b,
+        &["run", "--rm", "--volumes-from", &web, TEST_IMAGE, "true"],
+        "of yours",
+    )
+    .await;
+    refused(
+        &b,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            &format!("container:{web}"),
+            TEST_IMAGE,
+            "true",
+        ],
+        "of yours",
+    )
+    .await;
+    refused(
+        &b,
+        &[
+            "run",
+            "--rm",
+            "--pid",
+            &format!("container:{web}"),
+            TEST_IMAGE,
+            "true",
+        ],
+        "of yours",
+    )
+    .await;
+
+    // Volumes and networks: created, listed, mounted by the owner only.
+    let vol = format!("data-{}", r.tag);
+    must(&a, &["volume", "create", &vol]).await;
+    assert_eq!(must(&a, &["volume", "ls", "-q"]).await, vol);
+    assert_eq!(must(&b, &["volume", "ls", "-q"]).await, "");
+    let (ok, out, err) = as_user(
+        &a,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{vol}:/d"),
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            "echo x > /d/f && cat /d/f",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok && out == "x", "{out} {err}");
+    refused(
+        &b,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{vol}:/d"),
+            TEST_IMAGE,
+            "true",
+        ],
+        "not yours",
+    )
+    .await;
+    refused(&b, &["volume", "rm", &vol], "No such volume").await;
+    let net = format!("net-{}", r.tag);
+    must(&a, &["network", "create", &net]).await;
+    assert!(must(&a, &["network", "ls", "-q"]).await.lines().count() == 1);
+    refused(&b, &["network", "rm", &net], "No such network").await;
+    refused(
+        &b,
+        &["run", "--rm", "--network", &net, TEST_IMAGE, "true"],
+        "of yours",
+    )
+    .await;
+
+    must(&a, &["stop", "-t", "1", &web]).await;
+    must(&a, &["rm", &web]).await;
+    must(&a, &["volume", "rm", &vol]).await;
+    must(&a, &["network", "rm", &net]).await;
+
+    // The record: every mutating call and every refusal, and the chain verifies.
+    let (entries, _) = stream_all(&mut r.c).await;
+    let calls: Vec<serde_json::Value> = entries
+        .iter()
+        .filter(|e| e.kind == "proxy_call")
+        .map(|e| serde_json::from_slice::<serde_json::Value>(&e.body).unwrap()["event"].clone())
+        .collect();
+    let forwarded = |u: &str, p: &str| {
+        calls.iter().any(|c| {
+            c["user"] == u
+                && c["outcome"] == "forwarded"
+                && c["path"].as_str().unwrap().ends_with(p)
+        })
+    };
+    assert!(forwarded(&alice, "/containers/create"));
+    assert!(forwarded(&alice, "/start"));
+    assert!(forwarded(&alice, "/volumes/create"));
+    assert!(calls
+        .iter()
+        .any(|c| c["user"] == bob.as_str() && c["outcome"] == "refused"));
+    assert!(verify_all(&mut r.c).await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_hold_under_parallel_creates_and_escapes_are_refused() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let carol = r.user("carol");
+    r.grant_limited(&carol, limits(2, 1, 1)).await;
+    let sock = r.spawn(&carol).await;
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let sock = sock.clone();
+        let name = format!("q{i}-{}", r.tag);
+        creates.spawn(async move {
+            as_user(
+                &sock,
+                &["create", "--name", &name, TEST_IMAGE, "true"],
+                None,
+            )
+            .await
+        });
+    }
+    let results = creates.join_all().await;
+    let made = results.iter().filter(|(ok, _, _)| *ok).count();
+    assert_eq!(made, 2, "{results:?}");
+    assert!(
+        results.iter().any(|(_, _, e)| e.contains("quota")),
+        "{results:?}"
+    );
+    must(&sock, &["volume", "create", &format!("v1-{}", r.tag)]).await;
+    let v2 = format!("v2-{}", r.tag);
+    refused(&sock, &["volume", "create", &v2], "quota").await;
+
+    for (args, why) in [
+        (vec!["--privileged"], "Privileged"),
+        (vec!["-v", "/:/host"], "Binds"),
+        (vec!["--mount", "type=bind,source=/etc,target=/h"], "Mounts"),
+        (vec!["--cap-add", "SYS_ADMIN"], "CapAdd"),
+        (vec!["--network", "host"], "NetworkMode"),
+        (vec!["--pid", "host"], "PidMode"),
+        (vec!["--ipc", "host"], "IpcMode"),
+        (vec!["--uts", "host"], "UTSMode"),
+        (vec!["--userns", "host"], "UsernsMode"),
+        (vec!["--security-opt", "seccomp=unconfined"], "SecurityOpt"),
+        (vec!["--security-opt", "apparmor=unconfined"], "SecurityOpt"),
+        (vec!["--device", "/dev/null:/dev/x"], "Devices"),
+        (vec!["--cgroup-parent", "/"], "CgroupParent"),
+        (vec!["--sysctl", "net.ipv4.ip_forward=1"], "Sysctls"),
+        (vec!["--memory", "64g"], "memory cap"),
+        (vec!["--cpus", "64"], "cpu cap"),
+        (vec!["--label", "privledger.owner=someone"], "labels"),
+    ] {
+        let mut a = vec!["create"];
+        a.extend(args.iter().copied());
+        a.push(TEST_IMAGE);
+        refused(&sock, &a, why).await;
+    }
+    refused(
+        &sock,
+        &[
+            "volume",
+            "create",
+            "--opt",
+            "o=bind",
+            "--opt",
+            "device=/",
+            "--opt",
+            "type=none",
+            &v2,
+        ],
+        "driver options",
+    )
+    .await;
+    refused(
+        &sock,
+        &["network", "create", "--driver", "macvlan", &v2],
+        "network driver",
+    )
+    .await;
+    refused(&sock, &["info"], "not on the limited socket's list").await;
+    refused(&sock, &["system", "df"], "not on the limited socket's list").await;
+
+    // Raw requests: version variants, case folds, duplicates, smuggled paths.
+    let (code, body) = raw(&sock, "GET", "/v1.41.0/containers/json?all=1", None).await;
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "only carol's two");
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v1.41/containers/create",
+            Some(r#"{"Image":"x","hostconfig":{"Privileged":true}}"#),
+        ),
+        (
+            "POST",
+            "/containers/create",
+            Some(r#"{"Image":"x","HostConfig":{"privileged":true}}"#),
+        ),
+        (
+            "POST",
+            "/containers/create",
+            Some("{\"Image\":\"x\",\"HostConfig\":{\"Privıleged\":true}}"),
+        ),
+        (
+            "POST",
+            "/containers/create",
+            Some(r#"{"Image":"x","HostConfig":{"Privileged":false,"Privileged":true}}"#),
+        ),
+        (
+            "POST",
+            "/containers/create",
+            Some(r#"{"Image":"x","HostConfig":{"Binds":["/:/h"]}}"#),
+        ),
+        ("GET", "/containers/%2e%2e/info", None),
+        ("GET", "/containers%2fjson", None),
+        ("GET", "/v1.41//containers/json", None),
+        ("GET", "/v1..41/containers/json", None),
+        ("GET", "/v1/containers/json", None),
+        ("GET", "/info", None),
+        ("POST", "/session", None),
+        (
+            "GET",
+            "/containers/json?filters=%7B%7D&filters=%7B%7D",
+            None,
+        ),
+    ] {
+        let (code, body) = raw(&sock, method, path, body).await;
+        assert_eq!(code, 403, "{method} {path}: {body}");
+        assert!(body.contains("\"message\""), "{body}");
+    }
+    // Chunked bodies are read whole and checked like any other.
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&sock)
+        .args([
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"Image":"x","HostConfig":{"Privileged":true}}"#,
+        ])
+        .arg("http://docker/containers/create")
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("403"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_grant_ends_the_socket_and_a_restart_restores_the_others() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let (dave, erin) = (r.user("dave"), r.user("erin"));
+    let g = r.grant_limited(&dave, limits(2, 1, 1)).await;
+    r.grant_limited(&erin, limits(2, 1, 1)).await;
+    let d = r.spawn(&dave).await;
+    let e = r.spawn(&erin).await;
+    must(&d, &["ps"]).await;
+    ok(r.c.admin.revoke_grant(revoke(g, "left"))).await;
+    // At once, every call is refused (access is checked per call); the socket goes.
+    let (ok_after, _, err) = as_user(&d, &["ps"], None).await;
+    assert!(!ok_after, "{err}");
+    let Rig {
+        s, users, _cleanup, ..
+    } = r;
+    let s = s.restart().await;
+    wait_watching(&s).await;
+    assert!(
+        std::os::unix::net::UnixStream::connect(&e).is_ok(),
+        "erin's socket is restored"
+    );
+    assert!(
+        std::os::unix::net::UnixStream::connect(&d).is_err(),
+        "dave's is not"
+    );
+    drop(users);
+}

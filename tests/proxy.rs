@@ -535,3 +535,100 @@ async fn revoking_the_grant_ends_the_socket_and_a_restart_restores_the_others() 
     );
     drop(users);
 }
+
+/// `docker ARGS` under a pseudo-terminal (`script`), as `-t` needs: (exit code, output).
+async fn in_pty(sock: &Path, args: &str) -> (i32, String) {
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &format!("docker {args}"), "/dev/null"])
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminals_dangerous_grants_and_stale_proxy_containers() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let frank = r.user("frank");
+    let g = r
+        .grant_limited(
+            &frank,
+            pb::Limits {
+                allow_dangerous_flags: Some(true),
+                ..limits(4, 1, 1)
+            },
+        )
+        .await;
+    let sock = r.spawn(&frank).await;
+
+    // `docker run -it` and `docker exec -it`: a terminal through the upgrade.
+    let (code, out) = in_pty(
+        &sock,
+        &format!("run --rm -it {TEST_IMAGE} sh -c 'tty; exit 3'"),
+    )
+    .await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    let name = format!("t-{}", r.tag);
+    let id = must(
+        &sock,
+        &["run", "-d", "--name", &name, TEST_IMAGE, "sleep", "300"],
+    )
+    .await;
+    let (code, out) = in_pty(&sock, &format!("exec -it {name} sh -c 'tty; exit 4'")).await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+
+    // A grant that allows dangerous flags allows host binds, but privileged still
+    // needs privileged access.
+    let h = format!("h-{}", r.tag);
+    must(
+        &sock,
+        &[
+            "create",
+            "--name",
+            &h,
+            "-v",
+            "/tmp:/h:ro",
+            "--cap-add",
+            "NET_ADMIN",
+            TEST_IMAGE,
+        ],
+    )
+    .await;
+    refused(&sock, &["create", "--privileged", TEST_IMAGE], "Privileged").await;
+
+    // The watcher counts the container as frank's; when his access ends it is stale.
+    let seen = entries_until(&mut r.c, &id, |es| {
+        es.iter().any(|e| e["action"] == "start")
+    })
+    .await;
+    assert!(
+        seen.iter().any(|e| e["user"] == frank.as_str()),
+        "{seen:#?}"
+    );
+    assert!(
+        !seen.iter().any(|e| e["kind"] == "alert"),
+        "created through his socket: no unauthorized alert"
+    );
+    ok(r.c.admin.revoke_grant(revoke(g, "course over"))).await;
+    let after = entries_until(&mut r.c, &id, |es| {
+        es.iter().any(|e| e["alert"] == "stale_grant")
+    })
+    .await;
+    let stale = after.iter().find(|e| e["alert"] == "stale_grant").unwrap();
+    assert!(
+        stale["details"]
+            .as_str()
+            .unwrap()
+            .contains("limited Docker socket"),
+        "{stale}"
+    );
+}

@@ -28,18 +28,23 @@ pub async fn resolve(d: &Daemon, kind: Kind, name: &str) -> Result<Option<Resolv
             kind.as_str()
         )));
     }
+    Ok(Some(of_inspect(kind, &v, name)))
+}
+
+/// The id and owner an inspect of `kind` shows (`name` when it shows no id).
+pub fn of_inspect(kind: Kind, v: &Value, name: &str) -> Resolved {
     let (id, labels) = match kind {
         Kind::Container => (v.get("Id"), v.pointer("/Config/Labels")),
         Kind::Volume => (v.get("Name"), v.get("Labels")),
         Kind::Network => (v.get("Id"), v.get("Labels")),
     };
-    Ok(Some(Resolved {
+    Resolved {
         id: id.and_then(Value::as_str).unwrap_or(name).to_string(),
         owner: labels
             .and_then(|l| l.get(LABEL_OWNER))
             .and_then(Value::as_str)
             .map(str::to_string),
-    }))
+    }
 }
 
 /// The container an exec runs in.

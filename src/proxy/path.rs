@@ -210,4 +210,27 @@ mod tests {
         let p = CanonicalPath::parse("/images/library%2Dbusybox:latest/json").unwrap();
         assert_eq!(p.to_string(), "/images/library-busybox:latest/json");
     }
+
+    proptest::proptest! {
+        /// Whatever a caller sends, the path forwarded parses back to the very path
+        /// that was classified (so the daemon routes what was checked), and it holds
+        /// no separator or dot segment the classifier did not see.
+        #[test]
+        fn the_forwarded_path_is_the_classified_path(
+            raw in "(/(v1\\.41(\\.0)?|containers|volumes|exec|json|\\.|\\.\\.|%2[eEfF]|%25|%41|%2|a\\.b|x y|[a-z0-9]{1,3}|)){1,6}",
+            method in proptest::sample::select(vec!["GET", "POST", "DELETE", "HEAD", "PUT"]),
+        ) {
+            if let Ok(p) = CanonicalPath::parse(&raw) {
+                let fwd = p.to_string();
+                let again = CanonicalPath::parse(&fwd).expect("the forwarded path parses");
+                proptest::prop_assert_eq!(&again, &p);
+                proptest::prop_assert!(!fwd.contains("//"));
+                proptest::prop_assert!(p.segments.iter().all(|s| s != "." && s != ".." && !s.contains('/')));
+                proptest::prop_assert_eq!(
+                    super::super::classify::classify(method, &p),
+                    super::super::classify::classify(method, &again)
+                );
+            }
+        }
+    }
 }

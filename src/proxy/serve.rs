@@ -217,7 +217,13 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     // The resource on the path, resolved to its full id and checked for ownership.
     let mut segments = path.segments.clone();
     let mut resource = None;
-    if let Some((kind, name)) = route.resource() {
+    // An inspect is checked on the daemon's own answer: one call, not two.
+    let inspect = match (&route, segments.as_slice()) {
+        (Route::Read(Kind::Container, _), [_, _, last]) => method == "GET" && last == "json",
+        (Route::Read(Kind::Volume | Kind::Network, _), [_, _]) => method == "GET",
+        _ => false,
+    };
+    if let Some((kind, name)) = route.resource().filter(|_| !inspect) {
         let r = owned(c, kind, name)
             .await
             .map_err(|a| failp(a, Some(name.to_string())))?;
@@ -382,6 +388,23 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         .send(fwd)
         .await
         .map_err(|e| failp(e.into(), resource.clone()))?;
+    if let (true, Route::Read(kind, name)) = (inspect && resp.status().is_success(), &route) {
+        let (rparts, b) = resp.into_parts();
+        let bytes = b
+            .collect()
+            .await
+            .map_err(|e| failp(Error::Daemon(e.to_string()).into(), None))?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| failp(Error::Daemon(e.to_string()).into(), None))?;
+        if super::owner::of_inspect(*kind, &v, name).owner.as_deref() != Some(c.user.as_str()) {
+            return Err(failp(Answer::not_found(*kind, name), Some(name.clone())));
+        }
+        return Ok(Response::from_parts(
+            rparts,
+            Full::new(bytes).map_err(|e| match e {}).boxed(),
+        ));
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let daemon_side = hyper::upgrade::on(&mut resp);
         let user = c.user.clone();

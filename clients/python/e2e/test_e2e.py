@@ -38,6 +38,7 @@ CHP = os.environ.get("PRIVLEDGER_E2E_CHP", "configurable-http-proxy")
 WATCHER = os.environ.get("PRIVLEDGER_E2E") == "1"
 SOCKET = "/var/run/docker.sock"
 LIMITED_CONTAINER_SOCKET = "/run/privledger/docker.sock"
+LIMITED_CONTAINER_DIR = "/run/privledger"
 RUN_LABEL = "org.privledger.e2e-run"
 PREFIX = "plg-e2e"
 
@@ -257,15 +258,11 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def limited_dir(workdir) -> Path:
-    """privledger's limited-socket directory, with a real socket for erin (the
-    limited proxy is not part of this test; only the bind and DOCKER_HOST are)."""
+    """privledger's limited-socket directory: the proxy opens erin's socket in it when
+    her spawn is decided, before the hook gets the answer."""
     d = workdir / "limited"
-    (d / "erin").mkdir(parents=True)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(str(d / "erin" / "docker.sock"))
-    s.listen(1)
+    d.mkdir(parents=True)
     yield d
-    s.close()
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +399,9 @@ def test_raw_ro_user_gets_a_read_only_socket(lifecycle, ledger):
 def test_limited_user_gets_the_proxy_socket(lifecycle, ledger, limited_dir):
     info, ev, rep = check_common(lifecycle, ledger, "erin")
     assert ev["socket"] == "limited"
-    assert socket_binds(info) == [f"{limited_dir}/erin/docker.sock:{LIMITED_CONTAINER_SOCKET}:rw"]
+    # The user's directory is bound, not the socket file (the proxy re-creates it).
+    assert f"{limited_dir}/erin:{LIMITED_CONTAINER_DIR}:rw" in info["HostConfig"]["Binds"]
+    assert socket_binds(info) == []
     assert rep["raw_socket"] == "no" and rep["limited_socket"] == "yes"
     assert rep["docker_host"] == f"unix://{LIMITED_CONTAINER_SOCKET}"
 

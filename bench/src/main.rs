@@ -12,7 +12,11 @@
 //! - `catchup`: the audit stream's catch-up rate from seq 1 (no follow).
 //! - `docker-lag`: Docker event to ledger entry lag, when Docker and the watcher are
 //!   there.
+//! - `proxy`: the limited socket against the daemon's socket (list, inspect,
+//!   create+start+remove), p50/p99 and the ratio.
 //! - `rss`: a process's resident memory (VmRSS).
+
+mod proxy_lag;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,6 +142,20 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         samples: usize,
     },
+    /// The limited socket against the daemon's socket: list, inspect and
+    /// create+start+remove, p50/p99 and the ratio (needs a limited user's socket).
+    Proxy {
+        /// The daemon's own socket.
+        #[arg(long, default_value = "/var/run/docker.sock")]
+        direct: std::path::PathBuf,
+        /// A limited user's socket.
+        #[arg(long)]
+        via: std::path::PathBuf,
+        #[arg(long, default_value = "busybox")]
+        image: String,
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// VmRSS of a process.
     Rss {
         #[arg(long)]
@@ -154,6 +172,12 @@ fn main() -> Result<()> {
             Cmd::Populate { .. } => populate(&cli).await,
             Cmd::Catchup => catchup(&cli).await,
             Cmd::DockerLag { image, samples } => docker_lag(&cli, image, *samples).await,
+            Cmd::Proxy {
+                direct,
+                via,
+                image,
+                samples,
+            } => proxy_lag::proxy_lag(direct, via, image, *samples, cli.json).await,
             Cmd::Rss { server_pid } => {
                 let kb = rss_kb(*server_pid)?;
                 if cli.json {

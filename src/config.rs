@@ -244,16 +244,7 @@ impl Config {
         let fd = f.docker.unwrap_or_default();
         let d = &mut cfg.docker;
         if let Some(v) = o.docker.clone().or(fd.enabled) {
-            d.enabled = match v.as_str() {
-                "on" | "auto" | "true" => true,
-                "off" | "false" => false,
-                other => {
-                    return Err(invalid(
-                        "docker.enabled",
-                        format!("{other:?}: expected on or off"),
-                    ))
-                }
-            };
+            d.enabled = word("docker.enabled", &v, ON_OFF, "on or off")?;
         }
         if let Some(e) = o.docker_endpoint.clone().or(fd.endpoint) {
             if !(e.starts_with("unix://")
@@ -271,28 +262,15 @@ impl Config {
             d.endpoint = e;
         }
         if let Some(v) = o.proxy.clone().or(fd.proxy) {
-            d.proxy = match v.as_str() {
-                "on" | "true" => true,
-                "off" | "false" => false,
-                other => {
-                    return Err(invalid(
-                        "docker.proxy",
-                        format!("{other:?}: expected on or off"),
-                    ))
-                }
-            };
+            d.proxy = word("docker.proxy", &v, ON_OFF, "on or off")?;
         }
         if let Some(v) = o.on_stale_grant.clone().or(fd.on_stale_grant) {
-            d.stop_on_stale_grant = match v.as_str() {
-                "alert" => false,
-                "stop" => true,
-                other => {
-                    return Err(invalid(
-                        "docker.on_stale_grant",
-                        format!("{other:?}: expected alert or stop"),
-                    ))
-                }
-            };
+            d.stop_on_stale_grant = word(
+                "docker.on_stale_grant",
+                &v,
+                &[("alert", false), ("stop", true)],
+                "alert or stop",
+            )?;
         }
         let split = |v: &str| -> Vec<String> {
             v.split(',')
@@ -338,6 +316,29 @@ impl Config {
             message: e.to_string(),
         })
     }
+}
+
+/// The words a switch takes (`auto` is the watcher's old spelling of `on`).
+const ON_OFF: &[(&str, bool)] = &[
+    ("on", true),
+    ("auto", true),
+    ("true", true),
+    ("off", false),
+    ("false", false),
+];
+
+/// `v` as one of `words`, or an error naming `key` and what was `expected`.
+fn word<T: Copy>(
+    key: &str,
+    v: &str,
+    words: &[(&str, T)],
+    expected: &str,
+) -> Result<T, ConfigError> {
+    words
+        .iter()
+        .find(|(w, _)| *w == v)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| invalid(key, format!("{v:?}: expected {expected}")))
 }
 
 /// Settings given as flags or environment variables; they win over the file.
@@ -586,22 +587,25 @@ limits = { max_containers = 4, mem_cap_gb = 1.5 }
         assert!(e.contains("lisen"), "{e}");
         let e = load_text("listen = \"nonsense\"").unwrap_err().to_string();
         assert!(e.contains("`listen`"), "{e}");
-        let e = load_text("checkpoint_interval = 0")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("checkpoint_interval"), "{e}");
-        let e = load_text("[[builtin_groups]]\nname = \"g\"\nsocket = \"root\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("builtin_groups[0].socket"), "{e}");
-        let e = load_text("[docker]\non_stale_grant = \"kill\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("docker.on_stale_grant"), "{e}");
-        let e = load_text("[sockets]\nhost_socket = \"relative.sock\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sockets.host_socket"), "{e}");
+        for (text, key) in [
+            ("checkpoint_interval = 0", "checkpoint_interval"),
+            (
+                "[[builtin_groups]]\nname = \"g\"\nsocket = \"root\"",
+                "builtin_groups[0].socket",
+            ),
+            (
+                "[docker]\non_stale_grant = \"kill\"",
+                "docker.on_stale_grant",
+            ),
+            ("[docker]\nproxy = \"maybe\"", "docker.proxy"),
+            (
+                "[sockets]\nhost_socket = \"relative.sock\"",
+                "sockets.host_socket",
+            ),
+        ] {
+            let e = load_text(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

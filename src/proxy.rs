@@ -42,7 +42,7 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::ledger::event::{EventKind, KindFilter, SocketAccess};
+use crate::ledger::event::SocketAccess;
 use crate::ledger::limited::{LimitedSockets, Opening};
 use crate::ledger::policy::limited_user_dir;
 use crate::ledger::{Ledger, StreamFilter};
@@ -214,17 +214,7 @@ impl Proxy {
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let ledger = self.shared.ledger.clone();
-        let filter = StreamFilter {
-            kinds: [
-                EventKind::GrantRevoked,
-                EventKind::GrantExpired,
-                EventKind::MemberRemoved,
-                EventKind::GroupDeleted,
-            ]
-            .map(KindFilter::Entry)
-            .to_vec(),
-            subject: None,
-        };
+        let filter = StreamFilter::access_losses();
         let budget = {
             let shared = self.shared.clone();
             tokio::spawn(async move {

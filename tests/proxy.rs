@@ -250,38 +250,17 @@ async fn two_users_each_see_and_touch_only_their_own() {
         refused(&b, &["stop", name], "No such container").await;
         refused(&b, &["exec", name, "true"], "No such container").await;
     }
-    refused(
-        &b,
-        &["run", "--rm", "--volumes-from", &web, TEST_IMAGE, "true"],
-        "of yours",
-    )
-    .await;
-    refused(
-        &b,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            &format!("container:{web}"),
-            TEST_IMAGE,
-            "true",
-        ],
-        "of yours",
-    )
-    .await;
-    refused(
-        &b,
-        &[
-            "run",
-            "--rm",
-            "--pid",
-            &format!("container:{web}"),
-            TEST_IMAGE,
-            "true",
-        ],
-        "of yours",
-    )
-    .await;
+    let peer = format!("container:{web}");
+    for flags in [
+        ["--volumes-from", &web],
+        ["--network", &peer],
+        ["--pid", &peer],
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(flags);
+        args.extend([TEST_IMAGE, "true"]);
+        refused(&b, &args, "of yours").await;
+    }
 
     // Volumes and networks: created, listed, mounted by the owner only.
     let vol = format!("data-{}", r.tag);

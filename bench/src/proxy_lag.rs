@@ -35,7 +35,11 @@ async fn call(sock: &Path, method: &str, path: &str, body: Option<&str>) -> Resu
 async fn ok(sock: &Path, method: &str, path: &str, body: Option<&str>) -> Result<Bytes> {
     let (s, b) = call(sock, method, path, body).await?;
     if !(200..300).contains(&s) {
-        bail!("{method} {path} on {}: {s} {}", sock.display(), String::from_utf8_lossy(&b));
+        bail!(
+            "{method} {path} on {}: {s} {}",
+            sock.display(),
+            String::from_utf8_lossy(&b)
+        );
     }
     Ok(b)
 }
@@ -48,7 +52,13 @@ async fn create_start_remove(sock: &Path, image: &str) -> Result<()> {
         .context("create answered no Id")?
         .to_string();
     ok(sock, "POST", &format!("/v1.41/containers/{id}/start"), None).await?;
-    ok(sock, "DELETE", &format!("/v1.41/containers/{id}?force=1"), None).await?;
+    ok(
+        sock,
+        "DELETE",
+        &format!("/v1.41/containers/{id}?force=1"),
+        None,
+    )
+    .await?;
     Ok(())
 }
 
@@ -77,7 +87,13 @@ where
     })
 }
 
-pub async fn proxy_lag(direct: &Path, via: &Path, image: &str, samples: usize, json: bool) -> Result<()> {
+pub async fn proxy_lag(
+    direct: &Path,
+    via: &Path,
+    image: &str,
+    samples: usize,
+    json: bool,
+) -> Result<()> {
     // A container of the limited user's, for inspect through both sockets.
     let body = serde_json::json!({"Image": image, "Cmd": ["sleep", "600"]}).to_string();
     let b = ok(via, "POST", "/v1.41/containers/create", Some(&body)).await?;
@@ -87,33 +103,53 @@ pub async fn proxy_lag(direct: &Path, via: &Path, image: &str, samples: usize, j
         .to_string();
     let inspect = format!("/v1.41/containers/{id}/json");
     let mut rows = Vec::new();
-    for (what, n) in [("list", samples), ("inspect", samples), ("create+start+remove", samples / 5)] {
+    for (what, n) in [
+        ("list", samples),
+        ("inspect", samples),
+        ("create+start+remove", samples / 5),
+    ] {
         let mut pair = Vec::new();
         for sock in [direct, via] {
             let sock: PathBuf = sock.to_path_buf();
             let f = match what {
-                "list" => sample(n, || {
-                    let s = sock.clone();
-                    async move { ok(&s, "GET", "/v1.41/containers/json?all=1", None).await.map(|_| ()) }
-                })
-                .await?,
-                "inspect" => sample(n, || {
-                    let (s, p) = (sock.clone(), inspect.clone());
-                    async move { ok(&s, "GET", &p, None).await.map(|_| ()) }
-                })
-                .await?,
-                _ => sample(n, || {
-                    let s = sock.clone();
-                    let image = image.to_string();
-                    async move { create_start_remove(&s, &image).await }
-                })
-                .await?,
+                "list" => {
+                    sample(n, || {
+                        let s = sock.clone();
+                        async move {
+                            ok(&s, "GET", "/v1.41/containers/json?all=1", None)
+                                .await
+                                .map(|_| ())
+                        }
+                    })
+                    .await?
+                }
+                "inspect" => {
+                    sample(n, || {
+                        let (s, p) = (sock.clone(), inspect.clone());
+                        async move { ok(&s, "GET", &p, None).await.map(|_| ()) }
+                    })
+                    .await?
+                }
+                _ => {
+                    sample(n, || {
+                        let s = sock.clone();
+                        let image = image.to_string();
+                        async move { create_start_remove(&s, &image).await }
+                    })
+                    .await?
+                }
             };
             pair.push(f);
         }
         rows.push((what, n, pair.remove(0), pair.remove(0)));
     }
-    let _ = ok(via, "DELETE", &format!("/v1.41/containers/{id}?force=1"), None).await;
+    let _ = ok(
+        via,
+        "DELETE",
+        &format!("/v1.41/containers/{id}?force=1"),
+        None,
+    )
+    .await;
     for (what, n, d, v) in &rows {
         let r50 = v.p50.as_secs_f64() / d.p50.as_secs_f64();
         let r99 = v.p99.as_secs_f64() / d.p99.as_secs_f64();

@@ -274,6 +274,21 @@ mod tests {
             panic!("the stream ended");
         }
 
+        /// Attaches, runs a container and waits for the entry of its start.
+        async fn run_attached(
+            &self,
+            facts: ContainerFacts,
+        ) -> (tokio::task::JoinHandle<Result<(), Error>>, String, Entry) {
+            let s = self.attach().await;
+            let id = self.daemon.run(facts);
+            let start = self
+                .until(1, |e| {
+                    observed(e).is_some_and(|o| o.container_id == id && o.action == "start")
+                })
+                .await;
+            (s, id, start)
+        }
+
         fn cursor(&self) -> Option<Cursor> {
             Cursor::stored(&self.ledger).unwrap()
         }
@@ -309,11 +324,7 @@ mod tests {
     #[tokio::test]
     async fn replay_records_nothing_twice_and_the_cursor_names_the_last_event() {
         let r = Rig::new(StaleAction::Alert);
-        let s = r.attach().await;
-        let id = r.daemon.run(container("jupyter-alice"));
-        let start = r
-            .until(1, |e| observed(e).is_some_and(|o| o.action == "start"))
-            .await;
+        let (s, id, start) = r.run_attached(container("jupyter-alice")).await;
         assert!(matches!(r.detach(s).await, Error::StreamEnded));
         let last = r.daemon.emit(&id, "resize"); // noise after the last record
         let cursor = r.cursor().unwrap();
@@ -350,11 +361,7 @@ mod tests {
     #[tokio::test]
     async fn the_cursor_is_written_with_the_entry_of_its_event() {
         let r = Rig::new(StaleAction::Alert);
-        let s = r.attach().await;
-        let id = r.daemon.run(container("web"));
-        let start = r
-            .until(1, |e| observed(e).is_some_and(|o| o.action == "start"))
-            .await;
+        let (s, id, start) = r.run_attached(container("web")).await;
         // Read before the session ends: no flush of its own was needed.
         let c = r.cursor().unwrap();
         assert_eq!(c.time_nano, observed(&start).unwrap().daemon_time_ns);

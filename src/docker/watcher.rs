@@ -28,9 +28,7 @@ use super::observe::{observation, Seen};
 use super::source::DockerSource;
 use super::{Error, StaleAction, WatcherConfig, WatcherStatus};
 use crate::ledger::correlate;
-use crate::ledger::event::{
-    Alert, AlertKind, ContainerObserved, EventKind, KindFilter, Lifecycle, ObservedVia, Seq,
-};
+use crate::ledger::event::{Alert, AlertKind, ContainerObserved, Lifecycle, ObservedVia, Seq};
 use crate::ledger::{format_time, now_ns, policy, Command, Ledger, StreamFilter, ACTOR_DOCKER};
 
 /// Key of the watcher's cursor in the ledger's metadata.
@@ -159,17 +157,7 @@ pub async fn session<S: DockerSource>(
     let mut revocations = ledger.stream(
         ledger.snapshot().seq + 1,
         true,
-        StreamFilter {
-            kinds: [
-                EventKind::GrantRevoked,
-                EventKind::GrantExpired,
-                EventKind::MemberRemoved,
-                EventKind::GroupDeleted,
-            ]
-            .map(KindFilter::Entry)
-            .to_vec(),
-            subject: None,
-        },
+        StreamFilter::access_losses(),
         2,
     )?;
     loop {

@@ -20,6 +20,22 @@ pub struct StreamFilter {
 }
 
 impl StreamFilter {
+    /// The entries after which someone may have less access than before: followed by
+    /// the watcher (stale grants) and the proxy (closing sockets).
+    pub fn access_losses() -> StreamFilter {
+        StreamFilter {
+            kinds: [
+                EventKind::GrantRevoked,
+                EventKind::GrantExpired,
+                EventKind::MemberRemoved,
+                EventKind::GroupDeleted,
+            ]
+            .map(KindFilter::Entry)
+            .to_vec(),
+            subject: None,
+        }
+    }
+
     /// A filter from the words a client sent; an unknown kind is refused.
     pub fn parse(kinds: &[String], subject: Option<String>) -> Result<StreamFilter, Error> {
         let kinds = kinds

@@ -52,28 +52,13 @@ fn usage(df: &Value) -> HashMap<String, u64> {
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    for c in df
-        .get("Containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(o) = owner(c.get("Labels")) {
-            *out.entry(o).or_default() += c.get("SizeRw").and_then(Value::as_u64).unwrap_or(0);
-        }
-    }
-    for v in df
-        .get("Volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(o) = owner(v.get("Labels")) {
-            let size = v
-                .pointer("/UsageData/Size")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            *out.entry(o).or_default() += size.max(0) as u64;
+    // Containers' writable layers, then volumes (whose size is -1 when unknown).
+    for (list, size) in [("Containers", "/SizeRw"), ("Volumes", "/UsageData/Size")] {
+        for item in df.get(list).and_then(Value::as_array).into_iter().flatten() {
+            if let Some(o) = owner(item.get("Labels")) {
+                let bytes = item.pointer(size).and_then(Value::as_i64).unwrap_or(0);
+                *out.entry(o).or_default() += bytes.max(0) as u64;
+            }
         }
     }
     out

@@ -49,7 +49,12 @@ impl Daemon {
         self.client
             .request(Request::from_parts(parts, body))
             .await
-            .map_err(|e| Error::Daemon(format!("cannot reach the daemon at {}: {e}", self.socket.display())))
+            .map_err(|e| {
+                Error::Daemon(format!(
+                    "cannot reach the daemon at {}: {e}",
+                    self.socket.display()
+                ))
+            })
     }
 
     /// `GET path` answered as JSON: the status and the value (`Null` for no body).

@@ -78,15 +78,7 @@ fn decode(s: &str) -> Result<String, String> {
 
 /// Percent-encodes everything but unreserved characters.
 pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    super::path::percent_encode(s, b"-._~")
 }
 
 #[cfg(test)]

@@ -83,9 +83,14 @@ impl fmt::Display for CanonicalPath {
 
 /// One path segment, percent-encoded but for characters Docker names use.
 pub fn segment(s: &str) -> String {
+    percent_encode(s, b"-._~:@+=,")
+}
+
+/// `s` with every byte but ASCII letters, digits and `keep` written as `%XX`.
+pub fn percent_encode(s: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:@+=,".contains(&b) {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));

@@ -36,7 +36,31 @@ pub struct Checked {
     pub refs: Vec<(Kind, String)>,
 }
 
+impl Checked {
+    /// A body that names nothing to check for ownership.
+    fn plain(body: Value) -> Checked {
+        Checked {
+            body,
+            refs: Vec::new(),
+        }
+    }
+}
+
 type Rule = Result<(), String>;
+
+/// The body's fields must be spelled exactly as Docker names them.
+fn strict(body: &Value, shape: &Shape) -> Rule {
+    check_shape(body, shape).or_else(|e| refuse("strict body", e))
+}
+
+/// A volume or network driver: only the given plain ones without dangerous flags.
+fn plain_driver(m: &Map<String, Value>, rule: &str, plain: &[&str], a: &Allowance) -> Rule {
+    let driver = m.get("Driver").and_then(Value::as_str).unwrap_or("");
+    if !driver.is_empty() && !plain.contains(&driver) && !a.dangerous {
+        return refuse(rule, format!("driver {driver:?} is not allowed"));
+    }
+    Ok(())
+}
 
 fn refuse<T>(rule: &str, why: impl std::fmt::Display) -> Result<T, String> {
     Err(format!("refused by the limited socket ({rule}): {why}"))
@@ -44,272 +68,216 @@ fn refuse<T>(rule: &str, why: impl std::fmt::Display) -> Result<T, String> {
 
 static DRIVER: Shape = Shape {
     name: "DriverConfig",
-    fields: &[("Name", Inner::Any), ("Options", Inner::Any)],
+    fields: &["Name", "Options"],
+    nested: &[],
 };
 static VOLUME_OPTIONS: Shape = Shape {
     name: "VolumeOptions",
-    fields: &[
-        ("NoCopy", Inner::Any),
-        ("Labels", Inner::Any),
-        ("Subpath", Inner::Any),
-        ("DriverConfig", Inner::Object(&DRIVER)),
-    ],
+    fields: &["NoCopy", "Labels", "Subpath"],
+    nested: &[("DriverConfig", Inner::Object(&DRIVER))],
 };
 static MOUNT: Shape = Shape {
     name: "Mounts[]",
     fields: &[
-        ("Type", Inner::Any),
-        ("Source", Inner::Any),
-        ("Target", Inner::Any),
-        ("ReadOnly", Inner::Any),
-        ("Consistency", Inner::Any),
-        ("BindOptions", Inner::Any),
-        ("VolumeOptions", Inner::Object(&VOLUME_OPTIONS)),
-        ("ImageOptions", Inner::Any),
-        ("TmpfsOptions", Inner::Any),
-        ("ClusterOptions", Inner::Any),
+        "Type",
+        "Source",
+        "Target",
+        "ReadOnly",
+        "Consistency",
+        "BindOptions",
+        "ImageOptions",
+        "TmpfsOptions",
+        "ClusterOptions",
     ],
+    nested: &[("VolumeOptions", Inner::Object(&VOLUME_OPTIONS))],
 };
 
 /// `Resources`, embedded in HostConfig and the body of `update` (every field of
 /// every API version, so a case-folded spelling cannot reach one unchecked).
-const RESOURCES: &[(&str, Inner)] = &[
-    ("CpuShares", Inner::Any),
-    ("Memory", Inner::Any),
-    ("NanoCpus", Inner::Any),
-    ("CgroupParent", Inner::Any),
-    ("BlkioWeight", Inner::Any),
-    ("BlkioWeightDevice", Inner::Any),
-    ("BlkioDeviceReadBps", Inner::Any),
-    ("BlkioDeviceWriteBps", Inner::Any),
-    ("BlkioDeviceReadIOps", Inner::Any),
-    ("BlkioDeviceWriteIOps", Inner::Any),
-    ("CpuPeriod", Inner::Any),
-    ("CpuQuota", Inner::Any),
-    ("CpuRealtimePeriod", Inner::Any),
-    ("CpuRealtimeRuntime", Inner::Any),
-    ("CpusetCpus", Inner::Any),
-    ("CpusetMems", Inner::Any),
-    ("Devices", Inner::Any),
-    ("DeviceCgroupRules", Inner::Any),
-    ("DeviceRequests", Inner::Any),
-    ("KernelMemory", Inner::Any),
-    ("KernelMemoryTCP", Inner::Any),
-    ("MemoryReservation", Inner::Any),
-    ("MemorySwap", Inner::Any),
-    ("MemorySwappiness", Inner::Any),
-    ("OomKillDisable", Inner::Any),
-    ("PidsLimit", Inner::Any),
-    ("Ulimits", Inner::Any),
-    ("CpuCount", Inner::Any),
-    ("CpuPercent", Inner::Any),
-    ("IOMaximumIOps", Inner::Any),
-    ("IOMaximumBandwidth", Inner::Any),
-];
-
-const HOST_ONLY: &[(&str, Inner)] = &[
-    ("Binds", Inner::Any),
-    ("ContainerIDFile", Inner::Any),
-    ("LogConfig", Inner::Any),
-    ("NetworkMode", Inner::Any),
-    ("PortBindings", Inner::Any),
-    ("RestartPolicy", Inner::Any),
-    ("AutoRemove", Inner::Any),
-    ("VolumeDriver", Inner::Any),
-    ("VolumesFrom", Inner::Any),
-    ("ConsoleSize", Inner::Any),
-    ("Annotations", Inner::Any),
-    ("CapAdd", Inner::Any),
-    ("CapDrop", Inner::Any),
-    ("Capabilities", Inner::Any),
-    ("CgroupnsMode", Inner::Any),
-    ("Dns", Inner::Any),
-    ("DnsOptions", Inner::Any),
-    ("DnsSearch", Inner::Any),
-    ("ExtraHosts", Inner::Any),
-    ("GroupAdd", Inner::Any),
-    ("IpcMode", Inner::Any),
-    ("Cgroup", Inner::Any),
-    ("Links", Inner::Any),
-    ("OomScoreAdj", Inner::Any),
-    ("PidMode", Inner::Any),
-    ("Privileged", Inner::Any),
-    ("PublishAllPorts", Inner::Any),
-    ("ReadonlyRootfs", Inner::Any),
-    ("SecurityOpt", Inner::Any),
-    ("StorageOpt", Inner::Any),
-    ("Tmpfs", Inner::Any),
-    ("UTSMode", Inner::Any),
-    ("UsernsMode", Inner::Any),
-    ("ShmSize", Inner::Any),
-    ("Sysctls", Inner::Any),
-    ("Runtime", Inner::Any),
-    ("Isolation", Inner::Any),
-    ("Mounts", Inner::ListOf(&MOUNT)),
-    ("MaskedPaths", Inner::Any),
-    ("ReadonlyPaths", Inner::Any),
-    ("Init", Inner::Any),
-];
+macro_rules! resources {
+    ($($more:literal),*) => {
+        &[
+            "CpuShares", "Memory", "NanoCpus", "CgroupParent", "BlkioWeight",
+            "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
+            "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota",
+            "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "Devices",
+            "DeviceCgroupRules", "DeviceRequests", "KernelMemory", "KernelMemoryTCP",
+            "MemoryReservation", "MemorySwap", "MemorySwappiness", "OomKillDisable",
+            "PidsLimit", "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps",
+            "IOMaximumBandwidth", $($more),*
+        ]
+    };
+}
 
 static HOST_CONFIG: Shape = Shape {
     name: "HostConfig",
-    fields: concat_fields(),
+    fields: resources!(
+        "Binds",
+        "ContainerIDFile",
+        "LogConfig",
+        "NetworkMode",
+        "PortBindings",
+        "RestartPolicy",
+        "AutoRemove",
+        "VolumeDriver",
+        "VolumesFrom",
+        "ConsoleSize",
+        "Annotations",
+        "CapAdd",
+        "CapDrop",
+        "Capabilities",
+        "CgroupnsMode",
+        "Dns",
+        "DnsOptions",
+        "DnsSearch",
+        "ExtraHosts",
+        "GroupAdd",
+        "IpcMode",
+        "Cgroup",
+        "Links",
+        "OomScoreAdj",
+        "PidMode",
+        "Privileged",
+        "PublishAllPorts",
+        "ReadonlyRootfs",
+        "SecurityOpt",
+        "StorageOpt",
+        "Tmpfs",
+        "UTSMode",
+        "UsernsMode",
+        "ShmSize",
+        "Sysctls",
+        "Runtime",
+        "Isolation",
+        "MaskedPaths",
+        "ReadonlyPaths",
+        "Init"
+    ),
+    nested: &[("Mounts", Inner::ListOf(&MOUNT))],
 };
-
-/// HostConfig's fields: its own, then the embedded Resources.
-const fn concat_fields() -> &'static [(&'static str, Inner)] {
-    const N: usize = HOST_ONLY.len() + RESOURCES.len();
-    const ALL: [(&str, Inner); N] = {
-        let mut out = [("", Inner::Any); N];
-        let mut i = 0;
-        while i < HOST_ONLY.len() {
-            out[i] = HOST_ONLY[i];
-            i += 1;
-        }
-        let mut j = 0;
-        while j < RESOURCES.len() {
-            out[i + j] = RESOURCES[j];
-            j += 1;
-        }
-        out
-    };
-    &ALL
-}
-
 static ENDPOINT: Shape = Shape {
     name: "EndpointSettings",
     fields: &[
-        ("IPAMConfig", Inner::Any),
-        ("Links", Inner::Any),
-        ("Aliases", Inner::Any),
-        ("DriverOpts", Inner::Any),
-        ("GwPriority", Inner::Any),
-        ("NetworkID", Inner::Any),
-        ("EndpointID", Inner::Any),
-        ("Gateway", Inner::Any),
-        ("IPAddress", Inner::Any),
-        ("MacAddress", Inner::Any),
-        ("IPPrefixLen", Inner::Any),
-        ("IPv6Gateway", Inner::Any),
-        ("GlobalIPv6Address", Inner::Any),
-        ("GlobalIPv6PrefixLen", Inner::Any),
-        ("DNSNames", Inner::Any),
+        "IPAMConfig",
+        "Links",
+        "Aliases",
+        "DriverOpts",
+        "GwPriority",
+        "NetworkID",
+        "EndpointID",
+        "Gateway",
+        "IPAddress",
+        "MacAddress",
+        "IPPrefixLen",
+        "IPv6Gateway",
+        "GlobalIPv6Address",
+        "GlobalIPv6PrefixLen",
+        "DNSNames",
     ],
+    nested: &[],
 };
 static NETWORKING: Shape = Shape {
     name: "NetworkingConfig",
-    fields: &[("EndpointsConfig", Inner::MapOf(&ENDPOINT))],
+    fields: &[],
+    nested: &[("EndpointsConfig", Inner::MapOf(&ENDPOINT))],
 };
 static CREATE_CONTAINER: Shape = Shape {
     name: "the container config",
     fields: &[
-        ("Hostname", Inner::Any),
-        ("Domainname", Inner::Any),
-        ("User", Inner::Any),
-        ("AttachStdin", Inner::Any),
-        ("AttachStdout", Inner::Any),
-        ("AttachStderr", Inner::Any),
-        ("ExposedPorts", Inner::Any),
-        ("Tty", Inner::Any),
-        ("OpenStdin", Inner::Any),
-        ("StdinOnce", Inner::Any),
-        ("Env", Inner::Any),
-        ("Cmd", Inner::Any),
-        ("Healthcheck", Inner::Any),
-        ("ArgsEscaped", Inner::Any),
-        ("Image", Inner::Any),
-        ("Volumes", Inner::Any),
-        ("WorkingDir", Inner::Any),
-        ("Entrypoint", Inner::Any),
-        ("NetworkDisabled", Inner::Any),
-        ("MacAddress", Inner::Any),
-        ("OnBuild", Inner::Any),
-        ("Labels", Inner::Any),
-        ("StopSignal", Inner::Any),
-        ("StopTimeout", Inner::Any),
-        ("Shell", Inner::Any),
+        "Hostname",
+        "Domainname",
+        "User",
+        "AttachStdin",
+        "AttachStdout",
+        "AttachStderr",
+        "ExposedPorts",
+        "Tty",
+        "OpenStdin",
+        "StdinOnce",
+        "Env",
+        "Cmd",
+        "Healthcheck",
+        "ArgsEscaped",
+        "Image",
+        "Volumes",
+        "WorkingDir",
+        "Entrypoint",
+        "NetworkDisabled",
+        "MacAddress",
+        "OnBuild",
+        "Labels",
+        "StopSignal",
+        "StopTimeout",
+        "Shell",
+    ],
+    nested: &[
         ("HostConfig", Inner::Object(&HOST_CONFIG)),
         ("NetworkingConfig", Inner::Object(&NETWORKING)),
     ],
 };
 static UPDATE: Shape = Shape {
     name: "the update",
-    fields: concat_update(),
+    fields: resources!("RestartPolicy"),
+    nested: &[],
 };
-const fn concat_update() -> &'static [(&'static str, Inner)] {
-    const N: usize = RESOURCES.len() + 1;
-    const ALL: [(&str, Inner); N] = {
-        let mut out = [("RestartPolicy", Inner::Any); N];
-        let mut i = 0;
-        while i < RESOURCES.len() {
-            out[i] = RESOURCES[i];
-            i += 1;
-        }
-        out
-    };
-    &ALL
-}
 static EXEC_CREATE: Shape = Shape {
     name: "the exec config",
     fields: &[
-        ("User", Inner::Any),
-        ("Privileged", Inner::Any),
-        ("Tty", Inner::Any),
-        ("ConsoleSize", Inner::Any),
-        ("AttachStdin", Inner::Any),
-        ("AttachStderr", Inner::Any),
-        ("AttachStdout", Inner::Any),
-        ("Detach", Inner::Any),
-        ("DetachKeys", Inner::Any),
-        ("Env", Inner::Any),
-        ("WorkingDir", Inner::Any),
-        ("Cmd", Inner::Any),
+        "User",
+        "Privileged",
+        "Tty",
+        "ConsoleSize",
+        "AttachStdin",
+        "AttachStderr",
+        "AttachStdout",
+        "Detach",
+        "DetachKeys",
+        "Env",
+        "WorkingDir",
+        "Cmd",
     ],
+    nested: &[],
 };
 static EXEC_START: Shape = Shape {
     name: "the exec start",
-    fields: &[
-        ("Detach", Inner::Any),
-        ("Tty", Inner::Any),
-        ("ConsoleSize", Inner::Any),
-    ],
+    fields: &["Detach", "Tty", "ConsoleSize"],
+    nested: &[],
 };
 static VOLUME_CREATE: Shape = Shape {
     name: "the volume config",
     fields: &[
-        ("Name", Inner::Any),
-        ("Driver", Inner::Any),
-        ("DriverOpts", Inner::Any),
-        ("Labels", Inner::Any),
-        ("ClusterVolumeSpec", Inner::Any),
+        "Name",
+        "Driver",
+        "DriverOpts",
+        "Labels",
+        "ClusterVolumeSpec",
     ],
+    nested: &[],
 };
 static NETWORK_CREATE: Shape = Shape {
     name: "the network config",
     fields: &[
-        ("Name", Inner::Any),
-        ("CheckDuplicate", Inner::Any),
-        ("Driver", Inner::Any),
-        ("Scope", Inner::Any),
-        ("EnableIPv4", Inner::Any),
-        ("EnableIPv6", Inner::Any),
-        ("IPAM", Inner::Any),
-        ("Internal", Inner::Any),
-        ("Attachable", Inner::Any),
-        ("Ingress", Inner::Any),
-        ("ConfigOnly", Inner::Any),
-        ("ConfigFrom", Inner::Any),
-        ("Options", Inner::Any),
-        ("Labels", Inner::Any),
+        "Name",
+        "CheckDuplicate",
+        "Driver",
+        "Scope",
+        "EnableIPv4",
+        "EnableIPv6",
+        "IPAM",
+        "Internal",
+        "Attachable",
+        "Ingress",
+        "ConfigOnly",
+        "ConfigFrom",
+        "Options",
+        "Labels",
     ],
+    nested: &[],
 };
 static CONNECT: Shape = Shape {
     name: "the connect request",
-    fields: &[
-        ("Container", Inner::Any),
-        ("EndpointConfig", Inner::Object(&ENDPOINT)),
-        ("Force", Inner::Any),
-    ],
+    fields: &["Container", "Force"],
+    nested: &[("EndpointConfig", Inner::Object(&ENDPOINT))],
 };
 
 fn obj(v: &mut Value) -> &mut Map<String, Value> {
@@ -433,7 +401,7 @@ fn resources(h: &mut Map<String, Value>, a: &Allowance) -> Rule {
 
 /// `POST /containers/create`.
 pub fn container_create(mut body: Value, a: &Allowance, stamp: &Stamp) -> Result<Checked, String> {
-    check_shape(&body, &CREATE_CONTAINER).or_else(|e| refuse("strict body", e))?;
+    strict(&body, &CREATE_CONTAINER)?;
     let mut refs = Vec::new();
     let root = obj(&mut body);
     stamp_labels(root.entry("Labels").or_insert(Value::Null), stamp)?;
@@ -565,46 +533,34 @@ pub fn container_create(mut body: Value, a: &Allowance, stamp: &Stamp) -> Result
 
 /// `POST /containers/{id}/update`.
 pub fn container_update(mut body: Value, a: &Allowance) -> Result<Checked, String> {
-    check_shape(&body, &UPDATE).or_else(|e| refuse("strict body", e))?;
+    strict(&body, &UPDATE)?;
     resources(obj(&mut body), a)?;
-    Ok(Checked {
-        body,
-        refs: Vec::new(),
-    })
+    Ok(Checked::plain(body))
 }
 
 /// `POST /containers/{id}/exec`.
 pub fn exec_create(body: Value, a: &Allowance) -> Result<Checked, String> {
-    check_shape(&body, &EXEC_CREATE).or_else(|e| refuse("strict body", e))?;
+    strict(&body, &EXEC_CREATE)?;
     if body.get("Privileged").is_some_and(set) && !(a.dangerous && a.privileged) {
         return refuse(
             "Privileged",
             "a privileged exec needs a privileged grant that allows dangerous flags",
         );
     }
-    Ok(Checked {
-        body,
-        refs: Vec::new(),
-    })
+    Ok(Checked::plain(body))
 }
 
 /// `POST /exec/{id}/start`.
 pub fn exec_start(body: Value) -> Result<Checked, String> {
-    check_shape(&body, &EXEC_START).or_else(|e| refuse("strict body", e))?;
-    Ok(Checked {
-        body,
-        refs: Vec::new(),
-    })
+    strict(&body, &EXEC_START)?;
+    Ok(Checked::plain(body))
 }
 
 /// `POST /volumes/create`.
 pub fn volume_create(mut body: Value, a: &Allowance, stamp: &Stamp) -> Result<Checked, String> {
-    check_shape(&body, &VOLUME_CREATE).or_else(|e| refuse("strict body", e))?;
+    strict(&body, &VOLUME_CREATE)?;
     let m = obj(&mut body);
-    let driver = m.get("Driver").and_then(Value::as_str).unwrap_or("");
-    if !matches!(driver, "" | "local") && !a.dangerous {
-        return refuse("volume driver", format!("driver {driver:?} is not allowed"));
-    }
+    plain_driver(m, "volume driver", &["local"], a)?;
     if m.get("DriverOpts").is_some_and(set) && !a.dangerous {
         return refuse(
             "volume driver options",
@@ -615,38 +571,26 @@ pub fn volume_create(mut body: Value, a: &Allowance, stamp: &Stamp) -> Result<Ch
         return refuse("volume", "cluster volumes are not allowed");
     }
     stamp_labels(m.entry("Labels").or_insert(Value::Null), stamp)?;
-    Ok(Checked {
-        body,
-        refs: Vec::new(),
-    })
+    Ok(Checked::plain(body))
 }
 
 /// `POST /networks/create`.
 pub fn network_create(mut body: Value, a: &Allowance, stamp: &Stamp) -> Result<Checked, String> {
-    check_shape(&body, &NETWORK_CREATE).or_else(|e| refuse("strict body", e))?;
+    strict(&body, &NETWORK_CREATE)?;
     let m = obj(&mut body);
-    let driver = m.get("Driver").and_then(Value::as_str).unwrap_or("");
-    if !matches!(driver, "" | "bridge") && !a.dangerous {
-        return refuse(
-            "network driver",
-            format!("driver {driver:?} is not allowed"),
-        );
-    }
+    plain_driver(m, "network driver", &["bridge"], a)?;
     for field in ["Options", "Ingress", "ConfigFrom", "ConfigOnly"] {
         if m.get(field).is_some_and(set) && !a.dangerous {
             return refuse(field, "not allowed without dangerous flags");
         }
     }
     stamp_labels(m.entry("Labels").or_insert(Value::Null), stamp)?;
-    Ok(Checked {
-        body,
-        refs: Vec::new(),
-    })
+    Ok(Checked::plain(body))
 }
 
 /// `POST /networks/{id}/connect|disconnect`: the container must be owned.
 pub fn network_connect(body: Value) -> Result<Checked, String> {
-    check_shape(&body, &CONNECT).or_else(|e| refuse("strict body", e))?;
+    strict(&body, &CONNECT)?;
     let c = body
         .get("Container")
         .and_then(Value::as_str)

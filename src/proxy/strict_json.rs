@@ -82,13 +82,14 @@ impl<'de> Visitor<'de> for StrictVisitor {
 /// some the shape of what they hold.
 pub struct Shape {
     pub name: &'static str,
-    pub fields: &'static [(&'static str, Inner)],
+    /// Fields not looked into (scalars, lists of strings, maps with user keys).
+    pub fields: &'static [&'static str],
+    /// Fields holding objects that are checked too.
+    pub nested: &'static [(&'static str, Inner)],
 }
 
 #[derive(Clone, Copy)]
 pub enum Inner {
-    /// Not looked into (scalars, lists of strings, maps with user keys).
-    Any,
     Object(&'static Shape),
     ListOf(&'static Shape),
     /// A map with user-chosen keys whose values have this shape.
@@ -106,17 +107,20 @@ pub fn check_shape(v: &Value, shape: &Shape) -> Result<(), String> {
         };
     };
     for (k, val) in m {
-        let Some((_, inner)) = shape.fields.iter().find(|(f, _)| f == k) else {
+        if shape.fields.contains(&k.as_str()) {
+            continue;
+        }
+        let Some((_, inner)) = shape.nested.iter().find(|(f, _)| f == k) else {
             let near = shape
                 .fields
                 .iter()
-                .find(|(f, _)| fold(f) == fold(k))
-                .map(|(f, _)| format!(" (Docker would read it as {f:?}; spell it exactly)"))
+                .chain(shape.nested.iter().map(|(f, _)| f))
+                .find(|f| fold(f) == fold(k))
+                .map(|f| format!(" (Docker would read it as {f:?}; spell it exactly)"))
                 .unwrap_or_default();
             return Err(format!("unknown field {k:?} in {}{near}", shape.name));
         };
         match inner {
-            Inner::Any => {}
             Inner::Object(s) => check_shape(val, s)?,
             Inner::ListOf(s) => {
                 for item in val.as_array().into_iter().flatten() {
@@ -150,12 +154,13 @@ mod tests {
 
     static LEAF: Shape = Shape {
         name: "Leaf",
-        fields: &[("A", Inner::Any)],
+        fields: &["A"],
+        nested: &[],
     };
     static ROOT: Shape = Shape {
         name: "Root",
-        fields: &[
-            ("Image", Inner::Any),
+        fields: &["Image"],
+        nested: &[
             ("Leaf", Inner::Object(&LEAF)),
             ("Leaves", Inner::ListOf(&LEAF)),
         ],

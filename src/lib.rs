@@ -10,6 +10,8 @@
 //!   on sled (blocks of entries, idempotency buckets, head witness, checkpoint files).
 //! - [`docker`]: Docker's formats turned into observations, the watcher behind a
 //!   small daemon seam ([`docker::source`]), import; only `docker::daemon` knows bollard.
+//! - [`proxy`]: the limited socket, a Docker API proxy per limited user (hyper on
+//!   Unix sockets); every mutating call and refusal recorded in the ledger.
 //! - [`private_fs`]: the data directory's files: private modes, no symlink followed.
 //! - [`api`]: tonic handlers, request conversion, the one error → status mapping,
 //!   and bearer-token authentication.
@@ -21,9 +23,10 @@
 //! - [`cli`]: the command-line client (same binary); [`client`]: the connected
 //!   gRPC clients it (and the tests and load generator) use.
 //!
-//! Dependency direction: `server → {api, docker, proxy (the limited socket, coming)}
-//! → ledger → ledger::log` (the trait), implemented by `store` (sled; etcd to come).
-//! Only `server` (and tests) name `store`; nothing below `api` knows tonic.
+//! Dependency direction: `server → {api, docker, proxy} → ledger → ledger::log` (the
+//! trait), implemented by `store` (sled; etcd to come). Only `server` (and tests)
+//! name `store`; nothing below `api` knows tonic; `api` opens a limited user's socket
+//! through [`ledger::limited`] without knowing the proxy.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]

@@ -414,6 +414,14 @@ async fn quotas_hold_under_parallel_creates_and_escapes_are_refused() {
         "network driver",
     )
     .await;
+    let n1 = format!("n1-{}", r.tag);
+    must(&sock, &["network", "create", &n1]).await;
+    refused(
+        &sock,
+        &["network", "create", &format!("n2-{}", r.tag)],
+        "quota",
+    )
+    .await;
     refused(&sock, &["info"], "not on the limited socket's list").await;
     refused(&sock, &["system", "df"], "not on the limited socket's list").await;
 

@@ -298,3 +298,73 @@ async fn accept_loop(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+    use crate::ledger::event::{GrantSpec, Limits, SocketMode, Subject};
+    use crate::ledger::{Command, LedgerConfig};
+
+    /// One call on `sock`: status and body.
+    async fn call(sock: &Path, method: &str, path: &str) -> (u16, String) {
+        let s = tokio::net::UnixStream::connect(sock).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "docker")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let r = tx.send_request(req).await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_mutating_call_the_ledger_cannot_record_is_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::SledStore::open(&dir.path().join("data")).unwrap());
+        let ledger = Ledger::open(store, LedgerConfig::default()).unwrap();
+        let spec = GrantSpec {
+            socket: SocketAccess::Limited,
+            socket_mode: SocketMode::Rw,
+            privileged: false,
+            limits: Limits::default(),
+        };
+        let grant = Command::IssueGrant {
+            subject: Subject::User("alice".into()),
+            spec,
+            expires_at_ns: None,
+            reason: "t".into(),
+        };
+        ledger.submit("admin", None, grant).await.unwrap();
+        // No daemon behind it: a call that reached for one would answer 502.
+        let proxy = Proxy::new(
+            ledger.clone(),
+            ProxyConfig {
+                dir: dir.path().join("users"),
+                daemon_socket: dir.path().join("no-daemon.sock"),
+                allow_networks: Vec::new(),
+            },
+        );
+        let sock = proxy.ensure("alice", Some("d-1")).unwrap();
+        let (status, body) = call(&sock, "GET", "/info").await;
+        assert_eq!(status, 403, "{body}");
+        let refusals = ledger.snapshot().seq;
+        assert_eq!(refusals, 2, "the refusal was recorded");
+        ledger.shutdown().await;
+        let (status, body) = call(&sock, "POST", "/v1.41/containers/prune").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("cannot record"), "{body}");
+        proxy.close("alice");
+        assert!(!sock.exists(), "a closed socket is removed");
+    }
+}

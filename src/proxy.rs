@@ -79,6 +79,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     dir: PathBuf,
     listeners: Mutex<HashMap<String, Listener>>,
+    /// The users whose socket is open, for whoever waits on a change.
+    open: watch::Sender<Vec<String>>,
 }
 
 impl Proxy {
@@ -91,7 +93,17 @@ impl Proxy {
             )),
             dir: cfg.dir,
             listeners: Mutex::new(HashMap::new()),
+            open: watch::channel(Vec::new()).0,
         })
+    }
+
+    /// Follows [`Proxy::open_users`].
+    pub fn watch_open(&self) -> watch::Receiver<Vec<String>> {
+        self.open.subscribe()
+    }
+
+    fn publish_open(&self) {
+        self.open.send_replace(self.open_users());
     }
 
     fn listeners(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listener>> {
@@ -168,15 +180,18 @@ impl Proxy {
                 decision,
             },
         );
+        self.publish_open();
         Ok(socket)
     }
 
     /// Stops serving `user`'s socket and removes it.
     pub fn close(&self, user: &str) {
-        if let Some(l) = self.listeners().remove(user) {
+        let removed = self.listeners().remove(user);
+        if let Some(l) = removed {
             l.stop.send_replace(true);
             let _ = std::fs::remove_file(&l.socket);
             info!(user, "limited socket closed");
+            self.publish_open();
         }
     }
 
@@ -231,6 +246,8 @@ impl Proxy {
                 return;
             }
         };
+        // Whatever ended before the stream began is caught here.
+        self.close_ended();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -345,7 +362,7 @@ mod tests {
             expires_at_ns: None,
             reason: "t".into(),
         };
-        ledger.submit("admin", None, grant).await.unwrap();
+        let g = ledger.submit("admin", None, grant).await.unwrap().entry.seq;
         // No daemon behind it: a call that reached for one would answer 502.
         let proxy = Proxy::new(
             ledger.clone(),
@@ -360,11 +377,37 @@ mod tests {
         assert_eq!(status, 403, "{body}");
         let refusals = ledger.snapshot().seq;
         assert_eq!(refusals, 2, "the refusal was recorded");
+
+        // A revocation closes the socket by itself (the run loop follows the ledger).
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = tokio::spawn(proxy.clone().run(async move {
+            let _ = stopped.await;
+        }));
+        let mut open = proxy.watch_open();
+        let revoke = Command::RevokeGrant {
+            grant_id: g,
+            reason: "t".into(),
+        };
+        ledger.submit("admin", None, revoke).await.unwrap();
+        open.wait_for(|users| users.is_empty()).await.unwrap();
+        assert!(!sock.exists(), "a closed socket is removed");
+        let _ = stop.send(());
+        runner.await.unwrap();
+
+        // Limited again: the socket comes back; then the ledger stops writing.
+        let grant = Command::IssueGrant {
+            subject: Subject::User("alice".into()),
+            spec,
+            expires_at_ns: None,
+            reason: "again".into(),
+        };
+        ledger.submit("admin", None, grant).await.unwrap();
+        let sock = proxy.ensure("alice", Some("d-2")).unwrap();
         ledger.shutdown().await;
         let (status, body) = call(&sock, "POST", "/v1.41/containers/prune").await;
         assert_eq!(status, 503, "{body}");
         assert!(body.contains("cannot record"), "{body}");
         proxy.close("alice");
-        assert!(!sock.exists(), "a closed socket is removed");
+        assert!(!sock.exists());
     }
 }

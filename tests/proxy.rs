@@ -333,6 +333,10 @@ async fn two_users_each_see_and_touch_only_their_own() {
     assert!(calls
         .iter()
         .any(|c| c["user"] == bob.as_str() && c["outcome"] == "refused"));
+    // Reaching for another user's container is a refusal on the record too.
+    assert!(calls.iter().any(|c| c["user"] == bob.as_str()
+        && c["outcome"] == "refused"
+        && c["path"].as_str().unwrap().ends_with("/stop")));
     assert!(verify_all(&mut r.c).await.ok);
 }
 

@@ -122,7 +122,10 @@ pub async fn handle(c: Caller, req: Request<Incoming>) -> Result<Response<Body>,
     match serve(&c, req).await {
         Ok(r) => Ok(r),
         Err((answer, path, resource)) => {
-            if answer.status == StatusCode::FORBIDDEN {
+            // A rule's refusal, or a resource that is not the caller's (answered as
+            // not found): both are refusals an auditor must see. The daemon's own
+            // answers never come this way.
+            if matches!(answer.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
                 let call = ProxyCall {
                     user: c.user.clone(),
                     decision_id: c.decision.clone(),
@@ -227,6 +230,7 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         let r = owned(c, kind, name)
             .await
             .map_err(|a| failp(a, Some(name.to_string())))?;
+        // Every route that names a resource names it second (`/containers/{id}/...`).
         segments[1] = r.clone();
         resource = Some(r);
     }

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod error;
 pub mod layers;
 pub mod status;
+pub mod streams;
 
 use std::pin::Pin;
 
@@ -25,8 +26,26 @@ use convert as cv;
 use error::RequestError;
 
 /// Chunks (of up to 1024 entries) buffered per audit stream before the producer waits
-/// for the consumer.
-const STREAM_BUFFER: usize = 4;
+/// for the consumer: with the chunk being encoded and the HTTP/2 send buffer, what a
+/// consumer that stops reading holds on the server.
+const STREAM_BUFFER: usize = 1;
+
+/// Limits on what clients may hold open.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    pub streams: streams::StreamLimits,
+    /// A stream whose consumer takes nothing for this long is ended.
+    pub stream_stall: Option<std::time::Duration>,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            streams: streams::StreamLimits::default(),
+            stream_stall: Some(std::time::Duration::from_secs(600)),
+        }
+    }
+}
 
 /// The three services over one ledger.
 #[derive(Clone)]
@@ -36,6 +55,8 @@ pub struct Api {
     observe: std::sync::Arc<ObserveConfig>,
     /// Opens a limited user's socket before their decision is answered.
     sockets: Option<std::sync::Arc<dyn LimitedSockets>>,
+    streams: streams::Streams,
+    stream_stall: Option<std::time::Duration>,
 }
 
 impl Api {
@@ -44,7 +65,15 @@ impl Api {
             ledger,
             observe: std::sync::Arc::new(observe),
             sockets: None,
+            streams: streams::Streams::new(ApiLimits::default().streams),
+            stream_stall: ApiLimits::default().stream_stall,
         }
+    }
+
+    pub fn with_limits(mut self, limits: ApiLimits) -> Self {
+        self.streams = streams::Streams::new(limits.streams);
+        self.stream_stall = limits.stream_stall;
+        self
     }
 
     pub fn with_limited_sockets(mut self, s: std::sync::Arc<dyn LimitedSockets>) -> Self {
@@ -224,7 +253,10 @@ impl pb::admin_server::Admin for Api {
             .state
             .grant(c.entry.seq)
             .ok_or(Error::Inconsistent("issued grant not in state"))?;
-        Ok(Response::new(cv::pb_grant(g)))
+        Ok(Response::new(pb::Grant {
+            replayed: c.replayed,
+            ..cv::pb_grant(g)
+        }))
     }
 
     #[instrument(skip_all)]
@@ -252,7 +284,10 @@ impl pb::admin_server::Admin for Api {
             .state
             .grant(id)
             .ok_or(Error::Inconsistent("revoked grant not in state"))?;
-        Ok(Response::new(cv::pb_grant(g)))
+        Ok(Response::new(pb::Grant {
+            replayed: c.replayed,
+            ..cv::pb_grant(g)
+        }))
     }
 
     #[instrument(skip_all)]
@@ -287,6 +322,7 @@ impl pb::admin_server::Admin for Api {
         let caller = require(&req, ADMIN, "CreateToken")?;
         let r = req.into_inner();
         let role = cv::role(r.role)?;
+        let expires_at_ns = r.expires_at.as_ref().map(cv::time_ns).transpose()?;
         let secret = crate::ledger::new_secret()?;
         let c = self
             .submit(
@@ -296,6 +332,7 @@ impl pb::admin_server::Admin for Api {
                     name: r.name,
                     role,
                     secret_sha256: hash_secret(&secret),
+                    expires_at_ns,
                 },
             )
             .await?;
@@ -468,12 +505,17 @@ impl pb::audit_server::Audit for Api {
         &self,
         req: Request<pb::StreamRequest>,
     ) -> Result<Response<EntryStream>, Status> {
-        require(&req, READERS, "Stream")?;
+        let caller = require(&req, READERS, "Stream")?;
         let r = req.into_inner();
         let filter = StreamFilter::parse(&r.kinds, (!r.subject.is_empty()).then_some(r.subject))?;
-        let rx = self
-            .ledger
-            .stream_records(r.from_seq, r.follow, filter, STREAM_BUFFER)?;
+        let slot = self.streams.take(&caller.name)?;
+        let rx = self.ledger.stream_records(
+            r.from_seq,
+            r.follow,
+            filter,
+            STREAM_BUFFER,
+            self.stream_stall,
+        )?;
         let s = futures_util::StreamExt::flat_map(ReceiverStream::new(rx), |item| {
             let items: Vec<Result<pb::Entry, Status>> = match item {
                 Ok(chunk) => chunk.into_iter().map(|e| Ok(cv::pb_entry(e))).collect(),
@@ -481,7 +523,12 @@ impl pb::audit_server::Audit for Api {
             };
             futures_util::stream::iter(items)
         });
-        Ok(Response::new(Box::pin(s)))
+        Ok(Response::new(streams::guarded(
+            Box::pin(s),
+            &self.ledger,
+            &caller,
+            slot,
+        )))
     }
 
     #[instrument(skip_all)]

@@ -295,6 +295,10 @@ pub enum TokenCmd {
         /// admin, spawner or auditor.
         #[arg(long)]
         role: String,
+        /// The token stops working then: a duration from now (30d, 12h) or an RFC 3339
+        /// time. Without it, the token works until revoked.
+        #[arg(long)]
+        expires: Option<String>,
         #[arg(long)]
         request_id: Option<String>,
     },

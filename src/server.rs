@@ -437,6 +437,7 @@ async fn ensure_admin_token(ledger: &Ledger, path: &Path) -> Result<(), Error> {
                 name: "admin".into(),
                 role: Role::Admin,
                 secret_sha256: hash_secret(&secret),
+                expires_at_ns: None,
             },
         )
         .await?;

@@ -171,6 +171,7 @@ async fn admin_happy_paths_and_every_error_status_append_nothing() {
                     name: "t".into(),
                     role: 0,
                     request_id: String::new(),
+                    expires_at: None,
                 })
                 .await,
             ),
@@ -183,6 +184,7 @@ async fn admin_happy_paths_and_every_error_status_append_nothing() {
                     name: "admin".into(),
                     role: 1,
                     request_id: String::new(),
+                    expires_at: None,
                 })
                 .await,
             ),
@@ -275,6 +277,7 @@ async fn role_matrix_every_rpc_refuses_a_missing_token_and_a_wrong_role() {
             }
             .into(),
             request_id: String::new(),
+            expires_at: None,
         }))
         .await;
         assert!(r.secret.starts_with("plg_"));
@@ -346,6 +349,7 @@ async fn role_matrix_every_rpc_refuses_a_missing_token_and_a_wrong_role() {
                             name: format!("t-{who}"),
                             role: 3,
                             request_id: String::new(),
+                            expires_at: None,
                         })
                         .await,
                 ),

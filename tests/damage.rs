@@ -91,6 +91,7 @@ async fn fill(c: &mut Clients) {
                 name: name.into(),
                 role: role.into(),
                 request_id: String::new(),
+                expires_at: None,
             })
             .await);
     }
@@ -786,6 +787,7 @@ async fn library_token_and_replay(data: &Path) -> String {
                 name: "storage-test".into(),
                 role: Role::Admin,
                 secret_sha256: hash_secret(&secret),
+                expires_at_ns: None,
             },
         )
         .await

@@ -29,6 +29,7 @@ async fn idempotent_retry_appends_once() {
     let g1 = ok(c.admin.issue_grant(g.clone())).await;
     let g2 = ok(c.admin.issue_grant(g)).await;
     assert_eq!(g1.id, g2.id);
+    assert!(!g1.replayed && g2.replayed);
     let m = pb::MemberRequest {
         group: "docker-privileged".into(),
         user: "z".into(),
@@ -46,7 +47,7 @@ async fn idempotent_retry_appends_once() {
             request_id: "m-1".into(),
         })
         .await;
-    assert_eq!(code(r), Code::InvalidArgument);
+    assert_eq!(code(r), Code::FailedPrecondition);
     s.stop().await;
 }
 

@@ -5,13 +5,16 @@ use tonic::{Request, Status};
 use super::error::AuthError;
 
 use crate::ledger::event::Role;
-use crate::ledger::{hash_secret, Ledger};
+use crate::ledger::{hash_secret, now_ns, Ledger};
 
 /// The authenticated caller, put in request extensions by [`Authenticator`].
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// Whether the caller is a token in the ledger (not the read-only forensic
+    /// admin): its streams end when that token is revoked or expires.
+    pub ledger_token: bool,
 }
 
 /// Resolves `authorization: Bearer <secret>` against the tokens in the ledger's
@@ -55,16 +58,26 @@ impl tonic::service::Interceptor for Authenticator {
             .ok_or(AuthError::NotBearer)?
             .trim();
         let state = self.ledger.snapshot();
+        // Looked up by the secret's SHA-256, never compared with the secret itself:
+        // how long the lookup takes says nothing about any secret.
         let hash = hash_secret(secret);
         let caller = match state.token_by_hash(&hash) {
+            Some(token) if !token.usable_at(now_ns()) => return Err(AuthError::Expired.into()),
             Some(token) => Caller {
                 name: token.name.clone(),
                 role: token.role,
+                ledger_token: true,
             },
-            None if self.forensic_admin.as_deref() == Some(hash.as_str()) => Caller {
-                name: "admin".into(),
-                role: Role::Admin,
-            },
+            None if self.forensic_admin.as_deref().is_some_and(|f| {
+                constant_time_eq::constant_time_eq(f.as_bytes(), hash.as_bytes())
+            }) =>
+            {
+                Caller {
+                    name: "admin".into(),
+                    role: Role::Admin,
+                    ledger_token: false,
+                }
+            }
             None => return Err(AuthError::UnknownToken.into()),
         };
         req.extensions_mut().insert(caller);

@@ -217,6 +217,7 @@ pub fn pb_grant(g: &GrantState) -> pb::Grant {
         ended_seq,
         ended_reason,
         builtin: g.builtin,
+        replayed: false,
     }
 }
 
@@ -303,6 +304,8 @@ pub fn pb_token(t: &TokenState) -> pb::TokenInfo {
         created_by: t.created_by.clone(),
         revoked: t.revoked_seq.is_some(),
         revoked_seq: t.revoked_seq,
+        expires_at: t.expires_at_ns.map(timestamp),
+        expired: !t.usable_at(crate::ledger::now_ns()),
     }
 }
 

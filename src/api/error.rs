@@ -16,6 +16,15 @@ pub enum RequestError {
     SecondsOutOfRange(i64),
 }
 
+/// A limit a caller reached: RESOURCE_EXHAUSTED, nothing done.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("token {token:?} already has {limit} open audit streams (the limit per token); close one first")]
+    StreamsPerToken { token: String, limit: usize },
+    #[error("the server already has {0} open audit streams (its limit); retry later")]
+    Streams(usize),
+}
+
 /// Why a caller is refused before any handler runs.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -27,6 +36,10 @@ pub enum AuthError {
     NotBearer,
     #[error("unknown or revoked token")]
     UnknownToken,
+    #[error("the token has expired")]
+    Expired,
+    #[error("token {0:?} was revoked or expired; its stream ended")]
+    TokenEnded(String),
     #[error("not authenticated")]
     NotAuthenticated,
     #[error("token {token:?} has role {role}; {rpc} needs {}", needs.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "))]

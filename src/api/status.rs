@@ -2,7 +2,7 @@
 
 use tonic::Status;
 
-use super::error::{AuthError, RequestError};
+use super::error::{AuthError, LimitError, RequestError};
 use tracing::error;
 
 use crate::ledger::error::Cause;
@@ -54,6 +54,12 @@ impl From<AuthError> for Status {
             AuthError::RoleNotAllowed { .. } => Status::permission_denied(e.to_string()),
             _ => Status::unauthenticated(e.to_string()),
         }
+    }
+}
+
+impl From<LimitError> for Status {
+    fn from(e: LimitError) -> Status {
+        Status::resource_exhausted(e.to_string())
     }
 }
 

@@ -551,6 +551,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
             TokenCmd::Create {
                 name,
                 role,
+                expires,
                 request_id,
             } => {
                 let role = match role.as_str() {
@@ -569,6 +570,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                         name,
                         role: role.into(),
                         request_id: rid(request_id),
+                        expires_at: expires.as_deref().map(parse_expiry).transpose()?,
                     })
                     .await?
                     .into_inner();

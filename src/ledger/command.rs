@@ -7,6 +7,7 @@ use super::event::{
 };
 use super::state::{GrantState, State};
 use super::{names, policy, Error, SpawnConfig};
+use sha2::Digest;
 
 /// A state-changing request, before validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +44,8 @@ pub enum Command {
         name: String,
         role: Role,
         secret_sha256: String,
+        /// The token stops authenticating at this time.
+        expires_at_ns: Option<UnixNanos>,
     },
     RevokeToken {
         name: String,
@@ -87,6 +90,46 @@ pub enum Command {
 }
 
 impl Command {
+    /// The SHA-256 (hex) of what a client asked for, kept with the entry a request_id
+    /// produced so that the same request_id with a different request is refused
+    /// instead of answered with the first one's result. `None` for the server's own
+    /// commands (the watcher's keys name a Docker event, whose re-observation may
+    /// differ in detail and must still be a replay).
+    pub fn request_digest(&self) -> Option<String> {
+        use serde_json::json;
+        let v = match self {
+            Command::CreateGroup { group } => json!(["create_group", group]),
+            Command::DeleteGroup { group } => json!(["delete_group", group]),
+            Command::AddMember { group, user } => json!(["add_member", group, user]),
+            Command::RemoveMember { group, user } => json!(["remove_member", group, user]),
+            Command::IssueGrant {
+                subject,
+                spec,
+                expires_at_ns,
+                reason,
+            } => json!(["issue_grant", subject, spec, expires_at_ns, reason]),
+            Command::RevokeGrant { grant_id, reason } => {
+                json!(["revoke_grant", grant_id, reason])
+            }
+            // The secret is the server's choice, not part of the request.
+            Command::CreateToken {
+                name,
+                role,
+                expires_at_ns,
+                ..
+            } => json!(["create_token", name, role, expires_at_ns]),
+            Command::RevokeToken { name } => json!(["revoke_token", name]),
+            Command::AuthorizeSpawn {
+                user,
+                server_name,
+                image,
+            } => json!(["authorize_spawn", user, server_name, image]),
+            _ => return None,
+        };
+        // serde_json's maps are ordered, so the text (and its digest) is canonical.
+        Some(hex::encode(sha2::Sha256::digest(v.to_string().as_bytes())))
+    }
+
     /// The event kind this command appends, to detect a request_id reused for a
     /// different operation.
     pub fn kind(&self) -> EventKind {
@@ -215,8 +258,14 @@ impl Command {
                 name,
                 role,
                 secret_sha256,
+                expires_at_ns,
             } => {
                 names::token_name(name)?;
+                if let Some(exp) = expires_at_ns {
+                    if *exp <= time_ns {
+                        return Err(Error::ExpiryNotInFuture(super::format_time(*exp)));
+                    }
+                }
                 if let Some(t) = st.token(name) {
                     return Err(Error::TokenNameTaken {
                         name: name.clone(),
@@ -228,6 +277,7 @@ impl Command {
                     name: name.clone(),
                     role: *role,
                     secret_sha256: secret_sha256.clone(),
+                    expires_at_ns: *expires_at_ns,
                 })
             }
             Command::RevokeToken { name } => {
@@ -240,6 +290,14 @@ impl Command {
                         name: name.clone(),
                         seq,
                     });
+                }
+                // Revoking the last admin would lock everyone out of Admin for good.
+                if t.role == Role::Admin
+                    && !st
+                        .tokens()
+                        .any(|o| o.name != *name && o.role == Role::Admin && o.usable_at(time_ns))
+                {
+                    return Err(Error::LastAdmin(name.clone()));
                 }
                 Ok(Event::TokenRevoked { name: name.clone() })
             }

@@ -15,6 +15,8 @@ pub struct Entry {
     pub time_ns: UnixNanos,
     pub actor: String,
     pub request_id: Option<String>,
+    /// What the client asked for, with a request_id ([`EntryBody::request_digest`]).
+    pub request_digest: Option<String>,
     pub event: Event,
     pub prev_hash: [u8; 32],
     pub hash: [u8; 32],
@@ -38,6 +40,7 @@ impl Entry {
             time_ns: body.time_ns,
             actor: body.actor,
             request_id: body.request_id,
+            request_digest: body.request_digest,
             event: body.event,
             prev_hash,
             hash: raw.hash,

@@ -27,7 +27,8 @@ pub enum Error {
     #[error("from_seq {from} is before the earliest retained entry ({earliest})")]
     BeforeEarliest { from: Seq, earliest: Seq },
     #[error(
-        "request_id {request_id:?} was already used for a different operation ({kind} at seq {seq})"
+        "request_id {request_id:?} was already used for a different request ({kind} at seq \
+         {seq}); a retry must repeat the request exactly, a new request needs a new request_id"
     )]
     RequestIdReused {
         request_id: String,
@@ -80,6 +81,11 @@ pub enum Error {
     GrantEnded { id: Seq, how: EndKind, seq: Seq },
     #[error("token {name:?} was already revoked at seq {seq}")]
     TokenRevoked { name: String, seq: Seq },
+    #[error(
+        "token {0:?} is the last usable admin token; create another admin token first \
+         (or recover offline with `privledger admin-token --data DIR`)"
+    )]
+    LastAdmin(String),
 
     // === nothing could be recorded now ===
     #[error(
@@ -105,6 +111,17 @@ pub enum Error {
     /// A blocking task (a read off the async threads) did not finish.
     #[error("ledger unavailable: {task} task: {reason}")]
     TaskFailed { task: &'static str, reason: String },
+
+    /// A stream's consumer took nothing for `after`: the stream was ended to free
+    /// what it held.
+    #[error(
+        "the stream was ended: nothing was read from it for {}; reopen it from seq {resume_from}",
+        humantime::format_duration(*after)
+    )]
+    StreamStalled {
+        after: std::time::Duration,
+        resume_from: Seq,
+    },
 
     // === what is stored is not right ===
     /// A stored entry cannot be decoded.
@@ -156,7 +173,6 @@ impl Error {
             | Error::BeyondHead { .. }
             | Error::ReversedRange { .. }
             | Error::BeforeEarliest { .. }
-            | Error::RequestIdReused { .. }
             | Error::InvalidCheckpointRecord(_)
             | Error::Unencodable(_) => Cause::BadInput,
             Error::NoSuchGroup(_)
@@ -172,7 +188,9 @@ impl Error {
             | Error::BuiltinGrant(_)
             | Error::NotExpired(_)
             | Error::GrantEnded { .. }
-            | Error::TokenRevoked { .. } => Cause::NotAllowed,
+            | Error::TokenRevoked { .. }
+            | Error::LastAdmin(_)
+            | Error::RequestIdReused { .. } => Cause::NotAllowed,
             Error::ReadOnly
             | Error::ShuttingDown
             | Error::WriterStopped
@@ -181,6 +199,7 @@ impl Error {
             | Error::SocketNotOpened(_)
             | Error::ThreadNotStarted { .. }
             | Error::TaskFailed { .. }
+            | Error::StreamStalled { .. }
             | Error::Store(StoreError::CannotWrite { .. } | StoreError::ReadOnly) => {
                 Cause::Unavailable
             }

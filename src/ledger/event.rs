@@ -460,6 +460,8 @@ pub enum Event {
         name: String,
         role: Role,
         secret_sha256: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at_ns: Option<UnixNanos>,
     },
     TokenRevoked {
         name: String,
@@ -596,6 +598,10 @@ pub struct EntryBody {
     pub actor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// SHA-256 (hex) of what the client asked for ([`super::Command::request_digest`]),
+    /// with a request_id: a retry must ask for the same thing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
     /// Hex of the previous entry's hash (64 zeros for seq 1).
     pub prev_hash: String,
     pub event: Event,

@@ -147,6 +147,11 @@ impl Ledger {
         self.inner.status.borrow().clone()
     }
 
+    /// The durable head seq, changing after each flushed batch.
+    pub fn watch_head(&self) -> watch::Receiver<Seq> {
+        self.inner.head.clone()
+    }
+
     /// Follows [`Ledger::write_status`].
     pub fn watch_write_status(&self) -> watch::Receiver<WriteStatus> {
         self.inner.status.clone()

@@ -80,7 +80,7 @@ impl Ledger {
         filter: StreamFilter,
         buffer: usize,
     ) -> Result<mpsc::Receiver<Result<Vec<Entry>, Error>>, Error> {
-        self.stream_with(from, follow, filter, buffer, |raw, filter| {
+        self.stream_with(from, follow, filter, buffer, None, |raw, filter| {
             let e = Entry::decode(raw)?;
             Ok(filter.matches(&e).then_some(e))
         })
@@ -89,14 +89,18 @@ impl Ledger {
     /// Like [`Ledger::stream`], but decodes only what the audit stream sends: the
     /// consumer gets the exact body, so the event itself is decoded only when a
     /// subject filter needs it (DESIGN §7: catch-up ≥ 200k entries/s).
+    ///
+    /// With `stall`, a consumer that takes nothing for that long ends the stream: the
+    /// last item is then [`Error::StreamStalled`], naming the seq to resume from.
     pub fn stream_records(
         &self,
         from: Seq,
         follow: bool,
         filter: StreamFilter,
         buffer: usize,
+        stall: Option<std::time::Duration>,
     ) -> Result<mpsc::Receiver<Result<Vec<EntryRecord>, Error>>, Error> {
-        self.stream_with(from, follow, filter, buffer, EntryRecord::decode)
+        self.stream_with(from, follow, filter, buffer, stall, EntryRecord::decode)
     }
 
     fn stream_with<T: Send + 'static>(
@@ -105,15 +109,21 @@ impl Ledger {
         follow: bool,
         filter: StreamFilter,
         buffer: usize,
+        stall: Option<std::time::Duration>,
         decode: fn(RawEntry, &StreamFilter) -> Result<Option<T>, Error>,
     ) -> Result<mpsc::Receiver<Result<Vec<T>, Error>>, Error> {
         let filter = Arc::new(filter);
-        let (tx, rx) = mpsc::channel(buffer.max(1));
+        // One slot more than the buffer, held back for the last word on a stall.
+        let (tx, rx) = mpsc::channel(buffer.max(1) + 1);
         let ledger = self.clone();
         let mut head = self.inner.head.clone();
         let span = tracing::info_span!("audit_stream", from, follow);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
+                let Ok(last_word) = tx.clone().reserve_owned().await else {
+                    return;
+                };
+                let mut last_word = Some(last_word);
                 let mut next = from.max(1);
                 loop {
                     let target = *head.borrow_and_update();
@@ -159,11 +169,34 @@ impl Ledger {
                                 _ => break,
                             }
                         };
-                        next = last + 1;
                         // One send per chunk, not per entry (DESIGN §7 catch-up rate).
-                        if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
-                            return; // the consumer went away
+                        if !chunk.is_empty() {
+                            let sent = match stall {
+                                None => tx.send(Ok(chunk)).await.map_err(|_| None),
+                                Some(d) => {
+                                    match tokio::time::timeout(d, tx.send(Ok(chunk))).await {
+                                        Ok(r) => r.map_err(|_| None),
+                                        Err(_) => Err(Some(d)),
+                                    }
+                                }
+                            };
+                            match sent {
+                                Ok(()) => {}
+                                Err(None) => return, // the consumer went away
+                                Err(Some(d)) => {
+                                    // Everything before `next` is in the channel; the
+                                    // chunk that did not fit is not.
+                                    if let Some(p) = last_word.take() {
+                                        p.send(Err(Error::StreamStalled {
+                                            after: d,
+                                            resume_from: next,
+                                        }));
+                                    }
+                                    return;
+                                }
+                            }
                         }
+                        next = last + 1;
                     }
                     if !follow {
                         return;

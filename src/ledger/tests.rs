@@ -739,3 +739,201 @@ async fn a_writer_that_dies_stops_claiming_writes_and_every_write_is_unavailable
     assert_eq!(l.snapshot().seq, 0, "nothing was published");
     assert!(l.check_access("alice").is_ok(), "reads go on");
 }
+
+/// Every client mutation, and a variant of it that differs in one field the client
+/// chose: the same request_id with the variant must be refused, naming the first seq.
+fn mutations_and_variants() -> Vec<(Command, Command)> {
+    let token =
+        |name: &str, role: Role, secret: &str, exp: Option<UnixNanos>| Command::CreateToken {
+            name: name.into(),
+            role,
+            secret_sha256: secret.into(),
+            expires_at_ns: exp,
+        };
+    let far = now_ns() + 3_600_000_000_000;
+    vec![
+        (
+            Command::CreateGroup { group: "g1".into() },
+            Command::CreateGroup { group: "g2".into() },
+        ),
+        (
+            Command::AddMember {
+                group: "g1".into(),
+                user: "alice".into(),
+            },
+            Command::AddMember {
+                group: "g1".into(),
+                user: "bob".into(),
+            },
+        ),
+        (
+            Command::RemoveMember {
+                group: "g1".into(),
+                user: "alice".into(),
+            },
+            Command::RemoveMember {
+                group: "g1".into(),
+                user: "bob".into(),
+            },
+        ),
+        (
+            grant(user("alice"), SocketAccess::Raw, SocketMode::Rw, false),
+            grant(user("bob"), SocketAccess::Raw, SocketMode::Rw, false),
+        ),
+        (
+            Command::AuthorizeSpawn {
+                user: "alice".into(),
+                server_name: "".into(),
+                image: "i".into(),
+            },
+            Command::AuthorizeSpawn {
+                user: "bob".into(),
+                server_name: "".into(),
+                image: "i".into(),
+            },
+        ),
+        (
+            token("t1", Role::Spawner, "aa", None),
+            token("t1", Role::Admin, "bb", None),
+        ),
+        (
+            token("t2", Role::Auditor, "cc", None),
+            token("t2", Role::Auditor, "dd", Some(far)),
+        ),
+        (
+            Command::RevokeToken { name: "t1".into() },
+            Command::RevokeToken { name: "t2".into() },
+        ),
+        (
+            Command::DeleteGroup { group: "g1".into() },
+            Command::DeleteGroup { group: "g2".into() },
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_request_id_is_bound_to_its_request_not_just_its_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path(), 1000);
+    ok(&l, Command::CreateGroup { group: "g2".into() }).await;
+    let mut firsts = Vec::new();
+    for (i, (first, variant)) in mutations_and_variants().into_iter().enumerate() {
+        let rid = format!("r{i}");
+        let c = l
+            .submit("t", Some(rid.clone()), first.clone())
+            .await
+            .unwrap();
+        assert!(!c.replayed);
+        let head = l.snapshot().seq;
+        let e = l
+            .submit("t", Some(rid.clone()), variant.clone())
+            .await
+            .unwrap_err();
+        match &e {
+            Error::RequestIdReused { seq, .. } => assert_eq!(*seq, c.entry.seq, "{e}"),
+            _ => panic!("{first:?} then {variant:?}: {e}"),
+        }
+        assert_eq!(e.cause(), error::Cause::NotAllowed);
+        assert_eq!(l.snapshot().seq, head, "nothing appended");
+        // The same request again is a replay of the first answer.
+        let again = l.submit("t", Some(rid), first.clone()).await.unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.entry.seq, c.entry.seq);
+        firsts.push((c.entry.seq, first, variant));
+    }
+    // After a restart, the digests come from the stored entries.
+    l.shutdown().await;
+    drop(l);
+    let l = open(dir.path(), 1000);
+    for (i, (seq, first, variant)) in firsts.into_iter().enumerate() {
+        let rid = format!("r{i}");
+        let e = l.submit("t", Some(rid.clone()), variant).await.unwrap_err();
+        assert!(
+            matches!(e, Error::RequestIdReused { seq: s, .. } if s == seq),
+            "{e}"
+        );
+        let again = l.submit("t", Some(rid), first).await.unwrap();
+        assert!(again.replayed && again.entry.seq == seq);
+    }
+}
+
+#[tokio::test]
+async fn a_request_id_reused_within_one_batch_is_bound_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path(), 1000);
+    let a = Command::CreateGroup { group: "a".into() };
+    let b = Command::CreateGroup { group: "b".into() };
+    let (ra, rb) = tokio::join!(
+        l.submit("t", Some("same".into()), a),
+        l.submit("t", Some("same".into()), b)
+    );
+    // Whichever came first is recorded; the other is refused, never answered with it.
+    assert!(ra.is_ok() != rb.is_ok(), "{ra:?} {rb:?}");
+    assert_eq!(l.snapshot().groups().count(), 1);
+}
+
+#[tokio::test]
+async fn the_last_usable_admin_token_cannot_be_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path(), 1000);
+    let token = |name: &str, role: Role, exp: Option<UnixNanos>| Command::CreateToken {
+        name: name.into(),
+        role,
+        secret_sha256: format!("hash-of-{name}"),
+        expires_at_ns: exp,
+    };
+    ok(&l, token("admin", Role::Admin, None)).await;
+    ok(&l, token("auditor", Role::Auditor, None)).await;
+    let last = |e: Error| matches!(e, Error::LastAdmin(n) if n == "admin");
+    let e = l
+        .submit(
+            "t",
+            None,
+            Command::RevokeToken {
+                name: "admin".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.cause(), error::Cause::NotAllowed);
+    assert!(last(e));
+    // An admin that expires soon does not count once it has expired; one that is
+    // still valid does.
+    ok(
+        &l,
+        token("admin2", Role::Admin, Some(now_ns() + 3_600_000_000_000)),
+    )
+    .await;
+    ok(
+        &l,
+        Command::RevokeToken {
+            name: "admin".into(),
+        },
+    )
+    .await;
+    let e = l
+        .submit(
+            "t",
+            None,
+            Command::RevokeToken {
+                name: "admin2".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::LastAdmin(n) if n == "admin2"));
+    // Non-admin tokens are never the last admin.
+    ok(
+        &l,
+        Command::RevokeToken {
+            name: "auditor".into(),
+        },
+    )
+    .await;
+    // An expiry in the past is refused.
+    let e = l
+        .submit("t", None, token("old", Role::Auditor, Some(now_ns() - 1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ExpiryNotInFuture(_)), "{e}");
+}

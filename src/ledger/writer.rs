@@ -412,7 +412,9 @@ impl Writer {
                 },
             };
             if let Some(e) = earlier {
-                if e.event.kind() != w.cmd.kind() {
+                let digest_differs =
+                    e.request_digest.is_some() && e.request_digest != w.cmd.request_digest();
+                if e.event.kind() != w.cmd.kind() || digest_differs {
                     return Outcome::Err(Error::RequestIdReused {
                         request_id: w.request_id.clone().unwrap_or_default(),
                         kind: e.event.kind(),
@@ -433,6 +435,7 @@ impl Writer {
             time_ns,
             actor: w.actor.clone(),
             request_id: w.request_id.clone(),
+            request_digest: w.request_id.as_ref().and_then(|_| w.cmd.request_digest()),
             prev_hash: hex::encode(next.hash),
             event,
         };
@@ -454,6 +457,7 @@ impl Writer {
             time_ns,
             actor: body.actor,
             request_id: body.request_id,
+            request_digest: body.request_digest,
             event: body.event,
             prev_hash,
             hash,

@@ -94,6 +94,7 @@ pub fn token(name: &str, role: pb::Role) -> pb::CreateTokenRequest {
         name: name.into(),
         role: role.into(),
         request_id: String::new(),
+        expires_at: None,
     }
 }
 

@@ -134,6 +134,7 @@ impl State {
                 name,
                 role,
                 secret_sha256,
+                expires_at_ns,
             } => {
                 self.token_hashes
                     .insert(secret_sha256.clone(), name.clone());
@@ -146,6 +147,7 @@ impl State {
                         created_seq: seq,
                         created_by: actor.to_string(),
                         revoked_seq: None,
+                        expires_at_ns: *expires_at_ns,
                     },
                 );
             }

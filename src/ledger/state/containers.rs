@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::State;
-use crate::ledger::event::{ContainerObserved, Lifecycle, Role, Seq, SocketMode};
+use crate::ledger::event::{ContainerObserved, Lifecycle, Role, Seq, SocketMode, UnixNanos};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenState {
@@ -14,6 +14,16 @@ pub struct TokenState {
     pub created_seq: Seq,
     pub created_by: String,
     pub revoked_seq: Option<Seq>,
+    /// When it stops authenticating, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ns: Option<UnixNanos>,
+}
+
+impl TokenState {
+    /// Not revoked and not expired at `now_ns`.
+    pub fn usable_at(&self, now_ns: UnixNanos) -> bool {
+        self.revoked_seq.is_none() && self.expires_at_ns.is_none_or(|e| now_ns < e)
+    }
 }
 
 /// A container privledger knows of (not destroyed), from `docker_container` entries.

@@ -92,6 +92,16 @@ pub enum Cmd {
     Docker(DockerCmd),
     /// Health of the server's services and of the Docker watcher.
     Status,
+    /// Offline recovery, with the server stopped: record a new admin token in the
+    /// ledger of a data directory you own and write its secret to `admin.token` there.
+    AdminToken {
+        /// TOML configuration file (for its data directory).
+        #[arg(long, env = config::ENV_CONFIG)]
+        config: Option<PathBuf>,
+        /// Data directory.
+        #[arg(long = "data", env = config::ENV_DATA)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -361,6 +371,35 @@ pub fn main() -> ExitCode {
             // Whatever the caller's umask, what the server creates is its user's alone.
             crate::private_fs::restrict_umask();
             rt.block_on(serve(cfg))
+        }
+        Cmd::AdminToken { config, data_dir } => {
+            let o = Overrides {
+                data_dir,
+                ..Overrides::default()
+            };
+            let cfg = match Config::load(config.as_deref(), &o) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("privledger: {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            crate::private_fs::restrict_umask();
+            match rt.block_on(crate::recovery::admin_token(&cfg.data_dir)) {
+                Ok(r) => {
+                    println!(
+                        "recorded admin token {:?} at seq {}; its secret is in {} (mode 0600)",
+                        r.name,
+                        r.seq,
+                        r.secret_file.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("privledger: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         command => rt.block_on(client::run(cli.conn, command)),
     }

@@ -40,6 +40,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod private_fs;
 pub mod proxy;
+pub mod recovery;
 pub mod server;
 pub mod signal;
 pub mod store;

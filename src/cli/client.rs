@@ -170,7 +170,9 @@ fn issue_request(a: IssueArgs) -> Result<pb::IssueGrantRequest, CliError> {
 async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, CliError> {
     let mut c = connect(conn).await?;
     match cmd {
-        Cmd::Serve(_) => unreachable!("serve is handled by the caller"),
+        Cmd::Serve(_) | Cmd::AdminToken { .. } => {
+            unreachable!("serve and admin-token are handled by the caller")
+        }
         Cmd::Group(g) => match g {
             GroupCmd::Create { name, request_id } => {
                 let g = c

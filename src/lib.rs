@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod private_fs;
 pub mod proxy;
 pub mod recovery;
+pub mod safe_text;
 pub mod server;
 pub mod signal;
 pub mod store;

@@ -291,3 +291,84 @@ fn unreachable_server_is_one_clear_line() {
     assert!(err.contains("cannot reach the server"), "{err}");
     assert_eq!(err.trim().lines().count(), 1);
 }
+
+/// Text a hostile admin or hub puts in a reason, a name or a server name cannot forge
+/// an `audit tail` line or a table row, and names that would display like another
+/// are refused (DESIGN §4; issue 13).
+#[test]
+fn forged_lines_and_lookalike_names_are_rendered_harmless_or_refused() {
+    let s = Served::start();
+    let forged =
+        "ok\n    99  2026-12-01T00:00:00Z  admin       grant_revoked           grant_id=31";
+    s.ok(&[
+        "grant", "issue", "--user", "mallory", "--socket", "raw", "--reason", forged,
+    ]);
+    let tail = s.ok(&["audit", "tail"]);
+    assert!(
+        !tail.lines().any(|l| l.trim_start().starts_with("99 ")),
+        "a forged line was printed:\n{tail}"
+    );
+    let line = tail
+        .lines()
+        .find(|l| l.contains("grant_issued") && l.contains("mallory"))
+        .unwrap();
+    assert!(line.contains("reason=ok\\n    99"), "{line}");
+    let grants = s.ok(&["grant", "list"]);
+    assert!(
+        !grants.lines().any(|l| l.trim_start().starts_with("99 ")),
+        "{grants}"
+    );
+    // The JSON keeps the exact text.
+    let j = s.json(&["grant", "list", "--user", "mallory"]);
+    assert_eq!(j["grants"][0]["reason"], forged);
+
+    // A server name or image the spawner passes is escaped too.
+    s.ok(&[
+        "authorize",
+        "mallory",
+        "--server-name",
+        "x",
+        "--image",
+        "img",
+    ]);
+    let (code, _, err) = s.cli(&["authorize", "mallory", "--image", "img\u{2028}forged"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("U+2028") && !err.contains('\u{2028}'), "{err}");
+
+    // Names that hide characters or reorder text are refused, and nothing is appended.
+    let head = s.json(&["audit", "head"])["seq"].as_u64().unwrap();
+    for bad in [
+        "docker\u{200b}-privileged",
+        "docker-privileged\u{200d}",
+        "\u{feff}docker-privileged",
+        "\u{202e}degelivirp-rekcod",
+        "docker\u{2066}-privileged\u{2069}",
+        "docker\u{2028}privileged",
+        "docker-privile\u{301}ged", // NFD: one name, one spelling
+    ] {
+        let (code, _, err) = s.cli(&["group", "create", bad]);
+        assert_ne!(code, 0, "{bad:?} was accepted");
+        assert!(
+            err.contains("INVALID_ARGUMENT") || err.contains("could be mistaken"),
+            "{bad:?}: {err}"
+        );
+        assert!(err.lines().count() == 1, "{err}");
+    }
+    // Lookalikes of an existing group (Greek omicron, Cyrillic е, case) are refused.
+    for like in [
+        "d\u{3bf}cker-privileged",
+        "dock\u{435}r-privileged",
+        "Docker-Privileged",
+    ] {
+        let (code, _, err) = s.cli(&["group", "create", like]);
+        assert_ne!(code, 0, "{like:?} was accepted");
+        assert!(
+            err.contains("could be mistaken for the existing group \"docker-privileged\""),
+            "{err}"
+        );
+    }
+    assert_eq!(s.json(&["audit", "head"])["seq"].as_u64().unwrap(), head);
+    // Ordinary international names are fine.
+    s.ok(&["group", "create", "équipe-données"]);
+    s.ok(&["group", "add-member", "équipe-données", "jörg"]);
+}

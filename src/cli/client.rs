@@ -66,7 +66,7 @@ pub async fn run(conn: Connection, cmd: Cmd) -> ExitCode {
     match dispatch(&conn, cmd, &out).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("privledger: {e}");
+            eprintln!("privledger: {}", crate::safe_text::escape(&e.to_string()));
             match e {
                 CliError::Usage(_) => ExitCode::from(64),
                 _ => ExitCode::FAILURE,
@@ -545,7 +545,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                     println!("  ledger head seq {h}");
                 }
                 if let Some(w) = writes {
-                    println!("  writes {w}");
+                    println!("  writes {}", crate::safe_text::escape(&w.to_string()));
                 }
             }
         }

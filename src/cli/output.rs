@@ -5,6 +5,14 @@ use serde_json::{json, Value};
 
 use crate::ledger::format_time;
 use crate::pb;
+use crate::safe_text::escape;
+
+/// Text from the server, as shown to a person: what could forge a line or hide
+/// itself is escaped ([`crate::safe_text`]). JSON output needs no such care (its
+/// strings are quoted and escaped by the encoder).
+fn safe(s: &str) -> String {
+    escape(s).into_owned()
+}
 
 pub struct Out {
     pub json: bool,
@@ -58,8 +66,8 @@ fn status(v: i32) -> &'static str {
 
 fn subject(s: &Option<pb::Subject>) -> (String, String) {
     match s.as_ref().and_then(|s| s.kind.as_ref()) {
-        Some(pb::subject::Kind::User(u)) => ("user".into(), u.clone()),
-        Some(pb::subject::Kind::Group(g)) => ("group".into(), g.clone()),
+        Some(pb::subject::Kind::User(u)) => ("user".into(), safe(u)),
+        Some(pb::subject::Kind::Group(g)) => ("group".into(), safe(g)),
         None => (String::new(), String::new()),
     }
 }
@@ -173,8 +181,9 @@ pub fn entry_line(e: &pb::Entry) -> String {
         Value::Object(o) => o
             .iter()
             .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
+                Value::String(s) => format!("{}={}", safe(k), safe(s)),
+                // Nested values print as JSON, whose strings are escaped.
+                other => format!("{}={}", safe(k), safe(&other.to_string())),
             })
             .collect::<Vec<_>>()
             .join(" "),
@@ -184,8 +193,8 @@ pub fn entry_line(e: &pb::Entry) -> String {
         "{:>6}  {}  {:<10}  {:<22}  {}",
         e.seq,
         ts(&e.time),
-        e.actor,
-        e.kind,
+        safe(&e.actor),
+        safe(&e.kind),
         details
     )
 }
@@ -200,11 +209,12 @@ impl Out {
             self.print(json!({"seq": r.seq, "replayed": r.replayed}));
         } else if r.replayed {
             println!(
-                "{what} (already recorded at seq {}; nothing appended)",
+                "{} (already recorded at seq {}; nothing appended)",
+                safe(what),
                 r.seq
             );
         } else {
-            println!("{what} (seq {})", r.seq);
+            println!("{} (seq {})", safe(what), r.seq);
         }
     }
 
@@ -219,7 +229,7 @@ impl Out {
         }
         println!(
             "group {}{} (created at seq {})",
-            g.name,
+            safe(&g.name),
             if g.builtin { " [built-in]" } else { "" },
             g.created_seq
         );
@@ -228,7 +238,11 @@ impl Out {
             if g.members.is_empty() {
                 "(none)".into()
             } else {
-                g.members.join(", ")
+                g.members
+                    .iter()
+                    .map(|m| safe(m))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         );
         if !g.grants.is_empty() {
@@ -255,7 +269,7 @@ impl Out {
         ]);
         for g in &r.groups {
             t.add_row(vec![
-                g.name.clone(),
+                safe(&g.name),
                 if g.builtin {
                     "yes".into()
                 } else {
@@ -292,8 +306,8 @@ impl Out {
                     Some(s) => format!("{} at seq {s}", status(g.status)),
                     None => status(g.status).to_string(),
                 },
-                g.reason.clone(),
-                g.issued_by.clone(),
+                safe(&g.reason),
+                safe(&g.issued_by),
             ]);
         }
         println!("{t}");
@@ -306,7 +320,7 @@ impl Out {
         }
         println!(
             "user {}: socket {}{}{} (as of seq {}, {})",
-            a.user,
+            safe(&a.user),
             socket(a.socket),
             if socket(a.socket) == "raw" {
                 format!(" ({})", mode(a.socket_mode))
@@ -337,11 +351,11 @@ impl Out {
                 if c.via_group.is_empty() {
                     "(direct)".into()
                 } else {
-                    format!("group {}", c.via_group)
+                    format!("group {}", safe(&c.via_group))
                 },
                 spec_text(&c.spec),
                 ts(&c.expires_at),
-                c.reason.clone(),
+                safe(&c.reason),
             ]);
         }
         println!("{t}");
@@ -368,7 +382,7 @@ impl Out {
         }
         println!(
             "decision {} (seq {}): {}",
-            d.decision_id,
+            safe(&d.decision_id),
             d.seq,
             if d.allowed {
                 "privileges granted"
@@ -376,9 +390,9 @@ impl Out {
                 "no privileges"
             }
         );
-        println!("reason: {}", d.reason);
+        println!("reason: {}", safe(&d.reason));
         for b in &f.binds {
-            println!("bind: {b}");
+            println!("bind: {}", safe(b));
         }
         if f.privileged {
             println!("privileged: true");
@@ -386,12 +400,12 @@ impl Out {
         let mut env: Vec<_> = f.env.iter().collect();
         env.sort();
         for (k, v) in env {
-            println!("env: {k}={v}");
+            println!("env: {}={}", safe(k), safe(v));
         }
         let mut labels: Vec<_> = f.labels.iter().collect();
         labels.sort();
         for (k, v) in labels {
-            println!("label: {k}={v}");
+            println!("label: {}={}", safe(k), safe(v));
         }
     }
 
@@ -405,7 +419,7 @@ impl Out {
         let mut t = table(&["user", "socket", "privileged", "through"]);
         for a in &r.users {
             t.add_row(vec![
-                a.user.clone(),
+                safe(&a.user),
                 match socket(a.socket) {
                     "raw" => format!("raw ({})", mode(a.socket_mode)),
                     s => s.to_string(),
@@ -421,7 +435,7 @@ impl Out {
                         if c.via_group.is_empty() {
                             format!("grant {}", c.grant_id)
                         } else {
-                            format!("grant {} via {}", c.grant_id, c.via_group)
+                            format!("grant {} via {}", c.grant_id, safe(&c.via_group))
                         }
                     })
                     .collect::<Vec<_>>()
@@ -444,7 +458,7 @@ impl Out {
                 h.earliest_seq
             );
             if !h.writable {
-                println!("writes refused: {}", h.write_problem);
+                println!("writes refused: {}", safe(&h.write_problem));
             }
         }
     }
@@ -468,7 +482,7 @@ impl Out {
             println!(
                 "FAILED at seq {}: {} ({} entries checked before it)",
                 r.first_bad_seq.unwrap_or_default(),
-                r.problem,
+                safe(&r.problem),
                 r.checked.saturating_sub(1)
             );
         }
@@ -480,12 +494,13 @@ impl Out {
         } else if r.replayed {
             println!(
                 "token {} was already created at seq {}; its secret is shown only once",
-                r.name, r.seq
+                safe(&r.name),
+                r.seq
             );
         } else {
             println!(
                 "token {} ({}) created at seq {}",
-                r.name,
+                safe(&r.name),
                 role(r.role),
                 r.seq
             );
@@ -503,10 +518,10 @@ impl Out {
         let mut t = table(&["name", "role", "created at seq", "by", "revoked"]);
         for k in &r.tokens {
             t.add_row(vec![
-                k.name.clone(),
+                safe(&k.name),
                 role(k.role).to_string(),
                 k.created_seq.to_string(),
-                k.created_by.clone(),
+                safe(&k.created_by),
                 k.revoked_seq
                     .map(|s| format!("at seq {s}"))
                     .unwrap_or_default(),

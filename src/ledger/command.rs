@@ -180,6 +180,12 @@ impl Command {
                 if st.group(group).is_some() {
                     return Err(Error::GroupExists(group.clone()));
                 }
+                if let Some(like) = names::confusable_with(group, st.groups().map(|(n, _)| n)) {
+                    return Err(Error::ConfusableGroup {
+                        group: group.clone(),
+                        existing: like.to_string(),
+                    });
+                }
                 Ok(Event::GroupCreated {
                     group: group.clone(),
                 })

@@ -58,6 +58,11 @@ pub enum Error {
     GroupExists(String),
     #[error("built-in group {0:?} exists")]
     BuiltinGroupExists(String),
+    #[error(
+        "group name {group:?} could be mistaken for the existing group {existing:?} \
+         (they look alike); choose a name that reads differently"
+    )]
+    ConfusableGroup { group: String, existing: String },
     #[error("user {user:?} is already a member of group {group:?}")]
     AlreadyAMember { group: String, user: String },
     #[error(
@@ -183,6 +188,7 @@ impl Error {
             Error::GroupExists(_)
             | Error::BuiltinGroupExists(_)
             | Error::AlreadyAMember { .. }
+            | Error::ConfusableGroup { .. }
             | Error::TokenNameTaken { .. } => Cause::Exists,
             Error::BuiltinGroup(_)
             | Error::BuiltinGrant(_)

@@ -5,8 +5,17 @@
 //! 1–128 characters, no control characters, no `/` (JupyterHub routes users by URL
 //! path), no leading or trailing whitespace. Group names follow the same rules.
 //! Token names are narrower (`[A-Za-z0-9._-]`, 1–64) because they appear as actors.
+//!
+//! No text field may hold a character that hides itself or reorders what is shown
+//! around it ([`crate::safe_text::is_deceptive`]: bidi controls, zero-width
+//! characters, the BOM, line and paragraph separators, ...); reasons alone may hold
+//! newlines and tabs. User and group names must be in Unicode NFC, so that one name
+//! has one spelling, and a new group may not be confusable (UTS #39 skeleton, case
+//! folded) with an existing one: `dοcker-privileged` with a Greek omicron is refused
+//! while `docker-privileged` exists.
 
 use super::Error;
+use crate::safe_text::is_deceptive;
 
 pub const MAX_NAME_CHARS: usize = 128;
 pub const MAX_TOKEN_NAME_CHARS: usize = 64;
@@ -30,13 +39,44 @@ fn check_text(what: &'static str, value: &str, max: usize, allow_empty: bool) ->
             format!("{what} is {n} characters long; at most {max} are allowed"),
         ));
     }
-    if let Some(c) = value.chars().find(|c| c.is_control()) {
-        return Err(invalid(
-            what,
-            format!("{what} contains the control character {:?}", c),
-        ));
+    if let Some(c) = value.chars().find(|&c| is_deceptive(c)) {
+        return Err(refused_char(what, c));
     }
     Ok(())
+}
+
+fn refused_char(what: &'static str, c: char) -> Error {
+    let kind = if c.is_control() {
+        "the control character"
+    } else {
+        "the invisible or text-reordering character"
+    };
+    invalid(
+        what,
+        format!(
+            "{what} contains {kind} U+{:04X}, which is not allowed",
+            c as u32
+        ),
+    )
+}
+
+/// The form two names are compared in for confusion: UTS #39 skeleton, case folded.
+fn skeleton(name: &str) -> String {
+    unicode_security::skeleton(&name.to_lowercase())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The first of `existing` that `name` could be mistaken for (same skeleton, not the
+/// same name).
+pub fn confusable_with<'a>(
+    name: &str,
+    existing: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let s = skeleton(name);
+    existing
+        .into_iter()
+        .find(|e| *e != name && skeleton(e) == s)
 }
 
 fn check_name(what: &'static str, value: &str) -> Result<(), Error> {
@@ -49,6 +89,12 @@ fn check_name(what: &'static str, value: &str) -> Result<(), Error> {
     }
     if value.contains('/') {
         return Err(invalid(what, format!("{what} {value:?} contains '/'")));
+    }
+    if !unicode_normalization::is_nfc(value) {
+        return Err(invalid(
+            what,
+            format!("{what} {value:?} is not in Unicode normalization form C (NFC)"),
+        ));
     }
     Ok(())
 }
@@ -90,12 +136,9 @@ pub fn reason(value: &str) -> Result<(), Error> {
     }
     if let Some(c) = value
         .chars()
-        .find(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+        .find(|&c| is_deceptive(c) && !matches!(c, '\n' | '\t'))
     {
-        return Err(invalid(
-            "reason",
-            format!("reason contains the control character {c:?}"),
-        ));
+        return Err(refused_char("reason", c));
     }
     Ok(())
 }
@@ -157,6 +200,44 @@ mod tests {
         token_name("jupyterhub-spawner").unwrap();
         assert!(token_name("has space").is_err());
         assert!(token_name("").is_err());
+    }
+
+    #[test]
+    fn invisible_reordering_and_unnormalized_names_are_refused() {
+        for bad in [
+            "docker\u{200b}-privileged",
+            "docker-privileged\u{200d}",
+            "\u{feff}docker-privileged",
+            "admin\u{202e}",
+            "a\u{2066}b\u{2069}",
+            "line\u{2028}sep",
+            "para\u{2029}sep",
+            "soft\u{ad}hyphen",
+            "tag\u{e0041}",
+            "e\u{301}", // NFD for é
+        ] {
+            assert!(user(bad).is_err(), "{bad:?}");
+            assert!(group(bad).is_err(), "{bad:?}");
+        }
+        user("\u{e9}").unwrap(); // NFC é
+        assert!(reason("fine\nsecond line").is_ok());
+        assert!(reason("hidden\u{202e}").is_err());
+        assert!(request_id("r\u{200b}1").is_err());
+        assert!(image("img\u{2028}").is_err());
+    }
+
+    #[test]
+    fn confusable_group_names_are_found() {
+        let existing = ["docker-privileged", "team"];
+        // Greek omicron, Cyrillic а, and a case variant.
+        assert_eq!(
+            confusable_with("d\u{3bf}cker-privileged", existing),
+            Some("docker-privileged")
+        );
+        assert_eq!(confusable_with("te\u{430}m", existing), Some("team"));
+        assert_eq!(confusable_with("Team", existing), Some("team"));
+        assert_eq!(confusable_with("team", existing), None, "itself");
+        assert_eq!(confusable_with("other", existing), None);
     }
 
     #[test]

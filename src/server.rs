@@ -168,9 +168,7 @@ pub async fn run(
         ($incoming:expr) => {
             Server::builder()
                 .layer(layers::RpcMetricsLayer)
-                .layer(MapResponseLayer::new(
-                    layers::oversized_is_resource_exhausted,
-                ))
+                .layer(MapResponseLayer::new(layers::request_faults_are_named))
                 .add_routes(routes.clone())
                 .serve_with_incoming_shutdown($incoming, stopped(stop_rx.clone()))
         };

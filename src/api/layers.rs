@@ -6,23 +6,82 @@ use std::time::Instant;
 
 use tonic::codegen::http;
 
-/// tonic answers a request over the decoding limit with OUT_OF_RANGE; DESIGN §4
-/// promises RESOURCE_EXHAUSTED for oversized requests. This rewrites exactly that
-/// status (tonic's message names the limit), leaving every other one alone.
-pub fn oversized_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
+/// tonic answers a request it cannot read with a status that blames the server or
+/// the wrong thing; DESIGN §4 promises RESOURCE_EXHAUSTED for an oversized request and
+/// INVALID_ARGUMENT for a malformed one. This rewrites exactly those statuses (tonic's
+/// decoder words them as below; the request never reached a handler), leaving every
+/// other one alone, INTERNAL from the ledger included.
+pub fn request_faults_are_named<B>(mut res: http::Response<B>) -> http::Response<B> {
     let headers = res.headers_mut();
-    let is_oversize = headers.get("grpc-status").is_some_and(|v| v == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| {
-                m.contains("message%20length%20too%20large")
-                    || m.contains("message length too large")
-            });
-    if is_oversize {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    let Some(code) = headers.get("grpc-status").cloned() else {
+        return res;
+    };
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .map(|m| percent_decode(m))
+        .unwrap_or_default();
+    let rewrite = match code.as_bytes() {
+        b"11" if message.contains("message length too large") => Some("8"),
+        b"13" if is_decode_failure(&message) => Some("3"),
+        _ => None,
+    };
+    if let Some(to) = rewrite {
+        headers.insert("grpc-status", http::HeaderValue::from_static(to));
+        if to == "3" {
+            let text = format!("the request is not a valid message: {message}");
+            if let Ok(v) = http::HeaderValue::from_str(&percent_encode(&text)) {
+                headers.insert("grpc-message", v);
+            }
+        }
     }
     res
+}
+
+/// tonic's and prost's words for a request body that does not decode: bad protobuf
+/// (invalid UTF-8 included), bad gRPC framing, a body cut short or missing.
+fn is_decode_failure(message: &str) -> bool {
+    [
+        "failed to decode Protobuf message",
+        "protocol error: received message with",
+        "Unexpected EOF decoding stream",
+        "Missing request message",
+        "Error decompressing",
+    ]
+    .iter()
+    .any(|p| message.starts_with(p))
+}
+
+/// gRPC's grpc-message encoding (percent-encoding of bytes outside printable ASCII
+/// and of '%').
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 // === impl RpcMetrics ===

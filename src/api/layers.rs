@@ -19,7 +19,7 @@ pub fn request_faults_are_named<B>(mut res: http::Response<B>) -> http::Response
     let message = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .map(|m| percent_decode(m))
+        .map(percent_decode)
         .unwrap_or_default();
     let rewrite = match code.as_bytes() {
         b"11" if message.contains("message length too large") => Some("8"),

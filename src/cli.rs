@@ -125,6 +125,26 @@ pub struct ServeArgs {
     /// Also listen on this Unix socket.
     #[arg(long, env = config::ENV_UNIX_SOCKET)]
     pub unix_socket: Option<PathBuf>,
+    /// The Unix socket's mode, octal [default: 660].
+    #[arg(long, env = config::ENV_UNIX_SOCKET_MODE)]
+    pub unix_socket_mode: Option<String>,
+    /// Group given the Unix socket (a name in /etc/group or a numeric gid).
+    #[arg(long, env = config::ENV_UNIX_SOCKET_GROUP)]
+    pub unix_socket_group: Option<String>,
+    /// Serve TLS with this certificate chain (PEM); re-read on SIGHUP or change.
+    #[arg(long, env = config::ENV_TLS_CERT, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = config::ENV_TLS_KEY, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM); the certificate's
+    /// identity is recorded with the actor of what the client does.
+    #[arg(long, env = config::ENV_TLS_CLIENT_CA, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address (refused without it: tokens would
+    /// cross the network in the clear).
+    #[arg(long)]
+    pub insecure_listen: bool,
     /// Entries between state checkpoints [default: 10000].
     #[arg(long, env = config::ENV_CHECKPOINT_INTERVAL)]
     pub checkpoint_interval: Option<u64>,
@@ -343,6 +363,14 @@ impl ServeArgs {
             on_stale_grant: self.on_stale_grant.clone(),
             docker_allow_names: self.docker_allow_names.clone(),
             docker_allow_labels: self.docker_allow_labels.clone(),
+            net: config::net::NetOverrides {
+                tls_cert: self.tls_cert.clone(),
+                tls_key: self.tls_key.clone(),
+                tls_client_ca: self.tls_client_ca.clone(),
+                insecure_listen: self.insecure_listen,
+                unix_socket_mode: self.unix_socket_mode.clone(),
+                unix_socket_group: self.unix_socket_group.clone(),
+            },
         }
     }
 }

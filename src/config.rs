@@ -1,6 +1,8 @@
 //! Server configuration: a TOML file, overridden by flags and environment variables,
 //! validated as a whole before any port is bound. Errors name the offending key.
 
+pub mod net;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +34,12 @@ pub const ENV_TOKEN: &str = "PRIVLEDGER_TOKEN";
 pub const ENV_TOKEN_FILE: &str = "PRIVLEDGER_TOKEN_FILE";
 pub const ENV_LOG: &str = "PRIVLEDGER_LOG";
 pub const ENV_METRICS_LISTEN: &str = "PRIVLEDGER_METRICS_LISTEN";
+pub const ENV_TLS_CERT: &str = "PRIVLEDGER_TLS_CERT";
+pub const ENV_TLS_KEY: &str = "PRIVLEDGER_TLS_KEY";
+pub const ENV_TLS_CLIENT_CA: &str = "PRIVLEDGER_TLS_CLIENT_CA";
+pub const ENV_TLS_CA: &str = "PRIVLEDGER_TLS_CA";
+pub const ENV_UNIX_SOCKET_MODE: &str = "PRIVLEDGER_UNIX_SOCKET_MODE";
+pub const ENV_UNIX_SOCKET_GROUP: &str = "PRIVLEDGER_UNIX_SOCKET_GROUP";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// The port of [`DEFAULT_LISTEN`].
@@ -81,6 +89,8 @@ pub struct Config {
     /// Where to serve Prometheus metrics over HTTP; `None` (the default) disables them.
     pub metrics_listen: Option<SocketAddr>,
     pub docker: DockerConfig,
+    /// TLS, the Unix socket's permissions, and client limits.
+    pub net: net::NetConfig,
 }
 
 /// The Docker watcher's settings (`[docker]`).
@@ -135,6 +145,7 @@ impl Config {
             max_request_bytes: 64 * 1024,
             metrics_listen: None,
             docker: DockerConfig::default(),
+            net: net::NetConfig::default(),
         }
     }
 
@@ -301,6 +312,19 @@ impl Config {
                 })
                 .collect();
         }
+        cfg.net = net::load(
+            net::FileNet {
+                tls: f.tls,
+                insecure_listen: f.insecure_listen,
+                unix_socket_mode: f.unix_socket_mode,
+                unix_socket_group: f.unix_socket_group,
+                limits: f.limits,
+            },
+            &o.net,
+        )?;
+        if let Some(why) = cfg.listen.and_then(|a| net::plaintext_refusal(a, &cfg.net)) {
+            return Err(invalid("listen", why));
+        }
         if cfg.listen.is_none() && cfg.unix_socket.is_none() {
             return Err(invalid(
                 "listen",
@@ -369,6 +393,7 @@ pub struct Overrides {
     pub docker_allow_names: Option<String>,
     /// Comma-separated `key` or `key=value`.
     pub docker_allow_labels: Option<String>,
+    pub net: net::NetOverrides,
 }
 
 /// `$XDG_DATA_HOME/privledger`, else `$HOME/.local/share/privledger`, else
@@ -464,6 +489,11 @@ struct FileConfig {
     sockets: Option<FileSockets>,
     builtin_groups: Option<Vec<FileBuiltin>>,
     docker: Option<FileDocker>,
+    tls: Option<net::FileTls>,
+    insecure_listen: Option<bool>,
+    unix_socket_mode: Option<String>,
+    unix_socket_group: Option<String>,
+    limits: Option<net::FileLimits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -606,6 +636,52 @@ limits = { max_containers = 4, mem_cap_gb = 1.5 }
             let e = load_text(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_limits_and_the_unix_socket_are_checked_and_name_the_key() {
+        let c = load_text(
+            "listen = \"0.0.0.0:7000\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n\
+             [limits]\nrequest_timeout = \"5s\"\nstreams_per_token = 2",
+        )
+        .unwrap();
+        assert_eq!(c.net.tls.as_ref().unwrap().key, PathBuf::from("/k.pem"));
+        assert_eq!(
+            c.net.limits.request_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(c.net.limits.streams_per_token, 2);
+        assert_eq!(c.net.unix_socket_mode, 0o660);
+        for (text, key) in [
+            (
+                "listen = \"0.0.0.0:7000\"",
+                "`listen`: refusing to serve plaintext",
+            ),
+            (
+                "listen = \"[::]:7000\"",
+                "`listen`: refusing to serve plaintext",
+            ),
+            ("[tls]\ncert = \"/c.pem\"", "`tls.key`"),
+            ("[tls]\nclient_ca = \"/ca.pem\"", "`tls.client_ca`"),
+            ("unix_socket_mode = \"999\"", "`unix_socket_mode`"),
+            (
+                "[limits]\nrequest_timeout = \"soon\"",
+                "`limits.request_timeout`",
+            ),
+            ("[limits]\nmax_streams = 0", "`limits.max_streams`"),
+            ("[limits]\nidle_timeout = \"1s\"", "`limits.idle_timeout`"),
+            (
+                "[limits]\nmax_header_bytes = 10",
+                "`limits.max_header_bytes`",
+            ),
+        ] {
+            let e = load_text(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        // Plaintext off loopback with the explicit opt-out, and on loopback, is fine.
+        load_text("listen = \"0.0.0.0:7000\"\ninsecure_listen = true").unwrap();
+        load_text("listen = \"127.0.0.2:7000\"").unwrap();
+        load_text("listen = \"[::1]:7000\"").unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
@@ -28,6 +28,8 @@ use crate::ledger::WriteStatus;
 use crate::ledger::{hash_secret, Command, Ledger, ACTOR_SYSTEM};
 use crate::pb;
 use crate::store::{OpenOptions, SledStore};
+
+mod unix_socket;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -55,6 +57,8 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::Error),
+    #[error(transparent)]
+    UnixSocket(#[from] unix_socket::UnixSocketError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -182,10 +186,16 @@ pub async fn run(
         let incoming = TcpIncoming::from(l).with_nodelay(Some(true));
         servers.push(tokio::spawn(serve!(incoming)));
     }
+    let mut unix = None;
     if let Some(path) = &cfg.unix_socket {
-        let l = bind_unix(path)?;
-        info!(path = %path.display(), "serving gRPC on a Unix socket");
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+        let (listener, file) = unix_socket::bind(
+            path,
+            cfg.net.unix_socket_mode,
+            cfg.net.unix_socket_group.as_deref(),
+        )?;
+        info!(path = %path.display(), mode = %format!("{:04o}", cfg.net.unix_socket_mode), "serving gRPC on a Unix socket");
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        unix = Some(file);
         servers.push(tokio::spawn(serve!(incoming)));
     }
 
@@ -216,8 +226,8 @@ pub async fn run(
     if let Some(m) = metrics {
         m.abort();
     }
-    if let Some(p) = &cfg.unix_socket {
-        let _ = std::fs::remove_file(p);
+    if let Some(b) = &unix {
+        b.remove();
     }
     info!("stopped");
     Ok(())
@@ -225,18 +235,6 @@ pub async fn run(
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
-}
-
-fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
-    use std::os::unix::fs::FileTypeExt;
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        // A socket left by an earlier run (the data directory's lock guarantees it is
-        // not another live server of this ledger).
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path).map_err(io(format!("remove stale {}", path.display())))?;
-        }
-    }
-    UnixListener::bind(path).map_err(io(format!("bind {}", path.display())))
 }
 
 /// Every gRPC service: the three privledger services behind bearer-token

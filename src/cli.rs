@@ -45,7 +45,7 @@ pub struct Connection {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the ledger service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage groups and their members.
     #[command(subcommand)]
     Group(GroupCmd),

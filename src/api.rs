@@ -2,6 +2,7 @@
 //! role, convert the request, call the ledger, convert the answer. No logic of their
 //! own beyond that.
 
+pub mod admission;
 pub mod auth;
 pub mod convert;
 pub mod error;
@@ -38,11 +39,14 @@ pub struct ApiLimits {
     pub stream_stall: Option<std::time::Duration>,
 }
 
-impl Default for ApiLimits {
-    fn default() -> Self {
+impl From<&crate::config::net::Limits> for ApiLimits {
+    fn from(l: &crate::config::net::Limits) -> Self {
         ApiLimits {
-            streams: streams::StreamLimits::default(),
-            stream_stall: Some(std::time::Duration::from_secs(600)),
+            streams: streams::StreamLimits {
+                per_token: l.streams_per_token,
+                total: l.max_streams,
+            },
+            stream_stall: Some(l.stream_stall_timeout),
         }
     }
 }
@@ -61,12 +65,13 @@ pub struct Api {
 
 impl Api {
     pub fn new(ledger: Ledger, observe: ObserveConfig) -> Self {
+        let defaults = ApiLimits::from(&crate::config::net::Limits::default());
         Api {
             ledger,
             observe: std::sync::Arc::new(observe),
             sockets: None,
-            streams: streams::Streams::new(ApiLimits::default().streams),
-            stream_stall: ApiLimits::default().stream_stall,
+            streams: streams::Streams::new(defaults.streams),
+            stream_stall: defaults.stream_stall,
         }
     }
 
@@ -83,13 +88,18 @@ impl Api {
 
     async fn submit(
         &self,
-        actor: &str,
+        caller: &auth::Caller,
         request_id: String,
         cmd: Command,
     ) -> Result<Committed, Status> {
         Ok(self
             .ledger
-            .submit(actor, cv::request_id(request_id), cmd)
+            .submit_from(
+                &caller.name,
+                caller.cert.as_deref(),
+                cv::request_id(request_id),
+                cmd,
+            )
             .await?)
     }
 }
@@ -114,7 +124,7 @@ impl pb::admin_server::Admin for Api {
         let r = req.into_inner();
         let c = self
             .submit(
-                &caller.name,
+                &caller,
                 r.request_id,
                 Command::CreateGroup {
                     group: r.name.clone(),
@@ -142,7 +152,7 @@ impl pb::admin_server::Admin for Api {
         let r = req.into_inner();
         let c = self
             .submit(
-                &caller.name,
+                &caller,
                 r.request_id,
                 Command::DeleteGroup { group: r.name },
             )
@@ -204,7 +214,7 @@ impl pb::admin_server::Admin for Api {
         let r = req.into_inner();
         let c = self
             .submit(
-                &caller.name,
+                &caller,
                 r.request_id,
                 Command::AddMember {
                     group: r.group,
@@ -224,7 +234,7 @@ impl pb::admin_server::Admin for Api {
         let r = req.into_inner();
         let c = self
             .submit(
-                &caller.name,
+                &caller,
                 r.request_id,
                 Command::RemoveMember {
                     group: r.group,
@@ -248,7 +258,7 @@ impl pb::admin_server::Admin for Api {
             expires_at_ns: r.expires_at.as_ref().map(cv::time_ns).transpose()?,
             reason: r.reason,
         };
-        let c = self.submit(&caller.name, r.request_id, cmd).await?;
+        let c = self.submit(&caller, r.request_id, cmd).await?;
         let g = c
             .state
             .grant(c.entry.seq)
@@ -268,7 +278,7 @@ impl pb::admin_server::Admin for Api {
         let r = req.into_inner();
         let c = self
             .submit(
-                &caller.name,
+                &caller,
                 r.request_id,
                 Command::RevokeGrant {
                     grant_id: r.grant_id,
@@ -326,7 +336,7 @@ impl pb::admin_server::Admin for Api {
         let secret = crate::ledger::new_secret()?;
         let c = self
             .submit(
-                &caller.name,
+                &caller,
                 r.request_id,
                 Command::CreateToken {
                     name: r.name,
@@ -370,11 +380,7 @@ impl pb::admin_server::Admin for Api {
         let caller = require(&req, ADMIN, "RevokeToken")?;
         let r = req.into_inner();
         let c = self
-            .submit(
-                &caller.name,
-                r.request_id,
-                Command::RevokeToken { name: r.name },
-            )
+            .submit(&caller, r.request_id, Command::RevokeToken { name: r.name })
             .await?;
         Ok(Response::new(receipt(&c)))
     }
@@ -432,7 +438,7 @@ impl pb::authorizer_server::Authorizer for Api {
         let r = req.into_inner();
         let c = self
             .submit(
-                &caller.name,
+                &caller,
                 r.request_id,
                 Command::AuthorizeSpawn {
                     user: r.user,

@@ -36,6 +36,9 @@ pub const DOCKER_RECONNECTS: &str = "privledger_docker_reconnects_total";
 pub const DOCKER_ATTACHED: &str = "privledger_docker_attached";
 /// 1 while storage takes writes, 0 while the writer is stalled on a storage failure.
 pub const STORAGE_WRITABLE: &str = "privledger_storage_writable";
+/// Connections and requests turned away by a limit, by `why` (`connections`,
+/// `file_descriptors`, `requests`, `streams`).
+pub const SHED: &str = "privledger_shed_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -163,6 +166,22 @@ pub fn writer_batch(entries: usize, flush: Duration, head: u64, allowed: u64, de
 /// Whether storage takes writes (the writer stalls on a storage failure).
 pub fn storage_writable(writable: bool) {
     metrics::gauge!(STORAGE_WRITABLE).set(if writable { 1.0 } else { 0.0 });
+}
+
+/// The accept loop paused because the process ran out of file descriptors.
+pub fn accept_backoff() {
+    metrics::counter!(SHED, "why" => "file_descriptors").increment(1);
+}
+
+/// A new connection was closed at once: the connection limit was reached.
+pub fn connection_refused() {
+    metrics::counter!(SHED, "why" => "connections").increment(1);
+}
+
+/// A request was answered at once with UNAVAILABLE or RESOURCE_EXHAUSTED by a limit
+/// (`requests`: the global concurrency limit, `streams`: open streams).
+pub fn shed(why: &'static str) {
+    metrics::counter!(SHED, "why" => why).increment(1);
 }
 
 /// Whether this process exports metrics (the RPC layer skips its timing otherwise).

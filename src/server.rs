@@ -10,7 +10,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tower::util::MapResponseLayer;
 use tracing::{info, warn, Instrument};
@@ -29,9 +28,20 @@ use crate::ledger::{hash_secret, Command, Ledger, ACTOR_SYSTEM};
 use crate::pb;
 use crate::store::{OpenOptions, SledStore};
 
+mod listen;
+mod tls;
 mod unix_socket;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Health `Watch` streams open at once (they need no token).
+const MAX_HEALTH_WATCHES: usize = 64;
+
+/// The header list HTTP/2 accepts before it would end the connection (at least).
+const HTTP2_HEADER_LIST_BYTES: u32 = 512 * 1024;
+
+/// Largest health request accepted (a service name).
+const MAX_HEALTH_REQUEST_BYTES: usize = 1024;
 
 /// How long in-flight requests (and followed audit streams) get to finish after a
 /// shutdown signal before connections are dropped.
@@ -59,6 +69,8 @@ pub enum Error {
     Metrics(#[from] crate::metrics::Error),
     #[error(transparent)]
     UnixSocket(#[from] unix_socket::UnixSocketError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -163,28 +175,54 @@ pub async fn run(
             .as_ref()
             .map(|(p, _)| p.clone() as std::sync::Arc<dyn crate::ledger::limited::LimitedSockets>),
         cfg.max_request_bytes,
+        crate::api::ApiLimits::from(&cfg.net.limits),
         health_reporter,
         health,
     )
     .await;
-    // One stack for every listener (their incoming types differ, hence a macro).
-    macro_rules! serve {
-        ($incoming:expr) => {
-            Server::builder()
-                .layer(layers::RpcMetricsLayer)
-                .layer(MapResponseLayer::new(layers::request_faults_are_named))
-                .add_routes(routes.clone())
-                .serve_with_incoming_shutdown($incoming, stopped(stop_rx.clone()))
-        };
-    }
+    let limits = cfg.net.limits;
+    let tls = match &cfg.net.tls {
+        Some(files) => {
+            let t = tls::Tls::load(files)?;
+            let watched = t.clone();
+            tokio::spawn(watched.watch(stopped(stop_rx.clone())));
+            Some(t)
+        }
+        None => None,
+    };
+    let admission =
+        crate::api::admission::AdmissionLayer::new(crate::api::admission::AdmissionLimits {
+            max_header_bytes: limits.max_header_bytes as usize,
+            max_concurrent_requests: limits.max_concurrent_requests,
+            max_health_watches: MAX_HEALTH_WATCHES,
+        });
+    // One stack for every listener, so that the limits are the same on each.
+    let serve = |incoming: tokio_stream::wrappers::ReceiverStream<
+        std::io::Result<listen::Conn>,
+    >| {
+        Server::builder()
+            // Excess requests on one connection are refused at once, not queued.
+            .concurrency_limit_per_connection(limits.per_connection_requests)
+            .load_shed(true)
+            .timeout(limits.request_timeout)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            // HTTP/2 itself takes header blocks well beyond the limit, so that an
+            // oversized one fails its request (admission) instead of the connection.
+            .http2_max_header_list_size(HTTP2_HEADER_LIST_BYTES.max(limits.max_header_bytes * 4))
+            .layer(layers::RpcMetricsLayer)
+            .layer(MapResponseLayer::new(layers::request_faults_are_named))
+            .layer(admission.clone())
+            .add_routes(routes.clone())
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))
+    };
     let mut servers = Vec::new();
     if let Some(l) = listener {
         let addr = l.local_addr().map_err(io("listener address"))?;
-        info!(%addr, "serving gRPC on TCP");
-        // No Nagle: a response larger than one segment would otherwise wait for the
-        // client's delayed ACK (about 40 ms on Linux).
-        let incoming = TcpIncoming::from(l).with_nodelay(Some(true));
-        servers.push(tokio::spawn(serve!(incoming)));
+        info!(%addr, tls = tls.is_some(), mutual_tls = tls.as_ref().is_some_and(|t| t.mutual()), "serving gRPC on TCP");
+        let incoming = listen::incoming(listen::Listener::Tcp(l), limits, tls.clone());
+        servers.push(tokio::spawn(serve(incoming)));
     }
     let mut unix = None;
     if let Some(path) = &cfg.unix_socket {
@@ -194,9 +232,9 @@ pub async fn run(
             cfg.net.unix_socket_group.as_deref(),
         )?;
         info!(path = %path.display(), mode = %format!("{:04o}", cfg.net.unix_socket_mode), "serving gRPC on a Unix socket");
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let incoming = listen::incoming(listen::Listener::Unix(listener), limits, None);
         unix = Some(file);
-        servers.push(tokio::spawn(serve!(incoming)));
+        servers.push(tokio::spawn(serve(incoming)));
     }
 
     stopped(stop_rx.clone()).await;
@@ -246,10 +284,11 @@ async fn routes(
     observe: ObserveConfig,
     sockets: Option<std::sync::Arc<dyn crate::ledger::limited::LimitedSockets>>,
     max_request_bytes: usize,
+    limits: crate::api::ApiLimits,
     health_reporter: HealthReporter,
     health: HealthServer<impl tonic_health::pb::health_server::Health>,
 ) -> Routes {
-    let mut api = Api::new(ledger.clone(), observe);
+    let mut api = Api::new(ledger.clone(), observe).with_limits(limits);
     if let Some(s) = sockets {
         api = api.with_limited_sockets(s);
     }
@@ -281,7 +320,7 @@ async fn routes(
         pb::audit_server::AuditServer::new(api).max_decoding_message_size(max_request_bytes),
         auth,
     ))
-    .add_service(health)
+    .add_service(health.max_decoding_message_size(MAX_HEALTH_REQUEST_BYTES))
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
 }

@@ -7,11 +7,22 @@ use super::error::AuthError;
 use crate::ledger::event::Role;
 use crate::ledger::{hash_secret, now_ns, Ledger};
 
+/// What the server knows of the connection a request came on (set by the accept
+/// loop, read here).
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    pub remote: Option<std::net::SocketAddr>,
+    /// The verified client certificate's identity (mutual TLS).
+    pub client_cert: Option<std::sync::Arc<str>>,
+}
+
 /// The authenticated caller, put in request extensions by [`Authenticator`].
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// The client certificate it presented, recorded with what it does.
+    pub cert: Option<std::sync::Arc<str>>,
     /// Whether the caller is a token in the ledger (not the read-only forensic
     /// admin): its streams end when that token is revoked or expires.
     pub ledger_token: bool,
@@ -57,6 +68,10 @@ impl tonic::service::Interceptor for Authenticator {
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or(AuthError::NotBearer)?
             .trim();
+        let cert = req
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|c| c.client_cert.clone());
         let state = self.ledger.snapshot();
         // Looked up by the secret's SHA-256, never compared with the secret itself:
         // how long the lookup takes says nothing about any secret.
@@ -66,6 +81,7 @@ impl tonic::service::Interceptor for Authenticator {
             Some(token) => Caller {
                 name: token.name.clone(),
                 role: token.role,
+                cert,
                 ledger_token: true,
             },
             None if self.forensic_admin.as_deref().is_some_and(|f| {
@@ -75,6 +91,7 @@ impl tonic::service::Interceptor for Authenticator {
                 Caller {
                     name: "admin".into(),
                     role: Role::Admin,
+                    cert,
                     ledger_token: false,
                 }
             }

@@ -22,15 +22,6 @@ pub struct StreamLimits {
     pub total: usize,
 }
 
-impl Default for StreamLimits {
-    fn default() -> Self {
-        StreamLimits {
-            per_token: 16,
-            total: 256,
-        }
-    }
-}
-
 /// Counts open streams; a [`Slot`] is one of them, given back when dropped.
 #[derive(Clone)]
 pub struct Streams {

@@ -596,6 +596,10 @@ pub struct EntryBody {
     pub seq: Seq,
     pub time_ns: UnixNanos,
     pub actor: String,
+    /// The client certificate the actor's connection presented (mutual TLS): its
+    /// common name, DNS names and SHA-256 fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_cert: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// SHA-256 (hex) of what the client asked for ([`super::Command::request_digest`]),

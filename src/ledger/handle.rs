@@ -177,12 +177,37 @@ impl Ledger {
         cmd: Command,
         meta: Option<(&str, Vec<u8>)>,
     ) -> Result<Committed, Error> {
+        self.submit_full(actor, None, request_id, cmd, meta).await
+    }
+
+    /// Like [`Ledger::submit`], recording the client certificate `actor_cert` the
+    /// actor presented with the entry.
+    pub async fn submit_from(
+        &self,
+        actor: &str,
+        actor_cert: Option<&str>,
+        request_id: Option<String>,
+        cmd: Command,
+    ) -> Result<Committed, Error> {
+        self.submit_full(actor, actor_cert, request_id, cmd, None)
+            .await
+    }
+
+    async fn submit_full(
+        &self,
+        actor: &str,
+        actor_cert: Option<&str>,
+        request_id: Option<String>,
+        cmd: Command,
+        meta: Option<(&str, Vec<u8>)>,
+    ) -> Result<Committed, Error> {
         if let Some(r) = &request_id {
             names::request_id(r)?;
         }
         let (reply, rx) = oneshot::channel();
         let req = WriteRequest {
             actor: actor.to_string(),
+            actor_cert: actor_cert.map(str::to_string),
             request_id,
             cmd,
             meta: meta.map(|(k, v)| (k.to_string(), v)),

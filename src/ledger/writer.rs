@@ -64,6 +64,8 @@ pub(super) enum Msg {
 
 pub(super) struct WriteRequest {
     pub actor: String,
+    /// The client certificate the actor presented (mutual TLS), if any.
+    pub actor_cert: Option<String>,
     pub request_id: Option<String>,
     pub cmd: Command,
     /// A small named value stored in the same batch unless the command is refused
@@ -137,6 +139,7 @@ impl Checkpointer {
                     let (reply, _) = oneshot::channel();
                     let record = Msg::Write(WriteRequest {
                         actor: ACTOR_SYSTEM.into(),
+                        actor_cert: None,
                         request_id: None,
                         cmd: Command::RecordCheckpoint {
                             at_seq: state.seq,
@@ -434,6 +437,7 @@ impl Writer {
             seq,
             time_ns,
             actor: w.actor.clone(),
+            actor_cert: w.actor_cert.clone(),
             request_id: w.request_id.clone(),
             request_digest: w.request_id.as_ref().and_then(|_| w.cmd.request_digest()),
             prev_hash: hex::encode(next.hash),

@@ -167,15 +167,16 @@ pub async fn run(
     if cfg.read_only {
         auth = auth.with_forensic_admin(&cfg.admin_token_path());
     }
+    let mut api =
+        Api::new(ledger.clone(), observe).with_limits(crate::api::ApiLimits::from(&cfg.net.limits));
+    if let Some((p, _)) = &proxy {
+        api = api.with_limited_sockets(p.clone());
+    }
     let routes = routes(
         &ledger,
+        api,
         auth,
-        observe,
-        proxy
-            .as_ref()
-            .map(|(p, _)| p.clone() as std::sync::Arc<dyn crate::ledger::limited::LimitedSockets>),
         cfg.max_request_bytes,
-        crate::api::ApiLimits::from(&cfg.net.limits),
         health_reporter,
         health,
     )
@@ -280,18 +281,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// and stay open so probes and grpcurl's schema discovery work without a token).
 async fn routes(
     ledger: &Ledger,
+    api: Api,
     auth: Authenticator,
-    observe: ObserveConfig,
-    sockets: Option<std::sync::Arc<dyn crate::ledger::limited::LimitedSockets>>,
     max_request_bytes: usize,
-    limits: crate::api::ApiLimits,
     health_reporter: HealthReporter,
     health: HealthServer<impl tonic_health::pb::health_server::Health>,
 ) -> Routes {
-    let mut api = Api::new(ledger.clone(), observe).with_limits(limits);
-    if let Some(s) = sockets {
-        api = api.with_limited_sockets(s);
-    }
     health_reporter
         .set_serving::<pb::audit_server::AuditServer<Api>>()
         .await;

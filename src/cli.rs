@@ -40,6 +40,19 @@ pub struct Connection {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The CA that signed an https:// server's certificate (PEM).
+    #[arg(long, global = true, env = config::ENV_TLS_CA)]
+    pub tls_ca: Option<PathBuf>,
+    /// This side's certificate chain (PEM): the server's with `serve`, else a client
+    /// certificate for a server that requires one.
+    #[arg(long, global = true, env = config::ENV_TLS_CERT)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, global = true, env = config::ENV_TLS_KEY)]
+    pub tls_key: Option<PathBuf>,
+    /// Give up on a call the server has not answered within this (30s, 2m).
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,15 +144,11 @@ pub struct ServeArgs {
     /// Group given the Unix socket (a name in /etc/group or a numeric gid).
     #[arg(long, env = config::ENV_UNIX_SOCKET_GROUP)]
     pub unix_socket_group: Option<String>,
-    /// Serve TLS with this certificate chain (PEM); re-read on SIGHUP or change.
-    #[arg(long, env = config::ENV_TLS_CERT, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM).
-    #[arg(long, env = config::ENV_TLS_KEY, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
     /// Require client certificates signed by this CA (PEM); the certificate's
-    /// identity is recorded with the actor of what the client does.
-    #[arg(long, env = config::ENV_TLS_CLIENT_CA, requires = "tls_cert")]
+    /// identity is recorded with the actor of what the client does. (The server's
+    /// own certificate and key are --tls-cert and --tls-key, re-read on SIGHUP or
+    /// when they change.)
+    #[arg(long, env = config::ENV_TLS_CLIENT_CA)]
     pub tls_client_ca: Option<PathBuf>,
     /// Serve plaintext on a non-loopback address (refused without it: tokens would
     /// cross the network in the clear).
@@ -341,7 +350,7 @@ pub enum TokenCmd {
 }
 
 impl ServeArgs {
-    fn overrides(&self) -> Overrides {
+    fn overrides(&self, conn: &Connection) -> Overrides {
         Overrides {
             listen: self.listen.clone(),
             unix_socket: self.unix_socket.clone(),
@@ -364,8 +373,8 @@ impl ServeArgs {
             docker_allow_names: self.docker_allow_names.clone(),
             docker_allow_labels: self.docker_allow_labels.clone(),
             net: config::net::NetOverrides {
-                tls_cert: self.tls_cert.clone(),
-                tls_key: self.tls_key.clone(),
+                tls_cert: conn.tls_cert.clone(),
+                tls_key: conn.tls_key.clone(),
                 tls_client_ca: self.tls_client_ca.clone(),
                 insecure_listen: self.insecure_listen,
                 unix_socket_mode: self.unix_socket_mode.clone(),
@@ -388,7 +397,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Cmd::Serve(args) => {
             // Configuration is checked before anything is bound.
-            let cfg = match Config::load(args.config.as_deref(), &args.overrides()) {
+            let cfg = match Config::load(args.config.as_deref(), &args.overrides(&cli.conn)) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("privledger: {e}");

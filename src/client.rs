@@ -1,9 +1,12 @@
 //! A connected gRPC client for all three services, with the bearer token attached to
 //! every call. Shared by the CLI, the integration tests and the load generator.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
 use crate::pb;
@@ -47,6 +50,73 @@ pub enum ClientError {
     BadAddress(String, String),
     #[error("cannot reach the server at {0}: {1}")]
     Connect(String, String),
+    #[error("cannot read {what} {path}: {reason}")]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{0}")]
+    TlsSetup(String),
+}
+
+/// How a client reaches the server: TLS files for an `https://` server, and a
+/// deadline for each call.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// The CA that signed the server's certificate (PEM).
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and key (PEM), for a server that requires them.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Each call (a stream: until its first answer) must be answered within this.
+    pub timeout: Option<Duration>,
+}
+
+impl ConnectOptions {
+    /// The endpoint for `server` with these options.
+    pub fn endpoint(&self, server: &str) -> Result<Endpoint, ClientError> {
+        let bad = |e: String| ClientError::BadAddress(server.to_string(), e);
+        let mut e = Endpoint::from_shared(server.to_string()).map_err(|e| bad(e.to_string()))?;
+        if let Some(t) = self.timeout {
+            e = e.timeout(t).connect_timeout(t);
+        }
+        let https = server.starts_with("https://");
+        if !https {
+            if self.tls_ca.is_some() || self.tls_cert.is_some() {
+                return Err(bad(
+                    "TLS files were given for a plaintext server; use an https:// address".into(),
+                ));
+            }
+            return Ok(e);
+        }
+        let read = |what: &'static str, p: &PathBuf| {
+            std::fs::read(p).map_err(|err| ClientError::TlsFile {
+                what,
+                path: p.clone(),
+                reason: err.to_string(),
+            })
+        };
+        let ca = self.tls_ca.as_ref().ok_or_else(|| {
+            ClientError::TlsSetup(format!(
+                "{server} is https: give the CA that signed its certificate (--tls-ca FILE)"
+            ))
+        })?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("CA", ca)?));
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => {
+                tls = tls.identity(Identity::from_pem(read("certificate", c)?, read("key", k)?));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ClientError::TlsSetup(
+                    "a client certificate needs both --tls-cert and --tls-key".into(),
+                ))
+            }
+        }
+        e.tls_config(tls)
+            .map_err(|err| ClientError::TlsSetup(source_chain(&err)))
+    }
 }
 
 #[derive(Clone)]
@@ -77,9 +147,18 @@ impl Clients {
 
     /// Connects to `server` (`http://host:port`).
     pub async fn connect(server: &str, token: Option<&str>) -> Result<Clients, ClientError> {
-        let endpoint = Endpoint::from_shared(server.to_string())
-            .map_err(|e| ClientError::BadAddress(server.to_string(), e.to_string()))?;
-        let channel = endpoint
+        Clients::connect_with(server, token, &ConnectOptions::default()).await
+    }
+
+    /// Connects to `server` (`http://host:port` or, with `opts.tls_ca`,
+    /// `https://host:port`).
+    pub async fn connect_with(
+        server: &str,
+        token: Option<&str>,
+        opts: &ConnectOptions,
+    ) -> Result<Clients, ClientError> {
+        let channel = opts
+            .endpoint(server)?
             .connect()
             .await
             .map_err(|e| ClientError::Connect(server.to_string(), source_chain(&e)))?;

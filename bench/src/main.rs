@@ -56,6 +56,15 @@ struct Cli {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// The CA that signed an https:// server's certificate (PEM).
+    #[arg(long, global = true, env = "PRIVLEDGER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM), for a server that requires one.
+    #[arg(long, global = true, env = "PRIVLEDGER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "PRIVLEDGER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -207,7 +216,13 @@ fn token(cli: &Cli) -> Result<Option<String>> {
 }
 
 async fn clients(cli: &Cli) -> Result<Clients> {
-    Ok(Clients::connect(&cli.server, token(cli)?.as_deref()).await?)
+    let opts = privledger::client::ConnectOptions {
+        tls_ca: cli.tls_ca.clone(),
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
+        timeout: None,
+    };
+    Ok(Clients::connect_with(&cli.server, token(cli)?.as_deref(), &opts).await?)
 }
 
 async fn channel(url: &str) -> Result<Channel> {

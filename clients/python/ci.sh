@@ -44,7 +44,7 @@ cd "$here"
 installed="$(cd / && "$venv/bin/python" -c 'import privledger_jupyterhub as p; print(p.__file__)')"
 echo "ci.sh: testing $installed against $PRIVLEDGER_BIN"
 set +e
-"$venv/bin/pytest" -p no:cacheprovider tests "$@"
+"$venv/bin/pytest" -p no:cacheprovider -rfEs tests "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

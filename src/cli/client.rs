@@ -57,7 +57,13 @@ fn token(conn: &Connection) -> Result<Option<String>, CliError> {
 
 async fn connect(conn: &Connection) -> Result<Clients, CliError> {
     let token = token(conn)?;
-    Ok(Clients::connect(&conn.server, token.as_deref()).await?)
+    let opts = crate::client::ConnectOptions {
+        tls_ca: conn.tls_ca.clone(),
+        tls_cert: conn.tls_cert.clone(),
+        tls_key: conn.tls_key.clone(),
+        timeout: Some(conn.timeout),
+    };
+    Ok(Clients::connect_with(&conn.server, token.as_deref(), &opts).await?)
 }
 
 /// Runs a client command; prints one error line and exits non-zero on failure.

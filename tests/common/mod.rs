@@ -24,6 +24,8 @@ pub struct TestServer {
     pub url: String,
     pub admin_token: String,
     pub cfg: Config,
+    /// How clients reach it (TLS files for a TLS server).
+    pub connect: privledger::client::ConnectOptions,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), privledger::server::Error>>>,
     dir: Option<tempfile::TempDir>,
@@ -93,6 +95,22 @@ impl TestServer {
     /// a missing admin token file leaves `admin_token` empty. A panic in the server
     /// is an `Err` starting with "panicked".
     pub async fn try_start(cfg: Config, service: &str) -> Result<TestServer, String> {
+        TestServer::try_start_with(cfg, service, Default::default()).await
+    }
+
+    /// A TLS server (`cfg.net.tls` set), reached with `connect` (its CA, and a client
+    /// certificate when it requires one) at `https://localhost:PORT`.
+    pub async fn start_tls(cfg: Config, connect: privledger::client::ConnectOptions) -> TestServer {
+        TestServer::try_start_with(cfg, "privledger.v1.Authorizer", connect)
+            .await
+            .unwrap_or_else(|e| panic!("the server did not serve: {e}"))
+    }
+
+    async fn try_start_with(
+        cfg: Config,
+        service: &str,
+        connect: privledger::client::ConnectOptions,
+    ) -> Result<TestServer, String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -105,7 +123,11 @@ impl TestServer {
             })
             .await
         });
-        let url = format!("http://{addr}");
+        let url = if cfg.net.tls.is_some() {
+            format!("https://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        };
         let ended =
             |r: Result<Result<(), privledger::server::Error>, tokio::task::JoinError>| match r {
                 Ok(Err(e)) => e.to_string(),
@@ -125,8 +147,9 @@ impl TestServer {
         // answers once the server serves, or fails when it gives up (the listener
         // closes).
         let served = async {
-            let channel = Channel::from_shared(url.clone())
-                .unwrap()
+            let channel = connect
+                .endpoint(&url)
+                .map_err(|e| e.to_string())?
                 .connect()
                 .await
                 .map_err(|e| e.to_string())?;
@@ -157,6 +180,7 @@ impl TestServer {
             url,
             admin_token,
             cfg,
+            connect,
             shutdown: Some(tx),
             handle: Some(handle),
             dir: None,
@@ -168,7 +192,9 @@ impl TestServer {
     }
 
     pub async fn client(&self, token: Option<&str>) -> Clients {
-        Clients::connect(&self.url, token).await.expect("connect")
+        Clients::connect_with(&self.url, token, &self.connect)
+            .await
+            .expect("connect")
     }
 
     pub async fn admin(&self) -> Clients {
@@ -190,8 +216,13 @@ impl TestServer {
 
     /// Stops and starts again on the same data directory (a new port).
     pub async fn restart(self) -> TestServer {
+        let connect = self.connect.clone();
         let (cfg, dir) = self.stop().await;
-        let mut s = TestServer::start_with(cfg).await;
+        let mut s = if cfg.net.tls.is_some() {
+            TestServer::start_tls(cfg, connect).await
+        } else {
+            TestServer::start_with(cfg).await
+        };
         s.dir = dir;
         s
     }

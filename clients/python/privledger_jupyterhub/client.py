@@ -55,10 +55,42 @@ class Target:
             return cls(f"{host}:{port}", u.scheme == "https", s)
         return cls(s, False, s)
 
-    def channel(self, ca_file: str | None = None) -> grpc.aio.Channel:
+    def check_client_cert(self, cert_file: str | None, key_file: str | None) -> None:
+        """Raises ValueError unless the client certificate settings fit this target:
+        both cert_file and key_file or neither, and both only with ``https://``."""
+        if cert_file is None and key_file is None:
+            return
+        if cert_file is None or key_file is None:
+            given, missing = (
+                ("cert_file", "key_file") if key_file is None else ("key_file", "cert_file")
+            )
+            raise ValueError(
+                f"privledger: {given} is set but {missing} is not; a client certificate "
+                "for mutual TLS needs both its certificate chain (cert_file) and its "
+                "private key (key_file)"
+            )
+        if not self.tls:
+            raise ValueError(
+                "privledger: a client certificate (cert_file/key_file) needs an https:// "
+                f"server address, not {self.display!r}"
+            )
+
+    def channel(
+        self,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> grpc.aio.Channel:
+        """A new channel. The CA, certificate and key files are read on every call,
+        so replacing them on disk takes effect at the next call."""
+        self.check_client_cert(cert_file, key_file)
         if self.tls:
             roots = Path(ca_file).read_bytes() if ca_file else None
-            creds = grpc.ssl_channel_credentials(root_certificates=roots)
+            key = Path(key_file).read_bytes() if key_file else None
+            chain = Path(cert_file).read_bytes() if cert_file else None
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=roots, private_key=key, certificate_chain=chain
+            )
             return grpc.aio.secure_channel(self.target, creds)
         return grpc.aio.insecure_channel(self.target)
 
@@ -91,11 +123,19 @@ async def authorize_spawn(
     request_id: str | None = None,
     timeout: float = 5.0,
     ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> pb.Decision:
     """Asks privledger for (and has it record) a spawn decision.
 
+    ``ca_file`` verifies an ``https://`` server (default: the system roots);
+    ``cert_file`` and ``key_file`` (PEM, both or neither, ``https://`` only) are
+    the client certificate for a server that requires mutual TLS.
+
     Raises ``grpc.aio.AioRpcError`` when the server cannot be reached or refuses
-    the call. A denial is a ``Decision`` with ``allowed = False``, not an error.
+    the call (a failed TLS handshake is ``UNAVAILABLE``), ``ValueError`` when the
+    client certificate settings do not fit the target. A denial is a ``Decision``
+    with ``allowed = False``, not an error.
     """
     req = pb.AuthorizeSpawnRequest(
         user=user,
@@ -103,7 +143,7 @@ async def authorize_spawn(
         image=image or "",
         request_id=request_id or new_request_id(),
     )
-    async with target.channel(ca_file) as channel:
+    async with target.channel(ca_file, cert_file, key_file) as channel:
         stub = pb_grpc.AuthorizerStub(channel)
         return await stub.AuthorizeSpawn(
             req,

@@ -17,7 +17,15 @@ timeout            PRIVLEDGER_TIMEOUT           5 (seconds)
 host_socket        PRIVLEDGER_HOST_SOCKET       /var/run/docker.sock
 limited_host_dir   PRIVLEDGER_LIMITED_HOST_DIR  /run/privledger/users
 ca_file            PRIVLEDGER_CA_FILE           system roots (https:// only)
+cert_file          PRIVLEDGER_CLIENT_CERT_FILE  (none; https:// only)
+key_file           PRIVLEDGER_CLIENT_KEY_FILE   (none; https:// only)
 =================  ===========================  ===============================
+
+``cert_file`` and ``key_file`` are a client certificate chain and its private key
+(PEM), for a privledger server that requires mutual TLS (``--tls-client-ca``): give
+both or neither, and only with an ``https://`` server. The server records the
+certificate's identity with every decision the hook obtains. The CA, certificate and
+key files are reread at every spawn, so they can be replaced in place.
 
 ``host_socket`` and ``limited_host_dir`` take the same values as the privledger
 server's settings of the same names; the hook only uses them to recognise socket
@@ -29,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import grpc
@@ -48,6 +57,8 @@ ENV_TIMEOUT = "PRIVLEDGER_TIMEOUT"
 ENV_HOST_SOCKET = "PRIVLEDGER_HOST_SOCKET"
 ENV_LIMITED_HOST_DIR = "PRIVLEDGER_LIMITED_HOST_DIR"
 ENV_CA_FILE = "PRIVLEDGER_CA_FILE"
+ENV_CLIENT_CERT_FILE = "PRIVLEDGER_CLIENT_CERT_FILE"
+ENV_CLIENT_KEY_FILE = "PRIVLEDGER_CLIENT_KEY_FILE"
 
 
 class PrivledgerUnavailable(RuntimeError):
@@ -62,6 +73,8 @@ class HookSettings:
     timeout: float
     guard: SocketGuard
     ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 def _pick(value: Any, env: Mapping[str, str], name: str) -> Any:
@@ -81,6 +94,8 @@ def resolve_settings(
     host_socket: str | Iterable[str] | None = None,
     limited_host_dir: str | None = None,
     ca_file: str | None = None,
+    cert_file: str | os.PathLike | None = None,
+    key_file: str | os.PathLike | None = None,
     env: Mapping[str, str] | None = None,
 ) -> HookSettings:
     """Arguments first, then the environment, then defaults. Raises ValueError on
@@ -133,6 +148,27 @@ def resolve_settings(
     sockets = [hs] if isinstance(hs, str) else list(hs or ())
     limited = _pick(limited_host_dir, env, ENV_LIMITED_HOST_DIR) or DEFAULT_LIMITED_HOST_DIR
 
+    cert = _pick(cert_file, env, ENV_CLIENT_CERT_FILE)
+    key = _pick(key_file, env, ENV_CLIENT_KEY_FILE)
+    cert = None if cert is None else os.fspath(cert)
+    key = None if key is None else os.fspath(key)
+    try:
+        target.check_client_cert(cert, key)
+    except ValueError as e:
+        raise ValueError(
+            f"{e} (cert_file: argument or {ENV_CLIENT_CERT_FILE}; "
+            f"key_file: argument or {ENV_CLIENT_KEY_FILE})"
+        ) from None
+    for what, path in (("client certificate", cert), ("client key", key)):
+        if path is None:
+            continue
+        try:
+            empty = not Path(path).read_bytes().strip()
+        except OSError as e:
+            raise ValueError(f"privledger: cannot read the {what} file: {e}") from e
+        if empty:
+            raise ValueError(f"privledger: the {what} file {path} is empty")
+
     return HookSettings(
         target=target,
         token=provider,
@@ -140,6 +176,8 @@ def resolve_settings(
         timeout=seconds,
         guard=SocketGuard.build(sockets, limited),
         ca_file=_pick(ca_file, env, ENV_CA_FILE),
+        cert_file=cert,
+        key_file=key,
     )
 
 
@@ -182,6 +220,8 @@ async def run_hook(settings: HookSettings, spawner: Any) -> Any:
                 request_id=new_request_id(),
                 timeout=settings.timeout,
                 ca_file=settings.ca_file,
+                cert_file=settings.cert_file,
+                key_file=settings.key_file,
             ),
             # grpc enforces the deadline; this only guards against a wedged channel.
             timeout=settings.timeout + 5,
@@ -246,6 +286,8 @@ def make_pre_spawn_hook(
     host_socket: str | Iterable[str] | None = None,
     limited_host_dir: str | None = None,
     ca_file: str | None = None,
+    cert_file: str | os.PathLike | None = None,
+    key_file: str | os.PathLike | None = None,
 ) -> Callable[[Any], Awaitable[None]]:
     """Builds an async ``pre_spawn_hook`` for DockerSpawner.
 
@@ -257,6 +299,9 @@ def make_pre_spawn_hook(
     timeout, token rejected): ``"deny"`` (default) starts the server without any
     Docker privilege; ``"refuse"`` raises :class:`PrivledgerUnavailable`, which
     fails the spawn with that message.
+
+    cert_file, key_file: a client certificate and its key (PEM), for a server that
+    requires mutual TLS; both or neither, ``https://`` only.
     """
     settings = resolve_settings(
         server,
@@ -267,6 +312,8 @@ def make_pre_spawn_hook(
         host_socket=host_socket,
         limited_host_dir=limited_host_dir,
         ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
     )
 
     async def privledger_pre_spawn_hook(spawner: Any) -> None:

@@ -109,7 +109,7 @@ class GrantSpec(_message.Message):
     def __init__(self, socket: _Optional[_Union[SocketAccess, str]] = ..., socket_mode: _Optional[_Union[SocketMode, str]] = ..., privileged: _Optional[bool] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
 
 class Grant(_message.Message):
-    __slots__ = ("id", "subject", "spec", "expires_at", "reason", "issued_by", "issued_at", "status", "ended_seq", "ended_reason", "builtin")
+    __slots__ = ("id", "subject", "spec", "expires_at", "reason", "issued_by", "issued_at", "status", "ended_seq", "ended_reason", "builtin", "replayed")
     ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class Grant(_message.Message):
     ENDED_SEQ_FIELD_NUMBER: _ClassVar[int]
     ENDED_REASON_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     id: int
     subject: Subject
     spec: GrantSpec
@@ -132,7 +133,8 @@ class Grant(_message.Message):
     ended_seq: int
     ended_reason: str
     builtin: bool
-    def __init__(self, id: _Optional[int] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ..., spec: _Optional[_Union[GrantSpec, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., issued_by: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[GrantStatus, str]] = ..., ended_seq: _Optional[int] = ..., ended_reason: _Optional[str] = ..., builtin: _Optional[bool] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, id: _Optional[int] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ..., spec: _Optional[_Union[GrantSpec, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., issued_by: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[GrantStatus, str]] = ..., ended_seq: _Optional[int] = ..., ended_reason: _Optional[str] = ..., builtin: _Optional[bool] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class Position(_message.Message):
     __slots__ = ("seq", "time")
@@ -304,14 +306,16 @@ class ListGrantsResponse(_message.Message):
     def __init__(self, grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("name", "role", "request_id")
+    __slots__ = ("name", "role", "request_id", "expires_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: Role
     request_id: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., request_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
     __slots__ = ("name", "role", "secret", "seq", "replayed")
@@ -332,20 +336,24 @@ class ListTokensRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TokenInfo(_message.Message):
-    __slots__ = ("name", "role", "created_seq", "created_by", "revoked", "revoked_seq")
+    __slots__ = ("name", "role", "created_seq", "created_by", "revoked", "revoked_seq", "expires_at", "expired")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CREATED_SEQ_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     REVOKED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: Role
     created_seq: int
     created_by: str
     revoked: bool
     revoked_seq: int
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., created_seq: _Optional[int] = ..., created_by: _Optional[str] = ..., revoked: _Optional[bool] = ..., revoked_seq: _Optional[int] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    expired: bool
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., created_seq: _Optional[int] = ..., created_by: _Optional[str] = ..., revoked: _Optional[bool] = ..., revoked_seq: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expired: _Optional[bool] = ...) -> None: ...
 
 class ListTokensResponse(_message.Message):
     __slots__ = ("tokens",)

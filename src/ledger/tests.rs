@@ -937,3 +937,105 @@ async fn the_last_usable_admin_token_cannot_be_revoked() {
         .unwrap_err();
     assert!(matches!(e, Error::ExpiryNotInFuture(_)), "{e}");
 }
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Appends `n` entries from 64 concurrent submitters (group commit batches them).
+async fn append_many(l: &Ledger, n: usize) {
+    let per = n / 64;
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    l.submit(
+                        "load",
+                        None,
+                        Command::ServerStarted {
+                            version: "x".into(),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// A follower that stops reading while a million entries are appended, then resumes,
+/// receives every one in order, and meanwhile what the stream holds stays bounded
+/// (one chunk waits; the rest stays in the store until it is read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_follower_during_a_million_appends_resumes_with_everything_in_order() {
+    const N: usize = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path(), 250_000);
+    let mut rx = l
+        .stream_records(1, true, StreamFilter::default(), 1, None)
+        .unwrap();
+    let before = rss_bytes();
+    append_many(&l, N).await;
+    let grown = rss_bytes().saturating_sub(before);
+    // Holding the million entries' bodies alone would be over 150 MB.
+    assert!(
+        grown < 150 << 20,
+        "memory grew by {} MB while stalled",
+        grown >> 20
+    );
+    let head = l.snapshot().seq;
+    assert!(head >= N as u64);
+    let mut next = 1;
+    while next <= head {
+        let chunk = rx.recv().await.unwrap().unwrap();
+        for e in chunk {
+            assert_eq!(e.seq, next, "in order, no gap, no duplicate");
+            next += 1;
+        }
+    }
+}
+
+/// A follower that takes nothing for the stall timeout is ended with the seq to
+/// resume from, after the entries it was already given.
+#[tokio::test]
+async fn a_stream_whose_consumer_stalls_ends_naming_where_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path(), 100_000);
+    append_many(&l, 64 * 40).await;
+    let stall = std::time::Duration::from_millis(50);
+    let mut rx = l
+        .stream_records(1, true, StreamFilter::default(), 1, Some(stall))
+        .unwrap();
+    // The channel holds one chunk and, only once the producer has given up, its last
+    // word: wait (bounded) until both are there.
+    let bound = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rx.len() < 2 {
+        assert!(
+            std::time::Instant::now() < bound,
+            "the stream never stalled"
+        );
+        tokio::time::sleep(stall).await;
+    }
+    let first = rx.recv().await.unwrap().unwrap();
+    assert_eq!(first.first().unwrap().seq, 1);
+    let resume = first.last().unwrap().seq + 1;
+    match rx.recv().await.unwrap() {
+        Err(Error::StreamStalled { resume_from, .. }) => assert_eq!(resume_from, resume),
+        other => panic!("{other:?}"),
+    }
+    assert!(rx.recv().await.is_none(), "nothing after the last word");
+}

@@ -10,6 +10,9 @@ pub mod layers;
 pub mod status;
 pub mod streams;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::pin::Pin;
 
 use tokio_stream::wrappers::ReceiverStream;

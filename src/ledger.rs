@@ -46,4 +46,6 @@ pub use verify::VerifyReport;
 pub use writer::WriteStatus;
 
 #[cfg(test)]
+pub(crate) mod decode_fuzz;
+#[cfg(test)]
 mod tests;

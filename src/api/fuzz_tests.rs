@@ -116,7 +116,7 @@ fn seeds() -> Vec<(u8, Vec<u8>)> {
         enc(5, &|| {
             pb::IssueGrantRequest {
                 subject: subject.clone(),
-                spec: spec.clone(),
+                spec,
                 expires_at: None,
                 reason: "why".into(),
                 request_id: String::new(),

@@ -27,8 +27,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Requests handled at once in all; beyond it a request gets UNAVAILABLE at once.
     pub max_concurrent_requests: usize,
-    /// Requests handled at once per connection (queued within the connection's
-    /// HTTP/2 stream limit, never beyond it).
+    /// Requests handled at once per connection; beyond it RESOURCE_EXHAUSTED at once.
+    /// At most `max_concurrent_streams` anyway: a client multiplexing more calls over
+    /// one connection waits for a free HTTP/2 stream on its own side.
     pub per_connection_requests: usize,
     /// HTTP/2 streams a client may open at once on one connection.
     pub max_concurrent_streams: u32,
@@ -57,7 +58,7 @@ impl Default for Limits {
         Limits {
             max_connections: 1024,
             max_concurrent_requests: 512,
-            per_connection_requests: 64,
+            per_connection_requests: 128,
             max_concurrent_streams: 128,
             request_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),

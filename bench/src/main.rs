@@ -29,7 +29,7 @@ use hdrhistogram::Histogram;
 use privledger::client::Clients;
 use privledger::pb;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
@@ -215,18 +215,23 @@ fn token(cli: &Cli) -> Result<Option<String>> {
     }
 }
 
-async fn clients(cli: &Cli) -> Result<Clients> {
-    let opts = privledger::client::ConnectOptions {
+fn connect_options(cli: &Cli) -> privledger::client::ConnectOptions {
+    privledger::client::ConnectOptions {
         tls_ca: cli.tls_ca.clone(),
         tls_cert: cli.tls_cert.clone(),
         tls_key: cli.tls_key.clone(),
         timeout: None,
-    };
-    Ok(Clients::connect_with(&cli.server, token(cli)?.as_deref(), &opts).await?)
+    }
 }
 
-async fn channel(url: &str) -> Result<Channel> {
-    Endpoint::from_shared(url.to_string())?
+async fn clients(cli: &Cli) -> Result<Clients> {
+    Ok(Clients::connect_with(&cli.server, token(cli)?.as_deref(), &connect_options(cli)).await?)
+}
+
+/// A channel to `url`: the server under test with the TLS options given, or the
+/// tool's own no-op server (plaintext).
+async fn channel(url: &str, opts: &privledger::client::ConnectOptions) -> Result<Channel> {
+    opts.endpoint(url)?
         .tcp_nodelay(true)
         .connect()
         .await
@@ -358,7 +363,7 @@ async fn run(cli: &Cli) -> Result<()> {
         for _ in 0..(*connections).max(1) {
             let c = match r {
                 Rpc::Check | Rpc::CheckAnswer | Rpc::Authorize => {
-                    let ch = channel(&cli.server).await?;
+                    let ch = channel(&cli.server, &connect_options(cli)).await?;
                     let c = Clients::new(ch, tok.as_deref())?;
                     match r {
                         Rpc::Check => Caller::Check(c, false),
@@ -367,11 +372,13 @@ async fn run(cli: &Cli) -> Result<()> {
                     }
                 }
                 Rpc::Noop => Caller::Health(
-                    HealthClient::new(channel(noop_url.as_deref().expect("started")).await?),
+                    HealthClient::new(
+                        channel(noop_url.as_deref().expect("started"), &Default::default()).await?,
+                    ),
                     NOOP_SERVICE,
                 ),
                 Rpc::Health => Caller::Health(
-                    HealthClient::new(channel(&cli.server).await?),
+                    HealthClient::new(channel(&cli.server, &connect_options(cli)).await?),
                     "privledger.v1.Authorizer",
                 ),
             };

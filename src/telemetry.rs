@@ -29,3 +29,46 @@ fn safe_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'st
     })
     .delimited(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_logged_value_cannot_forge_a_line_or_hide_text() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .fmt_fields(super::safe_fields())
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            let user = "mallory\n2026-12-01T00:00:00Z  INFO grant revoked";
+            let group = "docker\u{200b}-privileged\u{202e}";
+            tracing::info!(%user, %group, "member added");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("user=mallory\\n2026"), "{text}");
+        assert!(
+            text.contains("group=docker\\u{200b}-privileged\\u{202e}"),
+            "{text}"
+        );
+    }
+}

@@ -318,6 +318,55 @@ async fn a_changed_certificate_is_served_to_new_connections_without_dropping_the
     s.stop().await;
 }
 
+#[tokio::test]
+async fn sighup_reloads_the_certificate_even_when_the_files_look_unchanged() {
+    let pki = Pki::new("first CA");
+    let (scert, skey) = pki.issue("server", "privledger", true);
+    let data = tempfile::tempdir().unwrap();
+    let first = ConnectOptions {
+        tls_ca: Some(pki.ca_file()),
+        ..Default::default()
+    };
+    let s = TestServer::start_tls(tls_cfg(data.path(), &scert, &skey, None), first).await;
+    // New files, with the old modification times: only the signal can tell.
+    let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let (c0, k0) = (stamp(&scert), stamp(&skey));
+    let next = Pki::new("second CA");
+    let (ncert, nkey) = next.issue("server", "privledger", true);
+    std::fs::rename(&ncert, &scert).unwrap();
+    std::fs::rename(&nkey, &skey).unwrap();
+    for (p, t) in [(&scert, c0), (&skey, k0)] {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+    let second = ConnectOptions {
+        tls_ca: Some(next.ca_file()),
+        ..Default::default()
+    };
+    // SIGHUP to this process: the server in it reloads.
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::HUP).unwrap();
+    let bound = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let c =
+            privledger::client::Clients::connect_with(&s.url, Some(&s.admin_token), &second).await;
+        if let Ok(mut c) = c {
+            if c.audit.head(pb::HeadRequest {}).await.is_ok() {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < bound,
+            "SIGHUP did not reload the certificate"
+        );
+        tokio::task::yield_now().await;
+    }
+    s.stop().await;
+}
+
 #[test]
 fn plaintext_on_a_non_loopback_address_is_refused_at_start_unless_asked_for() {
     let data = tempfile::tempdir().unwrap();

@@ -270,6 +270,22 @@ async fn tls_without_client_certificates_and_a_tls_client_on_a_plaintext_port() 
     p.stop().await;
 }
 
+/// Waits (bounded) until a new connection with `opts` is served: the certificate the
+/// server presents is the one `opts` trusts.
+async fn served_with(s: &TestServer, opts: &ConnectOptions, never: &str) {
+    let bound = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let c = privledger::client::Clients::connect_with(&s.url, Some(&s.admin_token), opts).await;
+        if let Ok(mut c) = c {
+            if c.audit.head(pb::HeadRequest {}).await.is_ok() {
+                return;
+            }
+        }
+        assert!(std::time::Instant::now() < bound, "{never}");
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
 async fn a_changed_certificate_is_served_to_new_connections_without_dropping_the_listener() {
     let pki = Pki::new("first CA");
@@ -295,21 +311,7 @@ async fn a_changed_certificate_is_served_to_new_connections_without_dropping_the
         ..Default::default()
     };
     // New connections get the new certificate once the change is seen (polled).
-    let bound = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let c =
-            privledger::client::Clients::connect_with(&s.url, Some(&s.admin_token), &second).await;
-        if let Ok(mut c) = c {
-            if c.audit.head(pb::HeadRequest {}).await.is_ok() {
-                break;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < bound,
-            "the new certificate was never served"
-        );
-        tokio::task::yield_now().await;
-    }
+    served_with(&s, &second, "the new certificate was never served").await;
     // The connection made before the change still works.
     ok(old.audit.head(pb::HeadRequest {})).await;
     // And the old CA no longer verifies new connections.
@@ -349,21 +351,7 @@ async fn sighup_reloads_the_certificate_even_when_the_files_look_unchanged() {
     };
     // SIGHUP to this process: the server in it reloads.
     rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::HUP).unwrap();
-    let bound = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let c =
-            privledger::client::Clients::connect_with(&s.url, Some(&s.admin_token), &second).await;
-        if let Ok(mut c) = c {
-            if c.audit.head(pb::HeadRequest {}).await.is_ok() {
-                break;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < bound,
-            "SIGHUP did not reload the certificate"
-        );
-        tokio::task::yield_now().await;
-    }
+    served_with(&s, &second, "SIGHUP did not reload the certificate").await;
     s.stop().await;
 }
 

@@ -296,17 +296,7 @@ proptest! {
         thread_local!(static F: (Fixture, Vec<(u8, Vec<u8>)>) = (fixture(), all_seeds()));
         F.with(|(f, seeds)| {
             let (rpc, seed) = pick.get(seeds);
-            let mut b = seed.clone();
-            for &(at, byte) in &flips {
-                if !b.is_empty() {
-                    let i = at % b.len();
-                    b[i] = byte;
-                }
-            }
-            if let Some(c) = cut {
-                b.truncate(c % (b.len() + 1));
-            }
-            check(f, *rpc, &b)
+            check(f, *rpc, &crate::ledger::decode_fuzz::mutate(seed, &flips, cut))
         })?;
     }
 }

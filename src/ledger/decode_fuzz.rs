@@ -118,7 +118,8 @@ fn seeds() -> (Vec<Vec<u8>>, Vec<u8>) {
     })
 }
 
-fn mutate(seed: &[u8], flips: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
+/// `seed` with the bytes at `flips` replaced and, with `cut`, truncated.
+pub(crate) fn mutate(seed: &[u8], flips: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
     let mut b = seed.to_vec();
     for &(at, byte) in flips {
         if !b.is_empty() {

@@ -76,6 +76,7 @@ pub struct ConnectOptions {
 impl ConnectOptions {
     /// The endpoint for `server` with these options.
     pub fn endpoint(&self, server: &str) -> Result<Endpoint, ClientError> {
+        let server = &*with_scheme(server);
         let bad = |e: String| ClientError::BadAddress(server.to_string(), e);
         let mut e = Endpoint::from_shared(server.to_string()).map_err(|e| bad(e.to_string()))?;
         if let Some(t) = self.timeout {
@@ -157,6 +158,7 @@ impl Clients {
         token: Option<&str>,
         opts: &ConnectOptions,
     ) -> Result<Clients, ClientError> {
+        let server = &*with_scheme(server);
         let channel = opts
             .endpoint(server)?
             .connect()
@@ -166,14 +168,63 @@ impl Clients {
     }
 }
 
-/// An error and its causes on one line.
+/// An error and its causes on one line, each said once (many errors already print
+/// their cause in their own message).
 pub fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let t = c.to_string();
+        if !t.is_empty() && !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
         cur = c.source();
     }
     s
+}
+
+/// `server` as a URL: a bare `HOST:PORT` means `http://HOST:PORT`.
+fn with_scheme(server: &str) -> std::borrow::Cow<'_, str> {
+    if server.contains("://") {
+        std::borrow::Cow::Borrowed(server)
+    } else {
+        std::borrow::Cow::Owned(format!("http://{server}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let e = E(
+            "tcp connect error",
+            Some(Box::new(E(
+                "tcp connect error",
+                Some(Box::new(E("Connection refused", None))),
+            ))),
+        );
+        assert_eq!(source_chain(&e), "tcp connect error: Connection refused");
+    }
+
+    #[test]
+    fn a_bare_address_means_http() {
+        assert_eq!(with_scheme("127.0.0.1:50051"), "http://127.0.0.1:50051");
+        assert_eq!(with_scheme("https://h:1"), "https://h:1");
+    }
 }

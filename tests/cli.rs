@@ -290,6 +290,55 @@ fn unreachable_server_is_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach the server"), "{err}");
     assert_eq!(err.trim().lines().count(), 1);
+    // Each cause once ("tcp connect error: tcp connect error: ..." before).
+    let parts: Vec<&str> = err.trim().split(": ").collect();
+    for (i, p) in parts.iter().enumerate() {
+        assert!(!parts[i + 1..].contains(p), "{p:?} said twice: {err}");
+    }
+    // A bare HOST:PORT means http://, not an invalid URL.
+    let out = Command::new(binary())
+        .args(["--server", "127.0.0.1:1", "--token", "x", "check", "alice"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the server at http://127.0.0.1:1"),
+        "{err}"
+    );
+}
+
+/// `--at` takes RFC 3339 times with a numeric offset, meaning the same instant as in
+/// UTC (only `Z` was accepted before).
+#[test]
+fn check_at_a_time_with_an_offset_is_the_same_instant_as_in_utc() {
+    let s = Served::start();
+    s.ok(&[
+        "grant", "issue", "--user", "bob", "--socket", "raw", "--reason", "r",
+    ]);
+    let head = s.json(&["audit", "head"]);
+    let z = head["time"].as_str().unwrap().to_string();
+    // The head's time in UTC, and the same instant written at +01:00 and -05:30.
+    let t = z.trim_end_matches('Z');
+    let (date, clock) = t.split_once('T').unwrap();
+    let hms: Vec<u32> = clock[..8].split(':').map(|p| p.parse().unwrap()).collect();
+    let frac = &clock[8..];
+    let secs = hms[0] * 3600 + hms[1] * 60 + hms[2];
+    let shifted = |off: i64| {
+        let s = (secs as i64 + off).rem_euclid(86_400) as u32;
+        format!("{:02}:{:02}:{:02}{frac}", s / 3600, s / 60 % 60, s % 60)
+    };
+    // Only when the shifted clock stays on the same date (keeps the test simple).
+    let base = s.json(&["check", "bob", "--at", &z]);
+    assert_eq!(base["socket"], "raw", "{base}");
+    for (off, suffix) in [(3600, "+01:00"), (-19_800, "-05:30")] {
+        if (secs as i64 + off) < 0 || (secs as i64 + off) >= 86_400 {
+            continue;
+        }
+        let at = format!("{date}T{}{suffix}", shifted(off));
+        let got = s.json(&["check", "bob", "--at", &at]);
+        assert_eq!(got["seq"], base["seq"], "{at}: {got}");
+        assert_eq!(got["socket"], "raw", "{at}: {got}");
+    }
 }
 
 /// Text a hostile admin or hub puts in a reason, a name or a server name cannot forge

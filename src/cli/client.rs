@@ -90,7 +90,7 @@ fn parse_position(at: Option<String>) -> Result<Option<pb::Position>, CliError> 
     let at_pos = if let Ok(seq) = at.parse::<u64>() {
         pb::position::At::Seq(seq)
     } else {
-        let t = humantime::parse_rfc3339_weak(&at).map_err(|e| {
+        let t = parse_rfc3339(&at).map_err(|e| {
             CliError::Usage(format!(
                 "--at {at:?} is neither a seq nor an RFC 3339 time: {e}"
             ))
@@ -98,6 +98,45 @@ fn parse_position(at: Option<String>) -> Result<Option<pb::Position>, CliError> 
         pb::position::At::Time(system_time(t))
     };
     Ok(Some(pb::Position { at: Some(at_pos) }))
+}
+
+/// An RFC 3339 time: `Z`, a numeric offset (`+01:00`, `-0530`) or none (UTC).
+fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
+    let s = s.trim();
+    // humantime reads `Z` and zone-less times; an offset is taken off by hand.
+    let (base, offset_secs) = match split_offset(s) {
+        Some((base, secs)) => (base, secs),
+        None => (s, 0),
+    };
+    let t = humantime::parse_rfc3339_weak(base).map_err(|e| e.to_string())?;
+    let shift = std::time::Duration::from_secs(offset_secs.unsigned_abs());
+    // 08:00+01:00 is 07:00Z.
+    Ok(if offset_secs >= 0 {
+        t - shift
+    } else {
+        t + shift
+    })
+}
+
+/// `s` without a trailing `±HH:MM` or `±HHMM` offset, and the offset in seconds.
+fn split_offset(s: &str) -> Option<(&str, i64)> {
+    let tail_at = s.rfind(['+', '-'])?;
+    // The date's own dashes come before the `T` (or space) of the time.
+    let time_at = s.find(['T', 't', ' '])?;
+    if tail_at < time_at {
+        return None;
+    }
+    let (base, tail) = s.split_at(tail_at);
+    let sign = if tail.starts_with('-') { -1 } else { 1 };
+    let digits: String = tail[1..].chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m): (i64, i64) = (digits[..2].parse().ok()?, digits[2..].parse().ok()?);
+    if h > 23 || m > 59 {
+        return None;
+    }
+    Some((base, sign * (h * 3600 + m * 60)))
 }
 
 fn system_time(t: SystemTime) -> prost_types::Timestamp {
@@ -112,13 +151,11 @@ fn parse_expiry(s: &str) -> Result<prost_types::Timestamp, CliError> {
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(system_time(SystemTime::now() + d));
     }
-    humantime::parse_rfc3339_weak(s)
-        .map(system_time)
-        .map_err(|_| {
-            CliError::Usage(format!(
-                "--expires {s:?} is neither a duration (30d, 12h) nor an RFC 3339 time"
-            ))
-        })
+    parse_rfc3339(s).map(system_time).map_err(|_| {
+        CliError::Usage(format!(
+            "--expires {s:?} is neither a duration (30d, 12h) nor an RFC 3339 time"
+        ))
+    })
 }
 
 fn socket_value(s: &str) -> Result<i32, CliError> {
@@ -606,4 +643,35 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_with_an_offset_mean_the_same_instant_as_in_utc() {
+        let z = parse_rfc3339("2026-12-01T06:58:30Z").unwrap();
+        for same in [
+            "2026-12-01T07:58:30+01:00",
+            "2026-12-01T07:58:30+0100",
+            "2026-12-01T01:28:30-05:30",
+            "2026-12-01T06:58:30+00:00",
+            "2026-12-01 07:58:30+01:00",
+            "2026-12-01T06:58:30",
+        ] {
+            assert_eq!(parse_rfc3339(same).unwrap(), z, "{same}");
+        }
+        assert_eq!(
+            parse_rfc3339("2026-12-01T07:58:30.5+01:00").unwrap(),
+            z + std::time::Duration::from_millis(500)
+        );
+        for bad in [
+            "2026-12-01T07:58:30+1",
+            "2026-12-01T07:58:30+25:00",
+            "yesterday",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -198,26 +198,27 @@ pub async fn run(
             max_health_watches: MAX_HEALTH_WATCHES,
         });
     // One stack for every listener, so that the limits are the same on each.
-    let serve = |incoming: tokio_stream::wrappers::ReceiverStream<
-        std::io::Result<listen::Conn>,
-    >| {
-        Server::builder()
-            // Excess requests on one connection are refused at once, not queued.
-            .concurrency_limit_per_connection(limits.per_connection_requests)
-            .load_shed(true)
-            .timeout(limits.request_timeout)
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .http2_keepalive_interval(Some(limits.keepalive_interval))
-            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-            // HTTP/2 itself takes header blocks well beyond the limit, so that an
-            // oversized one fails its request (admission) instead of the connection.
-            .http2_max_header_list_size(HTTP2_HEADER_LIST_BYTES.max(limits.max_header_bytes * 4))
-            .layer(layers::RpcMetricsLayer)
-            .layer(MapResponseLayer::new(layers::request_faults_are_named))
-            .layer(admission.clone())
-            .add_routes(routes.clone())
-            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))
-    };
+    let serve =
+        |incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<listen::Conn>>| {
+            Server::builder()
+                // Excess requests on one connection are refused at once, not queued.
+                .concurrency_limit_per_connection(limits.per_connection_requests)
+                .load_shed(true)
+                .timeout(limits.request_timeout)
+                .max_concurrent_streams(limits.max_concurrent_streams)
+                .http2_keepalive_interval(Some(limits.keepalive_interval))
+                .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+                // HTTP/2 itself takes header blocks well beyond the limit, so that an
+                // oversized one fails its request (admission) instead of the connection.
+                .http2_max_header_list_size(
+                    HTTP2_HEADER_LIST_BYTES.max(limits.max_header_bytes.saturating_mul(4)),
+                )
+                .layer(layers::RpcMetricsLayer)
+                .layer(MapResponseLayer::new(layers::request_faults_are_named))
+                .layer(admission.clone())
+                .add_routes(routes.clone())
+                .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))
+        };
     let mut servers = Vec::new();
     if let Some(l) = listener {
         let addr = l.local_addr().map_err(io("listener address"))?;

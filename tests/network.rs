@@ -40,6 +40,14 @@ impl Pki {
         self.dir.path().join("ca.pem")
     }
 
+    /// Client options that trust this CA (no client certificate).
+    fn trusted(&self) -> ConnectOptions {
+        ConnectOptions {
+            tls_ca: Some(self.ca_file()),
+            ..Default::default()
+        }
+    }
+
     /// Writes `NAME.pem` and `NAME.key`: a server certificate for localhost and
     /// 127.0.0.1, or a client certificate with common name `cn`.
     fn issue(&self, name: &str, cn: &str, server: bool) -> (PathBuf, PathBuf) {
@@ -64,6 +72,29 @@ impl Pki {
         write_atomically(&c, &cert.pem());
         write_atomically(&k, &key.serialize_pem());
         (c, k)
+    }
+}
+
+/// A TLS server (no client certificates) with a certificate from a fresh CA.
+struct TlsServer {
+    pki: Pki,
+    cert: PathBuf,
+    key: PathBuf,
+    s: TestServer,
+    _data: tempfile::TempDir,
+}
+
+async fn tls_server(ca: &str) -> TlsServer {
+    let pki = Pki::new(ca);
+    let (cert, key) = pki.issue("server", "privledger", true);
+    let data = tempfile::tempdir().unwrap();
+    let s = TestServer::start_tls(tls_cfg(data.path(), &cert, &key, None), pki.trusted()).await;
+    TlsServer {
+        pki,
+        cert,
+        key,
+        s,
+        _data: data,
     }
 }
 
@@ -221,14 +252,7 @@ async fn mutual_tls_end_to_end_with_the_cli_records_the_client_certificate() {
 
 #[tokio::test]
 async fn tls_without_client_certificates_and_a_tls_client_on_a_plaintext_port() {
-    let pki = Pki::new("ca");
-    let (scert, skey) = pki.issue("server", "privledger", true);
-    let data = tempfile::tempdir().unwrap();
-    let connect = ConnectOptions {
-        tls_ca: Some(pki.ca_file()),
-        ..Default::default()
-    };
-    let s = TestServer::start_tls(tls_cfg(data.path(), &scert, &skey, None), connect).await;
+    let TlsServer { pki, s, _data, .. } = tls_server("ca").await;
     let mut c = s.admin().await;
     let g = ok(c.admin.create_group(create_group("tls"))).await;
     let (entries, _) = stream_all(&mut c).await;
@@ -288,14 +312,14 @@ async fn served_with(s: &TestServer, opts: &ConnectOptions, never: &str) {
 
 #[tokio::test]
 async fn a_changed_certificate_is_served_to_new_connections_without_dropping_the_listener() {
-    let pki = Pki::new("first CA");
-    let (scert, skey) = pki.issue("server", "privledger", true);
-    let data = tempfile::tempdir().unwrap();
-    let first = ConnectOptions {
-        tls_ca: Some(pki.ca_file()),
-        ..Default::default()
-    };
-    let s = TestServer::start_tls(tls_cfg(data.path(), &scert, &skey, None), first.clone()).await;
+    let TlsServer {
+        pki,
+        cert: scert,
+        key: skey,
+        s,
+        _data,
+    } = tls_server("first CA").await;
+    let first = pki.trusted();
     let mut old = s.admin().await;
     ok(old.audit.head(pb::HeadRequest {})).await;
 
@@ -306,10 +330,7 @@ async fn a_changed_certificate_is_served_to_new_connections_without_dropping_the
     let (ncert, nkey) = next.issue("server", "privledger", true);
     std::fs::rename(&ncert, &scert).unwrap();
     std::fs::rename(&nkey, &skey).unwrap();
-    let second = ConnectOptions {
-        tls_ca: Some(next.ca_file()),
-        ..Default::default()
-    };
+    let second = next.trusted();
     // New connections get the new certificate once the change is seen (polled).
     served_with(&s, &second, "the new certificate was never served").await;
     // The connection made before the change still works.
@@ -322,14 +343,14 @@ async fn a_changed_certificate_is_served_to_new_connections_without_dropping_the
 
 #[tokio::test]
 async fn sighup_reloads_the_certificate_even_when_the_files_look_unchanged() {
-    let pki = Pki::new("first CA");
-    let (scert, skey) = pki.issue("server", "privledger", true);
-    let data = tempfile::tempdir().unwrap();
-    let first = ConnectOptions {
-        tls_ca: Some(pki.ca_file()),
-        ..Default::default()
-    };
-    let s = TestServer::start_tls(tls_cfg(data.path(), &scert, &skey, None), first).await;
+    // The CA's directory holds the certificate files: kept to the end.
+    let TlsServer {
+        pki: _pki,
+        cert: scert,
+        key: skey,
+        s,
+        _data,
+    } = tls_server("first CA").await;
     // New files, with the old modification times: only the signal can tell.
     let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
     let (c0, k0) = (stamp(&scert), stamp(&skey));
@@ -345,10 +366,7 @@ async fn sighup_reloads_the_certificate_even_when_the_files_look_unchanged() {
             .set_modified(t)
             .unwrap();
     }
-    let second = ConnectOptions {
-        tls_ca: Some(next.ca_file()),
-        ..Default::default()
-    };
+    let second = next.trusted();
     // SIGHUP to this process: the server in it reloads.
     rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::HUP).unwrap();
     served_with(&s, &second, "SIGHUP did not reload the certificate").await;

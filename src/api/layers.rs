@@ -13,28 +13,28 @@ use tonic::codegen::http;
 /// other one alone, INTERNAL from the ledger included.
 pub fn request_faults_are_named<B>(mut res: http::Response<B>) -> http::Response<B> {
     let headers = res.headers_mut();
-    let Some(code) = headers.get("grpc-status").cloned() else {
+    // An answer carries its status in the trailers; only a trailers-only error (the
+    // kind tonic's decoder gives) has it here.
+    if !headers.contains_key("grpc-status") {
+        return res;
+    }
+    let Some(status) = tonic::Status::from_header_map(headers) else {
         return res;
     };
-    let message = headers
-        .get("grpc-message")
-        .and_then(|m| m.to_str().ok())
-        .map(percent_decode)
-        .unwrap_or_default();
-    let rewrite = match code.as_bytes() {
-        b"11" if message.contains("message length too large") => Some("8"),
-        b"13" if is_decode_failure(&message) => Some("3"),
-        _ => None,
-    };
-    if let Some(to) = rewrite {
-        headers.insert("grpc-status", http::HeaderValue::from_static(to));
-        if to == "3" {
-            let text = format!("the request is not a valid message: {message}");
-            if let Ok(v) = http::HeaderValue::from_str(&percent_encode(&text)) {
-                headers.insert("grpc-message", v);
-            }
+    let named = match status.code() {
+        tonic::Code::OutOfRange if status.message().contains("message length too large") => {
+            tonic::Status::resource_exhausted(status.message())
         }
-    }
+        tonic::Code::Internal if is_decode_failure(status.message()) => {
+            tonic::Status::invalid_argument(format!(
+                "the request is not a valid message: {}",
+                status.message()
+            ))
+        }
+        _ => return res,
+    };
+    // Replaces grpc-status and grpc-message (encoded as gRPC wants).
+    let _ = named.add_header(headers);
     res
 }
 
@@ -50,38 +50,6 @@ fn is_decode_failure(message: &str) -> bool {
     ]
     .iter()
     .any(|p| message.starts_with(p))
-}
-
-/// gRPC's grpc-message encoding (percent-encoding of bytes outside printable ASCII
-/// and of '%').
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (0x20..0x7f).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 // === impl RpcMetrics ===

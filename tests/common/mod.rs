@@ -638,6 +638,8 @@ pub struct ServeProcess {
     pub url: String,
     pub data: PathBuf,
     pub log: PathBuf,
+    /// Lines copied to the log so far (changes with each line).
+    lines: tokio::sync::watch::Receiver<u64>,
 }
 
 impl ServeProcess {
@@ -680,6 +682,7 @@ impl ServeProcess {
             .expect("spawn privledger serve");
         let stderr = child.stderr.take().expect("stderr piped");
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (lines_tx, lines_rx) = tokio::sync::watch::channel(0u64);
         // Copies the log line by line (so it is readable while the server runs) and
         // hands over the address once the server serves.
         std::thread::spawn(move || {
@@ -687,6 +690,7 @@ impl ServeProcess {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(f, "{line}");
+                lines_tx.send_modify(|n| *n += 1);
                 if line.contains("serving gRPC on TCP") {
                     if let (Some(tx), Some(i)) = (addr_tx.take(), line.find("addr=")) {
                         let addr = line[i + 5..].split_whitespace().next().unwrap_or("");
@@ -700,6 +704,7 @@ impl ServeProcess {
             url: String::new(),
             data: data.to_path_buf(),
             log: log.to_path_buf(),
+            lines: lines_rx,
         };
         // The bound is for a broken run, not a speed assertion.
         match tokio::time::timeout(std::time::Duration::from_secs(60), addr_rx).await {
@@ -746,6 +751,28 @@ impl ServeProcess {
     /// The whole log.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (at most `bound`) until the log contains `needle`; whether it did.
+    pub async fn wait_for_log(&self, needle: &str, bound: std::time::Duration) -> bool {
+        let mut lines = self.lines.clone();
+        tokio::time::timeout(bound, async {
+            loop {
+                lines.borrow_and_update();
+                if self.log_text().contains(needle) {
+                    return;
+                }
+                if lines.changed().await.is_err() {
+                    // The process ended; what it wrote is all there is.
+                    if self.log_text().contains(needle) {
+                        return;
+                    }
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+        .is_ok()
     }
 
     /// The last 60 lines of the log.

@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 mod fold;
 mod handle;
+pub mod intervals;
 pub mod limited;
 mod load;
 pub mod log;
@@ -47,5 +48,7 @@ pub use writer::WriteStatus;
 
 #[cfg(test)]
 pub(crate) mod decode_fuzz;
+#[cfg(test)]
+mod intervals_tests;
 #[cfg(test)]
 mod tests;

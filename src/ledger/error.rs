@@ -24,6 +24,8 @@ pub enum Error {
     BeyondHead { seq: Seq, head: Seq },
     #[error("from_seq {from} is after to_seq {to}")]
     ReversedRange { from: Seq, to: Seq },
+    #[error("the window ends ({to}) before it starts ({from})")]
+    ReversedWindow { from: String, to: String },
     #[error("from_seq {from} is before the earliest retained entry ({earliest})")]
     BeforeEarliest { from: Seq, earliest: Seq },
     #[error(
@@ -177,6 +179,7 @@ impl Error {
             | Error::UnknownKind(_)
             | Error::BeyondHead { .. }
             | Error::ReversedRange { .. }
+            | Error::ReversedWindow { .. }
             | Error::BeforeEarliest { .. }
             | Error::InvalidCheckpointRecord(_)
             | Error::Unencodable(_) => Cause::BadInput,

@@ -12,6 +12,7 @@ use super::event::{self, Event, Seq, UnixNanos};
 use super::log::LogStore;
 use super::time::now_ns;
 use super::writer::{self, Checkpointer, MetaRequest, Msg, WriteRequest, WriteStatus, Writer};
+use super::intervals::{Decided, Level, Report};
 use super::{load, names, policy, Access, Command, Error, LedgerConfig, State};
 
 /// The result of a mutation.
@@ -288,6 +289,41 @@ impl Ledger {
             Some(at) => self.state_at(at).await?,
         };
         Ok((policy::who_has_access(&st, t), st.seq))
+    }
+
+    /// The access intervals of a window (DESIGN §2): from `from` (default: the
+    /// beginning) to `to` (default: now), for one user or everyone, at least `level`.
+    pub async fn access_intervals(
+        &self,
+        from: Option<At>,
+        to: Option<At>,
+        user: Option<String>,
+        level: Level,
+    ) -> Result<Report, Error> {
+        if let Some(u) = &user {
+            names::user(u)?;
+        }
+        let current = self.snapshot();
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut decide = |id: &str| {
+                me.decision(id).ok().flatten().map(|d| Decided {
+                    socket: d.socket,
+                    privileged: d.privileged,
+                })
+            };
+            load::intervals(
+                &*me.inner.store,
+                &current,
+                from.unwrap_or(At::Seq(0)),
+                to.unwrap_or(At::Time(now_ns())),
+                level,
+                user,
+                &mut decide,
+            )
+        })
+        .await
+        .map_err(Error::task("access intervals"))?
     }
 
     /// A small named value kept beside the log (e.g. the Docker watcher's cursor).

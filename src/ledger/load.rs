@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::entry::chain_hash;
 use super::event::{Event, Seq, UnixNanos};
+use super::intervals::{Decided, Level, Replayer, Report};
 use super::log::{LogStore, StoreError};
 use super::{At, Entry, Error, State};
 
@@ -69,8 +70,8 @@ fn read_checkpoint(store: &dyn LogStore, seq: Seq) -> Result<(State, String), St
     Ok((st, hex::encode(r.hasher.finalize())))
 }
 
-/// Applies `(from, to]` to `st`, checking density, decoding and the chain. Returns the
-/// first problem as (seq, reason); the state is then as of the entry before it.
+/// Applies `(st.seq, to]` to `st`, checking density, decoding and the chain. Returns
+/// the first problem as (seq, reason); the state is then as of the entry before it.
 /// `on_entry` sees every applied entry.
 fn replay(
     store: &dyn LogStore,
@@ -78,29 +79,48 @@ fn replay(
     to: Seq,
     mut on_entry: impl FnMut(&Entry),
 ) -> Result<Option<(Seq, String)>, Error> {
-    while st.seq < to {
-        let chunk = match store.range(st.seq + 1, to, REPLAY_CHUNK) {
+    let (after, prev) = (st.seq, st.hash);
+    verified(store, after, prev, to, |e| {
+        st.apply(e.seq, e.time_ns, &e.actor, &e.event);
+        st.commit_hash(e.hash);
+        on_entry(&e);
+    })
+}
+
+/// Reads `(after, to]` in order, checking density, decoding and the chain from
+/// `prev` (the hash of entry `after`), and hands each entry to `f`. Returns the first
+/// problem as (seq, reason); `f` has then seen every entry before it.
+fn verified(
+    store: &dyn LogStore,
+    after: Seq,
+    mut prev: [u8; 32],
+    to: Seq,
+    mut f: impl FnMut(Entry),
+) -> Result<Option<(Seq, String)>, Error> {
+    let mut seq = after;
+    while seq < to {
+        let chunk = match store.range(seq + 1, to, REPLAY_CHUNK) {
             Ok(c) => c,
-            Err(StoreError::Damaged { seq, reason }) => {
-                return Ok(Some((seq.max(st.seq + 1), reason)))
+            Err(StoreError::Damaged { seq: bad, reason }) => {
+                return Ok(Some((bad.max(seq + 1), reason)))
             }
             Err(e) => return Err(e.into()),
         };
         if chunk.is_empty() {
             return Ok(Some((
-                st.seq + 1,
-                format!("missing (the log ends at seq {})", st.seq),
+                seq + 1,
+                format!("missing (the log ends at seq {seq})"),
             )));
         }
         for raw in chunk {
-            let expect = st.seq + 1;
+            let expect = seq + 1;
             if raw.seq != expect {
                 return Ok(Some((
                     expect,
                     format!("missing (next stored entry is {})", raw.seq),
                 )));
             }
-            if chain_hash(&st.hash, &raw.body) != raw.hash {
+            if chain_hash(&prev, &raw.body) != raw.hash {
                 return Ok(Some((
                     expect,
                     "stored hash does not match SHA-256(previous hash || body)".into(),
@@ -111,15 +131,15 @@ fn replay(
                 Err(Error::Corrupt { reason, .. }) => return Ok(Some((expect, reason))),
                 Err(e) => return Err(e),
             };
-            if e.prev_hash != st.hash {
+            if e.prev_hash != prev {
                 return Ok(Some((
                     expect,
                     "body's prev_hash is not the previous entry's hash".into(),
                 )));
             }
-            st.apply(e.seq, e.time_ns, &e.actor, &e.event);
-            st.commit_hash(e.hash);
-            on_entry(&e);
+            seq = e.seq;
+            prev = e.hash;
+            f(e);
         }
     }
     Ok(None)
@@ -284,7 +304,20 @@ pub(super) fn past_state(
     current: &State,
     at: At,
 ) -> Result<(Arc<State>, UnixNanos), Error> {
-    let (seq, t) = match at {
+    let (seq, t) = position(store, current, at)?;
+    Ok((Arc::new(at_seq(store, current, seq)?), t))
+}
+
+/// The seq whose state holds at `at`, and the time to judge expiry at.
+fn position(store: &dyn LogStore, current: &State, at: At) -> Result<(Seq, UnixNanos), Error> {
+    Ok(match at {
+        At::Seq(s) if s > current.seq => {
+            return Err(Error::BeyondHead {
+                seq: s,
+                head: current.seq,
+            })
+        }
+        At::Seq(s) if s == current.seq => (s, current.time_ns),
         At::Seq(s) => {
             let t = match store.get(s)? {
                 Some(raw) => Entry::decode(raw)?.time_ns,
@@ -292,9 +325,44 @@ pub(super) fn past_state(
             };
             (s, t)
         }
+        At::Time(t) if t >= current.time_ns => (current.seq, t),
         At::Time(t) => (seq_at_time(store, t, current.seq)?, t),
-    };
-    Ok((Arc::new(at_seq(store, current, seq)?), t))
+    })
+}
+
+/// The access intervals of the window `[from, to]` (DESIGN §2), replayed from the
+/// state at `from`. `decide` looks up what a decision label's decision gave.
+pub(super) fn intervals(
+    store: &dyn LogStore,
+    current: &State,
+    from: At,
+    to: At,
+    level: Level,
+    user: Option<String>,
+    decide: &mut dyn FnMut(&str) -> Option<Decided>,
+) -> Result<Report, Error> {
+    let (from_seq, from_ns) = position(store, current, from)?;
+    let (to_seq, to_ns) = position(store, current, to)?;
+    if to_seq < from_seq || to_ns < from_ns {
+        return Err(Error::ReversedWindow {
+            from: describe(from),
+            to: describe(to),
+        });
+    }
+    let start = at_seq(store, current, from_seq)?;
+    let prev = start.hash;
+    let mut r = Replayer::new(start, from_ns, level, user, decide);
+    if let Some((seq, reason)) = verified(store, from_seq, prev, to_seq, |e| r.step(&e))? {
+        return Err(Error::Corrupt { seq, reason });
+    }
+    Ok(r.finish(to_ns))
+}
+
+fn describe(at: At) -> String {
+    match at {
+        At::Seq(s) => format!("seq {s}"),
+        At::Time(t) => super::time::format_time(t),
+    }
 }
 
 /// The last seq whose time is at or before `t` (0 when none). Times are

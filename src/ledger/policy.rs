@@ -89,7 +89,7 @@ pub fn evaluate(state: &Arc<State>, user: &str, at_ns: UnixNanos) -> Access {
 
 /// The combination of every grant reaching `user`: one user lookup, then one
 /// precomputed fold per source.
-fn fold(state: &State, user: &str, at_ns: UnixNanos) -> Fold {
+pub(super) fn fold(state: &State, user: &str, at_ns: UnixNanos) -> Fold {
     let mut f = Fold::default();
     let Some(slot) = state.user_slot(user) else {
         return f;
@@ -128,7 +128,7 @@ fn fold(state: &State, user: &str, at_ns: UnixNanos) -> Fold {
 }
 
 /// Every grant that reaches `user` in `state` and is active at `at_ns`.
-fn contributions<'a>(
+pub(super) fn contributions<'a>(
     state: &'a State,
     user: &str,
     at_ns: UnixNanos,

@@ -159,14 +159,29 @@ impl State {
         self.groups.iter()
     }
 
-    /// The earliest expiry among grants not yet ended by an entry.
     /// The digest recorded for the checkpoint at `seq`, if one was recorded.
     pub fn checkpoint_digest(&self, seq: Seq) -> Option<&str> {
         self.checkpoints.get(&seq).map(|d| &**d)
     }
 
+    /// The earliest expiry among grants not yet ended by an entry.
     pub fn next_expiry(&self) -> Option<(UnixNanos, Seq)> {
         self.expiring.get_min().copied()
+    }
+
+    /// Expiries of grants not yet ended by an entry, in `(after, until]`, by time.
+    pub fn expiries_in(&self, after: UnixNanos, until: UnixNanos) -> Vec<(UnixNanos, Seq)> {
+        if until <= after {
+            return Vec::new();
+        }
+        use std::ops::Bound;
+        self.expiring
+            .range((
+                Bound::Excluded((after, Seq::MAX)),
+                Bound::Included((until, Seq::MAX)),
+            ))
+            .copied()
+            .collect()
     }
 
     pub fn container(&self, id: &str) -> Option<&ContainerRecord> {

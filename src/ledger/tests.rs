@@ -9,7 +9,7 @@ use super::event::*;
 use super::log::LogStore;
 use super::*;
 
-fn open(dir: &std::path::Path, interval: u64) -> Ledger {
+pub(super) fn open(dir: &std::path::Path, interval: u64) -> Ledger {
     let store = Arc::new(crate::store::SledStore::open(dir).unwrap());
     Ledger::open(
         store,
@@ -445,7 +445,7 @@ async fn records_decode_like_entries() {
 }
 
 #[derive(Debug, Clone)]
-enum Op {
+pub(super) enum Op {
     Create(u8),
     Delete(u8),
     Add(u8, u8),
@@ -461,7 +461,7 @@ enum Op {
 /// grants whose limits are set or left to their default field by field, with
 /// varied values (so "rw if any raw grant is rw" and the per-field maximum are both
 /// exercised).
-fn spec() -> impl Strategy<Value = GrantSpec> {
+pub(super) fn spec() -> impl Strategy<Value = GrantSpec> {
     let mode = prop_oneof![Just(SocketMode::Rw), Just(SocketMode::Ro)];
     let raw = (mode, any::<bool>()).prop_map(|(socket_mode, privileged)| GrantSpec {
         socket: SocketAccess::Raw,
@@ -501,7 +501,7 @@ fn spec() -> impl Strategy<Value = GrantSpec> {
     prop_oneof![3 => raw, 1 => only_privileged, 3 => limited]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(super) fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..4).prop_map(Op::Create),
         (0u8..4).prop_map(Op::Delete),
@@ -514,7 +514,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn to_cmd(op: &Op) -> Command {
+pub(super) fn to_cmd(op: &Op) -> Command {
     match op {
         Op::Create(g) => Command::CreateGroup {
             group: format!("g{g}"),

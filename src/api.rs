@@ -108,9 +108,15 @@ impl Api {
 }
 
 fn receipt(c: &Committed) -> pb::MutationReceipt {
+    receipt_of(c, 1)
+}
+
+/// The receipt of a mutation that appended `entries` consecutive entries.
+fn receipt_of(c: &Committed, entries: usize) -> pb::MutationReceipt {
     pb::MutationReceipt {
         seq: c.entry.seq,
         replayed: c.replayed,
+        first_seq: c.entry.seq.saturating_sub(entries.saturating_sub(1) as u64),
     }
 }
 
@@ -215,17 +221,24 @@ impl pb::admin_server::Admin for Api {
     ) -> Result<Response<pb::MutationReceipt>, Status> {
         let caller = require(&req, ADMIN, "AddMember")?;
         let r = req.into_inner();
-        let c = self
-            .submit(
-                &caller,
-                r.request_id,
-                Command::AddMember {
-                    group: r.group,
-                    user: r.user,
-                },
-            )
-            .await?;
-        Ok(Response::new(receipt(&c)))
+        let mut users = r.users;
+        if !r.user.is_empty() || users.is_empty() {
+            users.insert(0, r.user);
+        }
+        let n = users.len();
+        let cmd = if n == 1 {
+            Command::AddMember {
+                group: r.group,
+                user: users.remove(0),
+            }
+        } else {
+            Command::AddMembers {
+                group: r.group,
+                users,
+            }
+        };
+        let c = self.submit(&caller, r.request_id, cmd).await?;
+        Ok(Response::new(receipt_of(&c, n)))
     }
 
     #[instrument(skip_all)]
@@ -235,6 +248,9 @@ impl pb::admin_server::Admin for Api {
     ) -> Result<Response<pb::MutationReceipt>, Status> {
         let caller = require(&req, ADMIN, "RemoveMember")?;
         let r = req.into_inner();
+        if !r.users.is_empty() {
+            return Err(RequestError::OneAtATime("RemoveMember removes one user (`user`)").into());
+        }
         let c = self
             .submit(
                 &caller,
@@ -498,6 +514,23 @@ impl pb::authorizer_server::Authorizer for Api {
             users: users.iter().map(cv::pb_access).collect(),
             seq,
         }))
+    }
+
+    #[instrument(skip_all)]
+    async fn access_intervals(
+        &self,
+        req: Request<pb::AccessIntervalsRequest>,
+    ) -> Result<Response<pb::AccessIntervalsResponse>, Status> {
+        require(&req, READERS, "AccessIntervals")?;
+        let r = req.into_inner();
+        let (from, to) = (cv::position(r.from)?, cv::position(r.to)?);
+        let level = crate::ledger::intervals::Level {
+            socket: cv::socket_access(r.socket)?,
+            privileged: r.privileged,
+        };
+        let user = (!r.user.is_empty()).then_some(r.user);
+        let report = self.ledger.access_intervals(from, to, user, level).await?;
+        Ok(Response::new(cv::pb_intervals(&report)))
     }
 }
 

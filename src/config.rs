@@ -38,6 +38,9 @@ pub const ENV_TLS_CERT: &str = "PRIVLEDGER_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "PRIVLEDGER_TLS_KEY";
 pub const ENV_TLS_CLIENT_CA: &str = "PRIVLEDGER_TLS_CLIENT_CA";
 pub const ENV_TLS_CA: &str = "PRIVLEDGER_TLS_CA";
+/// A client command's own certificate and key (for a server that requires one).
+pub const ENV_CLIENT_CERT: &str = "PRIVLEDGER_CLIENT_CERT";
+pub const ENV_CLIENT_KEY: &str = "PRIVLEDGER_CLIENT_KEY";
 pub const ENV_UNIX_SOCKET_MODE: &str = "PRIVLEDGER_UNIX_SOCKET_MODE";
 pub const ENV_UNIX_SOCKET_GROUP: &str = "PRIVLEDGER_UNIX_SOCKET_GROUP";
 

@@ -43,7 +43,7 @@ pub use secret::{hash_secret, new_secret};
 pub use state::State;
 pub use stream::StreamFilter;
 pub use time::{format_time, now_ns};
-pub use verify::VerifyReport;
+pub use verify::{verify_export, VerifyReport};
 pub use writer::WriteStatus;
 
 #[cfg(test)]

@@ -76,6 +76,18 @@ impl Served {
         )
     }
 
+    /// `args` with this server's address and token after them.
+    fn args(&self, args: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.extend([
+            "--server".to_string(),
+            self.url.clone(),
+            "--token-file".to_string(),
+            self.token_file.display().to_string(),
+        ]);
+        a
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let (code, out, err) = self.cli(args);
         assert_eq!(code, 0, "{args:?} failed: {err}");
@@ -248,7 +260,7 @@ fn operator_walkthrough_through_the_cli() {
         "grant", "issue", "--user", "bob", "--socket", "root", "--reason", "x",
     ]);
     assert_eq!(code, 64);
-    assert!(err.contains("unknown socket access"), "{err}");
+    assert!(err.contains("invalid value 'root' for '--socket"), "{err}");
     let (code, _, err) = s.cli(&["group", "add-member", "missing", "bob"]);
     assert_ne!(code, 0);
     assert!(err.contains("NOT_FOUND"), "{err}");
@@ -420,4 +432,420 @@ fn forged_lines_and_lookalike_names_are_rendered_harmless_or_refused() {
     // Ordinary international names are fine.
     s.ok(&["group", "create", "équipe-données"]);
     s.ok(&["group", "add-member", "équipe-données", "jörg"]);
+}
+
+/// One exit-code scheme (`privledger --help` lists it): each class of failure, from
+/// clap's own usage errors to the server's refusals, exits with its documented code,
+/// and under `--json` says so as a JSON object on stderr (DESIGN §7; issue 14).
+#[test]
+fn every_class_of_failure_exits_with_its_documented_code_in_text_and_json() {
+    let s = Served::start();
+    s.ok(&["group", "create", "g"]);
+    let auditor = s.json(&["token", "create", "aud", "--role", "auditor"]);
+    let auditor = auditor["secret"].as_str().unwrap().to_string();
+    let url = s.url.clone();
+    let cases: Vec<(&str, Vec<String>, i32, Option<&str>)> = vec![
+        (
+            "unknown flag",
+            s.args(&["check", "bob", "--bogus"]),
+            64,
+            Some("USAGE"),
+        ),
+        (
+            "missing --reason",
+            s.args(&["grant", "issue", "--user", "bob", "--socket", "raw"]),
+            64,
+            Some("USAGE"),
+        ),
+        (
+            "bad value",
+            s.args(&["token", "create", "t", "--role", "root"]),
+            64,
+            Some("USAGE"),
+        ),
+        ("no subcommand", s.args(&["group"]), 64, None),
+        (
+            "bad --at",
+            s.args(&["check", "bob", "--at", "yesterday"]),
+            64,
+            Some("USAGE"),
+        ),
+        (
+            "bad --expires",
+            s.args(&[
+                "grant",
+                "issue",
+                "--user",
+                "b",
+                "--expires",
+                "soon",
+                "--reason",
+                "r",
+            ]),
+            64,
+            Some("USAGE"),
+        ),
+        (
+            "refused",
+            s.args(&["group", "show", "missing"]),
+            1,
+            Some("NOT_FOUND"),
+        ),
+        (
+            "exists",
+            s.args(&["group", "create", "g"]),
+            1,
+            Some("ALREADY_EXISTS"),
+        ),
+        (
+            "unreachable",
+            vec![
+                "check".into(),
+                "bob".into(),
+                "--server".into(),
+                "127.0.0.1:1".into(),
+                "--token".into(),
+                "x".into(),
+            ],
+            69,
+            Some("UNAVAILABLE"),
+        ),
+        (
+            "unknown token",
+            vec![
+                "check".into(),
+                "bob".into(),
+                "--server".into(),
+                url.clone(),
+                "--token".into(),
+                "nope".into(),
+            ],
+            77,
+            Some("UNAUTHENTICATED"),
+        ),
+        (
+            "role may not",
+            vec![
+                "group".into(),
+                "create".into(),
+                "x".into(),
+                "--server".into(),
+                url.clone(),
+                "--token".into(),
+                auditor.clone(),
+            ],
+            77,
+            Some("PERMISSION_DENIED"),
+        ),
+    ];
+    let head = s.json(&["audit", "head"])["seq"].clone();
+    for (what, args, code, name) in cases {
+        let run = |json: bool| {
+            let mut cmd = Command::new(binary());
+            cmd.args(&args).env_remove("PRIVLEDGER_TOKEN");
+            if json {
+                cmd.arg("--json");
+            }
+            cmd.output().unwrap()
+        };
+        let out = run(false);
+        assert_eq!(out.status.code(), Some(code), "{what}: {out:?}");
+        assert!(out.stdout.is_empty(), "{what}: nothing on stdout");
+        let out = run(true);
+        assert_eq!(out.status.code(), Some(code), "{what} --json: {out:?}");
+        if let Some(name) = name {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let v: Value = serde_json::from_str(err.trim())
+                .unwrap_or_else(|e| panic!("{what}: stderr is not JSON ({e}): {err}"));
+            assert_eq!(v["error"]["exit"], code, "{what}: {v}");
+            assert_eq!(v["error"]["code"], name, "{what}: {v}");
+            assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{v}");
+        }
+    }
+    assert_eq!(
+        s.json(&["audit", "head"])["seq"],
+        head,
+        "nothing was appended"
+    );
+    // Help and version are answers, not errors.
+    for a in [
+        &["--help"][..],
+        &["--version"],
+        &["grant", "issue", "--help"],
+    ] {
+        let out = Command::new(binary()).args(a).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{a:?}");
+        assert!(!out.stdout.is_empty());
+    }
+}
+
+/// Connection flags belong to client commands: `serve --help` does not offer them,
+/// client commands take them after the command (and, as before, in front of it).
+#[test]
+fn client_flags_are_offered_on_client_commands_only() {
+    let help = |a: &[&str]| {
+        let out = Command::new(binary())
+            .args(a)
+            .arg("--help")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let serve = help(&["serve"]);
+    for client_only in [
+        "--server",
+        "--token ",
+        "--token-file",
+        "--json",
+        "--tls-ca",
+        "--timeout",
+    ] {
+        assert!(
+            !serve.contains(client_only),
+            "serve offers {client_only}:\n{serve}"
+        );
+    }
+    assert!(serve.contains("--tls-cert") && serve.contains("--tls-client-ca"));
+    let check = help(&["check"]);
+    for server_only in ["--listen", "--data", "--tls-client-ca", "--insecure-listen"] {
+        assert!(!check.contains(server_only), "check offers {server_only}");
+    }
+    // Environment hints read `[env: NAME]`, never `NAME=` with nothing after it.
+    for h in [&serve, &check, &help(&["audit", "tail"])] {
+        assert!(!h.contains("=]"), "{h}");
+    }
+    let s = Served::start();
+    let token = s.token_file.to_str().unwrap().to_string();
+    for args in [
+        vec!["who", "--server", &s.url, "--token-file", &token, "--json"],
+        vec!["--server", &s.url, "--json", "who", "--token-file", &token],
+    ] {
+        let out = Command::new(binary()).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["users"].is_array(), "{v}");
+    }
+}
+
+/// Completions for bash, zsh and fish and the man page come from the same grammar:
+/// they name every command.
+#[test]
+fn completions_and_man_pages_are_generated_from_the_grammar() {
+    let commands = [
+        "serve", "group", "grant", "report", "audit", "verify", "token",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(binary())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for c in commands {
+            assert!(text.contains(c), "{shell} completion lacks {c}");
+        }
+        assert!(
+            text.contains("add-member") && text.contains("reason"),
+            "{shell}"
+        );
+    }
+    let bad = Command::new(binary())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    let out = Command::new(binary()).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH privledger"),
+        "{page:.200}"
+    );
+    assert!(
+        page.contains("Exit codes"),
+        "the exit codes are in the man page"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for page in [
+        "privledger.1",
+        "privledger-grant-issue.1",
+        "privledger-report-access.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}");
+    }
+    let issue = std::fs::read_to_string(dir.path().join("privledger-grant-issue.1")).unwrap();
+    assert!(issue.contains("max\\-containers") && issue.contains("Dangerous flags"));
+}
+
+/// `audit export` writes a file only once whole, never replaces one without
+/// --force, writes to stdout with `--out -`, and ends quietly when the reader stops
+/// (`| head`); the export re-verifies offline, and an edit anywhere is found with its
+/// seq (DESIGN §3, §7).
+#[test]
+fn export_to_a_file_or_stdout_and_verify_it_offline() {
+    let s = Served::start();
+    for g in ["a", "b", "c"] {
+        s.ok(&["group", "create", g]);
+    }
+    s.ok(&["group", "add-member", "a", "u1", "u2", "u3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ledger.jsonl");
+    let f = file.to_str().unwrap();
+    s.ok(&["audit", "export", "--out", f]);
+    let first = std::fs::read_to_string(&file).unwrap();
+    let head = s.json(&["audit", "head"]);
+    assert_eq!(first.lines().count() as u64, head["seq"].as_u64().unwrap());
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().count() == 1,
+        "no partial file is left beside the export"
+    );
+    // An existing file is kept.
+    s.ok(&["group", "create", "d"]);
+    let (code, _, err) = s.cli(&["audit", "export", "--out", f]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
+    s.ok(&["audit", "export", "--out", f, "--force"]);
+    assert!(std::fs::read_to_string(&file).unwrap().len() > first.len());
+    // `-` is stdout, not a file named "-", and the summary goes to stderr.
+    let out = Command::new(binary())
+        .args(["audit", "export", "--out", "-"])
+        .args(["--server", &s.url, "--token-file"])
+        .arg(&s.token_file)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!dir.path().join("-").exists());
+    assert_eq!(out.stdout, std::fs::read(&file).unwrap());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported"));
+    // A reader that stops early: no "Broken pipe", success.
+    let mut child = Command::new(binary())
+        .args([
+            "audit",
+            "export",
+            "--out",
+            "-",
+            "--server",
+            &s.url,
+            "--token-file",
+        ])
+        .arg(&s.token_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.to_lowercase().contains("broken pipe"), "{err}");
+    assert!(out.status.success(), "{out:?}");
+
+    // Offline: no server is asked (none is named; the default would not answer).
+    let verify = |path: &std::path::Path| {
+        let out = Command::new(binary())
+            .args(["verify", "--json", "--server", "127.0.0.1:1", "--file"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), v)
+    };
+    let (code, v) = verify(&file);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["last_hash"], s.json(&["audit", "head"])["hash"]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Every kind of edit, on a middle line: the body, the hash, a readable field the
+    // hash does not cover, a dropped line, swapped lines, a line that is not JSON.
+    let mid = lines.len() / 2;
+    let seq = mid as u64 + 1;
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut v: Value = serde_json::from_str(lines[mid]).unwrap();
+        f(&mut v);
+        let mut ls: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        ls[mid] = v.to_string();
+        ls
+    };
+    let cases: Vec<(&str, Vec<String>, u64)> = vec![
+        (
+            "body",
+            edit(&|v| {
+                let b = v["body"]
+                    .as_str()
+                    .unwrap()
+                    .replacen("\"seq\"", "\"seq\" ", 1);
+                v["body"] = Value::String(b);
+            }),
+            seq,
+        ),
+        (
+            "hash",
+            edit(&|v| v["hash"] = Value::String("00".repeat(32))),
+            seq,
+        ),
+        (
+            "actor",
+            edit(&|v| v["actor"] = Value::String("nobody".into())),
+            seq,
+        ),
+        (
+            "kind",
+            edit(&|v| v["kind"] = Value::String("group_deleted".into())),
+            seq,
+        ),
+        (
+            "dropped",
+            lines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != mid)
+                .map(|(_, l)| l.to_string())
+                .collect(),
+            seq,
+        ),
+        (
+            "swapped",
+            {
+                let mut ls: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                ls.swap(mid, mid + 1);
+                ls
+            },
+            seq,
+        ),
+        (
+            "garbage",
+            {
+                let mut ls: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                ls[mid] = "{not json".into();
+                ls
+            },
+            seq,
+        ),
+    ];
+    for (what, ls, bad_seq) in cases {
+        let p = dir.path().join(format!("{what}.jsonl"));
+        std::fs::write(&p, ls.join("\n") + "\n").unwrap();
+        let (code, v) = verify(&p);
+        assert_eq!(code, 2, "{what}: {v}");
+        assert_eq!(v["ok"], false, "{what}");
+        assert_eq!(v["first_bad_seq"], bad_seq, "{what}: {v}");
+    }
+    // A missing file is a usage error, not a verification failure.
+    let (code, _) = {
+        let out = Command::new(binary())
+            .args(["verify", "--file", "/nonexistent/x.jsonl"])
+            .output()
+            .unwrap();
+        (out.status.code().unwrap(), ())
+    };
+    assert_eq!(code, 64);
 }

@@ -139,6 +139,7 @@ async fn send(c: &mut Clients, op: &Op) -> Result<(u64, bool), tonic::Status> {
                     group: g.clone(),
                     user: u.clone(),
                     request_id: rid,
+                    users: vec![],
                 })
                 .await?
                 .into_inner();

@@ -79,6 +79,7 @@ async fn authorized_and_unauthorized_socket_containers() {
         group: "docker-privileged".into(),
         user: "alice".into(),
         request_id: String::new(),
+        users: vec![],
     }))
     .await;
     let alice = decide(&mut c, "alice").await;

@@ -10,6 +10,7 @@ use crate::ledger::event::{
     EffectiveLimits, GrantSpec, Limits, Role, Seq, SocketAccess, SocketMode, SpawnDecision,
     Subject, UnixNanos,
 };
+use crate::ledger::intervals::{Report, Span};
 use crate::ledger::policy::{Access, Contribution};
 use crate::ledger::state::{EndKind, GrantState, State, TokenState};
 use crate::ledger::{At, EntryRecord};
@@ -232,6 +233,44 @@ fn pb_contribution_of(g: &GrantState, via_group: &str) -> pb::Contribution {
         spec: Some(pb_spec(&g.spec)),
         expires_at: g.expires_at_ns.map(timestamp),
         reason: g.reason.clone(),
+    }
+}
+
+pub fn pb_intervals(r: &Report) -> pb::AccessIntervalsResponse {
+    pb::AccessIntervalsResponse {
+        intervals: r.spans.iter().map(pb_interval).collect(),
+        from_seq: r.from_seq,
+        from: Some(timestamp(r.from_ns)),
+        to_seq: r.to_seq,
+        to: Some(timestamp(r.to_ns)),
+    }
+}
+
+fn pb_interval(s: &Span) -> pb::AccessInterval {
+    pb::AccessInterval {
+        user: s.user.clone(),
+        from_seq: s.from_seq,
+        from: Some(timestamp(s.from_ns)),
+        began_before: s.began_before,
+        to_seq: s.to.map(|(seq, _)| seq),
+        to: s.to.map(|(_, ns)| timestamp(ns)),
+        socket: pb_socket(s.socket),
+        socket_mode: pb_mode(if s.rw { SocketMode::Rw } else { SocketMode::Ro }),
+        privileged: s.privileged,
+        grants: s
+            .grants
+            .iter()
+            .map(|g| pb_contribution_of(&g.grant, g.via_group.as_deref().unwrap_or_default()))
+            .collect(),
+        held: !s.containers.is_empty(),
+        containers: s
+            .containers
+            .iter()
+            .map(|c| pb::HeldContainer {
+                id: c.id.clone(),
+                name: c.name.clone(),
+            })
+            .collect(),
     }
 }
 

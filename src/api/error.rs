@@ -10,6 +10,8 @@ pub enum RequestError {
     UnknownEnum { field: &'static str, value: i32 },
     #[error("{0} is required")]
     Missing(&'static str),
+    #[error("{0}; `users` is for AddMember")]
+    OneAtATime(&'static str),
     #[error("timestamp nanos {0} out of range")]
     NanosOutOfRange(i32),
     #[error("timestamp {0}s is out of range")]

@@ -102,6 +102,7 @@ fn seeds() -> Vec<(u8, Vec<u8>)> {
                 group: "docker-privileged".into(),
                 user: "bob".into(),
                 request_id: "m".into(),
+                users: vec!["carol".into(), "dave".into()],
             }
             .encode_to_vec()
         }),
@@ -110,6 +111,7 @@ fn seeds() -> Vec<(u8, Vec<u8>)> {
                 group: "docker-privileged".into(),
                 user: "bob".into(),
                 request_id: String::new(),
+                users: vec![],
             }
             .encode_to_vec()
         }),
@@ -200,10 +202,20 @@ fn seeds() -> Vec<(u8, Vec<u8>)> {
             }
             .encode_to_vec()
         }),
+        enc(16, &|| {
+            pb::AccessIntervalsRequest {
+                from: at,
+                to: None,
+                user: "alice".into(),
+                socket: pb::SocketAccess::Raw.into(),
+                privileged: true,
+            }
+            .encode_to_vec()
+        }),
     ]
 }
 
-const RPCS: u8 = 16;
+const RPCS: u8 = 17;
 
 /// Decodes `bytes` as RPC `rpc`'s request and handles it; whether it was answered.
 async fn handle(api: &Api, rpc: u8, bytes: &[u8]) -> Option<bool> {
@@ -227,6 +239,7 @@ async fn handle(api: &Api, rpc: u8, bytes: &[u8]) -> Option<bool> {
         10 => call!(pb::AuthorizeSpawnRequest, authorize_spawn),
         11 => call!(pb::CheckAccessRequest, check_access),
         12 => call!(pb::WhoHasAccessRequest, who_has_access),
+        16 => call!(pb::AccessIntervalsRequest, access_intervals),
         13 => {
             let m = pb::StreamRequest::decode(bytes).ok()?;
             // Never follow: the case must end.

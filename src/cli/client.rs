@@ -7,15 +7,19 @@ use std::time::SystemTime;
 use serde_json::json;
 use tonic::Status;
 
+use super::args::{
+    AuditCmd, Cmd, Connection, DockerCmd, GrantCmd, GroupCmd, IssueArgs, ModeArg, ReportCmd,
+    RoleArg, SocketArg, TokenCmd,
+};
 use super::output::{self, Out};
-use super::{AuditCmd, Cmd, Connection, DockerCmd, GrantCmd, GroupCmd, IssueArgs, TokenCmd};
+use super::{report_error, Exit};
 use crate::api::convert::timestamp;
 use crate::client::{ClientError, Clients};
 use crate::pb;
 
-/// A client-side failure, printed as one line.
+/// A client-side failure, printed as one line (or JSON).
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(super) enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
@@ -29,6 +33,30 @@ enum CliError {
 impl From<Status> for CliError {
     fn from(s: Status) -> Self {
         CliError::Rpc(s)
+    }
+}
+
+impl CliError {
+    /// The exit code, and the gRPC code name when the server answered.
+    fn classify(&self) -> (Exit, Option<&'static str>) {
+        use tonic::Code;
+        match self {
+            CliError::Usage(_) => (Exit::Usage, Some("USAGE")),
+            CliError::Client(ClientError::Connect(..)) => (Exit::Unavailable, Some("UNAVAILABLE")),
+            CliError::Client(_) => (Exit::Usage, Some("USAGE")),
+            CliError::Rpc(s) => {
+                let name = Some(crate::api::status::code_name(s.code()));
+                let exit = match s.code() {
+                    Code::Unauthenticated | Code::PermissionDenied => Exit::NotAllowed,
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                        Exit::Unavailable
+                    }
+                    _ => Exit::Failed,
+                };
+                (exit, name)
+            }
+            CliError::Io(_) => (Exit::Failed, None),
+        }
     }
 }
 
@@ -66,17 +94,24 @@ async fn connect(conn: &Connection) -> Result<Clients, CliError> {
     Ok(Clients::connect_with(&conn.server, token.as_deref(), &opts).await?)
 }
 
-/// Runs a client command; prints one error line and exits non-zero on failure.
-pub async fn run(conn: Connection, cmd: Cmd) -> ExitCode {
+/// Runs a client command; prints one error line (or JSON) and exits with the
+/// scheme's code on failure.
+pub async fn run(cmd: Cmd) -> ExitCode {
+    let Some(conn) = cmd.connection().cloned() else {
+        return Exit::Usage.into();
+    };
     let out = Out { json: conn.json };
     match dispatch(&conn, cmd, &out).await {
-        Ok(code) => code,
+        Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("privledger: {}", crate::safe_text::escape(&e.to_string()));
-            match e {
-                CliError::Usage(_) => ExitCode::from(64),
-                _ => ExitCode::FAILURE,
-            }
+            let (exit, code) = e.classify();
+            // In JSON the code has its own field; the message is the server's alone.
+            let message = match &e {
+                CliError::Rpc(s) if conn.json => s.message().to_string(),
+                _ => e.to_string(),
+            };
+            report_error(conn.json, exit, code, &message);
+            exit.into()
         }
     }
 }
@@ -85,14 +120,14 @@ fn rid(r: Option<String>) -> String {
     r.unwrap_or_default()
 }
 
-fn parse_position(at: Option<String>) -> Result<Option<pb::Position>, CliError> {
+fn parse_position(flag: &str, at: Option<String>) -> Result<Option<pb::Position>, CliError> {
     let Some(at) = at else { return Ok(None) };
     let at_pos = if let Ok(seq) = at.parse::<u64>() {
         pb::position::At::Seq(seq)
     } else {
         let t = parse_rfc3339(&at).map_err(|e| {
             CliError::Usage(format!(
-                "--at {at:?} is neither a seq nor an RFC 3339 time: {e}"
+                "{flag} {at:?} is neither a seq nor an RFC 3339 time: {e}"
             ))
         })?;
         pb::position::At::Time(system_time(t))
@@ -158,16 +193,6 @@ fn parse_expiry(s: &str) -> Result<prost_types::Timestamp, CliError> {
     })
 }
 
-fn socket_value(s: &str) -> Result<i32, CliError> {
-    let v: crate::ledger::event::SocketAccess = s.parse().map_err(CliError::Usage)?;
-    Ok(match v {
-        crate::ledger::event::SocketAccess::None => pb::SocketAccess::None,
-        crate::ledger::event::SocketAccess::Raw => pb::SocketAccess::Raw,
-        crate::ledger::event::SocketAccess::Limited => pb::SocketAccess::Limited,
-    }
-    .into())
-}
-
 fn issue_request(a: IssueArgs) -> Result<pb::IssueGrantRequest, CliError> {
     let subject = match (a.user, a.group) {
         (Some(u), None) => pb::subject::Kind::User(u),
@@ -178,11 +203,15 @@ fn issue_request(a: IssueArgs) -> Result<pb::IssueGrantRequest, CliError> {
             ))
         }
     };
-    let mode = match a.mode.as_deref() {
+    let mode = match a.mode {
         None => pb::SocketMode::Unspecified,
-        Some("rw") => pb::SocketMode::Rw,
-        Some("ro") => pb::SocketMode::Ro,
-        Some(m) => return Err(CliError::Usage(format!("--mode {m:?}: expected rw or ro"))),
+        Some(ModeArg::Rw) => pb::SocketMode::Rw,
+        Some(ModeArg::Ro) => pb::SocketMode::Ro,
+    };
+    let socket = match a.socket {
+        SocketArg::None => pb::SocketAccess::None,
+        SocketArg::Raw => pb::SocketAccess::Raw,
+        SocketArg::Limited => pb::SocketAccess::Limited,
     };
     let limits = pb::Limits {
         max_containers: a.max_containers,
@@ -199,7 +228,7 @@ fn issue_request(a: IssueArgs) -> Result<pb::IssueGrantRequest, CliError> {
             kind: Some(subject),
         }),
         spec: Some(pb::GrantSpec {
-            socket: socket_value(&a.socket)?,
+            socket: socket.into(),
             socket_mode: mode.into(),
             privileged: a.privileged,
             limits: has_limits.then_some(limits),
@@ -210,13 +239,19 @@ fn issue_request(a: IssueArgs) -> Result<pb::IssueGrantRequest, CliError> {
     })
 }
 
-async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, CliError> {
+async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliError> {
+    if let Cmd::Verify {
+        file: Some(file), ..
+    } = &cmd
+    {
+        return super::export::verify_file(file, out);
+    }
     let mut c = connect(conn).await?;
     match cmd {
-        Cmd::Serve(_) | Cmd::AdminToken { .. } => {
-            unreachable!("serve and admin-token are handled by the caller")
+        Cmd::Serve(_) | Cmd::AdminToken { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => {
+            return Ok(Exit::Usage);
         }
-        Cmd::Group(g) => match g {
+        Cmd::Group { cmd: g, .. } => match g {
             GroupCmd::Create { name, request_id } => {
                 let g = c
                     .admin
@@ -257,19 +292,32 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
             }
             GroupCmd::AddMember {
                 group,
-                user,
+                mut users,
                 request_id,
             } => {
+                // One user goes in `user`, several in `users` (one entry each, all or
+                // nothing).
+                let (user, more) = if users.len() == 1 {
+                    (users.remove(0), Vec::new())
+                } else {
+                    (String::new(), users.clone())
+                };
+                let shown = if more.is_empty() {
+                    user.clone()
+                } else {
+                    more.join(", ")
+                };
                 let r = c
                     .admin
                     .add_member(pb::MemberRequest {
                         group: group.clone(),
-                        user: user.clone(),
+                        user,
                         request_id: rid(request_id),
+                        users: more,
                     })
                     .await?
                     .into_inner();
-                out.receipt(&format!("added {user} to {group}"), &r);
+                out.receipt(&format!("added {shown} to {group}"), &r);
             }
             GroupCmd::RemoveMember {
                 group,
@@ -282,13 +330,14 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                         group: group.clone(),
                         user: user.clone(),
                         request_id: rid(request_id),
+                        users: Vec::new(),
                     })
                     .await?
                     .into_inner();
                 out.receipt(&format!("removed {user} from {group}"), &r);
             }
         },
-        Cmd::Grant(g) => match g {
+        Cmd::Grant { cmd: g, .. } => match g {
             GrantCmd::Issue(a) => {
                 let g = c.admin.issue_grant(issue_request(a)?).await?.into_inner();
                 out.grants(&[g], true);
@@ -330,12 +379,12 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                 out.grants(&r.grants, false);
             }
         },
-        Cmd::Check { user, at } => {
+        Cmd::Check { user, at, .. } => {
             let a = c
                 .authz
                 .check_access(pb::CheckAccessRequest {
                     user,
-                    at: parse_position(at)?,
+                    at: parse_position("--at", at)?,
                     ..Default::default()
                 })
                 .await?
@@ -347,6 +396,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
             server_name,
             image,
             request_id,
+            ..
         } => {
             let d = c
                 .authz
@@ -360,22 +410,58 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                 .into_inner();
             out.decision(&d);
         }
-        Cmd::Who { at } => {
+        Cmd::Who { at, .. } => {
             let r = c
                 .authz
                 .who_has_access(pb::WhoHasAccessRequest {
-                    at: parse_position(at)?,
+                    at: parse_position("--at", at)?,
                 })
                 .await?
                 .into_inner();
             out.who(&r);
         }
-        Cmd::Audit(a) => match a {
+        Cmd::Report {
+            cmd:
+                ReportCmd::Access {
+                    from,
+                    to,
+                    user,
+                    socket,
+                    privileged,
+                    format,
+                },
+            ..
+        } => {
+            let socket = match socket {
+                None => pb::SocketAccess::Unspecified,
+                Some(super::args::LevelSocket::Raw) => pb::SocketAccess::Raw,
+                Some(super::args::LevelSocket::Limited) => pb::SocketAccess::Limited,
+            };
+            let r = c
+                .authz
+                .access_intervals(pb::AccessIntervalsRequest {
+                    from: parse_position("--from", from)?,
+                    to: parse_position("--to", to)?,
+                    user: user.unwrap_or_default(),
+                    socket: socket.into(),
+                    privileged,
+                })
+                .await?
+                .into_inner();
+            let format = if out.json {
+                super::args::Format::Json
+            } else {
+                format
+            };
+            super::report::access(&r, format)?;
+        }
+        Cmd::Audit { cmd: a, .. } => match a {
             AuditCmd::Tail {
                 from,
                 follow,
                 kinds,
                 subject,
+                wide,
             } => {
                 let mut s = c
                     .audit
@@ -392,8 +478,10 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                     let mut lock = stdout.lock();
                     let line = if out.json {
                         output::entry_json(&e).to_string()
-                    } else {
+                    } else if wide {
                         output::entry_line(&e)
+                    } else {
+                        output::entry_short(&e)
                     };
                     if writeln!(lock, "{line}")
                         .and_then(|()| lock.flush())
@@ -403,65 +491,19 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                     }
                 }
             }
-            AuditCmd::Export { out: path, from } => {
-                let head = c.audit.head(pb::HeadRequest {}).await?.into_inner();
-                let total = head
-                    .seq
-                    .saturating_sub(from.max(1).max(head.earliest_seq) - 1);
-                let file = std::fs::File::create(&path)?;
-                let mut w = std::io::BufWriter::new(file);
-                let bar = indicatif::ProgressBar::new(total);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{bar:40} {pos}/{len} entries ({per_sec}, eta {eta})",
-                    )
-                    .expect("valid template"),
-                );
-                let mut s = c
-                    .audit
-                    .stream(pb::StreamRequest {
-                        from_seq: from,
-                        follow: false,
-                        kinds: vec![],
-                        subject: String::new(),
-                    })
-                    .await?
-                    .into_inner();
-                let mut n = 0u64;
-                while let Some(e) = s.message().await? {
-                    if e.seq > head.seq {
-                        break;
-                    }
-                    serde_json::to_writer(&mut w, &output::entry_json(&e))
-                        .map_err(std::io::Error::other)?;
-                    w.write_all(b"\n")?;
-                    n += 1;
-                    if n % 1024 == 0 {
-                        bar.set_position(n);
-                    }
-                }
-                w.flush()?;
-                w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-                bar.finish_and_clear();
-                if out.json {
-                    println!(
-                        "{}",
-                        json!({"exported": n, "out": path, "head_seq": head.seq})
-                    );
-                } else {
-                    println!(
-                        "exported {n} entries to {} (through seq {})",
-                        path.display(),
-                        head.seq
-                    );
-                }
+            AuditCmd::Export {
+                out: path,
+                from,
+                force,
+            } => {
+                return super::export::export(&mut c, &path, from, force, out).await;
             }
             AuditCmd::Head => {
                 let h = c.audit.head(pb::HeadRequest {}).await?.into_inner();
                 out.head(&h);
             }
         },
-        Cmd::Verify { from, to } => {
+        Cmd::Verify { from, to, .. } => {
             let r = c
                 .audit
                 .verify(pb::VerifyRequest {
@@ -472,10 +514,13 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                 .into_inner();
             out.verify(&r);
             if !r.ok {
-                return Ok(ExitCode::from(2));
+                return Ok(Exit::Mismatch);
             }
         }
-        Cmd::Docker(DockerCmd::Import { file }) => {
+        Cmd::Docker {
+            cmd: DockerCmd::Import { file },
+            ..
+        } => {
             let text = std::fs::read_to_string(&file)?;
             let mut batches: Vec<Vec<pb::DockerEvent>> = vec![Vec::new()];
             let mut size = 0usize;
@@ -523,14 +568,14 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                 println!("recorded {rec} events, skipped {held} already in the ledger, ignored {ign} that privledger does not record");
             }
         }
-        Cmd::Status => {
+        Cmd::Status { .. } => {
             let mut health = tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
             let mut rows = Vec::new();
             for svc in [
                 "privledger.v1.Admin",
                 "privledger.v1.Authorizer",
                 "privledger.v1.Audit",
-                "privledger.v1.DockerWatcher",
+                crate::server::WATCHER_SERVICE,
             ] {
                 let st = match health
                     .check(tonic_health::pb::HealthCheckRequest {
@@ -562,6 +607,17 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                     format!("refused: {}", h.write_problem)
                 }
             });
+            let watcher = rows
+                .iter()
+                .find(|(svc, _)| *svc == crate::server::WATCHER_SERVICE)
+                .map(|(_, st)| *st)
+                .unwrap_or("unknown");
+            let watcher_detail = match watcher {
+                "serving" => "attached to the Docker daemon, following events",
+                "not serving" => "not attached: the daemon is unreachable; retrying",
+                "disabled" => "disabled (--docker off)",
+                _ => "unknown",
+            };
             if out.json {
                 let services: serde_json::Map<String, serde_json::Value> = rows
                     .iter()
@@ -569,18 +625,19 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                     .collect();
                 println!(
                     "{}",
-                    json!({"server": conn.server, "services": services, "head_seq": head, "writes": writes})
+                    json!({
+                        "server": conn.server, "services": services,
+                        "watcher": {"status": watcher, "detail": watcher_detail},
+                        "head_seq": head, "writes": writes,
+                    })
                 );
             } else {
                 println!("server {}", conn.server);
                 for (svc, st) in &rows {
-                    let what = match *svc {
-                        "privledger.v1.DockerWatcher" => match *st {
-                            "serving" => "attached to the Docker daemon, following events",
-                            "not serving" => "not attached (daemon unreachable; retrying)",
-                            _ => "disabled (--docker off)",
-                        },
-                        _ => "",
+                    let what = if *svc == crate::server::WATCHER_SERVICE {
+                        watcher_detail
+                    } else {
+                        ""
                     };
                     println!("  {svc:<28} {st:<12} {what}");
                 }
@@ -592,22 +649,17 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
                 }
             }
         }
-        Cmd::Token(t) => match t {
+        Cmd::Token { cmd: t, .. } => match t {
             TokenCmd::Create {
                 name,
                 role,
                 expires,
                 request_id,
             } => {
-                let role = match role.as_str() {
-                    "admin" => pb::Role::Admin,
-                    "spawner" => pb::Role::Spawner,
-                    "auditor" => pb::Role::Auditor,
-                    r => {
-                        return Err(CliError::Usage(format!(
-                            "--role {r:?}: expected admin, spawner or auditor"
-                        )))
-                    }
+                let role = match role {
+                    RoleArg::Admin => pb::Role::Admin,
+                    RoleArg::Spawner => pb::Role::Spawner,
+                    RoleArg::Auditor => pb::Role::Auditor,
                 };
                 let r = c
                     .admin
@@ -642,7 +694,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<ExitCode, Cl
             }
         },
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 #[cfg(test)]

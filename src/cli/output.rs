@@ -18,16 +18,39 @@ pub struct Out {
     pub json: bool,
 }
 
-fn ts(t: &Option<prost_types::Timestamp>) -> String {
+pub fn ts(t: &Option<prost_types::Timestamp>) -> String {
     t.as_ref()
         .map(|t| format_time(t.seconds * 1_000_000_000 + i64::from(t.nanos)))
         .unwrap_or_default()
 }
 
-fn ts_json(t: &Option<prost_types::Timestamp>) -> Value {
+pub fn ts_json(t: &Option<prost_types::Timestamp>) -> Value {
     match t {
         Some(_) => Value::String(ts(t)),
         None => Value::Null,
+    }
+}
+
+/// `3 days ago`, `in 2h 5m`: how far `t` is from `now`, rounded for reading.
+pub fn ago(t: &Option<prost_types::Timestamp>, now: std::time::SystemTime) -> String {
+    let Some(t) = t else { return String::new() };
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+    let (d, past) = match now.duration_since(at) {
+        Ok(d) => (d, true),
+        Err(e) => (e.duration(), false),
+    };
+    let s = d.as_secs();
+    let text = match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{} days", s / 86_400),
+    };
+    if past {
+        format!("{text} ago")
+    } else {
+        format!("in {text}")
     }
 }
 
@@ -86,6 +109,40 @@ fn spec_text(s: &Option<pb::GrantSpec>) -> String {
     parts.join(" + ")
 }
 
+/// A limited grant's limits as a person reads them: the ones set, then whether the
+/// rest take their defaults (DESIGN §2: 10 containers, 10 volumes, 3 networks, 50 GB,
+/// 2 cores, 8 GB).
+fn limits_text(l: &Option<pb::Limits>) -> String {
+    let l = l.unwrap_or_default();
+    let set: Vec<String> = [
+        l.max_containers.map(|v| format!("{v} containers")),
+        l.max_volumes.map(|v| format!("{v} volumes")),
+        l.max_networks.map(|v| format!("{v} networks")),
+        l.max_storage_gb.map(|v| format!("{v} GB storage")),
+        l.cpu_cap_cores.map(|v| format!("{v} cores")),
+        l.mem_cap_gb.map(|v| format!("{v} GB memory")),
+        (l.allow_dangerous_flags == Some(true)).then(|| "dangerous flags".to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let unset = [
+        l.max_containers.is_none(),
+        l.max_volumes.is_none(),
+        l.max_networks.is_none(),
+        l.max_storage_gb.is_none(),
+        l.cpu_cap_cores.is_none(),
+        l.mem_cap_gb.is_none(),
+    ]
+    .iter()
+    .any(|u| *u);
+    match (set.is_empty(), unset) {
+        (true, _) => "defaults".into(),
+        (false, true) => format!("{}, rest default", set.join(", ")),
+        (false, false) => set.join(", "),
+    }
+}
+
 fn limits_json(l: &Option<pb::Limits>) -> Value {
     match l {
         None => Value::Null,
@@ -98,7 +155,7 @@ fn limits_json(l: &Option<pb::Limits>) -> Value {
     }
 }
 
-fn spec_json(s: &Option<pb::GrantSpec>) -> Value {
+pub fn spec_json(s: &Option<pb::GrantSpec>) -> Value {
     let Some(s) = s else { return Value::Null };
     json!({
         "socket": socket(s.socket), "socket_mode": mode(s.socket_mode),
@@ -145,7 +202,7 @@ pub fn access_json(a: &pb::Access) -> Value {
     })
 }
 
-fn table(header: &[&str]) -> Table {
+pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(header.to_vec());
@@ -168,7 +225,89 @@ pub fn entry_json(e: &pb::Entry) -> Value {
     })
 }
 
-/// One readable line per entry.
+/// The fields that matter for each kind, in the order a person reads them.
+fn short_fields(kind: &str) -> Vec<&'static str> {
+    match kind {
+        "group_created" | "builtin_group_restored" => vec!["group"],
+        "group_deleted" => vec!["group", "removed_members", "ended_grants"],
+        "member_added" | "member_removed" => vec!["group", "user"],
+        "grant_issued" => vec!["subject", "spec", "expires_at_ns", "reason"],
+        "grant_revoked" => vec!["grant_id", "reason"],
+        "grant_expired" => vec!["grant_id"],
+        "token_issued" => vec!["name", "role", "expires_at_ns"],
+        "token_revoked" => vec!["name"],
+        "spawn_decided" => vec!["user", "allowed", "socket", "privileged", "decision_id"],
+        "docker_container" => vec!["action", "name", "user", "privileged", "socket_mounts"],
+        "alert" => vec!["alert", "name", "user", "details"],
+        "container_stopped" => vec!["name", "user", "ok", "reason"],
+        "proxy_call" => vec!["user", "method", "path", "outcome", "reason"],
+        "state_checkpointed" => vec!["at_seq"],
+        "server_started" => vec!["version"],
+        _ => vec![],
+    }
+}
+
+/// A field's value, shortened: times as RFC 3339, specs as `raw:rw + privileged`.
+fn short_value(key: &str, v: &Value) -> Option<String> {
+    Some(match (key, v) {
+        (_, Value::Null) => return None,
+        (k, Value::Number(n)) if k.ends_with("_ns") => format_time(n.as_i64()?),
+        ("spec", Value::Object(o)) => {
+            let mut parts = Vec::new();
+            match o.get("socket").and_then(Value::as_str) {
+                Some("raw") => parts.push(format!(
+                    "raw:{}",
+                    o.get("socket_mode").and_then(Value::as_str).unwrap_or("rw")
+                )),
+                Some("limited") => parts.push("limited".into()),
+                _ => {}
+            }
+            if o.get("privileged").and_then(Value::as_bool) == Some(true) {
+                parts.push("privileged".into());
+            }
+            parts.join("+")
+        }
+        ("subject", Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(","),
+        ("socket_mounts", Value::Array(a)) if a.is_empty() => return None,
+        ("socket_mounts", Value::Array(a)) => format!("{} socket mount(s)", a.len()),
+        (_, Value::String(s)) if s.chars().count() > 60 => {
+            format!("{}…", s.chars().take(59).collect::<String>())
+        }
+        (_, Value::String(s)) => s.clone(),
+        (_, other) => other.to_string(),
+    })
+}
+
+/// One short line per entry: seq, time, actor, kind and the fields that matter for
+/// the kind (`--wide` prints every field).
+pub fn entry_short(e: &pb::Entry) -> String {
+    let event = serde_json::from_slice::<Value>(&e.body)
+        .ok()
+        .and_then(|mut v| v.get_mut("event").map(Value::take))
+        .unwrap_or(Value::Null);
+    let details: Vec<String> = short_fields(&e.kind)
+        .into_iter()
+        .filter_map(|k| {
+            let v = short_value(k, event.get(k)?)?;
+            let k = k.strip_suffix("_ns").unwrap_or(k);
+            Some(format!("{}={}", safe(k), safe(&v)))
+        })
+        .collect();
+    format!(
+        "{:>6}  {}  {:<10}  {:<18}  {}",
+        e.seq,
+        ts(&e.time),
+        safe(&e.actor),
+        safe(&e.kind),
+        details.join(" ")
+    )
+}
+
+/// One line per entry with every field of its event.
 pub fn entry_line(e: &pb::Entry) -> String {
     let mut event = serde_json::from_slice::<Value>(&e.body)
         .ok()
@@ -205,16 +344,21 @@ impl Out {
     }
 
     pub fn receipt(&self, what: &str, r: &pb::MutationReceipt) {
+        let first = if r.first_seq == 0 { r.seq } else { r.first_seq };
+        let seqs = if first < r.seq {
+            format!("seqs {first}-{}", r.seq)
+        } else {
+            format!("seq {}", r.seq)
+        };
         if self.json {
-            self.print(json!({"seq": r.seq, "replayed": r.replayed}));
+            self.print(json!({"seq": r.seq, "first_seq": first, "replayed": r.replayed}));
         } else if r.replayed {
             println!(
-                "{} (already recorded at seq {}; nothing appended)",
-                safe(what),
-                r.seq
+                "{} (already recorded at {seqs}; nothing appended)",
+                safe(what)
             );
         } else {
-            println!("{} (seq {})", safe(what), r.seq);
+            println!("{} ({seqs})", safe(what));
         }
     }
 
@@ -292,18 +436,38 @@ impl Out {
             }
             return;
         }
+        let now = std::time::SystemTime::now();
         let mut t = table(&[
-            "id", "subject", "gives", "expires", "status", "reason", "by",
+            "id", "subject", "gives", "limits", "expires", "status", "reason", "by",
         ]);
         for g in gs {
             let (k, n) = subject(&g.subject);
+            let limited = g
+                .spec
+                .as_ref()
+                .is_some_and(|s| socket(s.socket) == "limited");
             t.add_row(vec![
                 g.id.to_string(),
                 format!("{k}:{n}"),
                 spec_text(&g.spec),
-                ts(&g.expires_at),
+                if limited {
+                    limits_text(&g.spec.as_ref().and_then(|s| s.limits))
+                } else {
+                    String::new()
+                },
+                match &g.expires_at {
+                    Some(_) => format!("{}\n({})", ts(&g.expires_at), ago(&g.expires_at, now)),
+                    None => "never".into(),
+                },
                 match g.ended_seq {
-                    Some(s) => format!("{} at seq {s}", status(g.status)),
+                    Some(s) if g.ended_reason.is_empty() => {
+                        format!("{} at seq {s}", status(g.status))
+                    }
+                    Some(s) => format!(
+                        "{} at seq {s}:\n{}",
+                        status(g.status),
+                        safe(&g.ended_reason)
+                    ),
                     None => status(g.status).to_string(),
                 },
                 safe(&g.reason),

@@ -22,6 +22,11 @@ pub enum Command {
         group: String,
         user: String,
     },
+    /// Several members at once: one `member_added` entry each, all or none.
+    AddMembers {
+        group: String,
+        users: Vec<String>,
+    },
     RemoveMember {
         group: String,
         user: String,
@@ -101,6 +106,7 @@ impl Command {
             Command::CreateGroup { group } => json!(["create_group", group]),
             Command::DeleteGroup { group } => json!(["delete_group", group]),
             Command::AddMember { group, user } => json!(["add_member", group, user]),
+            Command::AddMembers { group, users } => json!(["add_members", group, users]),
             Command::RemoveMember { group, user } => json!(["remove_member", group, user]),
             Command::IssueGrant {
                 subject,
@@ -136,7 +142,7 @@ impl Command {
         match self {
             Command::CreateGroup { .. } => EventKind::GroupCreated,
             Command::DeleteGroup { .. } => EventKind::GroupDeleted,
-            Command::AddMember { .. } => EventKind::MemberAdded,
+            Command::AddMember { .. } | Command::AddMembers { .. } => EventKind::MemberAdded,
             Command::RemoveMember { .. } => EventKind::MemberRemoved,
             Command::IssueGrant { .. } | Command::IssueBuiltinGrant { .. } => {
                 EventKind::GrantIssued
@@ -159,7 +165,44 @@ impl Command {
     }
 }
 
+/// Most users one `AddMembers` may name (each is an entry of one batch).
+pub const MAX_MEMBERS_PER_CALL: usize = 1000;
+
 impl Command {
+    /// The commands a compound command stands for, appended together or not at all
+    /// (`None`: the command is one entry).
+    pub fn parts(&self) -> Result<Option<Vec<Command>>, Error> {
+        let Command::AddMembers { group, users } = self else {
+            return Ok(None);
+        };
+        let bad = |problem: String| Error::InvalidText {
+            field: "users",
+            problem,
+        };
+        if users.is_empty() {
+            return Err(bad("name at least one user to add".into()));
+        }
+        if users.len() > MAX_MEMBERS_PER_CALL {
+            return Err(bad(format!(
+                "{} users in one call; at most {MAX_MEMBERS_PER_CALL}",
+                users.len()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = users.iter().find(|u| !seen.insert(u.as_str())) {
+            return Err(bad(format!("user {twice:?} is listed twice")));
+        }
+        Ok(Some(
+            users
+                .iter()
+                .map(|u| Command::AddMember {
+                    group: group.clone(),
+                    user: u.clone(),
+                })
+                .collect(),
+        ))
+    }
+
     /// Validates the command against `st` (the state it will apply to) and turns it
     /// into the event to append at `seq`, `time_ns`. Changes nothing.
     pub fn prepare(
@@ -204,6 +247,9 @@ impl Command {
                         .collect(),
                 })
             }
+            Command::AddMembers { .. } => Err(Error::Inconsistent(
+                "a compound command is appended through its parts",
+            )),
             Command::AddMember { group, user } | Command::RemoveMember { group, user } => {
                 names::group(group)?;
                 names::user(user)?;

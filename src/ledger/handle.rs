@@ -9,10 +9,10 @@ use tracing::{info, warn};
 
 use super::entry::Entry;
 use super::event::{self, Event, Seq, UnixNanos};
+use super::intervals::{Decided, Level, Report};
 use super::log::LogStore;
 use super::time::now_ns;
 use super::writer::{self, Checkpointer, MetaRequest, Msg, WriteRequest, WriteStatus, Writer};
-use super::intervals::{Decided, Level, Report};
 use super::{load, names, policy, Access, Command, Error, LedgerConfig, State};
 
 /// The result of a mutation.

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use super::entry::Entry;
 use super::event::{Event, GrantSpec, Seq, SocketAccess, Subject, UnixNanos};
 use super::policy;
-use super::state::{ContainerRecord, State};
+use super::state::{ContainerRecord, GrantState, State};
 
 /// The least access a span requires. The default (no socket, not privileged) asks
 /// for any access at all.
@@ -75,12 +75,9 @@ pub struct Decided {
 /// One grant behind a span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpanGrant {
-    pub id: Seq,
+    pub grant: GrantState,
     /// The group it reached the user through; `None` for a direct grant.
     pub via_group: Option<String>,
-    pub spec: GrantSpec,
-    pub reason: String,
-    pub expires_at_ns: Option<UnixNanos>,
 }
 
 /// A container of the user that held the level during the span.
@@ -274,7 +271,9 @@ impl<'d> Replayer<'d> {
         }
         let mut spans = self.done;
         spans.extend(self.open.into_values());
-        spans.sort_by(|a, b| (&a.user, a.from_seq, a.from_ns).cmp(&(&b.user, b.from_seq, b.from_ns)));
+        spans.sort_by(|a, b| {
+            (&a.user, a.from_seq, a.from_ns).cmp(&(&b.user, b.from_seq, b.from_ns))
+        });
         Report {
             spans,
             from_seq: self.from_seq,
@@ -349,7 +348,7 @@ impl<'d> Replayer<'d> {
         let seen: HashSet<(Seq, Option<String>)> = span
             .grants
             .iter()
-            .map(|g| (g.id, g.via_group.clone()))
+            .map(|g| (g.grant.id, g.via_group.clone()))
             .collect();
         for c in policy::contributions(&self.st, user, at) {
             if !level.served_by(&c.grant.spec) {
@@ -360,11 +359,8 @@ impl<'d> Replayer<'d> {
                 continue;
             }
             span.grants.push(SpanGrant {
-                id: c.grant.id,
+                grant: c.grant.clone(),
                 via_group: via,
-                spec: c.grant.spec,
-                reason: c.grant.reason.clone(),
-                expires_at_ns: c.grant.expires_at_ns,
             });
         }
         if let Some(ids) = self.holding.get(user) {

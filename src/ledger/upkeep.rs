@@ -17,10 +17,16 @@ impl Ledger {
         builtins: &[(String, GrantSpec)],
         version: &str,
     ) -> Result<(), Error> {
+        let new_ledger = self.snapshot().seq == 0;
         for (name, spec) in builtins {
             let st = self.snapshot();
             if !st.group(name).is_some_and(|g| g.builtin) {
-                warn!(group = %name, "built-in group missing; restoring it");
+                if new_ledger {
+                    // A new ledger: creating the configured groups is its first step.
+                    info!(group = %name, "creating the built-in group");
+                } else {
+                    warn!(group = %name, "built-in group missing; restoring it");
+                }
                 self.submit(
                     ACTOR_SYSTEM,
                     None,

@@ -427,12 +427,59 @@ impl Writer {
                 return Outcome::Replay(e);
             }
         }
-        let seq = next.seq + 1;
-        let time_ns = now_ns().max(next.time_ns);
-        let event = match w.cmd.prepare(next, seq, time_ns, &self.cfg.spawn) {
-            Ok(ev) => ev,
+        let parts = match w.cmd.parts() {
+            Ok(p) => p,
             Err(e) => return Outcome::Err(e),
         };
+        let last = match &parts {
+            None => self.append_one(w, &w.cmd, next, p),
+            Some(parts) => {
+                // All or nothing: on a refusal, the batch and the state are put back
+                // as they were before the first part.
+                let (saved, raws, entries) = (next.clone(), p.raws.len(), p.entries.len());
+                let mut last = Err(Error::Inconsistent("a compound command with no part"));
+                for cmd in parts {
+                    last = self.append_one(w, cmd, next, p);
+                    if last.is_err() {
+                        *next = saved;
+                        p.raws.truncate(raws);
+                        p.entries.truncate(entries);
+                        break;
+                    }
+                }
+                last
+            }
+        };
+        let i = match last {
+            Ok(i) => i,
+            Err(e) => return Outcome::Err(e),
+        };
+        if let Some(k) = key {
+            // The key names the request's last entry: a replay answers what the first
+            // call answered.
+            let e = &p.entries[i];
+            p.batch_idem.insert(k.clone(), i);
+            p.idem.push(IdempotencyKey {
+                key: k,
+                seq: e.seq,
+                time_ns: e.time_ns,
+            });
+        }
+        Outcome::New(i)
+    }
+
+    /// Prepares `cmd` (`w`'s command or one of its parts) as the next entry; returns
+    /// its index in the batch.
+    fn append_one(
+        &self,
+        w: &WriteRequest,
+        cmd: &Command,
+        next: &mut State,
+        p: &mut Prepared,
+    ) -> Result<usize, Error> {
+        let seq = next.seq + 1;
+        let time_ns = now_ns().max(next.time_ns);
+        let event = cmd.prepare(next, seq, time_ns, &self.cfg.spawn)?;
         let body = EntryBody {
             seq,
             time_ns,
@@ -443,10 +490,9 @@ impl Writer {
             prev_hash: hex::encode(next.hash),
             event,
         };
-        let bytes = match serde_json::to_vec(&body) {
-            Ok(b) => bytes::Bytes::from(b),
-            Err(e) => return Outcome::Err(Error::Unencodable(e.to_string())),
-        };
+        let bytes = serde_json::to_vec(&body)
+            .map(bytes::Bytes::from)
+            .map_err(|e| Error::Unencodable(e.to_string()))?;
         let prev_hash = next.hash;
         let hash = chain_hash(&prev_hash, &bytes);
         next.apply(seq, time_ns, &w.actor, &body.event);
@@ -467,15 +513,7 @@ impl Writer {
             hash,
             body: bytes,
         }));
-        if let Some(k) = key {
-            p.batch_idem.insert(k.clone(), p.entries.len() - 1);
-            p.idem.push(IdempotencyKey {
-                key: k,
-                seq,
-                time_ns,
-            });
-        }
-        Outcome::New(p.entries.len() - 1)
+        Ok(p.entries.len() - 1)
     }
 }
 

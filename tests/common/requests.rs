@@ -49,6 +49,7 @@ pub fn member(g: &str, u: &str) -> pb::MemberRequest {
         group: g.into(),
         user: u.into(),
         request_id: String::new(),
+        users: vec![],
     }
 }
 

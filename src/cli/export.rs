@@ -1,0 +1,229 @@
+//! `audit export` (JSON lines with the exact hashed bodies, to a file or stdout) and
+//! its offline counterpart, `verify --file`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::client::CliError;
+use super::output::{self, Out};
+use super::Exit;
+use crate::client::Clients;
+use crate::pb;
+
+/// Where an export goes: stdout, or a temporary file beside the target that becomes
+/// the target only once it is whole (so an interrupted export leaves no short file
+/// under the name an auditor would trust).
+enum Sink {
+    Stdout(BufWriter<std::io::Stdout>),
+    File {
+        w: BufWriter<File>,
+        partial: PathBuf,
+    },
+}
+
+impl Sink {
+    fn open(path: &Path, force: bool) -> Result<Sink, CliError> {
+        if path == Path::new("-") {
+            return Ok(Sink::Stdout(BufWriter::new(std::io::stdout())));
+        }
+        if !force && path.symlink_metadata().is_ok() {
+            return Err(CliError::Usage(format!(
+                "{} exists; choose another file or add --force to replace it",
+                path.display()
+            )));
+        }
+        let name = path
+            .file_name()
+            .ok_or_else(|| CliError::Usage(format!("{} is not a file name", path.display())))?;
+        let mut partial_name = std::ffi::OsString::from(".");
+        partial_name.push(name);
+        partial_name.push(format!(".partial-{}", std::process::id()));
+        let partial = path.with_file_name(partial_name);
+        let f = File::create(&partial)
+            .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", partial.display())))?;
+        Ok(Sink::File {
+            w: BufWriter::new(f),
+            partial,
+        })
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Stdout(w) => w,
+            Sink::File { w, .. } => w,
+        }
+    }
+
+    /// Makes the export durable and puts it in place.
+    fn finish(self, path: &Path, force: bool) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(mut w) => w.flush(),
+            Sink::File { w, partial } => {
+                let done = (|| {
+                    let f = w.into_inner().map_err(|e| e.into_error())?;
+                    f.sync_all()?;
+                    if force {
+                        std::fs::rename(&partial, path)
+                    } else {
+                        // A link fails if the name appeared meanwhile: nothing is
+                        // replaced that --force did not allow.
+                        std::fs::hard_link(&partial, path)?;
+                        std::fs::remove_file(&partial)
+                    }
+                })();
+                if done.is_err() {
+                    let _ = std::fs::remove_file(&partial);
+                }
+                done
+            }
+        }
+    }
+
+    fn abandon(self) {
+        if let Sink::File { partial, .. } = self {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
+/// `audit export`: every entry from `from` through the head as it was at the start.
+pub(super) async fn export(
+    c: &mut Clients,
+    path: &Path,
+    from: u64,
+    force: bool,
+    out: &Out,
+) -> Result<Exit, CliError> {
+    let head = c.audit.head(pb::HeadRequest {}).await?.into_inner();
+    let total = head
+        .seq
+        .saturating_sub(from.max(1).max(head.earliest_seq) - 1);
+    let mut sink = Sink::open(path, force)?;
+    let to_stdout = matches!(sink, Sink::Stdout(_));
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} entries ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    let result = async {
+        let mut s = c
+            .audit
+            .stream(pb::StreamRequest {
+                from_seq: from,
+                follow: false,
+                kinds: vec![],
+                subject: String::new(),
+            })
+            .await?
+            .into_inner();
+        let mut n = 0u64;
+        while let Some(e) = s.message().await? {
+            if e.seq > head.seq {
+                break;
+            }
+            let w = sink.writer();
+            serde_json::to_writer(&mut *w, &output::entry_json(&e))
+                .map_err(std::io::Error::other)?;
+            w.write_all(b"\n")?;
+            n += 1;
+            if n % 1024 == 0 {
+                bar.set_position(n);
+            }
+        }
+        Ok::<u64, CliError>(n)
+    }
+    .await;
+    bar.finish_and_clear();
+    let n = match result {
+        Ok(n) => n,
+        // The reader stopped reading (`| head`): what it wanted, it got.
+        Err(CliError::Io(e)) if e.kind() == ErrorKind::BrokenPipe && to_stdout => {
+            return Ok(Exit::Ok)
+        }
+        Err(e) => {
+            sink.abandon();
+            return Err(e);
+        }
+    };
+    match sink.finish(path, force) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::BrokenPipe && to_stdout => return Ok(Exit::Ok),
+        Err(e) => {
+            return Err(CliError::Usage(format!(
+                "cannot write {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    let summary = if out.json {
+        json!({"exported": n, "out": path, "head_seq": head.seq, "head_hash": hex::encode(&head.hash)})
+            .to_string()
+    } else {
+        format!(
+            "exported {n} entries to {} (through seq {}, hash {})",
+            if to_stdout {
+                "standard output".to_string()
+            } else {
+                path.display().to_string()
+            },
+            head.seq,
+            hex::encode(&head.hash)
+        )
+    };
+    // With the export on stdout, the summary must not join it.
+    if to_stdout {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    Ok(Exit::Ok)
+}
+
+/// `verify --file`: the export's chain, recomputed here.
+pub(super) fn verify_file(path: &Path, out: &Out) -> Result<Exit, CliError> {
+    let f = File::open(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let r = crate::ledger::verify_export(BufReader::new(f).lines())?;
+    let ok = r.first_bad.is_none();
+    if out.json {
+        println!(
+            "{}",
+            json!({
+                "ok": ok, "file": path, "checked": r.checked,
+                "first_bad_seq": r.first_bad.as_ref().map(|b| b.0),
+                "problem": r.first_bad.as_ref().map(|b| b.1.clone()),
+                "from_seq": r.from_seq, "to_seq": r.to_seq,
+                "last_hash": hex::encode(r.last_hash),
+            })
+        );
+    } else if let Some((seq, why)) = &r.first_bad {
+        println!(
+            "FAILED at seq {seq}: {} ({} entries verified before it)",
+            crate::safe_text::escape(why),
+            r.checked.saturating_sub(1)
+        );
+    } else if r.checked == 0 {
+        println!("ok: {} holds no entries", path.display());
+    } else {
+        println!(
+            "ok: {} entries verified (seq {}..={}), last hash {}",
+            r.checked,
+            r.from_seq,
+            r.to_seq,
+            hex::encode(r.last_hash)
+        );
+        if r.from_seq > 1 {
+            println!(
+                "note: the export starts at seq {}; its first prev_hash is taken on trust \
+                 (compare it with `privledger verify --to {}` on the server)",
+                r.from_seq,
+                r.from_seq - 1
+            );
+        }
+    }
+    Ok(if ok { Exit::Ok } else { Exit::Mismatch })
+}

@@ -501,6 +501,100 @@ mod tests {
         );
     }
 
+    /// DESIGN §5: one stale-grant alert per container and lost privilege. Later,
+    /// unrelated changes (another user's revocation and expiry, another group's
+    /// deletion, a membership change elsewhere) raise nothing; the user regaining the
+    /// privilege and losing it again is a new situation with its own alert.
+    #[tokio::test]
+    async fn a_stale_container_is_alerted_once_per_loss_not_once_per_later_change() {
+        let r = Rig::new(StaleAction::Alert);
+        let raw = GrantSpec {
+            socket: SocketAccess::Raw,
+            socket_mode: SocketMode::Rw,
+            privileged: false,
+            limits: Limits::default(),
+        };
+        let grant = |subject: Subject| Command::IssueGrant {
+            subject,
+            spec: raw,
+            expires_at_ns: None,
+            reason: "test".into(),
+        };
+        let revoke = |grant_id| Command::RevokeGrant {
+            grant_id,
+            reason: "r".into(),
+        };
+        let g = r.submit(grant(Subject::User("alice".into()))).await;
+        let d = r
+            .submit(Command::AuthorizeSpawn {
+                user: "alice".into(),
+                server_name: String::new(),
+                image: "img".into(),
+            })
+            .await;
+        let Event::SpawnDecided(decision) = &d.event else {
+            panic!("{d:?}")
+        };
+        let mut c = container("jupyter-alice");
+        c.labels
+            .insert(LABEL_DECISION.into(), decision.decision_id.clone());
+        c.labels.insert(LABEL_USER.into(), "alice".into());
+        c.mounts = vec![(
+            "/var/run/docker.sock".into(),
+            "/var/run/docker.sock".into(),
+            true,
+        )];
+        let (s, id, start) = r.run_attached(c).await;
+        let stale = |e: &Entry| {
+            matches!(&e.event, Event::Alert(a)
+                if a.alert == AlertKind::StaleGrant && a.container_id.as_deref() == Some(id.as_str()))
+        };
+        r.submit(revoke(g.seq)).await;
+        r.until(start.seq, stale).await;
+        // Five unrelated changes, each followed by the watcher.
+        let bob = r.submit(grant(Subject::User("bob".into()))).await;
+        r.submit(revoke(bob.seq)).await;
+        r.submit(Command::CreateGroup { group: "g".into() }).await;
+        r.submit(Command::AddMember {
+            group: "g".into(),
+            user: "carol".into(),
+        })
+        .await;
+        let carol = r.submit(grant(Subject::Group("g".into()))).await;
+        r.submit(Command::RemoveMember {
+            group: "g".into(),
+            user: "carol".into(),
+        })
+        .await;
+        r.submit(revoke(carol.seq)).await;
+        r.submit(Command::DeleteGroup { group: "g".into() }).await;
+        // Alice regains the privilege, then loses it again: one more alert.
+        let again = r.submit(grant(Subject::User("alice".into()))).await;
+        let lost_again = r.submit(revoke(again.seq)).await;
+        // Bounded, so that a watcher that stays silent fails the test instead of
+        // hanging it.
+        let second = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            r.until(lost_again.seq, stale),
+        )
+        .await
+        .expect("no stale_grant alert after the privilege was regained and lost again");
+        // A restart of the watcher says nothing new either.
+        r.detach(s).await;
+        let s = r.attach().await;
+        let marker = r.submit(Command::CreateGroup { group: "m".into() }).await;
+        r.detach(s).await;
+        let alerts: Vec<u64> = r
+            .entries()
+            .iter()
+            .filter(|e| stale(e))
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(alerts.len(), 2, "one per loss: {alerts:?}");
+        assert_eq!(alerts[1], second.seq);
+        assert!(alerts.iter().all(|s| *s < marker.seq));
+    }
+
     #[tokio::test]
     async fn an_event_the_ledger_refuses_is_skipped_not_retried_forever() {
         let r = Rig::new(StaleAction::Alert);

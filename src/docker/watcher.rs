@@ -115,6 +115,7 @@ pub async fn session<S: DockerSource>(
         cfg,
         docker,
         pending: None,
+        restored: HashSet::new(),
     };
     if let Some(c) = &cursor {
         let mut replay = docker.events(c.time_nano, Some(replay_until));
@@ -157,7 +158,7 @@ pub async fn session<S: DockerSource>(
     let mut revocations = ledger.stream(
         ledger.snapshot().seq + 1,
         true,
-        StreamFilter::access_losses(),
+        StreamFilter::access_changes(),
         2,
     )?;
     loop {
@@ -194,6 +195,9 @@ struct Watcher<'a, S> {
     docker: &'a S,
     /// The cursor of an event that recorded nothing, not yet stored.
     pending: Option<Cursor>,
+    /// Containers alerted as stale whose user has since had the privilege again: a
+    /// new loss is a new situation and gets its own alert.
+    restored: HashSet<String>,
 }
 
 impl<S: DockerSource> Watcher<'_, S> {
@@ -358,20 +362,31 @@ impl<S: DockerSource> Watcher<'_, S> {
 
     /// After a revocation (or at attach): every running container of a user who no
     /// longer has what it holds gets a `stale_grant` alert, and is stopped when so
-    /// configured.
-    async fn check_stale(&self, trigger: Option<Seq>) -> Result<(), Error> {
+    /// configured. One alert per container and lost privilege (DESIGN §5): later,
+    /// unrelated changes raise nothing until the situation changes (the container
+    /// restarts, loses something else, or its user regains and loses it again).
+    async fn check_stale(&mut self, trigger: Option<Seq>) -> Result<(), Error> {
         let st = self.ledger.snapshot();
         let running: Vec<_> = st
             .containers()
             .filter(|c| c.running && c.holds_privilege() && !c.exempt)
             .cloned()
             .collect();
+        self.restored
+            .retain(|id| running.iter().any(|c| &c.id == id));
         for c in running {
             let Some(user) = &c.user else { continue };
             let access = policy::evaluate(&st, user, now_ns());
             let Some(lost) = correlate::lost_privileges(&c, &access) else {
+                if c.stale.is_some() {
+                    self.restored.insert(c.id.clone());
+                }
                 continue;
             };
+            let again = self.restored.remove(&c.id);
+            if c.stale.as_deref() == Some(lost.as_str()) && !again {
+                continue;
+            }
             let details = format!(
                 "container {} of user {user:?} still holds {lost}, which the user no longer has",
                 c.name
@@ -385,6 +400,7 @@ impl<S: DockerSource> Watcher<'_, S> {
                     user: Some(user.clone()),
                     decision_id: c.decision_id.clone(),
                     trigger_seq: trigger,
+                    lost: Some(lost.clone()),
                     ..Alert::new(AlertKind::StaleGrant, details.clone())
                 },
                 Some(key),

@@ -359,6 +359,10 @@ pub struct Alert {
     pub window_to_ns: Option<UnixNanos>,
     /// Human-readable evidence.
     pub details: String,
+    /// For stale grants: the privileges the container holds that its user lost
+    /// (`raw socket (rw)`, `privileged`); the same loss is alerted once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
 }
 
 impl Alert {
@@ -373,6 +377,7 @@ impl Alert {
             trigger_seq: None,
             window_from_ns: None,
             window_to_ns: None,
+            lost: None,
             details,
         }
     }

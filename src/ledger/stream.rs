@@ -36,6 +36,15 @@ impl StreamFilter {
         }
     }
 
+    /// Every entry that may change someone's access: the losses, and the gains after
+    /// which a stale container is covered again (the watcher's one-alert rule).
+    pub fn access_changes() -> StreamFilter {
+        let mut f = StreamFilter::access_losses();
+        f.kinds
+            .extend([EventKind::GrantIssued, EventKind::MemberAdded].map(KindFilter::Entry));
+        f
+    }
+
     /// A filter from the words a client sent; an unknown kind is refused.
     pub fn parse(kinds: &[String], subject: Option<String>) -> Result<StreamFilter, Error> {
         let kinds = kinds

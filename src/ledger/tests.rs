@@ -411,6 +411,7 @@ async fn records_decode_like_entries() {
             window_from_ns: None,
             window_to_ns: None,
             details: "test".into(),
+            lost: None,
         }),
     )
     .await;

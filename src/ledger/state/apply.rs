@@ -18,9 +18,9 @@ impl State {
         self.seq = seq;
         self.time_ns = time_ns;
         match event {
+            Event::Alert(a) => self.alerted(a),
             Event::ServerStarted { .. }
             | Event::SpawnDecided(_)
-            | Event::Alert(_)
             | Event::ContainerStopped { .. }
             | Event::ProxyCall(_) => {}
             Event::StateCheckpointed { at_seq, sha256 } => {

@@ -40,6 +40,10 @@ pub struct ContainerRecord {
     pub exempt: bool,
     #[serde(default)]
     pub via_limited_socket: bool,
+    /// What the last `stale_grant` alert for this run of the container said it still
+    /// holds without a grant; a start begins a new run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
 }
 
 impl ContainerRecord {
@@ -50,6 +54,21 @@ impl ContainerRecord {
 }
 
 impl State {
+    /// A `stale_grant` alert about a container: remember what it said is held.
+    pub(in crate::ledger) fn alerted(&mut self, a: &crate::ledger::event::Alert) {
+        use crate::ledger::event::AlertKind;
+        if a.alert != AlertKind::StaleGrant {
+            return;
+        }
+        if let Some(c) = a
+            .container_id
+            .as_ref()
+            .and_then(|id| self.containers.get_mut(id))
+        {
+            c.stale = a.lost.clone();
+        }
+    }
+
     pub(in crate::ledger) fn observe(&mut self, o: &ContainerObserved) {
         let Some(step) = o.lifecycle() else { return };
         match step {
@@ -62,8 +81,29 @@ impl State {
                     // Without an inspect the event says less than what we knew.
                     Some(k) if !o.inspected => ContainerRecord {
                         running,
+                        stale: if step == Lifecycle::Start {
+                            None
+                        } else {
+                            k.stale.clone()
+                        },
                         ..k.clone()
                     },
+                    // A reconcile or a later event of the same run keeps what was
+                    // alerted.
+                    Some(k) if step != Lifecycle::Start && step != Lifecycle::Create => {
+                        ContainerRecord {
+                            id: o.container_id.clone(),
+                            name: o.name.clone(),
+                            user: o.user.clone(),
+                            decision_id: o.decision_id.clone(),
+                            socket: o.socket_mode(),
+                            privileged: o.privileged,
+                            running,
+                            exempt: o.exempt,
+                            via_limited_socket: o.via_limited_socket,
+                            stale: k.stale.clone(),
+                        }
+                    }
                     _ => ContainerRecord {
                         id: o.container_id.clone(),
                         name: o.name.clone(),
@@ -74,6 +114,7 @@ impl State {
                         running,
                         exempt: o.exempt,
                         via_limited_socket: o.via_limited_socket,
+                        stale: None,
                     },
                 };
                 self.containers.insert(o.container_id.clone(), rec);

@@ -189,7 +189,15 @@ pub async fn run(
             tokio::spawn(watched.watch(stopped(stop_rx.clone())));
             Some(t)
         }
-        None => None,
+        None => {
+            // SIGHUP is the reload signal (`systemctl reload`); with nothing to reload
+            // it must not end the server, as its default action would.
+            // Registered here, before anything listens, so that no SIGHUP in between
+            // takes the default action.
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+            tokio::spawn(ignore_hangups(hup.ok(), stopped(stop_rx.clone())));
+            None
+        }
     };
     let admission =
         crate::api::admission::AdmissionLayer::new(crate::api::admission::AdmissionLimits {
@@ -484,4 +492,23 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), Error> {
         path,
         text.as_bytes(),
     )?)
+}
+
+/// Takes SIGHUP (logging it) until `stop`, so that a reload request without TLS
+/// files to re-read leaves the server running.
+async fn ignore_hangups(
+    hup: Option<tokio::signal::unix::Signal>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let Some(mut hup) = hup else { return };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            r = hup.recv() => match r {
+                Some(()) => info!("SIGHUP: nothing to reload (no TLS files); still serving"),
+                None => return,
+            },
+        }
+    }
 }

@@ -20,6 +20,8 @@ python="${PYTHON:-python3}"
 # Pins: grpcio-tools must match the generator pin in pyproject.toml ([gen]).
 GRPCIO_TOOLS_VERSION=1.85.1
 PYTEST_VERSION=9.2.0
+# The compose example is checked by parsing it.
+PYYAML_VERSION=6.0.3
 
 export PRIVLEDGER_BIN="${PRIVLEDGER_BIN:-$repo/target/debug/privledger}"
 case "$PRIVLEDGER_BIN" in /*) ;; *) PRIVLEDGER_BIN="$repo/$PRIVLEDGER_BIN" ;; esac
@@ -35,7 +37,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check --quiet)
 "${pip[@]}" install --upgrade pip
 # A real (non-editable) install: the tests must import what users would install.
 "${pip[@]}" install --upgrade --force-reinstall --no-deps "$here"
-"${pip[@]}" install "$here" "pytest==$PYTEST_VERSION" "grpcio-tools==$GRPCIO_TOOLS_VERSION"
+"${pip[@]}" install "$here" "pytest==$PYTEST_VERSION" "grpcio-tools==$GRPCIO_TOOLS_VERSION" "pyyaml==$PYYAML_VERSION"
 rm -rf "$here/build" "$here"/*.egg-info
 
 # Run from the test directory's parent with the venv's pytest (not `python -m`,

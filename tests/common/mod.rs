@@ -782,6 +782,12 @@ impl ServeProcess {
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
+    /// Sends `sig` to the server.
+    pub fn signal(&mut self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(self.child());
+        rustix::process::kill_process(pid, sig).expect("signal");
+    }
+
     /// SIGKILL (`Child::kill`), and waits for the process; the log stays readable.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

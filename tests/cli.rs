@@ -849,3 +849,125 @@ fn export_to_a_file_or_stdout_and_verify_it_offline() {
     };
     assert_eq!(code, 64);
 }
+
+/// `report access` through the real binary: spans begin and end at the entries (and
+/// the expiry instant) that changed access, `check --at` agrees at both ends, the
+/// window clips spans, and CSV and JSON say the same (DESIGN §2, §7; issue 14).
+#[test]
+fn report_access_spans_end_where_access_ended_and_check_at_agrees() {
+    let s = Served::start();
+    s.ok(&["group", "create", "g"]);
+    let added = s.json(&["group", "add-member", "g", "alice", "bob"]);
+    let grant = s.json(&[
+        "grant", "issue", "--group", "g", "--socket", "raw", "--reason", "ops",
+    ]);
+    let gid = grant["id"].as_u64().unwrap();
+    let carol = s.json(&[
+        "grant",
+        "issue",
+        "--user",
+        "carol",
+        "--privileged",
+        "--expires",
+        "1s",
+        "--reason",
+        "once",
+    ]);
+    let expires = carol["expires_at"].as_str().unwrap().to_string();
+    let bob_out = s.json(&["group", "remove-member", "g", "bob"])["seq"]
+        .as_u64()
+        .unwrap();
+    // Carol's grant ends by itself: wait (bounded) until check says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.json(&["check", "carol"])["privileged"] == true {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "carol's grant never expired"
+        );
+        std::thread::yield_now();
+    }
+    let deleted = s.json(&["group", "delete", "g"])["seq"].as_u64().unwrap();
+
+    let raw = s.json(&["report", "access", "--socket", "raw"]);
+    let spans = raw["intervals"].as_array().unwrap();
+    let of = |user: &str| spans.iter().find(|i| i["user"] == user).cloned().unwrap();
+    let a = of("alice");
+    assert_eq!(a["from_seq"], gid);
+    assert_eq!(a["to_seq"], deleted);
+    assert_eq!(a["grants"][0]["via_group"], "g");
+    assert_eq!(a["held"], false);
+    let b = of("bob");
+    assert_eq!(
+        (b["from_seq"].as_u64(), b["to_seq"].as_u64()),
+        (Some(gid), Some(bob_out))
+    );
+    assert!(
+        spans.iter().all(|i| i["user"] != "carol"),
+        "carol never had the socket"
+    );
+    let _ = added;
+    // Carol's privileged span ends at the expiry instant itself, between entries.
+    let p = s.json(&["report", "access", "--privileged"]);
+    let c = p["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["user"] == "carol")
+        .cloned()
+        .unwrap();
+    assert_eq!(c["to"], expires, "{c}");
+    // check --at agrees at both ends of every span.
+    for i in spans.iter().chain(std::iter::once(&c)) {
+        let user = i["user"].as_str().unwrap();
+        let from = i["from_seq"].to_string();
+        let at_from = s.json(&["check", user, "--at", &from]);
+        let meets = |v: &Value| {
+            if i["user"] == "carol" {
+                v["privileged"] == true
+            } else {
+                v["socket"] == "raw"
+            }
+        };
+        assert!(meets(&at_from), "{user} at {from}: {at_from}");
+        let to = i["to"].as_str().unwrap();
+        let at_to = s.json(&["check", user, "--at", to]);
+        assert!(!meets(&at_to), "{user} at {to}: {at_to}");
+    }
+    // CSV: one row per span, the same spans.
+    let csv = s.ok(&["report", "access", "--socket", "raw", "--format", "csv"]);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(
+        rows[0].starts_with("user,from,from_seq,to,to_seq,"),
+        "{csv}"
+    );
+    assert_eq!(rows.len() - 1, spans.len(), "{csv}");
+    assert!(
+        rows.iter().any(|r| r.starts_with("alice,")
+            && r.contains(&format!(",{gid},"))
+            && r.contains(&format!(",{deleted},"))),
+        "{csv}"
+    );
+    // A window from after alice's span began: clipped, marked as begun before.
+    let mid = s.json(&["check", "alice", "--at", &bob_out.to_string()])["evaluated_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let w = s.json(&[
+        "report", "access", "--socket", "raw", "--from", &mid, "--user", "alice",
+    ]);
+    let ws = w["intervals"].as_array().unwrap();
+    assert_eq!(ws.len(), 1, "{w}");
+    assert_eq!(ws[0]["began_before"], true);
+    assert_eq!(ws[0]["to_seq"], deleted);
+    // The table is for people: the same spans, and an empty window says so.
+    let t = s.ok(&["report", "access", "--socket", "raw"]);
+    assert!(t.contains("alice") && t.contains("via g"), "{t}");
+    let empty = s.ok(&["report", "access", "--user", "nobody"]);
+    assert!(empty.contains("no user held"), "{empty}");
+    // A window that ends before it starts, or a malformed time, is refused.
+    let (code, _, err) = s.cli(&["report", "access", "--from", "5", "--to", "2"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("INVALID_ARGUMENT"), "{err}");
+    let (code, _, err) = s.cli(&["report", "access", "--from", "last tuesday"]);
+    assert_eq!(code, 64, "{err}");
+}

@@ -556,3 +556,71 @@ async fn importing_a_captured_events_file_twice_adds_nothing_the_second_time() {
     drop(cs);
     s.stop().await;
 }
+
+/// The auditor's question against a real daemon: who held the raw socket, from when
+/// to when, through which grant and group, and did a container hold it (issue 14).
+#[tokio::test]
+async fn the_access_report_says_which_container_held_the_socket_and_until_when() {
+    if !docker_available() {
+        return;
+    }
+    ensure_test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let s = docker_server(dir.path(), false).await;
+    let cs = Containers::new("report");
+    let mut c = s.admin().await;
+    // Two members in one call.
+    let added = ok(c.admin.add_member(pb::MemberRequest {
+        group: "docker-privileged".into(),
+        user: String::new(),
+        request_id: String::new(),
+        users: vec!["alice".into(), "bob".into()],
+    }))
+    .await;
+    assert_eq!(added.seq, added.first_seq + 1);
+    let alice = decide(&mut c, "alice").await;
+    let f = alice.fragments.clone().unwrap();
+    let id = run_with(
+        &cs,
+        "alice",
+        &f.binds,
+        &[
+            ("privledger.decision", alice.decision_id.as_str()),
+            ("privledger.user", "alice"),
+        ],
+        &[],
+    );
+    entries_until(&mut c, &id, |e| actions(e).contains(&"start".to_string())).await;
+    let removed = ok(c.admin.remove_member(member("docker-privileged", "alice"))).await;
+    entries_until(&mut c, &id, |e| {
+        alerts(e).contains(&"stale_grant".to_string())
+    })
+    .await;
+
+    let r = ok(c.authz.access_intervals(pb::AccessIntervalsRequest {
+        socket: pb::SocketAccess::Raw.into(),
+        ..Default::default()
+    }))
+    .await;
+    let span = |user: &str| {
+        r.intervals
+            .iter()
+            .find(|i| i.user == user)
+            .unwrap_or_else(|| panic!("no span for {user}: {r:?}"))
+    };
+    let a = span("alice");
+    assert_eq!(a.from_seq, added.first_seq, "{a:?}");
+    assert_eq!(a.to_seq, Some(removed.seq), "{a:?}");
+    assert!(a.held, "{a:?}");
+    assert!(a.containers.iter().any(|h| h.id == id), "{a:?}");
+    assert!(a.grants.iter().all(|g| g.via_group == "docker-privileged"));
+    let b = span("bob");
+    assert_eq!(
+        (b.from_seq, b.to_seq, b.held),
+        (added.seq, None, false),
+        "{b:?}"
+    );
+    // The stale container of a user who lost access is not counted for another span.
+    assert_eq!(r.intervals.iter().filter(|i| i.user == "alice").count(), 1);
+    docker(&["rm", "-f", &id]);
+}

@@ -675,17 +675,23 @@ impl Out {
 
     pub fn tokens(&self, r: &pb::ListTokensResponse) {
         if self.json {
-            let ts: Vec<Value> = r.tokens.iter().map(|t| json!({"name": t.name, "role": role(t.role), "created_seq": t.created_seq, "created_by": t.created_by, "revoked": t.revoked, "revoked_seq": t.revoked_seq})).collect();
+            let ts: Vec<Value> = r.tokens.iter().map(|t| json!({"name": t.name, "role": role(t.role), "created_seq": t.created_seq, "created_by": t.created_by, "revoked": t.revoked, "revoked_seq": t.revoked_seq, "expires_at": ts_json(&t.expires_at), "expired": t.expired})).collect();
             self.print(json!({"tokens": ts}));
             return;
         }
-        let mut t = table(&["name", "role", "created at seq", "by", "revoked"]);
+        let now = std::time::SystemTime::now();
+        let mut t = table(&["name", "role", "created at seq", "by", "expires", "revoked"]);
         for k in &r.tokens {
             t.add_row(vec![
                 safe(&k.name),
                 role(k.role).to_string(),
                 k.created_seq.to_string(),
                 safe(&k.created_by),
+                match &k.expires_at {
+                    None => "never".into(),
+                    Some(_) if k.expired => format!("expired {}", ago(&k.expires_at, now)),
+                    Some(_) => format!("{} ({})", ts(&k.expires_at), ago(&k.expires_at, now)),
+                },
                 k.revoked_seq
                     .map(|s| format!("at seq {s}"))
                     .unwrap_or_default(),

@@ -182,12 +182,14 @@ class ImportDockerEventsResponse(_message.Message):
     def __init__(self, recorded: _Optional[int] = ..., already_held: _Optional[int] = ..., ignored: _Optional[int] = ...) -> None: ...
 
 class MutationReceipt(_message.Message):
-    __slots__ = ("seq", "replayed")
+    __slots__ = ("seq", "replayed", "first_seq")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     seq: int
     replayed: bool
-    def __init__(self, seq: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    first_seq: int
+    def __init__(self, seq: _Optional[int] = ..., replayed: _Optional[bool] = ..., first_seq: _Optional[int] = ...) -> None: ...
 
 class Group(_message.Message):
     __slots__ = ("name", "builtin", "members", "grants", "created_seq", "seq", "replayed")
@@ -256,14 +258,16 @@ class GetGroupRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class MemberRequest(_message.Message):
-    __slots__ = ("group", "user", "request_id")
+    __slots__ = ("group", "user", "request_id", "users")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
     group: str
     user: str
     request_id: str
-    def __init__(self, group: _Optional[str] = ..., user: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    users: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, group: _Optional[str] = ..., user: _Optional[str] = ..., request_id: _Optional[str] = ..., users: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IssueGrantRequest(_message.Message):
     __slots__ = ("subject", "spec", "expires_at", "reason", "request_id")
@@ -484,6 +488,67 @@ class WhoHasAccessResponse(_message.Message):
     users: _containers.RepeatedCompositeFieldContainer[Access]
     seq: int
     def __init__(self, users: _Optional[_Iterable[_Union[Access, _Mapping]]] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class AccessIntervalsRequest(_message.Message):
+    __slots__ = ("to", "user", "socket", "privileged")
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SOCKET_FIELD_NUMBER: _ClassVar[int]
+    PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+    to: Position
+    user: str
+    socket: SocketAccess
+    privileged: bool
+    def __init__(self, to: _Optional[_Union[Position, _Mapping]] = ..., user: _Optional[str] = ..., socket: _Optional[_Union[SocketAccess, str]] = ..., privileged: _Optional[bool] = ..., **kwargs) -> None: ...
+
+class HeldContainer(_message.Message):
+    __slots__ = ("id", "name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class AccessInterval(_message.Message):
+    __slots__ = ("user", "from_seq", "began_before", "to_seq", "to", "socket", "socket_mode", "privileged", "grants", "held", "containers")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    BEGAN_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    SOCKET_FIELD_NUMBER: _ClassVar[int]
+    SOCKET_MODE_FIELD_NUMBER: _ClassVar[int]
+    PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    from_seq: int
+    began_before: bool
+    to_seq: int
+    to: _timestamp_pb2.Timestamp
+    socket: SocketAccess
+    socket_mode: SocketMode
+    privileged: bool
+    grants: _containers.RepeatedCompositeFieldContainer[Contribution]
+    held: bool
+    containers: _containers.RepeatedCompositeFieldContainer[HeldContainer]
+    def __init__(self, user: _Optional[str] = ..., from_seq: _Optional[int] = ..., began_before: _Optional[bool] = ..., to_seq: _Optional[int] = ..., to: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., socket: _Optional[_Union[SocketAccess, str]] = ..., socket_mode: _Optional[_Union[SocketMode, str]] = ..., privileged: _Optional[bool] = ..., grants: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., held: _Optional[bool] = ..., containers: _Optional[_Iterable[_Union[HeldContainer, _Mapping]]] = ..., **kwargs) -> None: ...
+
+class AccessIntervalsResponse(_message.Message):
+    __slots__ = ("intervals", "from_seq", "to_seq", "to")
+    INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    intervals: _containers.RepeatedCompositeFieldContainer[AccessInterval]
+    from_seq: int
+    to_seq: int
+    to: _timestamp_pb2.Timestamp
+    def __init__(self, intervals: _Optional[_Iterable[_Union[AccessInterval, _Mapping]]] = ..., from_seq: _Optional[int] = ..., to_seq: _Optional[int] = ..., to: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., **kwargs) -> None: ...
 
 class Entry(_message.Message):
     __slots__ = ("seq", "time", "time_unix_nanos", "actor", "request_id", "kind", "prev_hash", "hash", "body")

@@ -655,6 +655,11 @@ class AuthorizerStub:
                 request_serializer=privledger_dot_v1_dot_privledger__pb2.WhoHasAccessRequest.SerializeToString,
                 response_deserializer=privledger_dot_v1_dot_privledger__pb2.WhoHasAccessResponse.FromString,
                 _registered_method=True)
+        self.AccessIntervals = channel.unary_unary(
+                '/privledger.v1.Authorizer/AccessIntervals',
+                request_serializer=privledger_dot_v1_dot_privledger__pb2.AccessIntervalsRequest.SerializeToString,
+                response_deserializer=privledger_dot_v1_dot_privledger__pb2.AccessIntervalsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthorizerServicer:
@@ -685,6 +690,15 @@ class AuthorizerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AccessIntervals(self, request, context):
+        """The spans of a window during which users' effective access met a level, each
+        with the grants behind it and the containers that held it (DESIGN §2). Readers
+        (admin, auditor) only: it walks the ledger.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthorizerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -702,6 +716,11 @@ def add_AuthorizerServicer_to_server(servicer, server):
                     servicer.WhoHasAccess,
                     request_deserializer=privledger_dot_v1_dot_privledger__pb2.WhoHasAccessRequest.FromString,
                     response_serializer=privledger_dot_v1_dot_privledger__pb2.WhoHasAccessResponse.SerializeToString,
+            ),
+            'AccessIntervals': grpc.unary_unary_rpc_method_handler(
+                    servicer.AccessIntervals,
+                    request_deserializer=privledger_dot_v1_dot_privledger__pb2.AccessIntervalsRequest.FromString,
+                    response_serializer=privledger_dot_v1_dot_privledger__pb2.AccessIntervalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -789,6 +808,33 @@ class Authorizer:
             '/privledger.v1.Authorizer/WhoHasAccess',
             privledger_dot_v1_dot_privledger__pb2.WhoHasAccessRequest.SerializeToString,
             privledger_dot_v1_dot_privledger__pb2.WhoHasAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AccessIntervals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privledger.v1.Authorizer/AccessIntervals',
+            privledger_dot_v1_dot_privledger__pb2.AccessIntervalsRequest.SerializeToString,
+            privledger_dot_v1_dot_privledger__pb2.AccessIntervalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -125,10 +125,11 @@ pub(super) async fn export(
             if e.seq > head.seq {
                 break;
             }
-            let w = sink.writer();
-            serde_json::to_writer(&mut *w, &output::entry_json(&e))
-                .map_err(std::io::Error::other)?;
-            w.write_all(b"\n")?;
+            // Encoded first, so that a closed stdout reaches us as the io error it is.
+            let mut line =
+                serde_json::to_vec(&output::entry_json(&e)).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            sink.writer().write_all(&line)?;
             n += 1;
             if n % 1024 == 0 {
                 bar.set_position(n);

@@ -623,6 +623,7 @@ async fn populate(cli: &Cli) -> Result<()> {
                     group: group_name(g),
                     user: user_name(u),
                     request_id: format!("pop-m-{k}"),
+                    users: vec![],
                 })
                 .await
                 .map(drop)

@@ -131,6 +131,8 @@ pub struct Replayer<'d> {
     from_seq: Seq,
     from_ns: UnixNanos,
     open: HashMap<String, Span>,
+    /// The (grant, group) pairs each open span already names.
+    named: HashMap<String, HashSet<(Seq, Option<String>)>>,
     done: Vec<Span>,
     /// Running containers that hold the level, by user (ids).
     holding: HashMap<String, BTreeSet<String>>,
@@ -156,6 +158,7 @@ impl<'d> Replayer<'d> {
             user,
             now: at_ns,
             open: HashMap::new(),
+            named: HashMap::new(),
             done: Vec::new(),
             holding: HashMap::new(),
             decisions: HashMap::new(),
@@ -242,8 +245,10 @@ impl<'d> Replayer<'d> {
         self.st.apply(e.seq, e.time_ns, &e.actor, &e.event);
         self.st.commit_hash(e.hash);
         self.now = e.time_ns;
+        // A grant issued changes its subject's users by that grant alone.
+        let mut granted: Vec<String> = Vec::new();
         match &e.event {
-            Event::GrantIssued { subject, .. } => dirty.extend(self.subject_users(subject)),
+            Event::GrantIssued { subject, .. } => granted = self.subject_users(subject),
             Event::BuiltinGroupRestored { group, .. } => {
                 dirty.extend(self.subject_users(&Subject::Group(group.clone())))
             }
@@ -256,6 +261,11 @@ impl<'d> Replayer<'d> {
         }
         dirty.sort_unstable();
         dirty.dedup();
+        for u in granted {
+            if dirty.binary_search(&u).is_err() {
+                self.eval_with(&u, e.seq, e.time_ns, Some(e.seq));
+            }
+        }
         for u in dirty {
             self.eval(&u, e.seq, e.time_ns);
         }
@@ -317,6 +327,13 @@ impl<'d> Replayer<'d> {
     /// Evaluates `user` at position `seq`, time `at`, and opens, extends or closes
     /// their span.
     fn eval(&mut self, user: &str, seq: Seq, at: UnixNanos) {
+        self.eval_with(user, seq, at, None);
+    }
+
+    /// [`Replayer::eval`], knowing that the only change for `user` is the grant
+    /// `issued` (when given): an open span then needs only that grant added, not a
+    /// walk of everything that reaches the user.
+    fn eval_with(&mut self, user: &str, seq: Seq, at: UnixNanos, issued: Option<Seq>) {
         if self.user.as_deref().is_some_and(|u| u != user) {
             return;
         }
@@ -325,11 +342,14 @@ impl<'d> Replayer<'d> {
         if !meets {
             if let Some(mut s) = self.open.remove(user) {
                 s.to = Some((seq, at));
+                self.named.remove(user);
                 self.done.push(s);
             }
             return;
         }
         let level = self.level;
+        let was_open = self.open.contains_key(user);
+        let named = self.named.entry(user.to_string()).or_default();
         let span = self.open.entry(user.to_string()).or_insert_with(|| Span {
             user: user.to_string(),
             from_seq: seq,
@@ -345,23 +365,33 @@ impl<'d> Replayer<'d> {
         span.socket = span.socket.max(f.socket);
         span.rw |= f.socket == SocketAccess::Raw && f.rw;
         span.privileged |= f.privileged;
-        let seen: HashSet<(Seq, Option<String>)> = span
-            .grants
-            .iter()
-            .map(|g| (g.grant.id, g.via_group.clone()))
-            .collect();
-        for c in policy::contributions(&self.st, user, at) {
-            if !level.served_by(&c.grant.spec) {
-                continue;
+        let mut name = |grant: &GrantState, via: Option<&str>| {
+            if !level.served_by(&grant.spec) || !grant.is_active_at(at) {
+                return;
             }
-            let via = c.via_group.map(str::to_string);
-            if seen.contains(&(c.grant.id, via.clone())) {
-                continue;
+            let key = (grant.id, via.map(str::to_string));
+            if named.insert(key.clone()) {
+                span.grants.push(SpanGrant {
+                    grant: grant.clone(),
+                    via_group: key.1,
+                });
             }
-            span.grants.push(SpanGrant {
-                grant: c.grant.clone(),
-                via_group: via,
-            });
+        };
+        match issued.and_then(|id| self.st.grant(id)).filter(|_| was_open) {
+            Some(g) => {
+                let via = match &g.subject {
+                    Subject::Group(name) => Some(name.as_str()),
+                    Subject::User(_) => None,
+                };
+                name(g, via);
+                // Containers change only with observations, which walk everything.
+                return;
+            }
+            None => {
+                for c in policy::contributions(&self.st, user, at) {
+                    name(c.grant, c.via_group);
+                }
+            }
         }
         if let Some(ids) = self.holding.get(user) {
             for id in ids {

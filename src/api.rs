@@ -25,7 +25,7 @@ use crate::ledger::event::{Event, SocketAccess, Subject};
 use crate::ledger::limited::LimitedSockets;
 use crate::ledger::{hash_secret, Command, Committed, Error, Ledger, StreamFilter};
 use crate::pb;
-use auth::{require, ADMIN, CHECKERS, READERS, SPAWNERS};
+use auth::{require, ADMIN, CHECKERS, GROUP_READERS, MEMBERS, READERS, SPAWNERS};
 use convert as cv;
 use error::RequestError;
 
@@ -107,6 +107,34 @@ impl Api {
     }
 }
 
+/// The command of a member change by the group sync (`None` for an admin, whose
+/// changes carry no reason). A sync changes one member at a time and says why.
+fn sync_member(
+    caller: &auth::Caller,
+    r: &pb::MemberRequest,
+    add: bool,
+) -> Result<Option<Command>, RequestError> {
+    if caller.role != crate::ledger::event::Role::Sync {
+        if !r.reason.is_empty() {
+            return Err(RequestError::Refused(
+                "`reason` is recorded for the group sync's member changes only",
+            ));
+        }
+        return Ok(None);
+    }
+    if !r.users.is_empty() {
+        return Err(RequestError::Refused(
+            "the group sync changes one member at a time",
+        ));
+    }
+    Ok(Some(Command::SyncMember {
+        group: r.group.clone(),
+        user: r.user.clone(),
+        add,
+        reason: r.reason.clone(),
+    }))
+}
+
 fn receipt(c: &Committed) -> pb::MutationReceipt {
     receipt_of(c, 1)
 }
@@ -174,7 +202,7 @@ impl pb::admin_server::Admin for Api {
         &self,
         req: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        require(&req, READERS, "ListGroups")?;
+        require(&req, GROUP_READERS, "ListGroups")?;
         let st = self.ledger.snapshot();
         let mut groups: Vec<pb::GroupSummary> = st
             .groups()
@@ -185,6 +213,7 @@ impl pb::admin_server::Admin for Api {
                 active_grant_count: st.open_grants_of(&Subject::Group(name.to_string())).count()
                     as u32,
                 created_seq: g.created_seq,
+                synced: g.synced,
             })
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
@@ -199,7 +228,7 @@ impl pb::admin_server::Admin for Api {
         &self,
         req: Request<pb::GetGroupRequest>,
     ) -> Result<Response<pb::Group>, Status> {
-        require(&req, READERS, "GetGroup")?;
+        require(&req, GROUP_READERS, "GetGroup")?;
         let name = req.into_inner().name;
         crate::ledger::names::group(&name)?;
         let st = self.ledger.snapshot();
@@ -219,8 +248,12 @@ impl pb::admin_server::Admin for Api {
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MutationReceipt>, Status> {
-        let caller = require(&req, ADMIN, "AddMember")?;
+        let caller = require(&req, MEMBERS, "AddMember")?;
         let r = req.into_inner();
+        if let Some(cmd) = sync_member(&caller, &r, true)? {
+            let c = self.submit(&caller, r.request_id, cmd).await?;
+            return Ok(Response::new(receipt(&c)));
+        }
         let mut users = r.users;
         if !r.user.is_empty() || users.is_empty() {
             users.insert(0, r.user);
@@ -246,8 +279,12 @@ impl pb::admin_server::Admin for Api {
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MutationReceipt>, Status> {
-        let caller = require(&req, ADMIN, "RemoveMember")?;
+        let caller = require(&req, MEMBERS, "RemoveMember")?;
         let r = req.into_inner();
+        if let Some(cmd) = sync_member(&caller, &r, false)? {
+            let c = self.submit(&caller, r.request_id, cmd).await?;
+            return Ok(Response::new(receipt(&c)));
+        }
         if !r.users.is_empty() {
             return Err(RequestError::OneAtATime("RemoveMember removes one user (`user`)").into());
         }
@@ -262,6 +299,28 @@ impl pb::admin_server::Admin for Api {
             )
             .await?;
         Ok(Response::new(receipt(&c)))
+    }
+
+    #[instrument(skip_all)]
+    async fn set_group_sync(
+        &self,
+        req: Request<pb::SetGroupSyncRequest>,
+    ) -> Result<Response<pb::Group>, Status> {
+        let caller = require(&req, ADMIN, "SetGroupSync")?;
+        let r = req.into_inner();
+        let group = r.group.clone();
+        let cmd = Command::SetGroupSync {
+            group: r.group,
+            synced: r.synced,
+            reason: r.reason,
+        };
+        let c = self.submit(&caller, r.request_id, cmd).await?;
+        Ok(Response::new(cv::pb_group(
+            &c.state,
+            &group,
+            c.entry.seq,
+            c.replayed,
+        )))
     }
 
     #[instrument(skip_all)]

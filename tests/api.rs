@@ -417,13 +417,13 @@ async fn role_matrix_every_rpc_refuses_a_missing_token_and_a_wrong_role() {
     let s = TestServer::start().await;
     let mut admin = s.admin().await;
     let mut secrets = std::collections::HashMap::new();
-    for role in ["spawner", "auditor"] {
+    for role in ["spawner", "auditor", "sync"] {
         let r = ok(admin.admin.create_token(pb::CreateTokenRequest {
             name: format!("{role}-token"),
-            role: if role == "spawner" {
-                pb::Role::Spawner
-            } else {
-                pb::Role::Auditor
+            role: match role {
+                "spawner" => pb::Role::Spawner,
+                "auditor" => pb::Role::Auditor,
+                _ => pb::Role::Sync,
             }
             .into(),
             request_id: String::new(),
@@ -437,6 +437,7 @@ async fn role_matrix_every_rpc_refuses_a_missing_token_and_a_wrong_role() {
         ("admin", Some(s.admin_token.clone())),
         ("spawner", Some(secrets["spawner"].clone())),
         ("auditor", Some(secrets["auditor"].clone())),
+        ("sync", Some(secrets["sync"].clone())),
         ("none", None),
         ("wrong", Some("plg_not-a-real-token".to_string())),
     ];
@@ -444,10 +445,13 @@ async fn role_matrix_every_rpc_refuses_a_missing_token_and_a_wrong_role() {
     let matrix: &[(&str, &[&str])] = &[
         ("CreateGroup", &["admin"]),
         ("DeleteGroup", &["admin"]),
-        ("ListGroups", &["admin", "auditor"]),
-        ("GetGroup", &["admin", "auditor"]),
+        ("ListGroups", &["admin", "auditor", "sync"]),
+        ("GetGroup", &["admin", "auditor", "sync"]),
+        // The sync may change synced groups only; docker-privileged is not one.
         ("AddMember", &["admin"]),
         ("RemoveMember", &["admin"]),
+        ("SetGroupSync", &["admin"]),
+        ("AccessIntervals", &["admin", "auditor"]),
         ("IssueGrant", &["admin"]),
         ("RevokeGrant", &["admin"]),
         ("ListGrants", &["admin", "auditor"]),
@@ -492,6 +496,21 @@ async fn role_matrix_every_rpc_refuses_a_missing_token_and_a_wrong_role() {
                         .await,
                 ),
                 "RevokeGrant" => code(c.admin.revoke_grant(revoke(9999, "r")).await),
+                "SetGroupSync" => code(
+                    c.admin
+                        .set_group_sync(pb::SetGroupSyncRequest {
+                            group: "none".into(),
+                            synced: true,
+                            reason: "r".into(),
+                            request_id: String::new(),
+                        })
+                        .await,
+                ),
+                "AccessIntervals" => code(
+                    c.authz
+                        .access_intervals(pb::AccessIntervalsRequest::default())
+                        .await,
+                ),
                 "ListGrants" => code(c.admin.list_grants(pb::ListGrantsRequest::default()).await),
                 "CreateToken" => code(
                     c.admin
@@ -582,4 +601,133 @@ async fn health_answers_without_a_token() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
     s.stop().await;
+}
+
+/// JupyterHub group sync (issue 15): a `sync` token changes the members of synced
+/// groups only, one at a time and always saying why; admins change every other group
+/// and are told that a synced group's members are the hub's to change.
+#[tokio::test]
+async fn a_sync_token_changes_only_synced_groups_and_admins_only_the_others() {
+    let s = TestServer::start().await;
+    let mut admin = s.admin().await;
+    let secret = ok(admin.admin.create_token(pb::CreateTokenRequest {
+        name: "hub-sync".into(),
+        role: pb::Role::Sync.into(),
+        request_id: String::new(),
+        expires_at: None,
+    }))
+    .await
+    .secret;
+    let mut sync = s.client(Some(&secret)).await;
+    ok(admin.admin.create_group(create_group("hub-users"))).await;
+    let set = |synced: bool| pb::SetGroupSyncRequest {
+        group: "hub-users".into(),
+        synced,
+        reason: "membership is managed in the hub's admin panel".into(),
+        request_id: String::new(),
+    };
+    let changed = |user: &str, reason: &str| pb::MemberRequest {
+        reason: reason.into(),
+        ..member("hub-users", user)
+    };
+    // Before it is marked, the sync may not touch it.
+    let e = admin_err(
+        sync.admin
+            .add_member(changed(
+                "alice",
+                "jupyterhub sync: added in hub group hub-users",
+            ))
+            .await,
+    );
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let g = ok(admin.admin.set_group_sync(set(true))).await;
+    assert!(g.synced);
+    assert_eq!(
+        admin_err(admin.admin.set_group_sync(set(true)).await).code(),
+        Code::FailedPrecondition
+    );
+    // The sync adds with a reason, recorded under its own name; a retry appends nothing.
+    let why = "jupyterhub sync: added in hub group hub-users";
+    let req = pb::MemberRequest {
+        request_id: "hub:add:hub-users:alice".into(),
+        ..changed("alice", why)
+    };
+    let first = ok(sync.admin.add_member(req.clone())).await;
+    let again = ok(sync.admin.add_member(req)).await;
+    assert!(again.replayed && again.seq == first.seq);
+    let mut stream = ok(admin.audit.stream(stream_from(first.seq, false))).await;
+    let e = stream.message().await.unwrap().unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(body["actor"], "hub-sync");
+    assert_eq!(body["event"]["reason"], why);
+    // Without a reason, with several users, or on another group: refused.
+    assert_eq!(
+        admin_err(sync.admin.add_member(changed("bob", "")).await).code(),
+        Code::InvalidArgument
+    );
+    let several = pb::MemberRequest {
+        users: vec!["bob".into(), "carol".into()],
+        ..changed("", why)
+    };
+    assert_eq!(
+        admin_err(sync.admin.add_member(several).await).code(),
+        Code::InvalidArgument
+    );
+    let other = pb::MemberRequest {
+        reason: why.into(),
+        ..member("docker-privileged", "bob")
+    };
+    assert_eq!(
+        admin_err(sync.admin.add_member(other).await).code(),
+        Code::PermissionDenied
+    );
+    // Nothing else: no grants, no groups, no decisions.
+    assert_eq!(
+        code(
+            sync.admin
+                .issue_grant(grant_req(user("bob"), spec(S::Raw, M::Rw, false)))
+                .await
+        ),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(sync.admin.create_group(create_group("mine")).await),
+        Code::PermissionDenied
+    );
+    // An admin is told the hub owns the membership, and may not pass a reason.
+    let e = admin_err(admin.admin.add_member(member("hub-users", "mallory")).await);
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("synced from JupyterHub"),
+        "{}",
+        e.message()
+    );
+    let e = admin_err(
+        admin
+            .admin
+            .remove_member(member("hub-users", "alice"))
+            .await,
+    );
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(
+        admin_err(admin.admin.add_member(changed("x", "why")).await).code(),
+        Code::InvalidArgument
+    );
+    // The sync removes; after the sync is ended, admins manage the group again.
+    ok(sync.admin.remove_member(changed(
+        "alice",
+        "jupyterhub sync: removed from hub group hub-users",
+    )))
+    .await;
+    let g = ok(admin.admin.set_group_sync(set(false))).await;
+    assert!(!g.synced);
+    ok(admin.admin.add_member(member("hub-users", "dave"))).await;
+    assert_eq!(
+        admin_err(sync.admin.add_member(changed("erin", why)).await).code(),
+        Code::PermissionDenied
+    );
+}
+
+fn admin_err<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> tonic::Status {
+    r.expect_err("refused")
 }

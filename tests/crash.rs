@@ -140,6 +140,7 @@ async fn send(c: &mut Clients, op: &Op) -> Result<(u64, bool), tonic::Status> {
                     user: u.clone(),
                     request_id: rid,
                     users: vec![],
+                    reason: String::new(),
                 })
                 .await?
                 .into_inner();

@@ -80,6 +80,7 @@ async fn authorized_and_unauthorized_socket_containers() {
         user: "alice".into(),
         request_id: String::new(),
         users: vec![],
+        reason: String::new(),
     }))
     .await;
     let alice = decide(&mut c, "alice").await;
@@ -575,6 +576,7 @@ async fn the_access_report_says_which_container_held_the_socket_and_until_when()
         user: String::new(),
         request_id: String::new(),
         users: vec!["alice".into(), "bob".into()],
+        reason: String::new(),
     }))
     .await;
     assert_eq!(added.seq, added.first_seq + 1);

@@ -35,6 +35,7 @@ async fn idempotent_retry_appends_once() {
         user: "z".into(),
         request_id: "m-1".into(),
         users: vec![],
+        reason: String::new(),
     };
     let r1 = ok(c.admin.add_member(m.clone())).await;
     let r2 = ok(c.admin.add_member(m)).await;

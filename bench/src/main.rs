@@ -624,6 +624,7 @@ async fn populate(cli: &Cli) -> Result<()> {
                     user: user_name(u),
                     request_id: format!("pop-m-{k}"),
                     users: vec![],
+                    reason: String::new(),
                 })
                 .await
                 .map(drop)

@@ -49,6 +49,7 @@ impl Population {
             Event::MemberAdded {
                 group: group_name((u * 7919 + j * stride) % self.groups),
                 user: user_name(u),
+                reason: None,
             }
         });
         let grants = (0..self.grants).map(move |i| {
@@ -73,7 +74,7 @@ impl Population {
         self.events()
             .map(|e| match e {
                 Event::GroupCreated { group } => Command::CreateGroup { group },
-                Event::MemberAdded { group, user } => Command::AddMember { group, user },
+                Event::MemberAdded { group, user, .. } => Command::AddMember { group, user },
                 Event::GrantIssued {
                     subject,
                     spec,

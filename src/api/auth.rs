@@ -106,6 +106,10 @@ pub const ADMIN: &[Role] = &[Role::Admin];
 pub const READERS: &[Role] = &[Role::Admin, Role::Auditor];
 pub const SPAWNERS: &[Role] = &[Role::Admin, Role::Spawner];
 pub const CHECKERS: &[Role] = &[Role::Admin, Role::Spawner, Role::Auditor];
+/// Who reads groups: readers, and the group sync (to compare with the hub's).
+pub const GROUP_READERS: &[Role] = &[Role::Admin, Role::Auditor, Role::Sync];
+/// Who changes members: admins (groups not synced) and the sync (synced groups).
+pub const MEMBERS: &[Role] = &[Role::Admin, Role::Sync];
 
 /// The caller, if its role is one of `allowed`.
 pub fn require<T>(

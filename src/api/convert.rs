@@ -43,6 +43,7 @@ pub fn role(v: i32) -> Result<Role, RequestError> {
         pb::Role::Admin => Ok(Role::Admin),
         pb::Role::Spawner => Ok(Role::Spawner),
         pb::Role::Auditor => Ok(Role::Auditor),
+        pb::Role::Sync => Ok(Role::Sync),
         pb::Role::Unspecified => Err(RequestError::Missing("a role (admin, spawner or auditor)")),
     }
 }
@@ -151,6 +152,7 @@ pub fn pb_role(r: Role) -> i32 {
         Role::Admin => pb::Role::Admin,
         Role::Spawner => pb::Role::Spawner,
         Role::Auditor => pb::Role::Auditor,
+        Role::Sync => pb::Role::Sync,
     }
     .into()
 }
@@ -353,6 +355,7 @@ pub fn pb_group(state: &State, name: &str, seq: Seq, replayed: bool) -> pb::Grou
         Some(g) => pb::Group {
             name: name.to_string(),
             builtin: g.builtin,
+            synced: g.synced,
             members: state.members_sorted(g),
             grants: state
                 .open_grants_of(&Subject::Group(name.to_string()))

@@ -12,6 +12,8 @@ pub enum RequestError {
     Missing(&'static str),
     #[error("{0}; `users` is for AddMember")]
     OneAtATime(&'static str),
+    #[error("{0}")]
+    Refused(&'static str),
     #[error("timestamp nanos {0} out of range")]
     NanosOutOfRange(i32),
     #[error("timestamp {0}s is out of range")]

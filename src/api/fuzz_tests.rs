@@ -103,6 +103,7 @@ fn seeds() -> Vec<(u8, Vec<u8>)> {
                 user: "bob".into(),
                 request_id: "m".into(),
                 users: vec!["carol".into(), "dave".into()],
+                reason: String::new(),
             }
             .encode_to_vec()
         }),
@@ -112,6 +113,7 @@ fn seeds() -> Vec<(u8, Vec<u8>)> {
                 user: "bob".into(),
                 request_id: String::new(),
                 users: vec![],
+                reason: String::new(),
             }
             .encode_to_vec()
         }),

@@ -23,6 +23,7 @@ impl From<Error> for Status {
             Cause::Missing => Status::not_found(msg),
             Cause::Exists => Status::already_exists(msg),
             Cause::NotAllowed => Status::failed_precondition(msg),
+            Cause::Forbidden => Status::permission_denied(msg),
             // Fail closed: the caller learns nothing was stored.
             Cause::Unavailable => Status::unavailable(msg),
             Cause::StorageFailing => {

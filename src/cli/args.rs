@@ -420,6 +420,24 @@ pub enum GroupCmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Mark a group as synced from JupyterHub (its members then change through a sync
+    /// token only), or end that.
+    #[command(after_help = "Examples:\n  \
+        privledger group sync docker-privileged on --reason \"membership is managed in the hub's admin panel\"\n  \
+        privledger group sync docker-privileged off --reason \"managed here again\"")]
+    Sync {
+        /// Group name.
+        group: String,
+        /// on: follow JupyterHub; off: admins manage the members again.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// Why (mandatory; recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+        /// Idempotency key.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// Remove a user from a group.
     RemoveMember {
         /// Group name.
@@ -662,6 +680,8 @@ pub enum RoleArg {
     Spawner,
     /// Reads: groups, grants, access, reports, the audit stream, verify.
     Auditor,
+    /// JupyterHub group sync: reads groups, changes the members of synced groups only.
+    Sync,
 }
 
 #[derive(Debug, Subcommand)]

@@ -274,6 +274,24 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                     .into_inner();
                 out.receipt(&format!("deleted group {name}"), &r);
             }
+            GroupCmd::Sync {
+                group,
+                state,
+                reason,
+                request_id,
+            } => {
+                let g = c
+                    .admin
+                    .set_group_sync(pb::SetGroupSyncRequest {
+                        group,
+                        synced: state == "on",
+                        reason,
+                        request_id: rid(request_id),
+                    })
+                    .await?
+                    .into_inner();
+                out.group(&g);
+            }
             GroupCmd::List => {
                 let r = c
                     .admin
@@ -314,6 +332,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                         user,
                         request_id: rid(request_id),
                         users: more,
+                        reason: String::new(),
                     })
                     .await?
                     .into_inner();
@@ -331,6 +350,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                         user: user.clone(),
                         request_id: rid(request_id),
                         users: Vec::new(),
+                        reason: String::new(),
                     })
                     .await?
                     .into_inner();
@@ -660,6 +680,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                     RoleArg::Admin => pb::Role::Admin,
                     RoleArg::Spawner => pb::Role::Spawner,
                     RoleArg::Auditor => pb::Role::Auditor,
+                    RoleArg::Sync => pb::Role::Sync,
                 };
                 let r = c
                     .admin

@@ -74,6 +74,7 @@ fn role(v: i32) -> &'static str {
         Ok(pb::Role::Admin) => "admin",
         Ok(pb::Role::Spawner) => "spawner",
         Ok(pb::Role::Auditor) => "auditor",
+        Ok(pb::Role::Sync) => "sync",
         _ => "unspecified",
     }
 }
@@ -230,7 +231,8 @@ fn short_fields(kind: &str) -> Vec<&'static str> {
     match kind {
         "group_created" | "builtin_group_restored" => vec!["group"],
         "group_deleted" => vec!["group", "removed_members", "ended_grants"],
-        "member_added" | "member_removed" => vec!["group", "user"],
+        "member_added" | "member_removed" => vec!["group", "user", "reason"],
+        "group_sync_changed" => vec!["group", "synced", "reason"],
         "grant_issued" => vec!["subject", "spec", "expires_at_ns", "reason"],
         "grant_revoked" => vec!["grant_id", "reason"],
         "grant_expired" => vec!["grant_id"],
@@ -365,16 +367,21 @@ impl Out {
     pub fn group(&self, g: &pb::Group) {
         if self.json {
             self.print(json!({
-                "name": g.name, "builtin": g.builtin, "members": g.members,
+                "name": g.name, "builtin": g.builtin, "synced": g.synced, "members": g.members,
                 "grants": g.grants.iter().map(grant_json).collect::<Vec<_>>(),
                 "created_seq": g.created_seq, "seq": g.seq, "replayed": g.replayed,
             }));
             return;
         }
         println!(
-            "group {}{} (created at seq {})",
+            "group {}{}{} (created at seq {})",
             safe(&g.name),
             if g.builtin { " [built-in]" } else { "" },
+            if g.synced {
+                " [synced from JupyterHub]"
+            } else {
+                ""
+            },
             g.created_seq
         );
         println!(
@@ -399,7 +406,7 @@ impl Out {
             let gs: Vec<Value> = r
                 .groups
                 .iter()
-                .map(|g| json!({"name": g.name, "builtin": g.builtin, "members": g.member_count, "active_grants": g.active_grant_count, "created_seq": g.created_seq}))
+                .map(|g| json!({"name": g.name, "builtin": g.builtin, "synced": g.synced, "members": g.member_count, "active_grants": g.active_grant_count, "created_seq": g.created_seq}))
                 .collect();
             self.print(json!({"groups": gs, "seq": r.seq}));
             return;
@@ -407,6 +414,7 @@ impl Out {
         let mut t = table(&[
             "group",
             "built-in",
+            "synced",
             "members",
             "active grants",
             "created at seq",
@@ -416,6 +424,11 @@ impl Out {
                 safe(&g.name),
                 if g.builtin {
                     "yes".into()
+                } else {
+                    String::new()
+                },
+                if g.synced {
+                    "from JupyterHub".into()
                 } else {
                     String::new()
                 },

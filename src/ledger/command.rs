@@ -31,6 +31,20 @@ pub enum Command {
         group: String,
         user: String,
     },
+    /// The group sync (a `sync` token) adds (`add`) or removes a member of a synced
+    /// group, saying why.
+    SyncMember {
+        group: String,
+        user: String,
+        add: bool,
+        reason: String,
+    },
+    /// An admin marks a group as synced from JupyterHub, or ends that.
+    SetGroupSync {
+        group: String,
+        synced: bool,
+        reason: String,
+    },
     IssueGrant {
         subject: Subject,
         spec: GrantSpec,
@@ -108,6 +122,17 @@ impl Command {
             Command::AddMember { group, user } => json!(["add_member", group, user]),
             Command::AddMembers { group, users } => json!(["add_members", group, users]),
             Command::RemoveMember { group, user } => json!(["remove_member", group, user]),
+            Command::SyncMember {
+                group,
+                user,
+                add,
+                reason,
+            } => json!(["sync_member", group, user, add, reason]),
+            Command::SetGroupSync {
+                group,
+                synced,
+                reason,
+            } => json!(["set_group_sync", group, synced, reason]),
             Command::IssueGrant {
                 subject,
                 spec,
@@ -144,6 +169,9 @@ impl Command {
             Command::DeleteGroup { .. } => EventKind::GroupDeleted,
             Command::AddMember { .. } | Command::AddMembers { .. } => EventKind::MemberAdded,
             Command::RemoveMember { .. } => EventKind::MemberRemoved,
+            Command::SyncMember { add: true, .. } => EventKind::MemberAdded,
+            Command::SyncMember { add: false, .. } => EventKind::MemberRemoved,
+            Command::SetGroupSync { .. } => EventKind::GroupSyncChanged,
             Command::IssueGrant { .. } | Command::IssueBuiltinGrant { .. } => {
                 EventKind::GrantIssued
             }
@@ -251,16 +279,42 @@ impl Command {
                 "a compound command is appended through its parts",
             )),
             Command::AddMember { group, user } | Command::RemoveMember { group, user } => {
-                names::group(group)?;
-                names::user(user)?;
-                let g = group_named(group)?;
-                let (group, user) = (group.clone(), user.clone());
-                match (self, st.is_member(g, &user)) {
-                    (Command::AddMember { .. }, true) => Err(Error::AlreadyAMember { group, user }),
-                    (Command::AddMember { .. }, false) => Ok(Event::MemberAdded { group, user }),
-                    (_, false) => Err(Error::NotAMember { group, user }),
-                    (_, true) => Ok(Event::MemberRemoved { group, user }),
+                let add = matches!(self, Command::AddMember { .. });
+                if group_named(group)?.synced {
+                    return Err(Error::SyncedGroup(group.clone()));
                 }
+                member_change(st, group, user, add, None)
+            }
+            Command::SyncMember {
+                group,
+                user,
+                add,
+                reason,
+            } => {
+                if !group_named(group)?.synced {
+                    return Err(Error::NotSyncedGroup(group.clone()));
+                }
+                names::reason(reason)?;
+                member_change(st, group, user, *add, Some(reason.clone()))
+            }
+            Command::SetGroupSync {
+                group,
+                synced,
+                reason,
+            } => {
+                let g = group_named(group)?;
+                names::reason(reason)?;
+                if g.synced == *synced {
+                    return Err(Error::SyncUnchanged {
+                        group: group.clone(),
+                        synced: *synced,
+                    });
+                }
+                Ok(Event::GroupSyncChanged {
+                    group: group.clone(),
+                    synced: *synced,
+                    reason: reason.clone(),
+                })
             }
             Command::IssueGrant {
                 subject,
@@ -520,4 +574,35 @@ pub fn validate_spec(spec: &GrantSpec) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A member added (`add`) or removed: the names are valid, the group exists and the
+/// user is (or is not yet) in it.
+fn member_change(
+    st: &State,
+    group: &str,
+    user: &str,
+    add: bool,
+    reason: Option<String>,
+) -> Result<Event, Error> {
+    names::group(group)?;
+    names::user(user)?;
+    let g = st
+        .group(group)
+        .ok_or_else(|| Error::NoSuchGroup(group.to_string()))?;
+    let (group, user) = (group.to_string(), user.to_string());
+    match (add, st.is_member(g, &user)) {
+        (true, true) => Err(Error::AlreadyAMember { group, user }),
+        (true, false) => Ok(Event::MemberAdded {
+            group,
+            user,
+            reason,
+        }),
+        (false, false) => Err(Error::NotAMember { group, user }),
+        (false, true) => Ok(Event::MemberRemoved {
+            group,
+            user,
+            reason,
+        }),
+    }
 }

@@ -93,6 +93,20 @@ pub enum Error {
          (or recover offline with `privledger admin-token --data DIR`)"
     )]
     LastAdmin(String),
+    #[error(
+        "group {0:?} is synced from JupyterHub: change its members in the hub (admin panel or \
+         REST API), or end the sync first (`privledger group sync {0} off --reason ...`)"
+    )]
+    SyncedGroup(String),
+    #[error("group {group:?} is {} synced from JupyterHub", if *synced { "already" } else { "not" })]
+    SyncUnchanged { group: String, synced: bool },
+
+    // === the caller may not ===
+    #[error(
+        "group {0:?} is not synced from JupyterHub: a sync token changes only synced groups \
+         (an admin marks one with `privledger group sync {0} on`)"
+    )]
+    NotSyncedGroup(String),
 
     // === nothing could be recorded now ===
     #[error(
@@ -159,6 +173,8 @@ pub enum Cause {
     Exists,
     /// The state does not allow it.
     NotAllowed,
+    /// The caller's role may not do this to what it names.
+    Forbidden,
     /// Nothing could be recorded now; a retry may succeed.
     Unavailable,
     /// Storage is failing to read or to be used.
@@ -199,7 +215,10 @@ impl Error {
             | Error::GrantEnded { .. }
             | Error::TokenRevoked { .. }
             | Error::LastAdmin(_)
+            | Error::SyncedGroup(_)
+            | Error::SyncUnchanged { .. }
             | Error::RequestIdReused { .. } => Cause::NotAllowed,
+            Error::NotSyncedGroup(_) => Cause::Forbidden,
             Error::ReadOnly
             | Error::ShuttingDown
             | Error::WriterStopped

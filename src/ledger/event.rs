@@ -146,6 +146,8 @@ text_enum! {
         Admin = "admin",
         Spawner = "spawner",
         Auditor = "auditor",
+        /// JupyterHub group sync: the membership of synced groups, nothing else.
+        Sync = "sync",
     }
 }
 
@@ -306,6 +308,7 @@ text_enum! {
         ContainerStopped = "container_stopped",
         StateCheckpointed = "state_checkpointed",
         ProxyCall = "proxy_call",
+        GroupSyncChanged = "group_sync_changed",
     }
 }
 
@@ -437,10 +440,22 @@ pub enum Event {
     MemberAdded {
         group: String,
         user: String,
+        /// Why, when the caller said (the group sync always does).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     MemberRemoved {
         group: String,
         user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// An admin marked a group as synced from JupyterHub (its membership then
+    /// follows the hub's, through a `sync` token only), or ended that.
+    GroupSyncChanged {
+        group: String,
+        synced: bool,
+        reason: String,
     },
     /// The grant's id is this entry's seq.
     GrantIssued {
@@ -505,6 +520,7 @@ impl Event {
             Event::BuiltinGroupRestored { .. } => EventKind::BuiltinGroupRestored,
             Event::MemberAdded { .. } => EventKind::MemberAdded,
             Event::MemberRemoved { .. } => EventKind::MemberRemoved,
+            Event::GroupSyncChanged { .. } => EventKind::GroupSyncChanged,
             Event::GrantIssued { .. } => EventKind::GrantIssued,
             Event::GrantRevoked { .. } => EventKind::GrantRevoked,
             Event::GrantExpired { .. } => EventKind::GrantExpired,
@@ -533,7 +549,9 @@ impl Event {
         let is = |s: &str| s == subject;
         match self {
             Event::ServerStarted { .. } | Event::StateCheckpointed { .. } => false,
-            Event::GroupCreated { group } | Event::BuiltinGroupRestored { group, .. } => is(group),
+            Event::GroupCreated { group }
+            | Event::BuiltinGroupRestored { group, .. }
+            | Event::GroupSyncChanged { group, .. } => is(group),
             Event::GroupDeleted {
                 group,
                 removed_members,
@@ -543,7 +561,7 @@ impl Event {
                     || removed_members.iter().any(|m| is(m))
                     || ended_grants.iter().any(|g| is(&g.to_string()))
             }
-            Event::MemberAdded { group, user } | Event::MemberRemoved { group, user } => {
+            Event::MemberAdded { group, user, .. } | Event::MemberRemoved { group, user, .. } => {
                 is(group) || is(user)
             }
             Event::GrantIssued { subject: s, .. } => {
@@ -631,6 +649,7 @@ mod tests {
         let e = Event::MemberAdded {
             group: "g".into(),
             user: "alice".into(),
+            reason: None,
         };
         let json = serde_json::to_string(&e).unwrap();
         assert_eq!(

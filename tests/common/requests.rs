@@ -50,6 +50,7 @@ pub fn member(g: &str, u: &str) -> pb::MemberRequest {
         user: u.into(),
         request_id: String::new(),
         users: vec![],
+        reason: String::new(),
     }
 }
 

@@ -27,10 +27,20 @@ impl State {
                 self.checkpoints.insert(*at_seq, Arc::from(sha256.as_str()));
             }
             Event::DockerContainer(o) => self.observe(o),
+            Event::GroupSyncChanged { group, synced, .. } => {
+                if let Some(g) = self
+                    .group_ix
+                    .get(group.as_str())
+                    .and_then(|&ix| self.groups[ix as usize].group.as_mut())
+                {
+                    g.synced = *synced;
+                }
+            }
             Event::GroupCreated { group } => {
                 let ix = self.intern_group(group.as_str());
                 self.groups[ix as usize].group = Some(GroupState {
                     builtin: false,
+                    synced: false,
                     created_seq: seq,
                     members: Members::default(),
                 });
@@ -41,6 +51,7 @@ impl State {
                 slot.group
                     .get_or_insert_with(|| GroupState {
                         builtin: true,
+                        synced: false,
                         created_seq: seq,
                         members: Members::default(),
                     })
@@ -71,7 +82,7 @@ impl State {
                     );
                 }
             }
-            Event::MemberAdded { group, user } => {
+            Event::MemberAdded { group, user, .. } => {
                 if let Some(&gix) = self.group_ix.get(group.as_str()) {
                     if self.groups[gix as usize].group.is_some() {
                         let uix = self.intern_user(user.as_str());
@@ -79,7 +90,7 @@ impl State {
                     }
                 }
             }
-            Event::MemberRemoved { group, user } => {
+            Event::MemberRemoved { group, user, .. } => {
                 if let (Some(&gix), Some(&uix)) = (
                     self.group_ix.get(group.as_str()),
                     self.user_ix.get(user.as_str()),

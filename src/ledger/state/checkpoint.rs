@@ -32,6 +32,7 @@ impl State {
                     slot.group.as_ref().map(|g| CheckpointGroup {
                         ix: ix as Ix,
                         builtin: g.builtin,
+                        synced: g.synced,
                         created_seq: g.created_seq,
                         members: g.members.iter().collect(),
                     })
@@ -91,6 +92,7 @@ impl State {
             }
             st.groups[g.ix as usize].group = Some(GroupState {
                 builtin: g.builtin,
+                synced: g.synced,
                 created_seq: g.created_seq,
                 members: g.members.into_iter().collect(),
             });
@@ -149,6 +151,8 @@ const CHECKPOINT_VERSION: u32 = 3;
 struct CheckpointGroup {
     ix: Ix,
     builtin: bool,
+    #[serde(default)]
+    synced: bool,
     created_seq: Seq,
     members: Vec<Ix>,
 }

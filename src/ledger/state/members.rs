@@ -17,6 +17,8 @@ pub type Ix = u32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupState {
     pub builtin: bool,
+    /// Its membership follows a JupyterHub group (changed by `sync` tokens only).
+    pub synced: bool,
     pub created_seq: Seq,
     /// Members by user index; [`State::members`] gives their names.
     pub members: Members,

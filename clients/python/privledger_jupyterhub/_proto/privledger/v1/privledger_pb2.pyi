@@ -29,6 +29,7 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_ADMIN: _ClassVar[Role]
     ROLE_SPAWNER: _ClassVar[Role]
     ROLE_AUDITOR: _ClassVar[Role]
+    ROLE_SYNC: _ClassVar[Role]
 
 class GrantStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -47,6 +48,7 @@ ROLE_UNSPECIFIED: Role
 ROLE_ADMIN: Role
 ROLE_SPAWNER: Role
 ROLE_AUDITOR: Role
+ROLE_SYNC: Role
 GRANT_STATUS_UNSPECIFIED: GrantStatus
 GRANT_STATUS_ACTIVE: GrantStatus
 GRANT_STATUS_REVOKED: GrantStatus
@@ -192,7 +194,7 @@ class MutationReceipt(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., replayed: _Optional[bool] = ..., first_seq: _Optional[int] = ...) -> None: ...
 
 class Group(_message.Message):
-    __slots__ = ("name", "builtin", "members", "grants", "created_seq", "seq", "replayed")
+    __slots__ = ("name", "builtin", "members", "grants", "created_seq", "seq", "replayed", "synced")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +202,7 @@ class Group(_message.Message):
     CREATED_SEQ_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FIELD_NUMBER: _ClassVar[int]
     name: str
     builtin: bool
     members: _containers.RepeatedScalarFieldContainer[str]
@@ -207,7 +210,8 @@ class Group(_message.Message):
     created_seq: int
     seq: int
     replayed: bool
-    def __init__(self, name: _Optional[str] = ..., builtin: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., created_seq: _Optional[int] = ..., seq: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    synced: bool
+    def __init__(self, name: _Optional[str] = ..., builtin: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., created_seq: _Optional[int] = ..., seq: _Optional[int] = ..., replayed: _Optional[bool] = ..., synced: _Optional[bool] = ...) -> None: ...
 
 class CreateGroupRequest(_message.Message):
     __slots__ = ("name", "request_id")
@@ -230,18 +234,20 @@ class ListGroupsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GroupSummary(_message.Message):
-    __slots__ = ("name", "builtin", "member_count", "active_grant_count", "created_seq")
+    __slots__ = ("name", "builtin", "member_count", "active_grant_count", "created_seq", "synced")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     MEMBER_COUNT_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_GRANT_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FIELD_NUMBER: _ClassVar[int]
     name: str
     builtin: bool
     member_count: int
     active_grant_count: int
     created_seq: int
-    def __init__(self, name: _Optional[str] = ..., builtin: _Optional[bool] = ..., member_count: _Optional[int] = ..., active_grant_count: _Optional[int] = ..., created_seq: _Optional[int] = ...) -> None: ...
+    synced: bool
+    def __init__(self, name: _Optional[str] = ..., builtin: _Optional[bool] = ..., member_count: _Optional[int] = ..., active_grant_count: _Optional[int] = ..., created_seq: _Optional[int] = ..., synced: _Optional[bool] = ...) -> None: ...
 
 class ListGroupsResponse(_message.Message):
     __slots__ = ("groups", "seq")
@@ -258,16 +264,30 @@ class GetGroupRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class MemberRequest(_message.Message):
-    __slots__ = ("group", "user", "request_id", "users")
+    __slots__ = ("group", "user", "request_id", "users", "reason")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     group: str
     user: str
     request_id: str
     users: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, group: _Optional[str] = ..., user: _Optional[str] = ..., request_id: _Optional[str] = ..., users: _Optional[_Iterable[str]] = ...) -> None: ...
+    reason: str
+    def __init__(self, group: _Optional[str] = ..., user: _Optional[str] = ..., request_id: _Optional[str] = ..., users: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetGroupSyncRequest(_message.Message):
+    __slots__ = ("group", "synced", "reason", "request_id")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    synced: bool
+    reason: str
+    request_id: str
+    def __init__(self, group: _Optional[str] = ..., synced: _Optional[bool] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class IssueGrantRequest(_message.Message):
     __slots__ = ("subject", "spec", "expires_at", "reason", "request_id")

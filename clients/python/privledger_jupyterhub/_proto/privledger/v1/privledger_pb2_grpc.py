@@ -98,6 +98,11 @@ class AdminStub:
                 request_serializer=privledger_dot_v1_dot_privledger__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=privledger_dot_v1_dot_privledger__pb2.MutationReceipt.FromString,
                 _registered_method=True)
+        self.SetGroupSync = channel.unary_unary(
+                '/privledger.v1.Admin/SetGroupSync',
+                request_serializer=privledger_dot_v1_dot_privledger__pb2.SetGroupSyncRequest.SerializeToString,
+                response_deserializer=privledger_dot_v1_dot_privledger__pb2.Group.FromString,
+                _registered_method=True)
         self.ImportDockerEvents = channel.unary_unary(
                 '/privledger.v1.Admin/ImportDockerEvents',
                 request_serializer=privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsRequest.SerializeToString,
@@ -184,6 +189,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetGroupSync(self, request, context):
+        """Marks a group as synced from JupyterHub, or ends that (admin only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ImportDockerEvents(self, request, context):
         """Records `docker events --format '{{json .}}'` output captured elsewhere; events
         the ledger already holds (by daemon identity and time) are skipped.
@@ -254,6 +266,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RevokeToken,
                     request_deserializer=privledger_dot_v1_dot_privledger__pb2.RevokeTokenRequest.FromString,
                     response_serializer=privledger_dot_v1_dot_privledger__pb2.MutationReceipt.SerializeToString,
+            ),
+            'SetGroupSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGroupSync,
+                    request_deserializer=privledger_dot_v1_dot_privledger__pb2.SetGroupSyncRequest.FromString,
+                    response_serializer=privledger_dot_v1_dot_privledger__pb2.Group.SerializeToString,
             ),
             'ImportDockerEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ImportDockerEvents,
@@ -589,6 +606,33 @@ class Admin:
             '/privledger.v1.Admin/RevokeToken',
             privledger_dot_v1_dot_privledger__pb2.RevokeTokenRequest.SerializeToString,
             privledger_dot_v1_dot_privledger__pb2.MutationReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGroupSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privledger.v1.Admin/SetGroupSync',
+            privledger_dot_v1_dot_privledger__pb2.SetGroupSyncRequest.SerializeToString,
+            privledger_dot_v1_dot_privledger__pb2.Group.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,9 +77,11 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.2):
 class Hub:
     """A JupyterHub process driven through its REST API with a service token."""
 
-    def __init__(self, workdir: Path, env: dict[str, str]):
+    def __init__(self, workdir: Path, env: dict[str, str], sync_env: dict[str, str]):
         self.workdir = workdir
         self.env = env
+        # The group sync, run by the hub as a managed service.
+        self.sync_env = sync_env
         self.port = free_port()
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
@@ -109,12 +111,23 @@ c.JupyterHub.cookie_secret_file = {str(self.workdir / "cookie_secret")!r}
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = {uuid.uuid4().hex!r}
 c.Authenticator.allow_all = True
-c.JupyterHub.services = [{{"name": "e2e", "api_token": {self.token!r}}}]
-c.JupyterHub.load_roles = [{{
-    "name": "e2e-driver",
-    "scopes": ["admin:users", "admin:servers", "list:users", "read:users"],
-    "services": ["e2e"],
-}}]
+import sys
+c.JupyterHub.services = [
+    {{"name": "e2e", "api_token": {self.token!r}}},
+    {{
+        "name": "privledger-sync",
+        "command": [sys.executable, "-m", "privledger_jupyterhub.sync"],
+        "environment": {self.sync_env!r},
+    }},
+]
+c.JupyterHub.load_roles = [
+    {{
+        "name": "e2e-driver",
+        "scopes": ["admin:users", "admin:servers", "list:users", "read:users", "admin:groups"],
+        "services": ["e2e"],
+    }},
+    {{"name": "privledger-sync", "scopes": ["read:groups"], "services": ["privledger-sync"]}},
+]
 
 c.JupyterHub.spawner_class = "dockerspawner.DockerSpawner"
 c.DockerSpawner.image = {IMAGE!r}
@@ -274,7 +287,16 @@ def ledger(workdir, limited_dir):
     extra += shlex.split(os.environ.get("PRIVLEDGER_E2E_SERVE_ARGS", ""))
     srv = PrivledgerServer(workdir / "ledger", binary, extra_args=extra)
     srv.start()
-    srv.cli("group", "add-member", "docker-privileged", "alice")
+    # docker-privileged follows the hub's group of the same name: its members come
+    # through the group sync (the hub fixture adds alice in the hub).
+    srv.cli("group", "sync", "docker-privileged", "on", "--reason",
+            "e2e: membership is managed in the hub")
+    sync_secret = srv.cli("token", "create", "hub-sync", "--role", "sync", as_json=True)["secret"]
+    sync_file = workdir / "privledger-sync.token"
+    sync_file.write_text(sync_secret + "\n")
+    sync_file.chmod(0o600)
+    srv.sync_token_file = sync_file
+    srv.sync_secret = sync_secret
     srv.cli("grant", "issue", "--user", "carol", "--socket", "raw", "--mode", "ro",
             "--reason", "e2e: read-only socket")
     srv.cli("grant", "issue", "--user", "erin", "--socket", "limited",
@@ -304,12 +326,24 @@ def hub(workdir, ledger, limited_dir):
             "PRIVLEDGER_TIMEOUT": "3",
             "PRIVLEDGER_LIMITED_HOST_DIR": str(limited_dir),
         },
+        {
+            "PRIVLEDGER_SERVER": ledger.url,
+            "PRIVLEDGER_TOKEN_FILE": str(ledger.sync_token_file),
+            "PRIVLEDGER_SYNC_INTERVAL": "0.5",
+        },
     )
     for u in USERS:  # leftovers of an aborted earlier run
         docker("rm", "-f", container(u), check=False)
     h.start()
     status, body = h.api("POST", "/users", {"usernames": list(USERS)})
     assert status in (201, 409), (status, body)
+    # alice gets the raw socket the way operators give it: the hub's group.
+    status, body = h.api("POST", "/groups/docker-privileged")
+    assert status in (201, 409), (status, body)
+    status, body = h.api("POST", "/groups/docker-privileged/users", {"users": ["alice"]})
+    assert status == 200, (status, body)
+    wait_for(lambda: "alice" in members(ledger, "docker-privileged"), 60,
+             f"the group sync to add alice:\n{h.log()}")
     yield h
     h.stop()
     out = docker("ps", "-aq", "--filter", f"label={RUN_LABEL}={h.run_id}", check=False).stdout.split()
@@ -351,6 +385,15 @@ def lifecycle(hub, ledger, privileged_ok):
         if "start_status" not in seen[user]:
             seen[user]["stop_seconds"] = hub.stop_server(user)
     return seen
+
+
+def members(ledger, group: str) -> list[str]:
+    return ledger.cli("group", "show", group, as_json=True)["members"]
+
+
+def sync_entries(ledger, user: str) -> list[dict]:
+    return [e for e in ledger.audit("--subject", user)
+            if e["event"]["kind"] in ("member_added", "member_removed")]
 
 
 def decision_for(ledger, label: str) -> dict:
@@ -491,7 +534,11 @@ def test_removed_member_respawns_without_the_socket(lifecycle, hub, ledger):
     """alice leaves docker-privileged; her next spawn gets no socket. The trail then
     holds, in order, each decision followed by its container's create/start/die/destroy
     entries linked to it, and no alert."""
-    ledger.cli("group", "remove-member", "docker-privileged", "alice")
+    # Removed in the hub, as an operator does in the admin panel.
+    status, body = hub.api("DELETE", "/groups/docker-privileged/users", {"users": ["alice"]})
+    assert status in (200, 204), (status, body)
+    wait_for(lambda: "alice" not in members(ledger, "docker-privileged"), 60,
+             "the group sync to remove alice")
     hub.start_server("alice")
     info = inspect(container("alice"))
     assert socket_binds(info) == []
@@ -519,6 +566,69 @@ def test_removed_member_respawns_without_the_socket(lifecycle, hub, ledger):
         assert [t[0] for t in steps] == sorted(t[0] for t in steps)
     alerts = [e for e in ledger.audit("--kind", "alert") if e["event"].get("user") == "alice"]
     assert alerts == [], alerts
+
+
+def test_hub_group_changes_reach_the_ledger_and_a_running_container_is_flagged(
+        lifecycle, hub, ledger):
+    """Issue 15: frank is added to docker-privileged through the hub's REST API and
+    gets the socket at his next spawn, with the sync's entry in the ledger; removed
+    through the REST API while his server runs, the ledger records the removal and
+    then his container's stale_grant alert; his next spawn has no socket. A new sync
+    process finds nothing to do, and the sync token cannot touch another group."""
+    status, body = hub.api("POST", "/users/frank")
+    assert status in (201, 409), (status, body)
+    docker("rm", "-f", container("frank"), check=False)
+    status, body = hub.api("POST", "/groups/docker-privileged/users", {"users": ["frank"]})
+    assert status == 200, (status, body)
+    (added,) = wait_for(lambda: sync_entries(ledger, "frank") or None, 60,
+                        "the group sync to add frank")
+    assert added["actor"] == "hub-sync" and added["event"]["kind"] == "member_added"
+    assert added["event"]["reason"] == "jupyterhub sync: added in hub group docker-privileged"
+    hub.start_server("frank")
+    try:
+        info = inspect(container("frank"))
+        assert socket_binds(info) == [f"{SOCKET}:{SOCKET}:rw"]
+        status, body = hub.api("DELETE", "/groups/docker-privileged/users", {"users": ["frank"]})
+        assert status in (200, 204), (status, body)
+        entries = wait_for(lambda: e if len(e := sync_entries(ledger, "frank")) == 2 else None,
+                           60, "the group sync to remove frank")
+        removed = entries[1]
+        assert removed["actor"] == "hub-sync" and removed["event"]["kind"] == "member_removed"
+        assert removed["event"]["reason"] == "jupyterhub sync: removed from hub group docker-privileged"
+        if WATCHER:
+            def stale():
+                return [e for e in ledger.audit("--kind", "stale_grant")
+                        if e["event"].get("container_id") == info["Id"]] or None
+            (alert,) = wait_for(stale, 60, "frank's stale_grant alert")
+            assert alert["seq"] > removed["seq"], (alert, removed)
+    finally:
+        hub.stop_server("frank")
+    hub.start_server("frank")
+    try:
+        assert socket_binds(inspect(container("frank"))) == []
+    finally:
+        hub.stop_server("frank")
+    # A new sync process (as after a restart) appends nothing.
+    from privledger_jupyterhub import sync
+    from privledger_jupyterhub._proto.privledger.v1 import privledger_pb2_grpc as pb_grpc
+
+    settings = sync.SyncSettings.from_env({
+        "JUPYTERHUB_API_URL": f"{hub.url}/hub/api",
+        "JUPYTERHUB_API_TOKEN": hub.token,
+        "PRIVLEDGER_SERVER": ledger.url,
+        "PRIVLEDGER_TOKEN_FILE": str(ledger.sync_token_file),
+    })
+    with settings.channel() as ch:
+        assert sync.reconcile_once(settings, pb_grpc.AdminStub(ch)) == []
+    assert len(sync_entries(ledger, "frank")) == 2
+    # The sync token changes synced groups only.
+    ledger.cli("group", "create", "e2e-not-synced")
+    r = subprocess.run(
+        [str(privledger_bin()), "group", "add-member", "e2e-not-synced", "frank",
+         "--server", ledger.url, "--token", ledger.sync_secret],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert r.returncode == 77 and "PERMISSION_DENIED" in r.stderr, r
 
 
 def test_ledger_down_spawns_without_privileges(lifecycle, hub, ledger):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -95,6 +98,56 @@ class Target:
         return grpc.aio.insecure_channel(self.target)
 
 
+class ChannelCache:
+    """One channel reused across calls (a spawn does not pay for a new connection and
+    TLS handshake), replaced when the CA, certificate or key file changes on disk (so
+    replacing them in place still takes effect at the next call) or when the calling
+    event loop is another one (a grpc.aio channel belongs to the loop that made it)."""
+
+    def __init__(
+        self,
+        target: Target,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
+        self.target = target
+        self.files = (ca_file, cert_file, key_file)
+        self.created = 0
+        self._channel: grpc.aio.Channel | None = None
+        self._loop: weakref.ref | None = None
+        self._stamp: tuple | None = None
+
+    def _files_stamp(self) -> tuple:
+        stamp = []
+        for f in self.files:
+            if f is None:
+                stamp.append(None)
+                continue
+            try:
+                st = os.stat(f)
+                stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                stamp.append(("missing",))  # the channel's own read will say why
+        return tuple(stamp)
+
+    def get(self) -> grpc.aio.Channel:
+        loop = asyncio.get_running_loop()
+        stamp = self._files_stamp()
+        same_loop = self._loop is not None and self._loop() is loop
+        if self._channel is not None and same_loop and stamp == self._stamp:
+            return self._channel
+        old = self._channel if same_loop else None
+        self._channel = self.target.channel(*self.files)
+        self._loop = weakref.ref(loop)
+        self._stamp = stamp
+        self.created += 1
+        if old is not None:
+            # Calls in flight on the old channel may finish.
+            loop.create_task(old.close(grace=30))
+        return self._channel
+
+
 def token_from_file(path: str | Path) -> Callable[[], str]:
     """A token provider that rereads ``path`` on every call (rotation friendly)."""
     p = Path(path).expanduser()
@@ -125,8 +178,12 @@ async def authorize_spawn(
     ca_file: str | None = None,
     cert_file: str | None = None,
     key_file: str | None = None,
+    channels: ChannelCache | None = None,
 ) -> pb.Decision:
     """Asks privledger for (and has it record) a spawn decision.
+
+    ``channels`` reuses one channel across calls; without it a channel is made for
+    this call and closed after it.
 
     ``ca_file`` verifies an ``https://`` server (default: the system roots);
     ``cert_file`` and ``key_file`` (PEM, both or neither, ``https://`` only) are
@@ -143,10 +200,10 @@ async def authorize_spawn(
         image=image or "",
         request_id=request_id or new_request_id(),
     )
+    md = (("authorization", f"Bearer {token}"),)
+    if channels is not None:
+        stub = pb_grpc.AuthorizerStub(channels.get())
+        return await stub.AuthorizeSpawn(req, metadata=md, timeout=timeout)
     async with target.channel(ca_file, cert_file, key_file) as channel:
         stub = pb_grpc.AuthorizerStub(channel)
-        return await stub.AuthorizeSpawn(
-            req,
-            metadata=(("authorization", f"Bearer {token}"),),
-            timeout=timeout,
-        )
+        return await stub.AuthorizeSpawn(req, metadata=md, timeout=timeout)

@@ -35,6 +35,7 @@ binds it must remove.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,14 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 import grpc
 import grpc.aio
 
-from .client import DEFAULT_SERVER, Target, authorize_spawn, new_request_id, token_from_file
+from .client import (
+    DEFAULT_SERVER,
+    ChannelCache,
+    Target,
+    authorize_spawn,
+    new_request_id,
+    token_from_file,
+)
 from .fragments import DEFAULT_LIMITED_HOST_DIR, Fragments, SocketGuard, apply_fragments
 
 ON_UNAVAILABLE = ("deny", "refuse")
@@ -75,6 +83,8 @@ class HookSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    #: The channel reused across spawns.
+    channels: ChannelCache | None = None
 
 
 def _pick(value: Any, env: Mapping[str, str], name: str) -> Any:
@@ -169,15 +179,17 @@ def resolve_settings(
         if empty:
             raise ValueError(f"privledger: the {what} file {path} is empty")
 
+    ca = _pick(ca_file, env, ENV_CA_FILE)
     return HookSettings(
         target=target,
         token=provider,
         on_unavailable=mode,
         timeout=seconds,
         guard=SocketGuard.build(sockets, limited),
-        ca_file=_pick(ca_file, env, ENV_CA_FILE),
+        ca_file=ca,
         cert_file=cert,
         key_file=key,
+        channels=ChannelCache(target, ca, cert, key),
     )
 
 
@@ -222,6 +234,7 @@ async def run_hook(settings: HookSettings, spawner: Any) -> Any:
                 ca_file=settings.ca_file,
                 cert_file=settings.cert_file,
                 key_file=settings.key_file,
+                channels=settings.channels,
             ),
             # grpc enforces the deadline; this only guards against a wedged channel.
             timeout=settings.timeout + 5,
@@ -288,6 +301,7 @@ def make_pre_spawn_hook(
     ca_file: str | None = None,
     cert_file: str | os.PathLike | None = None,
     key_file: str | os.PathLike | None = None,
+    before: Callable[[Any], Any] | None = None,
 ) -> Callable[[Any], Awaitable[None]]:
     """Builds an async ``pre_spawn_hook`` for DockerSpawner.
 
@@ -302,6 +316,12 @@ def make_pre_spawn_hook(
 
     cert_file, key_file: a client certificate and its key (PEM), for a server that
     requires mutual TLS; both or neither, ``https://`` only.
+
+    before: an existing ``pre_spawn_hook`` (plain or async) to keep. It runs first;
+    privledger's decision is applied after it, so nothing it sets can give a Docker
+    socket or ``--privileged`` that privledger did not (socket binds it adds for a
+    user without the grant are removed, with a warning). An exception it raises fails
+    the spawn before privledger is asked.
     """
     settings = resolve_settings(
         server,
@@ -317,6 +337,10 @@ def make_pre_spawn_hook(
     )
 
     async def privledger_pre_spawn_hook(spawner: Any) -> None:
+        if before is not None:
+            result = before(spawner)
+            if inspect.isawaitable(result):
+                await result
         await run_hook(settings, spawner)
 
     privledger_pre_spawn_hook.settings = settings  # type: ignore[attr-defined]

@@ -385,3 +385,50 @@ def test_bad_configuration_fails_at_startup(kwargs, env, match, monkeypatch):
         monkeypatch.setenv(k, v)
     with pytest.raises(ValueError, match=match):
         make_pre_spawn_hook(**kwargs)
+
+
+def test_one_channel_serves_every_spawn_of_a_hub(server, hook, make_spawner, username):
+    """The hub's event loop keeps one channel: a spawn does not connect anew."""
+    async def spawns():
+        for _ in range(3):
+            await hook(make_spawner(username))
+    asyncio.run(spawns())
+    assert hook.settings.channels.created == 1
+    assert len(decisions_for(server, username)) == 3
+
+
+def test_an_existing_hook_runs_first_and_cannot_give_the_socket(server, spawner_token_file,
+                                                                make_spawner, username):
+    order = []
+
+    def legacy(spawner):  # what a hub had before: the socket for "trusted" users
+        order.append("legacy")
+        spawner.volumes["/var/run/docker.sock"] = "/var/run/docker.sock"
+        spawner.environment["TEAM"] = "physics"
+
+    async def legacy_async(spawner):
+        order.append("async")
+
+    for before in (legacy, legacy_async):
+        h = make_pre_spawn_hook(server=server.url, token_file=str(spawner_token_file),
+                                timeout=5, before=before)
+        sp = make_spawner(username)
+        run(h, sp)
+        assert sp.privledger_decision is not None
+        assert "/var/run/docker.sock" not in sp.volumes
+        assert "/var/run/docker.sock" not in sp.extra_host_config["binds"]
+        if before is legacy:
+            assert sp.environment["TEAM"] == "physics", "what it set otherwise is kept"
+    assert order == ["legacy", "async"]
+
+
+def test_a_failing_existing_hook_fails_the_spawn_before_privledger_is_asked(
+        server, spawner_token_file, make_spawner, username):
+    def broken(spawner):
+        raise RuntimeError("legacy hook failed")
+
+    h = make_pre_spawn_hook(server=server.url, token_file=str(spawner_token_file),
+                            timeout=5, before=broken)
+    with pytest.raises(RuntimeError, match="legacy hook failed"):
+        run(h, make_spawner(username))
+    assert decisions_for(server, username) == []

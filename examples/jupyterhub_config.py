@@ -93,3 +93,29 @@ c.DockerSpawner.pre_spawn_hook = make_pre_spawn_hook(
     on_unavailable=os.environ.get("PRIVLEDGER_ON_UNAVAILABLE", "deny"),
     timeout=float(os.environ.get("PRIVLEDGER_TIMEOUT", "5")),
 )
+
+# --- Optional: keep managing docker-privileged in the admin panel -----------------
+# The group sync runs as a managed service: privledger groups marked synced follow
+# the hub's groups of the same name (docs/jupyterhub.md, "group sync"). Once:
+#
+#   privledger token create hub-sync --role sync --json \
+#       | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])' \
+#       > /srv/jupyterhub/privledger-sync.token
+#   privledger group sync docker-privileged on --reason "managed in the hub's admin panel"
+#
+# then uncomment:
+#
+# import sys
+# c.JupyterHub.services = [{
+#     "name": "privledger-sync",
+#     "command": [sys.executable, "-m", "privledger_jupyterhub.sync"],
+#     "environment": {
+#         "PRIVLEDGER_SERVER": os.environ.get("PRIVLEDGER_SERVER", "http://127.0.0.1:50051"),
+#         "PRIVLEDGER_TOKEN_FILE": "/srv/jupyterhub/privledger-sync.token",
+#     },
+# }]
+# c.JupyterHub.load_roles = [{
+#     "name": "privledger-sync",
+#     "scopes": ["read:groups"],
+#     "services": ["privledger-sync"],
+# }]

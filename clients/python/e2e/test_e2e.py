@@ -449,6 +449,26 @@ def test_limited_user_gets_the_proxy_socket(lifecycle, ledger, limited_dir):
     assert rep["docker_host"] == f"unix://{LIMITED_CONTAINER_SOCKET}"
 
 
+def test_docker_answers_through_the_limited_users_socket(lifecycle, ledger, limited_dir):
+    """erin's socket directory, bound into her container, holds a socket the proxy
+    serves: `docker ps` through it answers, and lists none of the other users'
+    containers; a refused call is answered and recorded (issue 15)."""
+    sock = limited_dir / "erin" / "docker.sock"
+    wait_for(sock.is_socket, 30, "erin's limited socket")
+    r = subprocess.run(["docker", "-H", f"unix://{sock}", "ps", "-a", "--format", "{{.Names}}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r
+    names = r.stdout.split()
+    assert not any(n.startswith(PREFIX) for n in names), names
+    # A call the limited socket refuses is answered, and recorded with its reason.
+    r = subprocess.run(["docker", "-H", f"unix://{sock}", "network", "create", "--driver",
+                        "macvlan", "e2e-refused"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0, r
+    refused = [e for e in ledger.audit("--kind", "proxy_call", "--subject", "erin")
+               if e["event"]["outcome"] == "refused"]
+    assert refused, "the refused call through the limited socket is in the ledger"
+
+
 def test_privileged_user_runs_privileged(lifecycle, ledger, privileged_ok):
     if privileged_ok is not None:
         # The hook asked for --privileged and the daemon refused to start it.

@@ -528,7 +528,36 @@ struct FileBuiltin {
     #[serde(default)]
     privileged: bool,
     #[serde(default)]
-    limits: Limits,
+    limits: FileLimits,
+}
+
+/// A built-in group's limits as the file gives them: unlike stored entries (which
+/// must read fields of later versions), a key the server does not know is refused,
+/// so a misspelt limit is not silently left at its default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_containers: Option<u32>,
+    max_volumes: Option<u32>,
+    max_networks: Option<u32>,
+    max_storage_gb: Option<f64>,
+    cpu_cap_cores: Option<f64>,
+    mem_cap_gb: Option<f64>,
+    allow_dangerous_flags: Option<bool>,
+}
+
+impl From<FileLimits> for Limits {
+    fn from(l: FileLimits) -> Limits {
+        Limits {
+            max_containers: l.max_containers,
+            max_volumes: l.max_volumes,
+            max_networks: l.max_networks,
+            max_storage_gb: l.max_storage_gb,
+            cpu_cap_cores: l.cpu_cap_cores,
+            mem_cap_gb: l.mem_cap_gb,
+            allow_dangerous_flags: l.allow_dangerous_flags,
+        }
+    }
 }
 
 impl FileBuiltin {
@@ -546,7 +575,7 @@ impl FileBuiltin {
                 None => SocketMode::Rw,
             },
             privileged: self.privileged,
-            limits: self.limits,
+            limits: self.limits.into(),
         };
         validate_builtin(&format!("builtin_groups[{i}]"), &self.name, &spec)?;
         Ok((self.name, spec))
@@ -562,6 +591,25 @@ mod tests {
         let p = dir.path().join("c.toml");
         std::fs::write(&p, text).unwrap();
         Config::load(Some(&p), &Overrides::default())
+    }
+
+    #[test]
+    fn a_builtin_groups_limits_are_read_and_a_misspelt_one_is_refused() {
+        let ok = load_text(
+            "[[builtin_groups]]\nname = \"builders\"\nsocket = \"limited\"\n\
+             limits = { max_containers = 4, mem_cap_gb = 2.5 }\n",
+        )
+        .unwrap();
+        let (_, spec) = &ok.builtin_groups[0];
+        assert_eq!(spec.limits.max_containers, Some(4));
+        assert_eq!(spec.limits.mem_cap_gb, Some(2.5));
+        let e = load_text(
+            "[[builtin_groups]]\nname = \"builders\"\nsocket = \"limited\"\n\
+             limits = { max_contaners = 5 }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("max_contaners"), "{e}");
     }
 
     #[test]

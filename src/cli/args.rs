@@ -641,10 +641,15 @@ pub enum AuditCmd {
         #[arg(long)]
         wide: bool,
     },
-    /// Write entries as JSON lines with their exact hashed bodies (for `verify --file`).
+    /// Write entries as JSON lines with their exact hashed bodies (for `verify --file`),
+    /// or keep shipping them as they are appended (--follow).
     #[command(after_help = "Examples:\n  \
         privledger audit export --out ledger.jsonl\n  \
-        privledger audit export --out - | gzip > ledger.jsonl.gz")]
+        privledger audit export --out - | gzip > ledger.jsonl.gz\n  \
+        privledger audit export --follow --cursor /var/lib/shipper/privledger.cursor --out /var/log/privledger.jsonl\n\n\
+        With --follow and --cursor, the export resumes after the last entry the cursor file\n\
+        records, appending to --out; the cursor is saved only after what it names is on disk,\n\
+        so after a crash an entry may be written twice (at least once; dedupe by seq), never lost.")]
     Export {
         /// The file to write, or - for standard output. An existing file is kept
         /// unless --force.
@@ -656,6 +661,13 @@ pub enum AuditCmd {
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
+        /// Keep the stream open and write entries as they are appended.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: a file recording the last seq written; the export resumes after
+        /// it and appends to --out.
+        #[arg(long, value_name = "FILE", requires = "follow")]
+        cursor: Option<PathBuf>,
     },
     /// The chain head: seq, hash and time (record it to compare with a later export).
     Head,

@@ -515,6 +515,16 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                 out: path,
                 from,
                 force,
+                follow: true,
+                cursor,
+            } => {
+                return super::export::follow(&mut c, &path, from, force, cursor.as_deref()).await;
+            }
+            AuditCmd::Export {
+                out: path,
+                from,
+                force,
+                ..
             } => {
                 return super::export::export(&mut c, &path, from, force, out).await;
             }

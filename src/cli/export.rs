@@ -184,6 +184,153 @@ pub(super) async fn export(
     Ok(Exit::Ok)
 }
 
+/// Entries written before the output is made durable and the cursor saved.
+const FOLLOW_BATCH: u64 = 1024;
+/// How long a quiet stream waits before what was written is made durable.
+const FOLLOW_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The last seq a cursor file records (`None`: no file yet).
+fn read_cursor(path: &Path) -> Result<Option<u64>, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| {
+            CliError::Usage(format!(
+                "the cursor file {} does not hold a seq ({:?})",
+                path.display(),
+                text.trim()
+            ))
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CliError::Usage(format!(
+            "cannot read the cursor file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Replaces the cursor file with `seq`, durably (a crash leaves the old or the new).
+fn save_cursor(path: &Path, seq: u64) -> std::io::Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let mut f = File::create(&tmp)?;
+    writeln!(f, "{seq}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// `audit export --follow`: history, then every new entry, at least once. What is
+/// written is flushed (and, for a file, synced) before the cursor names it.
+pub(super) async fn follow(
+    c: &mut Clients,
+    path: &Path,
+    from: u64,
+    force: bool,
+    cursor: Option<&Path>,
+) -> Result<Exit, CliError> {
+    let start = match cursor.map(read_cursor).transpose()?.flatten() {
+        Some(last) => last + 1,
+        None => from,
+    };
+    let to_stdout = path == Path::new("-");
+    let mut w: Box<dyn Write> = if to_stdout {
+        Box::new(BufWriter::new(std::io::stdout()))
+    } else {
+        let mut o = std::fs::OpenOptions::new();
+        if cursor.is_some() {
+            o.append(true).create(true);
+        } else if force {
+            o.write(true).create(true).truncate(true);
+        } else {
+            o.write(true).create_new(true);
+        }
+        let f = o.open(path).map_err(|e| {
+            CliError::Usage(if e.kind() == ErrorKind::AlreadyExists {
+                format!(
+                    "{} exists; add --cursor FILE to resume appending to it, or --force to replace it",
+                    path.display()
+                )
+            } else {
+                format!("cannot open {}: {e}", path.display())
+            })
+        })?;
+        Box::new(BufWriter::new(f))
+    };
+    let file = if to_stdout {
+        None
+    } else {
+        Some(File::open(path).map_err(CliError::Io)?)
+    };
+    let durable = |w: &mut Box<dyn Write>, last: u64| -> std::io::Result<()> {
+        w.flush()?;
+        if let Some(f) = &file {
+            f.sync_data()?;
+        }
+        if let Some(c) = cursor {
+            save_cursor(c, last)?;
+        }
+        Ok(())
+    };
+    let mut s = c
+        .audit
+        .stream(pb::StreamRequest {
+            from_seq: start,
+            follow: true,
+            kinds: vec![],
+            subject: String::new(),
+        })
+        .await?
+        .into_inner();
+    let (mut last, mut pending) = (start.saturating_sub(1), 0u64);
+    let result: Result<(), CliError> = async {
+        loop {
+            let next = if pending > 0 {
+                match tokio::time::timeout(FOLLOW_IDLE, s.message()).await {
+                    Ok(m) => m?,
+                    Err(_) => {
+                        durable(&mut w, last)?;
+                        pending = 0;
+                        continue;
+                    }
+                }
+            } else {
+                s.message().await?
+            };
+            let Some(e) = next else {
+                return Ok(());
+            };
+            let mut line =
+                serde_json::to_vec(&output::entry_json(&e)).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            w.write_all(&line)?;
+            last = e.seq;
+            pending += 1;
+            if pending >= FOLLOW_BATCH {
+                durable(&mut w, last)?;
+                pending = 0;
+            }
+        }
+    }
+    .await;
+    let saved = if pending > 0 {
+        durable(&mut w, last)
+    } else {
+        Ok(())
+    };
+    match (result, saved) {
+        // The reader stopped reading: what it took is what it wanted.
+        (Err(CliError::Io(e)), _) | (Ok(()), Err(e)) if e.kind() == ErrorKind::BrokenPipe => {
+            Ok(Exit::Ok)
+        }
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(CliError::Io(e)),
+        (Ok(()), Ok(())) => Ok(Exit::Ok),
+    }
+}
+
 /// `verify --file`: the export's chain, recomputed here.
 pub(super) fn verify_file(path: &Path, out: &Out) -> Result<Exit, CliError> {
     let f = File::open(path)

@@ -1076,3 +1076,47 @@ fn a_followed_export_resumes_from_its_cursor_and_loses_nothing_across_a_kill() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("--cursor"), "{err}");
 }
+
+/// `audit export --follow --syslog`: each entry is one RFC 5424 datagram whose
+/// message is the entry's JSON line (issue 16, export).
+#[test]
+fn a_followed_export_to_syslog_sends_one_datagram_per_entry() {
+    let s = Served::start();
+    s.ok(&["group", "create", "shipped"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("log.sock");
+    let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut child = Command::new(binary())
+        .args(["audit", "export", "--follow", "--syslog", "--syslog-socket"])
+        .arg(&sock)
+        .args(["--server", &s.url, "--token-file"])
+        .arg(&s.token_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let head = s.json(&["audit", "head"])["seq"].as_u64().unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    for want in 1..=head {
+        let n = rx.recv(&mut buf).expect("a datagram per entry");
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(text.starts_with("<134>1 "), "{text}");
+        let json = &text[text.find(" - {").expect("the JSON message") + 3..];
+        let v: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["seq"], want, "{text}");
+        assert!(text.contains(&format!(" privledger - {} - ", v["kind"].as_str().unwrap())));
+        assert!(v["hash"].as_str().is_some_and(|h| h.len() == 64));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // --syslog without --follow, or with --out, is a usage error.
+    for args in [
+        &["audit", "export", "--syslog"][..],
+        &["audit", "export", "--follow", "--syslog", "--out", "x"],
+    ] {
+        let (code, _, err) = s.cli(args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+    }
+}

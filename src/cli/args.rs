@@ -653,8 +653,8 @@ pub enum AuditCmd {
     Export {
         /// The file to write, or - for standard output. An existing file is kept
         /// unless --force.
-        #[arg(long, value_name = "FILE|-")]
-        out: PathBuf,
+        #[arg(long, value_name = "FILE|-", required_unless_present = "syslog")]
+        out: Option<PathBuf>,
         /// First seq.
         #[arg(long, default_value_t = 1)]
         from: u64,
@@ -668,6 +668,18 @@ pub enum AuditCmd {
         /// it and appends to --out.
         #[arg(long, value_name = "FILE", requires = "follow")]
         cursor: Option<PathBuf>,
+        /// With --follow: send each entry to syslog (RFC 5424, facility local0, the JSON
+        /// line as the message) instead of --out.
+        #[arg(long, requires = "follow", conflicts_with = "out")]
+        syslog: bool,
+        /// The syslog socket.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/dev/log",
+            requires = "syslog"
+        )]
+        syslog_socket: PathBuf,
     },
     /// The chain head: seq, hash and time (record it to compare with a later export).
     Head,

@@ -517,8 +517,15 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                 force,
                 follow: true,
                 cursor,
+                syslog,
+                syslog_socket,
             } => {
-                return super::export::follow(&mut c, &path, from, force, cursor.as_deref()).await;
+                let to = match (syslog, path) {
+                    (true, _) => super::export::Shipped::Syslog(syslog_socket),
+                    (false, Some(p)) => super::export::Shipped::Path(p),
+                    (false, None) => return Err(CliError::Usage("--out or --syslog".into())),
+                };
+                return super::export::follow(&mut c, to, from, force, cursor.as_deref()).await;
             }
             AuditCmd::Export {
                 out: path,
@@ -526,6 +533,9 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                 force,
                 ..
             } => {
+                let Some(path) = path else {
+                    return Err(CliError::Usage("--syslog needs --follow".into()));
+                };
                 return super::export::export(&mut c, &path, from, force, out).await;
             }
             AuditCmd::Head => {

@@ -222,25 +222,54 @@ fn save_cursor(path: &Path, seq: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `audit export --follow`: history, then every new entry, at least once. What is
-/// written is flushed (and, for a file, synced) before the cursor names it.
-pub(super) async fn follow(
-    c: &mut Clients,
-    path: &Path,
-    from: u64,
-    force: bool,
-    cursor: Option<&Path>,
-) -> Result<Exit, CliError> {
-    let start = match cursor.map(read_cursor).transpose()?.flatten() {
-        Some(last) => last + 1,
-        None => from,
-    };
-    let to_stdout = path == Path::new("-");
-    let mut w: Box<dyn Write> = if to_stdout {
-        Box::new(BufWriter::new(std::io::stdout()))
-    } else {
+/// Where a followed export goes.
+pub(super) enum Shipped {
+    /// A file (appended to with a cursor), or `-` for stdout.
+    Path(PathBuf),
+    /// A syslog datagram socket (`/dev/log`).
+    Syslog(PathBuf),
+}
+
+/// The open destination of a followed export.
+enum Shipping {
+    Stream {
+        w: Box<dyn Write>,
+        /// The file, to sync (none for stdout).
+        file: Option<File>,
+    },
+    Syslog {
+        socket: std::os::unix::net::UnixDatagram,
+        host: String,
+    },
+}
+
+impl Shipping {
+    fn open(to: &Shipped, force: bool, resume: bool) -> Result<Shipping, CliError> {
+        let path = match to {
+            Shipped::Syslog(sock) => {
+                let socket = std::os::unix::net::UnixDatagram::unbound()
+                    .and_then(|s| s.connect(sock).map(|()| s))
+                    .map_err(|e| {
+                        CliError::Usage(format!("cannot reach syslog at {}: {e}", sock.display()))
+                    })?;
+                // RFC 5424 allows "-" when the host name is not known.
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .ok()
+                    .filter(|h| !h.is_empty() && h.is_ascii() && !h.contains(' '))
+                    .unwrap_or_else(|| "-".into());
+                return Ok(Shipping::Syslog { socket, host });
+            }
+            Shipped::Path(p) => p,
+        };
+        if path == Path::new("-") {
+            return Ok(Shipping::Stream {
+                w: Box::new(BufWriter::new(std::io::stdout())),
+                file: None,
+            });
+        }
         let mut o = std::fs::OpenOptions::new();
-        if cursor.is_some() {
+        if resume {
             o.append(true).create(true);
         } else if force {
             o.write(true).create(true).truncate(true);
@@ -257,18 +286,64 @@ pub(super) async fn follow(
                 format!("cannot open {}: {e}", path.display())
             })
         })?;
-        Box::new(BufWriter::new(f))
-    };
-    let file = if to_stdout {
-        None
-    } else {
-        Some(File::open(path).map_err(CliError::Io)?)
-    };
-    let durable = |w: &mut Box<dyn Write>, last: u64| -> std::io::Result<()> {
-        w.flush()?;
-        if let Some(f) = &file {
-            f.sync_data()?;
+        let file = f.try_clone().map_err(CliError::Io)?;
+        Ok(Shipping::Stream {
+            w: Box::new(BufWriter::new(f)),
+            file: Some(file),
+        })
+    }
+
+    fn send(&mut self, e: &pb::Entry) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(&output::entry_json(e)).map_err(std::io::Error::other)?;
+        match self {
+            Shipping::Stream { w, .. } => {
+                line.push(b'\n');
+                w.write_all(&line)
+            }
+            Shipping::Syslog { socket, host } => {
+                // RFC 5424: <PRI>1 TIMESTAMP HOSTNAME APP PROCID MSGID SD MSG, with
+                // facility local0 (16) and severity informational (6).
+                let time = crate::ledger::format_time(e.time_unix_nanos);
+                let mut msg =
+                    format!("<134>1 {time} {host} privledger - {} - ", e.kind).into_bytes();
+                msg.extend_from_slice(&line);
+                socket.send(&msg).map(drop)
+            }
         }
+    }
+
+    /// Everything sent so far is durable (as far as the destination allows).
+    fn durable(&mut self) -> std::io::Result<()> {
+        match self {
+            Shipping::Stream { w, file } => {
+                w.flush()?;
+                match file {
+                    Some(f) => f.sync_data(),
+                    None => Ok(()),
+                }
+            }
+            // A datagram handed to the socket is syslog's.
+            Shipping::Syslog { .. } => Ok(()),
+        }
+    }
+}
+
+/// `audit export --follow`: history, then every new entry, at least once. What is
+/// sent is made durable before the cursor names it.
+pub(super) async fn follow(
+    c: &mut Clients,
+    to: Shipped,
+    from: u64,
+    force: bool,
+    cursor: Option<&Path>,
+) -> Result<Exit, CliError> {
+    let start = match cursor.map(read_cursor).transpose()?.flatten() {
+        Some(last) => last + 1,
+        None => from,
+    };
+    let mut out = Shipping::open(&to, force, cursor.is_some())?;
+    let durable = |out: &mut Shipping, last: u64| -> std::io::Result<()> {
+        out.durable()?;
         if let Some(c) = cursor {
             save_cursor(c, last)?;
         }
@@ -291,7 +366,7 @@ pub(super) async fn follow(
                 match tokio::time::timeout(FOLLOW_IDLE, s.message()).await {
                     Ok(m) => m?,
                     Err(_) => {
-                        durable(&mut w, last)?;
+                        durable(&mut out, last)?;
                         pending = 0;
                         continue;
                     }
@@ -302,21 +377,18 @@ pub(super) async fn follow(
             let Some(e) = next else {
                 return Ok(());
             };
-            let mut line =
-                serde_json::to_vec(&output::entry_json(&e)).map_err(std::io::Error::other)?;
-            line.push(b'\n');
-            w.write_all(&line)?;
+            out.send(&e)?;
             last = e.seq;
             pending += 1;
             if pending >= FOLLOW_BATCH {
-                durable(&mut w, last)?;
+                durable(&mut out, last)?;
                 pending = 0;
             }
         }
     }
     .await;
     let saved = if pending > 0 {
-        durable(&mut w, last)
+        durable(&mut out, last)
     } else {
         Ok(())
     };

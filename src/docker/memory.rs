@@ -321,6 +321,49 @@ mod tests {
         }
     }
 
+    /// A raw rw socket grant to `subject`.
+    fn raw_grant(subject: Subject) -> Command {
+        Command::IssueGrant {
+            subject,
+            spec: GrantSpec {
+                socket: SocketAccess::Raw,
+                socket_mode: SocketMode::Rw,
+                privileged: false,
+                limits: Limits::default(),
+            },
+            expires_at_ns: None,
+            reason: "test".into(),
+        }
+    }
+
+    impl Rig {
+        /// `user`'s container as a spawner makes it after an allowed decision: the
+        /// decision and user labels, and the daemon socket mounted rw.
+        async fn decided_socket_container(&self, user: &str) -> ContainerFacts {
+            let d = self
+                .submit(Command::AuthorizeSpawn {
+                    user: user.into(),
+                    server_name: String::new(),
+                    image: "img".into(),
+                })
+                .await;
+            let Event::SpawnDecided(decision) = &d.event else {
+                panic!("{d:?}")
+            };
+            assert!(decision.allowed);
+            let mut c = container(&format!("jupyter-{user}"));
+            c.labels
+                .insert(LABEL_DECISION.into(), decision.decision_id.clone());
+            c.labels.insert(LABEL_USER.into(), user.into());
+            c.mounts = vec![(
+                "/var/run/docker.sock".into(),
+                "/var/run/docker.sock".into(),
+                true,
+            )];
+            c
+        }
+    }
+
     #[tokio::test]
     async fn replay_records_nothing_twice_and_the_cursor_names_the_last_event() {
         let r = Rig::new(StaleAction::Alert);
@@ -431,40 +474,9 @@ mod tests {
     #[tokio::test]
     async fn a_revoked_grant_under_a_running_container_alerts_and_stops_it() {
         let r = Rig::new(StaleAction::Stop);
-        let g = r
-            .submit(Command::IssueGrant {
-                subject: Subject::User("alice".into()),
-                spec: GrantSpec {
-                    socket: SocketAccess::Raw,
-                    socket_mode: SocketMode::Rw,
-                    privileged: false,
-                    limits: Limits::default(),
-                },
-                expires_at_ns: None,
-                reason: "test".into(),
-            })
-            .await;
-        let d = r
-            .submit(Command::AuthorizeSpawn {
-                user: "alice".into(),
-                server_name: String::new(),
-                image: "img".into(),
-            })
-            .await;
-        let Event::SpawnDecided(decision) = &d.event else {
-            panic!("{d:?}")
-        };
-        assert!(decision.allowed);
+        let g = r.submit(raw_grant(Subject::User("alice".into()))).await;
+        let c = r.decided_socket_container("alice").await;
         let s = r.attach().await;
-        let mut c = container("jupyter-alice");
-        c.labels
-            .insert(LABEL_DECISION.into(), decision.decision_id.clone());
-        c.labels.insert(LABEL_USER.into(), "alice".into());
-        c.mounts = vec![(
-            "/var/run/docker.sock".into(),
-            "/var/run/docker.sock".into(),
-            true,
-        )];
         let id = r.daemon.run(c);
         let start = r
             .until(1, |e| observed(e).is_some_and(|o| o.action == "start"))
@@ -508,42 +520,13 @@ mod tests {
     #[tokio::test]
     async fn a_stale_container_is_alerted_once_per_loss_not_once_per_later_change() {
         let r = Rig::new(StaleAction::Alert);
-        let raw = GrantSpec {
-            socket: SocketAccess::Raw,
-            socket_mode: SocketMode::Rw,
-            privileged: false,
-            limits: Limits::default(),
-        };
-        let grant = |subject: Subject| Command::IssueGrant {
-            subject,
-            spec: raw,
-            expires_at_ns: None,
-            reason: "test".into(),
-        };
+        let grant = raw_grant;
         let revoke = |grant_id| Command::RevokeGrant {
             grant_id,
             reason: "r".into(),
         };
         let g = r.submit(grant(Subject::User("alice".into()))).await;
-        let d = r
-            .submit(Command::AuthorizeSpawn {
-                user: "alice".into(),
-                server_name: String::new(),
-                image: "img".into(),
-            })
-            .await;
-        let Event::SpawnDecided(decision) = &d.event else {
-            panic!("{d:?}")
-        };
-        let mut c = container("jupyter-alice");
-        c.labels
-            .insert(LABEL_DECISION.into(), decision.decision_id.clone());
-        c.labels.insert(LABEL_USER.into(), "alice".into());
-        c.mounts = vec![(
-            "/var/run/docker.sock".into(),
-            "/var/run/docker.sock".into(),
-            true,
-        )];
+        let c = r.decided_socket_container("alice").await;
         let (s, id, start) = r.run_attached(c).await;
         let stale = |e: &Entry| {
             matches!(&e.event, Event::Alert(a)

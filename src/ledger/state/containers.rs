@@ -77,33 +77,20 @@ impl State {
             }
             Lifecycle::Create | Lifecycle::Start | Lifecycle::Die | Lifecycle::Reconciled => {
                 let running = o.running.unwrap_or(step == Lifecycle::Start);
-                let rec = match self.containers.get(&o.container_id) {
+                let known = self.containers.get(&o.container_id);
+                // A start (or create) begins a run: what was alerted belongs to the
+                // previous one; later events of the same run keep it.
+                let stale = match step {
+                    Lifecycle::Start | Lifecycle::Create => None,
+                    _ => known.and_then(|k| k.stale.clone()),
+                };
+                let rec = match known {
                     // Without an inspect the event says less than what we knew.
                     Some(k) if !o.inspected => ContainerRecord {
                         running,
-                        stale: if step == Lifecycle::Start {
-                            None
-                        } else {
-                            k.stale.clone()
-                        },
+                        stale,
                         ..k.clone()
                     },
-                    // A reconcile or a later event of the same run keeps what was
-                    // alerted.
-                    Some(k) if step != Lifecycle::Start && step != Lifecycle::Create => {
-                        ContainerRecord {
-                            id: o.container_id.clone(),
-                            name: o.name.clone(),
-                            user: o.user.clone(),
-                            decision_id: o.decision_id.clone(),
-                            socket: o.socket_mode(),
-                            privileged: o.privileged,
-                            running,
-                            exempt: o.exempt,
-                            via_limited_socket: o.via_limited_socket,
-                            stale: k.stale.clone(),
-                        }
-                    }
                     _ => ContainerRecord {
                         id: o.container_id.clone(),
                         name: o.name.clone(),
@@ -114,7 +101,7 @@ impl State {
                         running,
                         exempt: o.exempt,
                         via_limited_socket: o.via_limited_socket,
-                        stale: None,
+                        stale,
                     },
                 };
                 self.containers.insert(o.container_id.clone(), rec);

@@ -1,5 +1,6 @@
-//! Compiles `proto/` with protox (no system `protoc`) and emits the descriptor set
-//! that gRPC reflection serves.
+//! Compiles `proto/` with protox (no system `protoc`): our own API, served and with a
+//! descriptor set for gRPC reflection, and the parts of etcd's API that cluster mode
+//! calls (vendored under `proto/etcd/`, client stubs only).
 
 use std::path::PathBuf;
 
@@ -16,5 +17,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
+    let etcd = protox::compile(
+        [
+            "etcd/api/etcdserverpb/rpc.proto",
+            "etcd/server/etcdserver/api/v3election/v3electionpb/v3election.proto",
+        ],
+        ["proto"],
+    )?;
+    tonic_prost_build::configure()
+        // Batch values travel from the watch into the ledger without a copy.
+        .bytes(".mvccpb.KeyValue.value")
+        .build_server(false)
+        .build_client(true)
+        .compile_fds(etcd)?;
     Ok(())
 }

@@ -35,7 +35,7 @@ pub use command::{validate_spec, Command};
 pub use config::{
     LedgerConfig, SpawnConfig, ACTOR_DOCKER, ACTOR_SYSTEM, LABEL_DECISION, LABEL_OWNER, LABEL_USER,
 };
-pub use entry::{Entry, EntryRecord};
+pub use entry::{chain_hash, Entry, EntryRecord};
 pub use error::Error;
 pub use handle::{At, Committed, Head, Ledger};
 pub use policy::Access;

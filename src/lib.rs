@@ -36,6 +36,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod docker;
+pub mod etcd;
 pub mod ledger;
 pub mod metrics;
 pub mod private_fs;

@@ -39,6 +39,14 @@ pub const STORAGE_WRITABLE: &str = "privledger_storage_writable";
 /// Connections and requests turned away by a limit, by `why` (`connections`,
 /// `file_descriptors`, `requests`, `streams`).
 pub const SHED: &str = "privledger_shed_total";
+/// Entries this node applied from the cluster's log (followers).
+pub const REPLICATED: &str = "privledger_cluster_replicated_entries_total";
+/// 1 while this node holds the writer's lease, 0 otherwise (cluster mode).
+pub const CLUSTER_WRITER: &str = "privledger_cluster_writer";
+/// Seconds since this node last heard from etcd (cluster mode).
+pub const CLUSTER_SILENCE: &str = "privledger_cluster_etcd_silence_seconds";
+/// 1 while etcd reports an alarm (NOSPACE: its quota is full), by `alarm`.
+pub const ETCD_ALARM: &str = "privledger_cluster_etcd_alarm";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -103,6 +111,17 @@ fn describe() {
     );
     describe_counter!(DECISIONS, "spawn decisions recorded, by outcome");
     describe_gauge!(HEAD_SEQ, "durable head seq of the ledger");
+    describe_counter!(REPLICATED, "entries applied from the cluster's log");
+    describe_gauge!(CLUSTER_WRITER, "1 while this node is the cluster's writer");
+    describe_gauge!(
+        CLUSTER_SILENCE,
+        Unit::Seconds,
+        "time since this node last heard from etcd"
+    );
+    describe_gauge!(
+        ETCD_ALARM,
+        "1 while etcd reports the alarm (NOSPACE: quota full)"
+    );
     describe_histogram!(BATCH_SIZE, "entries per writer batch (group commit)");
     describe_histogram!(
         FLUSH_DURATION,
@@ -161,6 +180,27 @@ pub fn writer_batch(entries: usize, flush: Duration, head: u64, allowed: u64, de
     if denied > 0 {
         metrics::counter!(DECISIONS, "outcome" => "denied").increment(denied);
     }
+}
+
+/// A follower applied a batch of the cluster's log.
+pub fn replicated_batch(entries: usize, head: u64) {
+    metrics::counter!(REPLICATED).increment(entries as u64);
+    metrics::gauge!(HEAD_SEQ).set(head as f64);
+}
+
+/// Whether this node is the cluster's writer.
+pub fn cluster_writer(writer: bool) {
+    metrics::gauge!(CLUSTER_WRITER).set(if writer { 1.0 } else { 0.0 });
+}
+
+/// How long since this node last heard from etcd.
+pub fn cluster_silence(silence: Duration) {
+    metrics::gauge!(CLUSTER_SILENCE).set(silence.as_secs_f64());
+}
+
+/// An etcd alarm raised (1) or gone (0).
+pub fn etcd_alarm(alarm: &'static str, raised: bool) {
+    metrics::gauge!(ETCD_ALARM, "alarm" => alarm).set(if raised { 1.0 } else { 0.0 });
 }
 
 /// Whether storage takes writes (the writer stalls on a storage failure).

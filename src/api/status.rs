@@ -15,6 +15,7 @@ impl From<Error> for Status {
             Error::Store(s @ (StoreError::CannotWrite { .. } | StoreError::ReadOnly)) => {
                 format!("{s}; nothing was recorded")
             }
+            Error::Store(s @ StoreError::NotWriter { .. }) => s.to_string(),
             Error::Store(_) => format!("ledger storage is not available: {e}"),
             _ => e.to_string(),
         };

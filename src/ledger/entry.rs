@@ -147,7 +147,8 @@ impl From<Entry> for EntryRecord {
     }
 }
 
-pub(super) fn chain_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+/// The chain's link: SHA-256(previous hash || body).
+pub fn chain_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(body);

@@ -117,6 +117,9 @@ pub enum Error {
     ShuttingDown,
     #[error("ledger unavailable: the ledger writer stopped")]
     WriterStopped,
+    /// A batch from the cluster's log does not follow this node's head.
+    #[error("the cluster's batch at seq {first} does not follow this node's head (seq {head})")]
+    ReplicaGap { head: Seq, first: Seq },
     /// The store refused the write (or is stalled after refusing one).
     #[error("ledger unavailable: {0}; nothing was recorded")]
     NotRecorded(String),
@@ -222,15 +225,18 @@ impl Error {
             Error::ReadOnly
             | Error::ShuttingDown
             | Error::WriterStopped
+            | Error::ReplicaGap { .. }
             | Error::NotRecorded(_)
             | Error::NoRandomness(_)
             | Error::SocketNotOpened(_)
             | Error::ThreadNotStarted { .. }
             | Error::TaskFailed { .. }
             | Error::StreamStalled { .. }
-            | Error::Store(StoreError::CannotWrite { .. } | StoreError::ReadOnly) => {
-                Cause::Unavailable
-            }
+            | Error::Store(
+                StoreError::CannotWrite { .. }
+                | StoreError::ReadOnly
+                | StoreError::NotWriter { .. },
+            ) => Cause::Unavailable,
             Error::Store(
                 StoreError::Read { .. }
                 | StoreError::HeadMoved { .. }

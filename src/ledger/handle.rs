@@ -10,9 +10,11 @@ use tracing::{info, warn};
 use super::entry::Entry;
 use super::event::{self, Event, Seq, UnixNanos};
 use super::intervals::{Decided, Level, Report};
-use super::log::LogStore;
+use super::log::{IdempotencyKey, LogStore, RawEntry};
 use super::time::now_ns;
-use super::writer::{self, Checkpointer, MetaRequest, Msg, WriteRequest, WriteStatus, Writer};
+use super::writer::{
+    self, Checkpointer, MetaRequest, Msg, ReplicateRequest, WriteRequest, WriteStatus, Writer,
+};
 use super::{load, names, policy, Access, Command, Error, LedgerConfig, State};
 
 /// The result of a mutation.
@@ -215,6 +217,24 @@ impl Ledger {
             reply,
         };
         self.ask(Msg::Write(req), rx).await
+    }
+
+    /// Stores and applies a batch of the cluster's shared log that another node (or
+    /// this one, as writer) appended; returns the head after it. A batch this node has
+    /// already is acknowledged; one that does not follow the head is refused
+    /// ([`Error::ReplicaGap`]), as is any entry that does not chain.
+    pub async fn replicate(
+        &self,
+        entries: Vec<RawEntry>,
+        idempotency: Vec<IdempotencyKey>,
+    ) -> Result<Seq, Error> {
+        let (reply, rx) = oneshot::channel();
+        let req = ReplicateRequest {
+            entries,
+            idempotency,
+            reply,
+        };
+        self.ask(Msg::Replicate(req), rx).await
     }
 
     /// Hands `msg` to the writer and waits for its answer on `rx`.

@@ -85,6 +85,11 @@ pub enum StoreError {
     /// The store was opened read-only.
     #[error("the store is open read-only")]
     ReadOnly,
+    /// A cluster node that does not hold the writer's lease (now, or any longer):
+    /// nothing of the batch was written. Not a storage fault: the writer's node takes
+    /// the write, and this node follows it.
+    #[error("this node is not the cluster's writer: {reason}")]
+    NotWriter { reason: String },
     /// The storage files cannot be opened at all (the engine's own files are damaged),
     /// or the data directory is refused.
     #[error("{reason}")]
@@ -98,6 +103,14 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait LogStore: Send + Sync + 'static {
     /// Writes the batch atomically and durably; see the module doc for the contract.
     fn append(&self, batch: AppendBatch<'_>) -> StoreResult<()>;
+
+    /// Stores a batch that another node already appended to the shared log (a cluster
+    /// follower applying it): the same all-or-nothing, durable write as
+    /// [`LogStore::append`], to this node's copy only. A single-node store has no
+    /// other copy, so the default is [`LogStore::append`].
+    fn store_replicated(&self, batch: AppendBatch<'_>) -> StoreResult<()> {
+        self.append(batch)
+    }
 
     /// After a failed append: makes the store writable again if it can (a fresh
     /// handle on the storage, a probe write), with its head at `head`, dropping any

@@ -59,7 +59,17 @@ pub enum WriteStatus {
 pub(super) enum Msg {
     Write(WriteRequest),
     Meta(MetaRequest),
+    /// A batch another node appended to the cluster's shared log.
+    Replicate(ReplicateRequest),
     Stop(oneshot::Sender<()>),
+}
+
+/// A batch from the cluster's log, to check against the head, store and apply.
+pub(super) struct ReplicateRequest {
+    pub entries: Vec<RawEntry>,
+    pub idempotency: Vec<IdempotencyKey>,
+    /// The head after it (or already after it: a batch this node has).
+    pub reply: oneshot::Sender<Result<Seq, Error>>,
 }
 
 pub(super) struct WriteRequest {
@@ -208,19 +218,27 @@ impl Writer {
                     return;
                 };
                 let mut stop = None;
+                let mut replicated = None;
                 let mut next = Some(first);
                 while let Some(m) = next.take() {
                     match m {
                         Msg::Write(w) => batch.push(w),
                         Msg::Meta(m) => metas.push(m),
+                        Msg::Replicate(r) => replicated = Some(r),
                         Msg::Stop(s) => stop = Some(s),
                     }
-                    if stop.is_none() && batch.len() < MAX_BATCH {
+                    // A replicated batch ends the gathering: what came before it is
+                    // committed first, in arrival order.
+                    if stop.is_none() && replicated.is_none() && batch.len() < MAX_BATCH {
                         next = self.rx.try_recv().ok();
                     }
                 }
                 if !batch.is_empty() || !metas.is_empty() {
                     self.commit(std::mem::take(&mut batch), std::mem::take(&mut metas));
+                }
+                if let Some(r) = replicated {
+                    let result = self.replicate(&r.entries, &r.idempotency);
+                    let _ = r.reply.send(result);
                 }
                 stop
             };
@@ -249,6 +267,13 @@ impl Writer {
             loop {
                 match self.rx.try_recv() {
                     Ok(Msg::Stop(s)) => return Some(s),
+                    // The cluster's log goes on while this node's own writes fail:
+                    // following it is what brings this node back (the local store
+                    // refusing it too leaves the batch to be fetched again).
+                    Ok(Msg::Replicate(r)) => {
+                        let result = self.replicate(&r.entries, &r.idempotency);
+                        let _ = r.reply.send(result);
+                    }
                     Ok(m) => {
                         let reason = match &*self.status.borrow() {
                             WriteStatus::Stalled { reason, .. } => reason.clone(),
@@ -331,7 +356,8 @@ impl Writer {
         let flush_time = flush_start.elapsed();
         drop(meta);
         if let Err(e) = appended {
-            if !matches!(e, StoreError::ReadOnly) {
+            // Not being the cluster's writer is no storage fault: nothing stalls.
+            if !matches!(e, StoreError::ReadOnly | StoreError::NotWriter { .. }) {
                 self.stall(&e);
             }
             for (w, o) in batch.into_iter().zip(outcomes) {
@@ -382,6 +408,67 @@ impl Writer {
             };
             let _ = w.reply.send(r);
         }
+    }
+
+    /// Checks a batch of the cluster's log against this node's head (density, the
+    /// chain, every body), stores it in this node's copy and publishes the state after
+    /// it. A batch this node already has is acknowledged with the head; one beyond
+    /// the head is refused ([`Error::ReplicaGap`]): the caller fetches what is between.
+    fn replicate(&mut self, raws: &[RawEntry], idem: &[IdempotencyKey]) -> Result<Seq, Error> {
+        let current = self.published.load_full();
+        let (Some(first), Some(last)) = (raws.first(), raws.last()) else {
+            return Ok(current.seq);
+        };
+        if last.seq <= current.seq {
+            return Ok(current.seq);
+        }
+        if first.seq != current.seq + 1 {
+            return Err(Error::ReplicaGap {
+                head: current.seq,
+                first: first.seq,
+            });
+        }
+        let mut next = (*current).clone();
+        let mut entries = Vec::with_capacity(raws.len());
+        for raw in raws {
+            let corrupt = |reason: &str| Error::Corrupt {
+                seq: raw.seq,
+                reason: format!("in the cluster's log: {reason}"),
+            };
+            if raw.seq != next.seq + 1 {
+                return Err(corrupt("entries are not dense"));
+            }
+            if chain_hash(&next.hash, &raw.body) != raw.hash {
+                return Err(corrupt("hash is not SHA-256(previous hash || body)"));
+            }
+            let e = Entry::decode(raw.clone())?;
+            if e.prev_hash != next.hash || e.seq != raw.seq {
+                return Err(corrupt("body's seq or prev_hash does not follow the head"));
+            }
+            next.apply(e.seq, e.time_ns, &e.actor, &e.event);
+            next.commit_hash(e.hash);
+            entries.push(e);
+        }
+        self.store.store_replicated(AppendBatch {
+            prev: Witness {
+                seq: current.seq,
+                hash: current.hash,
+            },
+            entries: raws,
+            idempotency: idem,
+            meta: &[],
+        })?;
+        let state = Arc::new(next);
+        self.since_checkpoint += raws.len() as u64;
+        self.published.store(state.clone());
+        self.head.send_replace(state.seq);
+        crate::metrics::replicated_batch(raws.len(), state.seq);
+        if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1)
+            && self.checkpointer.as_ref().is_some_and(|c| c.offer(&state))
+        {
+            self.since_checkpoint = 0;
+        }
+        Ok(state.seq)
     }
 
     /// The entry a request_id first produced, if the store holds one for this key.
@@ -536,6 +623,9 @@ fn refuse(m: Msg, why: impl Fn() -> Error) {
         }
         Msg::Meta(m) => {
             let _ = m.reply.send(Err(why()));
+        }
+        Msg::Replicate(r) => {
+            let _ = r.reply.send(Err(why()));
         }
         Msg::Stop(s) => {
             let _ = s.send(());

@@ -1,0 +1,273 @@
+//! What cluster mode keeps in etcd, and how: one prefix per cluster, the log as
+//! write-once batch keys, the head, the writer's election; values in protobuf.
+//!
+//! ```text
+//! /privledger/<cluster>/log/<first seq, 20 digits>   one group-commit batch (Batch)
+//! /privledger/<cluster>/head                         the head after the last batch (Head)
+//! /privledger/<cluster>/writer/<lease>               election candidates (WriterInfo)
+//! ```
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::client::prefix_end;
+use crate::ledger::chain_hash;
+use crate::ledger::event::Seq;
+use crate::ledger::log::{IdempotencyKey, RawEntry, Witness};
+
+/// The keys of one cluster.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(cluster: &str) -> Keys {
+        Keys {
+            prefix: format!("/privledger/{cluster}/"),
+        }
+    }
+
+    /// The batch whose first entry is `seq`: zero-padded so that key order is seq order.
+    pub fn batch(&self, first_seq: Seq) -> Vec<u8> {
+        format!("{}log/{first_seq:020}", self.prefix).into_bytes()
+    }
+
+    /// Every batch key: `[start, end)`.
+    pub fn log_range(&self) -> (Vec<u8>, Vec<u8>) {
+        let start = format!("{}log/", self.prefix).into_bytes();
+        let end = prefix_end(&start);
+        (start, end)
+    }
+
+    pub fn head(&self) -> Vec<u8> {
+        format!("{}head", self.prefix).into_bytes()
+    }
+
+    /// The election's name (etcd's election API keys candidates under it).
+    pub fn election(&self) -> Vec<u8> {
+        format!("{}writer", self.prefix).into_bytes()
+    }
+}
+
+/// One group-commit batch as stored under its `log/` key.
+#[derive(Clone, PartialEq, Message)]
+pub struct Batch {
+    #[prost(uint64, tag = "1")]
+    pub first_seq: u64,
+    /// The hash of the entry before the first (zero for the first batch).
+    #[prost(bytes = "vec", tag = "2")]
+    pub prev_hash: Vec<u8>,
+    /// The exact bodies the hashes cover, in seq order.
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    pub bodies: Vec<Bytes>,
+    /// The last entry's hash: what the chain over the bodies must end at.
+    #[prost(bytes = "vec", tag = "4")]
+    pub last_hash: Vec<u8>,
+    /// Idempotency keys the batch's requests carried: a retry through any node, after
+    /// a failover, finds the first result.
+    #[prost(message, repeated, tag = "5")]
+    pub idempotency: Vec<Idempotency>,
+    /// The node that wrote it.
+    #[prost(string, tag = "6")]
+    pub writer: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Idempotency {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(int64, tag = "3")]
+    pub time_ns: i64,
+}
+
+/// The head key's value.
+#[derive(Clone, PartialEq, Message)]
+pub struct Head {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub hash: Vec<u8>,
+}
+
+/// An election candidate's value: who it is and where it takes forwarded writes.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct WriterInfo {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    #[prost(string, tag = "2")]
+    pub url: String,
+}
+
+/// Why a stored value is not what this version writes.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{what} does not decode: {reason}")]
+    Undecodable { what: &'static str, reason: String },
+    #[error("batch at seq {seq}: {reason}")]
+    BadBatch { seq: Seq, reason: &'static str },
+}
+
+impl Batch {
+    pub fn new(
+        prev: Witness,
+        entries: &[RawEntry],
+        idempotency: &[IdempotencyKey],
+        writer: &str,
+    ) -> Batch {
+        Batch {
+            first_seq: prev.seq + 1,
+            prev_hash: prev.hash.to_vec(),
+            bodies: entries.iter().map(|e| e.body.clone()).collect(),
+            last_hash: entries.last().map_or(prev.hash, |e| e.hash).to_vec(),
+            idempotency: idempotency
+                .iter()
+                .map(|k| Idempotency {
+                    key: k.key.clone(),
+                    seq: k.seq,
+                    time_ns: k.time_ns,
+                })
+                .collect(),
+            writer: writer.to_string(),
+        }
+    }
+
+    pub fn decode_value(value: &[u8]) -> Result<Batch, DecodeError> {
+        Batch::decode(value).map_err(|e| DecodeError::Undecodable {
+            what: "a batch",
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn last_seq(&self) -> Seq {
+        self.first_seq + self.bodies.len() as u64 - 1
+    }
+
+    /// The entries with their hashes recomputed over the chain from `prev_hash`; the
+    /// chain must end at `last_hash`. (That each body names its seq and the previous
+    /// hash, the ledger checks as it applies them.)
+    pub fn entries(&self) -> Result<(Vec<RawEntry>, Vec<IdempotencyKey>), DecodeError> {
+        let bad = |reason| DecodeError::BadBatch {
+            seq: self.first_seq,
+            reason,
+        };
+        if self.bodies.is_empty() || self.first_seq == 0 {
+            return Err(bad("no entry, or a first seq of 0"));
+        }
+        let mut prev: [u8; 32] = self
+            .prev_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("previous hash is not 32 bytes"))?;
+        let mut raws = Vec::with_capacity(self.bodies.len());
+        for (i, body) in self.bodies.iter().enumerate() {
+            let hash = chain_hash(&prev, body);
+            raws.push(RawEntry {
+                seq: self.first_seq + i as u64,
+                hash,
+                body: body.clone(),
+            });
+            prev = hash;
+        }
+        if prev.as_slice() != self.last_hash.as_slice() {
+            return Err(bad(
+                "the chain over its bodies does not end at its last hash",
+            ));
+        }
+        let idem = self
+            .idempotency
+            .iter()
+            .map(|k| IdempotencyKey {
+                key: k.key.clone(),
+                seq: k.seq,
+                time_ns: k.time_ns,
+            })
+            .collect();
+        Ok((raws, idem))
+    }
+}
+
+impl Head {
+    pub fn of(w: Witness) -> Head {
+        Head {
+            seq: w.seq,
+            hash: w.hash.to_vec(),
+        }
+    }
+
+    pub fn decode_value(value: &[u8]) -> Result<Head, DecodeError> {
+        Head::decode(value).map_err(|e| DecodeError::Undecodable {
+            what: "the head",
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl WriterInfo {
+    pub fn decode_value(value: &[u8]) -> Result<WriterInfo, DecodeError> {
+        WriterInfo::decode(value).map_err(|e| DecodeError::Undecodable {
+            what: "the writer's election value",
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: usize) -> Vec<RawEntry> {
+        let mut prev = [0u8; 32];
+        (1..=n as u64)
+            .map(|seq| {
+                let body = Bytes::from(format!("{{\"seq\":{seq}}}"));
+                let hash = chain_hash(&prev, &body);
+                prev = hash;
+                RawEntry { seq, hash, body }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_round_trips_and_its_chain_is_recomputed() {
+        let all = chain(5);
+        let prev = Witness {
+            seq: 2,
+            hash: all[1].hash,
+        };
+        let b = Batch::new(prev, &all[2..], &[], "n1");
+        let back = Batch::decode_value(&b.encode_to_vec()).unwrap();
+        assert_eq!(back.last_seq(), 5);
+        let (raws, _) = back.entries().unwrap();
+        assert_eq!(raws, all[2..].to_vec());
+    }
+
+    #[test]
+    fn a_batch_whose_bodies_or_links_were_changed_is_refused() {
+        let all = chain(3);
+        let good = Batch::new(Witness::default(), &all, &[], "n1");
+        let mut body = good.clone();
+        body.bodies[1] = Bytes::from_static(b"{\"seq\":2,\"forged\":true}");
+        let mut prev = good.clone();
+        prev.prev_hash = vec![1; 32];
+        let mut short = good.clone();
+        short.prev_hash = vec![0; 31];
+        let mut empty = good.clone();
+        empty.bodies.clear();
+        for b in [body, prev, short, empty] {
+            assert!(b.entries().is_err(), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn batch_keys_sort_as_their_seqs() {
+        let k = Keys::new("c");
+        assert!(k.batch(9) < k.batch(10));
+        assert!(k.batch(99_999) < k.batch(100_000));
+        let (start, end) = k.log_range();
+        assert!(k.batch(1) > start && k.batch(u64::MAX) < end);
+        assert!(k.head() >= end || k.head() < start);
+    }
+}

@@ -1,0 +1,492 @@
+//! A cluster node's life on etcd: campaigning for the writer's role on a lease,
+//! following the shared log into this node's store and state, and the heartbeat that
+//! tells how long this node has been out of touch (past a bound, it refuses to answer
+//! privileged questions from a state that may be stale).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::client::{Etcd, EtcdError};
+use super::keys::{Batch, Head, Keys, WriterInfo};
+use super::pb::mvccpb;
+use super::store::ClusterStore;
+use crate::ledger::log::LogStore;
+use crate::ledger::{Error as LedgerError, Ledger};
+
+/// Batches read per range while catching up.
+const CATCH_UP_PAGE: i64 = 128;
+/// After a failure, the loops wait this long before trying again (then double it).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often the alarms are read, in heartbeats.
+const ALARM_EVERY: u32 = 10;
+
+/// What this node is in the cluster now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Role {
+    /// Follows the log; the writer, once known.
+    Follower { writer: Option<WriterInfo> },
+    /// Holds the writer's election key: every append is fenced on `key` having
+    /// create revision `rev`.
+    Writer { key: Vec<u8>, rev: i64, lease: i64 },
+}
+
+impl Role {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Follower { .. } => "follower",
+            Role::Writer { .. } => "leader",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's name in the cluster (unique).
+    pub node_id: String,
+    /// Several ledgers can share one etcd: each under its own name.
+    pub cluster: String,
+    /// Where the other nodes reach this one's gRPC API (forwarded writes).
+    pub advertise_url: String,
+    /// The writer's lease: a writer that stops renewing it for this long is replaced.
+    pub lease_ttl: Duration,
+    /// A node that has not heard from etcd for longer refuses privileged answers.
+    pub stale_after: Duration,
+}
+
+/// One node: its view of the cluster, shared by the loops, the store and the API.
+pub struct Cluster {
+    etcd: Arc<Etcd>,
+    keys: Keys,
+    cfg: ClusterConfig,
+    roles: Arc<watch::Sender<Role>>,
+    /// When etcd last answered this node.
+    contact: Mutex<Instant>,
+    /// The cluster's head seq as last read from etcd.
+    etcd_head: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FollowError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("the cluster's log at {key}: {reason}")]
+    Log { key: String, reason: String },
+}
+
+impl Cluster {
+    pub fn new(etcd: Etcd, cfg: ClusterConfig) -> Arc<Cluster> {
+        let (roles, _) = watch::channel(Role::Follower { writer: None });
+        Arc::new(Cluster {
+            etcd: Arc::new(etcd),
+            keys: Keys::new(&cfg.cluster),
+            cfg,
+            roles: Arc::new(roles),
+            contact: Mutex::new(Instant::now()),
+            etcd_head: AtomicU64::new(0),
+        })
+    }
+
+    /// The store the ledger of this node writes through; `local` keeps the node's copy.
+    /// Must be called on the runtime the node runs on.
+    pub fn store(&self, local: Arc<dyn LogStore>) -> ClusterStore {
+        ClusterStore::new(
+            local,
+            self.etcd.clone(),
+            self.keys.clone(),
+            self.cfg.node_id.clone(),
+            self.roles.clone(),
+            tokio::runtime::Handle::current(),
+        )
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    pub fn role(&self) -> Role {
+        self.roles.borrow().clone()
+    }
+
+    pub fn watch_role(&self) -> watch::Receiver<Role> {
+        self.roles.subscribe()
+    }
+
+    /// The writer's node id and URL, when known (this node's own when it writes).
+    pub fn writer(&self) -> Option<WriterInfo> {
+        match &*self.roles.borrow() {
+            Role::Writer { .. } => Some(self.me()),
+            Role::Follower { writer } => writer.clone(),
+        }
+    }
+
+    /// The cluster's head seq as last read from etcd.
+    pub fn etcd_head(&self) -> u64 {
+        self.etcd_head.load(Ordering::Relaxed)
+    }
+
+    /// How long since etcd last answered this node.
+    pub fn silence(&self) -> Duration {
+        self.contact.lock().map_or(Duration::MAX, |c| c.elapsed())
+    }
+
+    /// Why this node must not answer a privileged question now, if it must not.
+    pub fn stale(&self) -> Option<String> {
+        let silence = self.silence();
+        (silence > self.cfg.stale_after).then(|| {
+            format!(
+                "this node ({}) has not heard from etcd for {} (its bound is {}): its state \
+                 may be stale, so it answers no access question; ask another node",
+                self.cfg.node_id,
+                humantime::format_duration(Duration::from_secs(silence.as_secs())),
+                humantime::format_duration(self.cfg.stale_after)
+            )
+        })
+    }
+
+    fn me(&self) -> WriterInfo {
+        WriterInfo {
+            node_id: self.cfg.node_id.clone(),
+            url: self.cfg.advertise_url.clone(),
+        }
+    }
+
+    fn touch(&self) {
+        if let Ok(mut c) = self.contact.lock() {
+            *c = Instant::now();
+        }
+    }
+
+    /// Runs the node until `stop` resolves: following the log, campaigning, and the
+    /// heartbeat. `on_elected` runs each time this node becomes the writer, once it
+    /// has caught up (the start-up writes: built-in groups, the first admin token).
+    pub async fn run<F, Fut>(
+        self: Arc<Self>,
+        ledger: Ledger,
+        on_elected: F,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let follow = tokio::spawn(self.clone().follow(ledger.clone(), stop_rx.clone()));
+        let beat = tokio::spawn(self.clone().heartbeat(stop_rx.clone()));
+        let elect = tokio::spawn(self.clone().campaign(ledger, on_elected, stop_rx));
+        stop.await;
+        let _ = stop_tx.send(true);
+        for t in [follow, beat, elect] {
+            let _ = t.await;
+        }
+    }
+
+    // === following the log ===
+
+    /// Catches up by ranges, then watches from the revision the ranges were read at;
+    /// a broken or compacted watch, or a gap, starts over with ranges.
+    async fn follow(self: Arc<Self>, ledger: Ledger, mut stop: watch::Receiver<bool>) {
+        let mut wait = RETRY_FIRST;
+        while !*stop.borrow() {
+            let result = tokio::select! {
+                r = self.follow_once(&ledger) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match result {
+                Ok(()) => wait = RETRY_FIRST,
+                Err(e) => {
+                    match &e {
+                        FollowError::Ledger(LedgerError::Corrupt { .. })
+                        | FollowError::Log { .. } => {
+                            error!(error = %e, "the cluster's log does not verify here; not applying it")
+                        }
+                        _ => warn!(error = %e, retry_in = ?wait, "following the cluster's log"),
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// One catch-up and one watch, until the watch ends.
+    async fn follow_once(&self, ledger: &Ledger) -> Result<(), FollowError> {
+        let revision = self.catch_up(ledger).await?;
+        let (start, end) = self.keys.log_range();
+        let mut w = self.etcd.watch(&start, &end, revision + 1).await?;
+        loop {
+            let resp = match w.events.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    self.etcd.watch_broke();
+                    return Ok(());
+                }
+                Err(s) => {
+                    self.etcd.watch_broke();
+                    return Err(EtcdError::Unreachable {
+                        what: "the log's watch",
+                        last: s.message().to_string(),
+                    }
+                    .into());
+                }
+            };
+            self.touch();
+            if resp.compact_revision > 0 || resp.canceled {
+                info!(
+                    compacted = resp.compact_revision,
+                    reason = %resp.cancel_reason,
+                    "the log's watch ended; catching up by ranges"
+                );
+                return Ok(());
+            }
+            for ev in resp.events {
+                if ev.r#type != mvccpb::event::EventType::Put as i32 {
+                    continue;
+                }
+                let Some(kv) = ev.kv else { continue };
+                match self.apply(ledger, &kv).await {
+                    Ok(()) => {}
+                    // Something was missed between ranges and watch: ranges again.
+                    Err(FollowError::Ledger(LedgerError::ReplicaGap { .. })) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    /// Reads batches after this node's head until there are none; returns the
+    /// revision the last read saw (the watch starts after it).
+    async fn catch_up(&self, ledger: &Ledger) -> Result<i64, FollowError> {
+        let (_, end) = self.keys.log_range();
+        loop {
+            let head = ledger.snapshot().seq;
+            let r = self
+                .etcd
+                .range(&self.keys.batch(head + 1), &end, CATCH_UP_PAGE)
+                .await?;
+            self.touch();
+            let revision = r.header.map_or(0, |h| h.revision);
+            for kv in &r.kvs {
+                self.apply(ledger, kv).await?;
+            }
+            if !r.more {
+                return Ok(revision);
+            }
+        }
+    }
+
+    /// Decodes one batch key and hands it to the ledger, which checks it against its
+    /// head and the chain before storing and applying it.
+    async fn apply(&self, ledger: &Ledger, kv: &mvccpb::KeyValue) -> Result<(), FollowError> {
+        let bad = |reason: String| FollowError::Log {
+            key: String::from_utf8_lossy(&kv.key).into_owned(),
+            reason,
+        };
+        let batch = Batch::decode_value(&kv.value).map_err(|e| bad(e.to_string()))?;
+        if kv.key != self.keys.batch(batch.first_seq) {
+            return Err(bad(format!(
+                "holds the batch of seq {}, not its key's",
+                batch.first_seq
+            )));
+        }
+        if batch.last_seq() <= ledger.snapshot().seq {
+            return Ok(());
+        }
+        let (entries, idem) = batch.entries().map_err(|e| bad(e.to_string()))?;
+        ledger.replicate(entries, idem).await?;
+        Ok(())
+    }
+
+    // === the writer's election ===
+
+    async fn campaign<F, Fut>(
+        self: Arc<Self>,
+        ledger: Ledger,
+        on_elected: F,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut wait = RETRY_FIRST;
+        while !*stop.borrow() {
+            let result = tokio::select! {
+                r = self.term(&ledger, &on_elected) => r,
+                _ = stop.wait_for(|s| *s) => Ok(()),
+            };
+            self.roles.send_if_modified(|r| {
+                let was = matches!(r, Role::Writer { .. });
+                if was {
+                    *r = Role::Follower { writer: None };
+                }
+                was
+            });
+            crate::metrics::cluster_writer(false);
+            match result {
+                Ok(()) => wait = RETRY_FIRST,
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?wait, "campaigning for the writer's lease");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// One lease: campaign on it, and once elected and caught up, write until the
+    /// lease is lost or a fenced append steps this node down. Resigns on the way out.
+    async fn term<F, Fut>(&self, ledger: &Ledger, on_elected: &F) -> Result<(), FollowError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let ttl = self.cfg.lease_ttl.as_secs().max(1) as i64;
+        let (lease, granted) = self.etcd.lease_grant(ttl).await?;
+        let (lost_tx, mut lost) = watch::channel(false);
+        let keep = tokio::spawn(keep_alive(
+            self.etcd.clone(),
+            lease,
+            Duration::from_secs(granted.max(1) as u64),
+            lost_tx,
+        ));
+        let result = async {
+            let name = self.keys.election();
+            let leader = tokio::select! {
+                l = self.etcd.campaign(&name, lease, self.me().encode_to_vec()) => l?,
+                _ = lost.wait_for(|l| *l) => return Ok(()),
+            };
+            // Nobody else can append now: read the head linearizably and apply
+            // everything up to it before the first write of this term.
+            let (kv, _) = self.etcd.get(&self.keys.head()).await?;
+            let target = match kv {
+                Some(kv) => {
+                    Head::decode_value(&kv.value)
+                        .map_err(|e| FollowError::Log {
+                            key: "head".into(),
+                            reason: e.to_string(),
+                        })?
+                        .seq
+                }
+                None => 0,
+            };
+            while ledger.snapshot().seq < target {
+                self.catch_up(ledger).await?;
+            }
+            info!(
+                node = %self.cfg.node_id,
+                head = target,
+                fence = leader.rev,
+                "elected the cluster's writer"
+            );
+            self.roles.send_replace(Role::Writer {
+                key: leader.key.clone(),
+                rev: leader.rev,
+                lease,
+            });
+            crate::metrics::cluster_writer(true);
+            tokio::spawn(on_elected());
+            let mut role = self.roles.subscribe();
+            tokio::select! {
+                _ = lost.wait_for(|l| *l) => warn!("the writer's lease was lost"),
+                _ = role.wait_for(|r| !matches!(r, Role::Writer { .. })) => {}
+            }
+            let _ = self.etcd.resign(leader).await;
+            Ok(())
+        }
+        .await;
+        keep.abort();
+        let _ = self.etcd.lease_revoke(lease).await;
+        result
+    }
+
+    // === the heartbeat ===
+
+    /// Reads the head and the writer's identity every third of the lease, and the
+    /// alarms now and then; each answer proves this node in touch with etcd.
+    async fn heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let every = (self.cfg.lease_ttl / 4).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u32 = 0;
+        let mut nospace = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            n = n.wrapping_add(1);
+            match self.etcd.get(&self.keys.head()).await {
+                Ok((kv, _)) => {
+                    self.touch();
+                    if let Some(h) = kv.and_then(|kv| Head::decode_value(&kv.value).ok()) {
+                        self.etcd_head.store(h.seq, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => warn!(error = %e, silence = ?self.silence(), "etcd heartbeat"),
+            }
+            crate::metrics::cluster_silence(self.silence());
+            if matches!(*self.roles.borrow(), Role::Follower { .. }) {
+                if let Ok(kv) = self.etcd.leader(&self.keys.election()).await {
+                    let writer = kv.and_then(|kv| WriterInfo::decode_value(&kv.value).ok());
+                    self.roles.send_if_modified(|r| match r {
+                        Role::Follower { writer: w } if *w != writer => {
+                            *w = writer.clone();
+                            true
+                        }
+                        _ => false,
+                    });
+                }
+            }
+            if n % ALARM_EVERY == 1 {
+                if let Ok(alarms) = self.etcd.alarms().await {
+                    let now = alarms.contains(&super::pb::etcdserverpb::AlarmType::Nospace);
+                    if now && !nospace {
+                        error!(
+                            "etcd's space quota is exhausted (NOSPACE alarm): the cluster takes \
+                             no write until the log is sealed and archived, or the quota raised"
+                        );
+                    }
+                    nospace = now;
+                    crate::metrics::etcd_alarm("nospace", now);
+                }
+            }
+        }
+    }
+}
+
+/// Renews the lease every third of its TTL; reports it lost once a renewal says so,
+/// or none has succeeded for a whole TTL (etcd may have expired it by then).
+async fn keep_alive(etcd: Arc<Etcd>, lease: i64, ttl: Duration, lost: watch::Sender<bool>) {
+    let mut last_ok = Instant::now();
+    let every = (ttl / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        match etcd.lease_keep_alive(lease).await {
+            Ok(left) if left > 0 => last_ok = Instant::now(),
+            Ok(_) => {
+                let _ = lost.send(true);
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "renewing the writer's lease");
+                if last_ok.elapsed() >= ttl {
+                    let _ = lost.send(true);
+                    return;
+                }
+            }
+        }
+    }
+}

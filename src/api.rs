@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod cluster;
 pub mod convert;
 pub mod error;
 pub mod layers;
@@ -64,7 +65,13 @@ pub struct Api {
     sockets: Option<std::sync::Arc<dyn LimitedSockets>>,
     streams: streams::Streams,
     stream_stall: Option<std::time::Duration>,
+    /// Cluster mode: this node's role and the writer.
+    cluster: Option<std::sync::Arc<dyn cluster::ClusterView>>,
 }
+
+/// How long CheckAccess waits for this node to reach a `min_seq` before asking the
+/// writer: a follower applies a batch within milliseconds of its commit.
+const MIN_SEQ_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Api {
     pub fn new(ledger: Ledger, observe: ObserveConfig) -> Self {
@@ -75,7 +82,72 @@ impl Api {
             sockets: None,
             streams: streams::Streams::new(defaults.streams),
             stream_stall: defaults.stream_stall,
+            cluster: None,
         }
+    }
+
+    pub fn with_cluster(mut self, view: std::sync::Arc<dyn cluster::ClusterView>) -> Self {
+        self.cluster = Some(view);
+        self
+    }
+
+    /// Refuses an answer about current access from a node out of touch with the
+    /// cluster for longer than its bound: fail closed, and say why.
+    fn fresh_enough(&self) -> Result<(), Status> {
+        match self.cluster.as_ref().and_then(|c| c.stale()) {
+            Some(why) => Err(Status::unavailable(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// CheckAccess answered by the writer, for a caller that needs a seq this node
+    /// has not applied yet. The caller's token goes along: the writer authenticates it.
+    async fn ask_writer_check_access(
+        &self,
+        req: Request<pb::CheckAccessRequest>,
+    ) -> Result<Response<pb::Access>, Status> {
+        let head = *self.ledger.watch_head().borrow();
+        let beyond = || -> Status {
+            Error::BeyondHead {
+                seq: req.get_ref().min_seq,
+                head,
+            }
+            .into()
+        };
+        let Some(c) = self.cluster.as_ref() else {
+            return Err(beyond());
+        };
+        if c.is_writer() || req.metadata().get(cluster::FORWARDED_BY).is_some() {
+            return Err(beyond());
+        }
+        let ch = c.writer_channel().map_err(Status::unavailable)?;
+        let mut ask = Request::new(req.get_ref().clone());
+        if let Some(a) = req.metadata().get("authorization") {
+            ask.metadata_mut().insert("authorization", a.clone());
+        }
+        if let Ok(me) = c.node_id().parse() {
+            ask.metadata_mut().insert(cluster::FORWARDED_BY, me);
+        }
+        pb::authorizer_client::AuthorizerClient::new(ch)
+            .check_access(ask)
+            .await
+    }
+
+    /// Waits (briefly) until this node has applied `min_seq`; false if it has not.
+    async fn reached(&self, min_seq: u64) -> Result<bool, Status> {
+        let mut head = self.ledger.watch_head();
+        if *head.borrow() >= min_seq {
+            return Ok(true);
+        }
+        if self.cluster.is_none() {
+            return Err(Error::BeyondHead {
+                seq: min_seq,
+                head: *head.borrow(),
+            }
+            .into());
+        }
+        let waited = tokio::time::timeout(MIN_SEQ_WAIT, head.wait_for(|h| *h >= min_seq)).await;
+        Ok(matches!(waited, Ok(Ok(_))))
     }
 
     pub fn with_limits(mut self, limits: ApiLimits) -> Self {
@@ -550,8 +622,16 @@ impl pb::authorizer_server::Authorizer for Api {
         req: Request<pb::CheckAccessRequest>,
     ) -> Result<Response<pb::Access>, Status> {
         require(&req, CHECKERS, "CheckAccess")?;
+        let at = cv::position(req.get_ref().at)?;
+        if at.is_none() {
+            self.fresh_enough()?;
+        }
+        let min_seq = req.get_ref().min_seq;
+        if min_seq > 0 && !self.reached(min_seq).await? {
+            return self.ask_writer_check_access(req).await;
+        }
         let r = req.into_inner();
-        let access = match cv::position(r.at)? {
+        let access = match at {
             None => self.ledger.check_access(&r.user)?,
             Some(at) => self.ledger.check_access_at(&r.user, at).await?,
         };
@@ -568,6 +648,9 @@ impl pb::authorizer_server::Authorizer for Api {
     ) -> Result<Response<pb::WhoHasAccessResponse>, Status> {
         require(&req, READERS, "WhoHasAccess")?;
         let at = cv::position(req.into_inner().at)?;
+        if at.is_none() {
+            self.fresh_enough()?;
+        }
         let (users, seq) = self.ledger.who_has_access(at).await?;
         Ok(Response::new(pb::WhoHasAccessResponse {
             users: users.iter().map(cv::pb_access).collect(),
@@ -647,6 +730,18 @@ impl pb::audit_server::Audit for Api {
             time: Some(cv::timestamp(h.time_ns)),
             writable,
             write_problem,
+            role: self.cluster.as_ref().map_or("", |c| c.role()).to_string(),
+            node_id: self
+                .cluster
+                .as_ref()
+                .map(|c| c.node_id().to_string())
+                .unwrap_or_default(),
+            writer_id: self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.writer_id())
+                .unwrap_or_default(),
+            cluster_head_seq: self.cluster.as_ref().map_or(0, |c| c.cluster_head()),
         }))
     }
 

@@ -1,6 +1,7 @@
 //! Server configuration: a TOML file, overridden by flags and environment variables,
 //! validated as a whole before any port is bound. Errors name the offending key.
 
+pub mod cluster;
 pub mod net;
 
 use std::net::SocketAddr;
@@ -94,6 +95,8 @@ pub struct Config {
     pub docker: DockerConfig,
     /// TLS, the Unix socket's permissions, and client limits.
     pub net: net::NetConfig,
+    /// Cluster mode on etcd; `None` (the default) is one node on its own store.
+    pub cluster: Option<cluster::ClusterSettings>,
 }
 
 /// The Docker watcher's settings (`[docker]`).
@@ -149,6 +152,7 @@ impl Config {
             metrics_listen: None,
             docker: DockerConfig::default(),
             net: net::NetConfig::default(),
+            cluster: None,
         }
     }
 
@@ -328,6 +332,13 @@ impl Config {
         if let Some(why) = cfg.listen.and_then(|a| net::plaintext_refusal(a, &cfg.net)) {
             return Err(invalid("listen", why));
         }
+        cfg.cluster = cluster::load(f.cluster, &o.cluster, cfg.listen, cfg.net.tls.is_some())?;
+        if cfg.cluster.is_some() && cfg.read_only {
+            return Err(invalid(
+                "cluster.etcd_endpoints",
+                "a read-only (forensic) server serves its own copy alone: leave out the cluster",
+            ));
+        }
         if cfg.listen.is_none() && cfg.unix_socket.is_none() {
             return Err(invalid(
                 "listen",
@@ -397,6 +408,7 @@ pub struct Overrides {
     /// Comma-separated `key` or `key=value`.
     pub docker_allow_labels: Option<String>,
     pub net: net::NetOverrides,
+    pub cluster: cluster::ClusterOverrides,
 }
 
 /// `$XDG_DATA_HOME/privledger`, else `$HOME/.local/share/privledger`, else
@@ -497,6 +509,7 @@ struct FileConfig {
     unix_socket_mode: Option<String>,
     unix_socket_group: Option<String>,
     limits: Option<net::FileLimits>,
+    cluster: Option<cluster::FileCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,6 +28,7 @@ use crate::ledger::{hash_secret, Command, Ledger, ACTOR_SYSTEM};
 use crate::pb;
 use crate::store::{OpenOptions, SledStore};
 
+mod cluster;
 mod listen;
 mod tls;
 mod unix_socket;
@@ -71,6 +72,8 @@ pub enum Error {
     UnixSocket(#[from] unix_socket::UnixSocketError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cluster mode: {0}")]
+    Cluster(String),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -115,7 +118,25 @@ pub async fn run(
             dir: cfg.data_dir.display().to_string(),
             source,
         })?;
-    let store: std::sync::Arc<dyn LogStore> = std::sync::Arc::new(store);
+    let local: std::sync::Arc<dyn LogStore> = std::sync::Arc::new(store);
+    let node = match &cfg.cluster {
+        Some(s) => {
+            let c = cluster::connect(s).map_err(|e| Error::Cluster(e.to_string()))?;
+            info!(
+                node = %s.node_id,
+                cluster = %s.cluster_name,
+                etcd = %s.etcd_endpoints.join(","),
+                advertise = %s.advertise_url,
+                "cluster mode: following the log in etcd, campaigning for the writer's lease"
+            );
+            Some(c)
+        }
+        None => None,
+    };
+    let store: std::sync::Arc<dyn LogStore> = match &node {
+        Some(c) => std::sync::Arc::new(c.store(local)),
+        None => local,
+    };
     let ledger = {
         let lcfg = cfg.ledger.clone();
         tokio::task::spawn_blocking(move || Ledger::open(store, lcfg))
@@ -131,7 +152,7 @@ pub async fn run(
             "serving read-only for forensics: every write is refused and nothing in the \
              data directory is changed"
         );
-    } else {
+    } else if node.is_none() {
         ledger.start_up(&cfg.builtin_groups, VERSION).await?;
         ensure_admin_token(&ledger, &cfg.admin_token_path()).await?;
     }
@@ -152,17 +173,52 @@ pub async fn run(
         )
     });
 
+    // A cluster node's start-up writes (built-in groups, the first admin token) are
+    // made by whichever node is elected writer, once it has caught up.
+    let node_task = node.clone().map(|c| {
+        let writer = ledger.clone();
+        let builtins = cfg.builtin_groups.clone();
+        let token = cfg.admin_token_path();
+        let elected = move || {
+            let (ledger, builtins, token) = (writer.clone(), builtins.clone(), token.clone());
+            async move {
+                if let Err(e) = ledger.start_up(&builtins, VERSION).await {
+                    warn!(error = %e, "start-up writes of the new writer");
+                }
+                if let Err(e) = ensure_admin_token(&ledger, &token).await {
+                    warn!(error = %e, "the first admin token");
+                }
+            }
+        };
+        tokio::spawn(
+            c.run(ledger.clone(), elected, stopped(stop_rx.clone()))
+                .instrument(tracing::info_span!("cluster")),
+        )
+    });
+
     let observe = observe_config(&cfg);
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    let watcher = spawn_watcher(
-        &ledger,
-        &cfg,
-        observe.clone(),
-        health_reporter.clone(),
-        &stop_rx,
-    )
-    .await;
-    let proxy = start_proxy(&ledger, &cfg, &stop_rx).await;
+    let (watcher, proxy) = if node.is_some() {
+        // The Docker watcher and the limited sockets write from the host they serve;
+        // on a cluster node whose writes may be forwarded, they are not started.
+        info!("cluster mode: the Docker watcher and the limited sockets are not started on ledger nodes");
+        (None, None)
+    } else {
+        let watcher = spawn_watcher(
+            &ledger,
+            &cfg,
+            observe.clone(),
+            health_reporter.clone(),
+            &stop_rx,
+        )
+        .await;
+        (watcher, start_proxy(&ledger, &cfg, &stop_rx).await)
+    };
+    let view: Option<std::sync::Arc<dyn crate::api::cluster::ClusterView>> =
+        node.as_ref().map(|c| {
+            let peer_ca = cfg.cluster.as_ref().and_then(|s| s.peer_ca.clone());
+            std::sync::Arc::new(cluster::NodeView::new(c.clone(), peer_ca)) as _
+        });
     let mut auth = Authenticator::new(ledger.clone());
     if cfg.read_only {
         auth = auth.with_forensic_admin(&cfg.admin_token_path());
@@ -172,6 +228,10 @@ pub async fn run(
     if let Some((p, _)) = &proxy {
         api = api.with_limited_sockets(p.clone());
     }
+    if let Some(v) = &view {
+        api = api.with_cluster(v.clone());
+    }
+    let forward = crate::api::cluster::ForwardLayer::new(view);
     let routes = routes(
         &ledger,
         api,
@@ -224,6 +284,7 @@ pub async fn run(
                 .layer(layers::RpcMetricsLayer)
                 .layer(MapResponseLayer::new(layers::request_faults_are_named))
                 .layer(admission.clone())
+                .layer(forward.clone())
                 .add_routes(routes.clone())
                 .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))
         };
@@ -269,6 +330,9 @@ pub async fn run(
     }
     if let Some((_, task)) = proxy {
         let _ = task.await;
+    }
+    if let Some(t) = node_task {
+        let _ = t.await;
     }
     ledger.shutdown().await;
     if let Some(m) = metrics {

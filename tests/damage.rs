@@ -725,6 +725,7 @@ async fn a_forged_checkpoint_changes_no_answer() {
                 at: Some(pb::position::At::Seq(newest)),
             }),
             omit_provenance: false,
+            min_seq: 0,
         })
         .await
         .unwrap()

@@ -314,6 +314,7 @@ impl Caller {
                     user: user_name(i % users),
                     at: None,
                     omit_provenance: *omit_provenance,
+                    min_seq: 0,
                 })
                 .await
                 .map(drop),

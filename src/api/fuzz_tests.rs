@@ -172,6 +172,7 @@ fn seeds() -> Vec<(u8, Vec<u8>)> {
                 user: "alice".into(),
                 at,
                 omit_provenance: false,
+                min_seq: 0,
             }
             .encode_to_vec()
         }),

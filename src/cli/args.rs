@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Overrides};
+use crate::config::{self, cluster, Overrides};
 
 /// Exit codes, shown in `--help` and the man page (see [`super::Exit`]).
 const EXIT_CODES: &str = "\
@@ -330,6 +330,36 @@ pub struct ServeArgs {
     /// Labels (key or key=value) that exempt a container, comma-separated.
     #[arg(long, env = config::ENV_DOCKER_ALLOW_LABELS, value_name = "LABELS")]
     pub docker_allow_labels: Option<String>,
+    /// Cluster mode: etcd's client URLs, comma-separated [default: none, one node on
+    /// its own store].
+    #[arg(long, env = cluster::ENV_ETCD_ENDPOINTS, value_name = "URL[,URL...]")]
+    pub etcd_endpoints: Option<String>,
+    /// This node's id, unique in the cluster (cluster mode).
+    #[arg(long, env = cluster::ENV_NODE_ID, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// The cluster's name: several ledgers can share one etcd [default: privledger].
+    #[arg(long, env = cluster::ENV_CLUSTER_NAME, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Where the other nodes reach this one [default: http(s)://LISTEN].
+    #[arg(long, env = cluster::ENV_ADVERTISE_URL, value_name = "URL")]
+    pub advertise_url: Option<String>,
+    /// The writer's lease in etcd, whole seconds [default: 2s].
+    #[arg(long, env = cluster::ENV_LEASE_TTL, value_name = "DURATION")]
+    pub lease_ttl: Option<String>,
+    /// Without etcd for longer, a node answers no access question [default: 10s].
+    #[arg(long, env = cluster::ENV_STALE_AFTER, value_name = "DURATION")]
+    pub stale_after: Option<String>,
+    /// The CA of etcd's members (PEM), for https:// endpoints.
+    #[arg(long, env = cluster::ENV_ETCD_CA, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// This node's client certificate and key for etcd (PEM).
+    #[arg(long, env = cluster::ENV_ETCD_CERT, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    #[arg(long, env = cluster::ENV_ETCD_KEY, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+    /// The CA of the other nodes' certificates, for writes forwarded over TLS.
+    #[arg(long, env = cluster::ENV_PEER_CA, value_name = "FILE")]
+    pub peer_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -355,6 +385,18 @@ impl ServeArgs {
             on_stale_grant: self.on_stale_grant.clone(),
             docker_allow_names: self.docker_allow_names.clone(),
             docker_allow_labels: self.docker_allow_labels.clone(),
+            cluster: cluster::ClusterOverrides {
+                etcd_endpoints: self.etcd_endpoints.clone(),
+                node_id: self.node_id.clone(),
+                cluster_name: self.cluster_name.clone(),
+                advertise_url: self.advertise_url.clone(),
+                lease_ttl: self.lease_ttl.clone(),
+                stale_after: self.stale_after.clone(),
+                etcd_ca: self.etcd_ca.clone(),
+                etcd_cert: self.etcd_cert.clone(),
+                etcd_key: self.etcd_key.clone(),
+                peer_ca: self.peer_ca.clone(),
+            },
             net: config::net::NetOverrides {
                 tls_cert: self.tls_cert.clone(),
                 tls_key: self.tls_key.clone(),

@@ -640,6 +640,16 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                 .ok()
                 .map(|h| h.into_inner());
             let head = head_resp.as_ref().map(|h| h.seq);
+            // Cluster mode: (role, node, writer, applied seq, the cluster's head).
+            let cluster = head_resp.as_ref().filter(|h| !h.role.is_empty()).map(|h| {
+                (
+                    h.role.as_str(),
+                    h.node_id.as_str(),
+                    h.writer_id.as_str(),
+                    h.seq,
+                    h.cluster_head_seq,
+                )
+            });
             let writes = head_resp.as_ref().map(|h| {
                 if h.writable {
                     "accepted".to_string()
@@ -669,6 +679,10 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                         "server": conn.server, "services": services,
                         "watcher": {"status": watcher, "detail": watcher_detail},
                         "head_seq": head, "writes": writes,
+                        "cluster": cluster.map(|(role, node, writer, applied, etcd_head)| json!({
+                            "role": role, "node_id": node, "writer_id": writer,
+                            "applied_seq": applied, "cluster_head_seq": etcd_head,
+                        })),
                     })
                 );
             } else {
@@ -686,6 +700,13 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                 }
                 if let Some(w) = writes {
                     println!("  writes {}", crate::safe_text::escape(&w.to_string()));
+                }
+                if let Some((role, node, writer, applied, etcd_head)) = cluster {
+                    println!(
+                        "  cluster node {} ({role}), writer {}, applied seq {applied} of {etcd_head}",
+                        crate::safe_text::escape(node),
+                        crate::safe_text::escape(if writer.is_empty() { "unknown" } else { writer }),
+                    );
                 }
             }
         }

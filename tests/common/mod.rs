@@ -528,6 +528,7 @@ pub async fn check_timeless(c: &mut Clients, user: &str) -> pb::Access {
                 user: user.into(),
                 at: None,
                 omit_provenance: false,
+                min_seq: 0,
             })
             .await
             .expect("CheckAccess")

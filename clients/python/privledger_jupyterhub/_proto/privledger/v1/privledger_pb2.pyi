@@ -428,14 +428,16 @@ class Access(_message.Message):
     def __init__(self, user: _Optional[str] = ..., socket: _Optional[_Union[SocketAccess, str]] = ..., socket_mode: _Optional[_Union[SocketMode, str]] = ..., privileged: _Optional[bool] = ..., limits: _Optional[_Union[EffectiveLimits, _Mapping]] = ..., provenance: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., seq: _Optional[int] = ..., evaluated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CheckAccessRequest(_message.Message):
-    __slots__ = ("user", "at", "omit_provenance")
+    __slots__ = ("user", "at", "omit_provenance", "min_seq")
     USER_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     OMIT_PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQ_FIELD_NUMBER: _ClassVar[int]
     user: str
     at: Position
     omit_provenance: bool
-    def __init__(self, user: _Optional[str] = ..., at: _Optional[_Union[Position, _Mapping]] = ..., omit_provenance: _Optional[bool] = ...) -> None: ...
+    min_seq: int
+    def __init__(self, user: _Optional[str] = ..., at: _Optional[_Union[Position, _Mapping]] = ..., omit_provenance: _Optional[bool] = ..., min_seq: _Optional[int] = ...) -> None: ...
 
 class AuthorizeSpawnRequest(_message.Message):
     __slots__ = ("user", "server_name", "image", "request_id")
@@ -609,20 +611,28 @@ class HeadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HeadResponse(_message.Message):
-    __slots__ = ("seq", "hash", "earliest_seq", "time", "writable", "write_problem")
+    __slots__ = ("seq", "hash", "earliest_seq", "time", "writable", "write_problem", "role", "node_id", "writer_id", "cluster_head_seq")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     EARLIEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     WRITABLE_FIELD_NUMBER: _ClassVar[int]
     WRITE_PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WRITER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     seq: int
     hash: bytes
     earliest_seq: int
     time: _timestamp_pb2.Timestamp
     writable: bool
     write_problem: str
-    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[bytes] = ..., earliest_seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., writable: _Optional[bool] = ..., write_problem: _Optional[str] = ...) -> None: ...
+    role: str
+    node_id: str
+    writer_id: str
+    cluster_head_seq: int
+    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[bytes] = ..., earliest_seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., writable: _Optional[bool] = ..., write_problem: _Optional[str] = ..., role: _Optional[str] = ..., node_id: _Optional[str] = ..., writer_id: _Optional[str] = ..., cluster_head_seq: _Optional[int] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("from_seq", "to_seq")

@@ -332,7 +332,7 @@ impl Config {
         if let Some(why) = cfg.listen.and_then(|a| net::plaintext_refusal(a, &cfg.net)) {
             return Err(invalid("listen", why));
         }
-        cfg.cluster = cluster::load(f.cluster, &o.cluster, cfg.listen, cfg.net.tls.is_some())?;
+        cfg.cluster = cluster::load(f.cluster, &o.cluster, cfg.listen)?;
         if cfg.cluster.is_some() && cfg.read_only {
             return Err(invalid(
                 "cluster.etcd_endpoints",

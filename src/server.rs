@@ -121,12 +121,30 @@ pub async fn run(
     let local: std::sync::Arc<dyn LogStore> = std::sync::Arc::new(store);
     let node = match &cfg.cluster {
         Some(s) => {
-            let c = cluster::connect(s).map_err(|e| Error::Cluster(e.to_string()))?;
+            let advertise = match (&s.advertise_url, &listener) {
+                (Some(u), _) => u.clone(),
+                (None, Some(l)) => {
+                    let addr = l.local_addr().map_err(io("listener address"))?;
+                    let scheme = if cfg.net.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    format!("{scheme}://{addr}")
+                }
+                (None, None) => {
+                    return Err(Error::Cluster(
+                        "the other nodes need a URL to reach this one: set --advertise-url".into(),
+                    ))
+                }
+            };
+            let c = cluster::connect(s, advertise.clone())
+                .map_err(|e| Error::Cluster(e.to_string()))?;
             info!(
                 node = %s.node_id,
                 cluster = %s.cluster_name,
                 etcd = %s.etcd_endpoints.join(","),
-                advertise = %s.advertise_url,
+                advertise = %advertise,
                 "cluster mode: following the log in etcd, campaigning for the writer's lease"
             );
             Some(c)

@@ -27,8 +27,9 @@ pub struct ClusterSettings {
     pub etcd_endpoints: Vec<String>,
     pub node_id: String,
     pub cluster_name: String,
-    /// Where the other nodes send this node the writes it takes as writer.
-    pub advertise_url: String,
+    /// Where the other nodes send this node the writes it takes as writer; `None`:
+    /// `http(s)://` the TCP address the server bound (its port once bound, for 0).
+    pub advertise_url: Option<String>,
     /// The writer's lease: a writer that stops renewing it for this long is replaced.
     pub lease_ttl: Duration,
     /// Past this long without etcd, the node answers no privileged question.
@@ -80,13 +81,12 @@ pub(super) struct FileCluster {
     peer_ca: Option<PathBuf>,
 }
 
-/// The cluster settings, or `None` without etcd endpoints. `listen` and `tls` give
-/// the advertised URL's default.
+/// The cluster settings, or `None` without etcd endpoints. Without an advertised URL,
+/// `listen` must be one the other nodes can reach.
 pub(super) fn load(
     f: Option<FileCluster>,
     o: &ClusterOverrides,
     listen: Option<SocketAddr>,
-    tls: bool,
 ) -> Result<Option<ClusterSettings>, ConfigError> {
     let f = f.unwrap_or_default();
     let endpoints: Vec<String> = match &o.etcd_endpoints {
@@ -138,7 +138,7 @@ pub(super) fn load(
     crate::ledger::names::group(&cluster_name)
         .map_err(|e| invalid("cluster.cluster_name", format!("{cluster_name:?}: {e}")))?;
     let advertise_url = match o.advertise_url.clone().or(f.advertise_url) {
-        Some(u) if u.starts_with("http://") || u.starts_with("https://") => u,
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
         Some(u) => {
             return Err(invalid(
                 "cluster.advertise_url",
@@ -146,9 +146,7 @@ pub(super) fn load(
             ))
         }
         None => match listen {
-            Some(a) if !a.ip().is_unspecified() => {
-                format!("{}://{a}", if tls { "https" } else { "http" })
-            }
+            Some(a) if !a.ip().is_unspecified() => None,
             _ => {
                 return Err(invalid(
                     "cluster.advertise_url",
@@ -230,7 +228,7 @@ mod tests {
     #[test]
     fn without_endpoints_there_is_no_cluster() {
         assert_eq!(
-            load(None, &ClusterOverrides::default(), local(), false).unwrap(),
+            load(None, &ClusterOverrides::default(), local()).unwrap(),
             None
         );
     }
@@ -241,12 +239,11 @@ mod tests {
             None,
             &with("http://a:2379, http://b:2379", Some("n1")),
             local(),
-            false,
         )
         .unwrap()
         .unwrap();
         assert_eq!(c.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
-        assert_eq!(c.advertise_url, "http://127.0.0.1:50051");
+        assert_eq!(c.advertise_url, None, "the bound address, once bound");
         assert_eq!(c.cluster_name, DEFAULT_CLUSTER_NAME);
         assert_eq!(c.lease_ttl, DEFAULT_LEASE_TTL);
     }
@@ -296,7 +293,7 @@ mod tests {
             ),
         ];
         for (o, listen, key) in cases {
-            match load(None, &o, listen, false) {
+            match load(None, &o, listen) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{o:?}"),
                 other => panic!("{o:?}: {other:?}"),
             }

@@ -186,6 +186,21 @@ impl Etcd {
         .await
     }
 
+    /// Discards the history before `revision` (watches from before it are cancelled
+    /// with `compact_revision`; the keys themselves stay).
+    pub async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        self.call("a compaction", |ch| async move {
+            KvClient::new(ch)
+                .compact(rpc::CompactionRequest {
+                    revision,
+                    physical: true,
+                })
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// A lease of `ttl` seconds; returns its id and the TTL etcd granted.
     pub async fn lease_grant(&self, ttl: i64) -> Result<(i64, i64), EtcdError> {
         let r = self

@@ -15,8 +15,9 @@ use crate::etcd::{Cluster, ClusterConfig, Etcd, EtcdError, EtcdOptions};
 /// is skipped for the next): well within the lease, so a renewal can try another.
 const ETCD_CALL_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// The cluster node for these settings (nothing is contacted yet).
-pub fn connect(s: &ClusterSettings) -> Result<Arc<Cluster>, EtcdError> {
+/// The cluster node for these settings (nothing is contacted yet); `advertise_url` is
+/// where the other nodes reach this one.
+pub fn connect(s: &ClusterSettings, advertise_url: String) -> Result<Arc<Cluster>, EtcdError> {
     let etcd = Etcd::connect(&EtcdOptions {
         endpoints: s.etcd_endpoints.clone(),
         tls: ConnectOptions {
@@ -32,7 +33,7 @@ pub fn connect(s: &ClusterSettings) -> Result<Arc<Cluster>, EtcdError> {
         ClusterConfig {
             node_id: s.node_id.clone(),
             cluster: s.cluster_name.clone(),
-            advertise_url: s.advertise_url.clone(),
+            advertise_url,
             lease_ttl: s.lease_ttl,
             stale_after: s.stale_after,
         },

@@ -1,0 +1,515 @@
+//! Cluster mode, end to end: three etcd members and three `privledger serve` nodes on
+//! loopback (the real binary, real etcd, real sled on disk). Skipped with a printed
+//! reason when there is no etcd binary, unless PRIVLEDGER_REQUIRE_ETCD=1.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::etcd::EtcdCluster;
+use common::ServeProcess;
+use privledger::client::Clients;
+use privledger::pb;
+use rustix::process::Signal;
+
+/// A bound on a broken run, never a speed assertion.
+const BOUND: Duration = Duration::from_secs(60);
+
+struct Nodes {
+    etcd: EtcdCluster,
+    nodes: Vec<Option<ServeProcess>>,
+    dirs: Vec<PathBuf>,
+    token: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Nodes {
+    /// Three etcd members and three nodes; node 0 starts first, so it is the first
+    /// writer and writes the admin token every node then accepts.
+    async fn start() -> Option<Nodes> {
+        let etcd = EtcdCluster::start(3).await?;
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..3).map(|i| tmp.path().join(format!("n{i}"))).collect();
+        for d in &dirs {
+            std::fs::create_dir(d).unwrap();
+            std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .unwrap();
+        }
+        let mut n = Nodes {
+            etcd,
+            nodes: Vec::new(),
+            dirs,
+            token: String::new(),
+            _tmp: tmp,
+        };
+        let first = n.spawn(0).await;
+        assert!(
+            first
+                .wait_for_log("created the first admin token", BOUND)
+                .await,
+            "{}",
+            first.log_tail()
+        );
+        n.token = first.admin_token();
+        n.nodes.push(Some(first));
+        for i in 1..3 {
+            let p = n.spawn(i).await;
+            n.nodes.push(Some(p));
+        }
+        Some(n)
+    }
+
+    async fn spawn(&self, i: usize) -> ServeProcess {
+        self.spawn_on(i, &self.etcd.endpoints()).await
+    }
+
+    /// Node `i`, talking to the etcd members at `endpoints` only.
+    async fn spawn_on(&self, i: usize, endpoints: &str) -> ServeProcess {
+        let log = self._tmp.path().join(format!("n{i}.{}.log", now_tag()));
+        ServeProcess::start(
+            &self.dirs[i],
+            &[
+                "--etcd-endpoints",
+                endpoints,
+                "--node-id",
+                &format!("n{i}"),
+                "--stale-after",
+                "2s",
+            ],
+            &log,
+            "privledger.v1.Audit",
+        )
+        .await
+    }
+
+    fn node(&self, i: usize) -> &ServeProcess {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    fn node_mut(&mut self, i: usize) -> &mut ServeProcess {
+        self.nodes[i].as_mut().expect("node running")
+    }
+
+    fn alive(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect()
+    }
+
+    async fn client(&self, i: usize) -> Clients {
+        self.node(i).client(&self.token).await
+    }
+
+    async fn head(&self, i: usize) -> pb::HeadResponse {
+        self.client(i)
+            .await
+            .audit
+            .head(pb::HeadRequest {})
+            .await
+            .expect("head")
+            .into_inner()
+    }
+
+    /// The node that holds the writer's lease now (waits for one).
+    async fn writer(&self) -> usize {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            for i in self.alive() {
+                if self.head(i).await.role == "leader" {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no node became the writer");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has applied `seq` (following its audit head).
+    async fn all_reach(&self, seq: u64) {
+        for i in self.alive() {
+            let mut c = self.client(i).await;
+            let mut s = c
+                .audit
+                .stream(common::stream_from(seq.max(1), true))
+                .await
+                .expect("stream")
+                .into_inner();
+            let got = tokio::time::timeout(BOUND, s.message()).await;
+            assert!(
+                matches!(got, Ok(Ok(Some(_)))),
+                "node {i} did not reach seq {seq}: {got:?}\n{}",
+                self.node(i).log_tail()
+            );
+        }
+    }
+
+    /// Every running node: the same head, and the chain verifies.
+    async fn agree_and_verify(&self) -> pb::HeadResponse {
+        let w = self.writer().await;
+        let head = self.head(w).await;
+        self.all_reach(head.seq).await;
+        for i in self.alive() {
+            let mut c = self.client(i).await;
+            let h = c.audit.head(pb::HeadRequest {}).await.unwrap().into_inner();
+            // A node may be ahead of what was read a moment ago; compare at that seq.
+            let at = c
+                .audit
+                .stream(common::stream_from(head.seq, false))
+                .await
+                .unwrap()
+                .into_inner()
+                .message()
+                .await
+                .unwrap()
+                .expect("the entry at the head");
+            assert_eq!(at.hash, head.hash, "node {i} forked at seq {}", head.seq);
+            assert!(h.seq >= head.seq);
+            let v = common::verify_all(&mut c).await;
+            assert!(v.ok, "node {i} does not verify: {v:?}");
+        }
+        head
+    }
+}
+
+fn now_tag() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Creates group `name` (request_id = name) through the nodes in `order`, moving on
+/// to the next after an error, until one acknowledges it; returns its seq.
+async fn create_anywhere(n: &Nodes, order: &[usize], name: &str) -> u64 {
+    let deadline = Instant::now() + BOUND;
+    let mut k = 0;
+    loop {
+        let i = order[k % order.len()];
+        k += 1;
+        let mut c = n.client(i).await;
+        let req = pb::CreateGroupRequest {
+            name: name.into(),
+            request_id: name.into(),
+        };
+        match tokio::time::timeout(Duration::from_secs(5), c.admin.create_group(req)).await {
+            Ok(Ok(g)) => return g.into_inner().seq,
+            Ok(Err(s)) => assert!(
+                s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::DeadlineExceeded,
+                "{name} through node {i}: {s:?}"
+            ),
+            Err(_) => {}
+        }
+        assert!(Instant::now() < deadline, "{name} was never acknowledged");
+    }
+}
+
+/// The groups every node lists, by name, with their creating seq.
+async fn groups(n: &Nodes, i: usize) -> BTreeMap<String, u64> {
+    let mut c = n.client(i).await;
+    c.admin
+        .list_groups(pb::ListGroupsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .groups
+        .into_iter()
+        .map(|g| (g.name, g.created_seq))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_every_node_reach_every_node_and_one_etcd_member_may_go() {
+    let Some(mut n) = Nodes::start().await else {
+        return;
+    };
+    let w = n.writer().await;
+    for round in 0..4 {
+        for i in 0..3 {
+            let name = format!("g{i}-{round}");
+            let seq = create_anywhere(&n, &[i], &name).await;
+            // Read your write through another node: it waits for the seq, or asks
+            // the writer.
+            let other = (i + 1) % 3;
+            let mut c = n.client(other).await;
+            let access = c
+                .authz
+                .check_access(pb::CheckAccessRequest {
+                    user: "alice".into(),
+                    min_seq: seq,
+                    ..Default::default()
+                })
+                .await
+                .expect("check with min_seq")
+                .into_inner();
+            assert!(
+                access.seq >= seq,
+                "node {other} answered at {} < {seq}",
+                access.seq
+            );
+        }
+    }
+    let head = n.agree_and_verify().await;
+    let all = groups(&n, w).await;
+    for i in 0..3 {
+        assert_eq!(groups(&n, i).await, all, "node {i} lists other groups");
+    }
+    // Roles, as `privledger status --json` shows them.
+    let mut leaders = 0;
+    for i in 0..3 {
+        let out = std::process::Command::new(common::binary())
+            .args(["status", "--json", "--server", &n.node(i).url])
+            .env("PRIVLEDGER_TOKEN", &n.token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let c = &v["cluster"];
+        assert_eq!(c["node_id"], format!("n{i}"));
+        assert_eq!(c["writer_id"], format!("n{w}"), "{v}");
+        assert!(c["applied_seq"].as_u64().unwrap() >= head.seq);
+        if c["role"] == "leader" {
+            leaders += 1;
+        } else {
+            assert_eq!(c["role"], "follower");
+        }
+    }
+    assert_eq!(leaders, 1);
+
+    // One etcd member down: writes go on, through every node.
+    n.etcd.kill(0);
+    for i in 0..3 {
+        create_anywhere(&n, &[i], &format!("after-member-down-{i}")).await;
+    }
+    n.agree_and_verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_writer_loses_no_acknowledged_write_and_a_restarted_node_catches_up() {
+    let Some(n) = Nodes::start().await else {
+        return;
+    };
+    let w = n.writer().await;
+    let n = std::sync::Arc::new(tokio::sync::RwLock::new(n));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
+    let (killed_tx, killed_rx) = tokio::sync::watch::channel(false);
+    let mut writers = Vec::new();
+    for t in 0..3usize {
+        let (n, acked, killed) = (n.clone(), acked.clone(), killed_rx.clone());
+        writers.push(tokio::spawn(async move {
+            // Each writer keeps going until well after the kill.
+            let mut after_kill = 0;
+            for k in 0.. {
+                let name = format!("w{t}-{k}");
+                let order: Vec<usize> = (0..3).map(|j| (t + j) % 3).collect();
+                let seq = {
+                    let g = n.read().await;
+                    let order: Vec<usize> = order
+                        .into_iter()
+                        .filter(|i| g.alive().contains(i))
+                        .collect();
+                    create_anywhere(&g, &order, &name).await
+                };
+                acked.lock().unwrap().push((name, seq));
+                if *killed.borrow() {
+                    after_kill += 1;
+                    if after_kill >= 10 {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    // Kill the writer once writes are flowing.
+    let deadline = Instant::now() + BOUND;
+    while acked.lock().unwrap().len() < 30 {
+        assert!(Instant::now() < deadline, "writes did not flow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    {
+        let mut g = n.write().await;
+        g.node_mut(w).kill();
+        g.nodes[w] = None;
+    }
+    killed_tx.send_replace(true);
+    for t in writers {
+        t.await.expect("writer task");
+    }
+    let n = std::sync::Arc::try_unwrap(n).ok().unwrap().into_inner();
+    let head = n.agree_and_verify().await;
+    let acked = acked.lock().unwrap().clone();
+    let mut seqs = BTreeSet::new();
+    for i in n.alive() {
+        let listed = groups(&n, i).await;
+        for (name, seq) in &acked {
+            assert_eq!(
+                listed.get(name),
+                Some(seq),
+                "node {i}: acknowledged {name} at seq {seq} is not there"
+            );
+        }
+    }
+    for (name, seq) in &acked {
+        assert!(seqs.insert(*seq), "{name}: seq {seq} acknowledged twice");
+    }
+    // The killed node comes back on its data directory and catches up.
+    let mut n = n;
+    let back = n.spawn(w).await;
+    n.nodes[w] = Some(back);
+    n.all_reach(head.seq).await;
+    let again = n.agree_and_verify().await;
+    assert!(again.seq >= head.seq);
+    assert_eq!(groups(&n, w).await, groups(&n, (w + 1) % 3).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_stopped_past_its_lease_is_fenced_and_the_chain_does_not_fork() {
+    let Some(mut n) = Nodes::start().await else {
+        return;
+    };
+    let w = n.writer().await;
+    create_anywhere(&n, &[w], "before-stop").await;
+    n.node_mut(w).signal(Signal::STOP);
+    // A write sent to the stopped writer waits in its queue while another node is
+    // elected and writes.
+    let stuck = {
+        let url = n.node(w).url.clone();
+        let token = n.token.clone();
+        tokio::spawn(async move {
+            let mut c = Clients::connect(&url, Some(&token)).await.unwrap();
+            c.admin
+                .create_group(pb::CreateGroupRequest {
+                    name: "from-the-stopped-writer".into(),
+                    request_id: "from-the-stopped-writer".into(),
+                })
+                .await
+        })
+    };
+    let others: Vec<usize> = (0..3).filter(|i| *i != w).collect();
+    for k in 0..5 {
+        create_anywhere(&n, &others, &format!("while-stopped-{k}")).await;
+    }
+    let new_writer = n.writer_among(&others).await;
+    assert_ne!(new_writer, w);
+    n.node_mut(w).signal(Signal::CONT);
+    // Whatever became of the queued write, it is recorded at most once and on every
+    // node alike: the old writer could not append past the fence.
+    let r = tokio::time::timeout(BOUND, stuck)
+        .await
+        .expect("the queued write ends");
+    match r.unwrap() {
+        Ok(_) => {}
+        Err(s) => assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}"),
+    }
+    create_anywhere(&n, &[w], "after-cont").await;
+    n.agree_and_verify().await;
+    let listed = groups(&n, w).await;
+    assert_eq!(listed, groups(&n, new_writer).await);
+    assert!(listed.contains_key("after-cont"));
+    assert!(
+        n.node(w)
+            .log_text()
+            .contains("no longer the cluster's writer")
+            || n.node(w).log_text().contains("the writer's lease was lost")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_paused_while_etcd_compacts_its_history_catches_up_and_verifies() {
+    let Some(mut n) = Nodes::start().await else {
+        return;
+    };
+    let w = n.writer().await;
+    let f = (w + 1) % 3;
+    n.node_mut(f).signal(Signal::STOP);
+    for k in 0..40 {
+        create_anywhere(&n, &[w], &format!("c{k}")).await;
+    }
+    // Compact etcd's history up to now: the paused follower's watch is from before.
+    let etcd = n.etcd.client();
+    let (_, rev) = etcd.get(b"/privledger/privledger/head").await.unwrap();
+    etcd.compact(rev).await.unwrap();
+    n.node_mut(f).signal(Signal::CONT);
+    let head = n.agree_and_verify().await;
+    assert!(head.seq > 40);
+    assert_eq!(groups(&n, f).await, groups(&n, w).await);
+}
+
+impl Nodes {
+    /// The writer, once it is one of `among`.
+    async fn writer_among(&self, among: &[usize]) -> usize {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            for &i in among {
+                if self.head(i).await.role == "leader" {
+                    return i;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "none of {among:?} became the writer"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_etcd_past_its_bound_answers_no_access_question() {
+    let Some(mut n) = Nodes::start().await else {
+        return;
+    };
+    // Node 2 talks to etcd member 2 only; the writer is node 0 (it started first).
+    n.node_mut(2).kill();
+    let only = n.etcd.members[2].client_url.clone();
+    let p = n.spawn_on(2, &only).await;
+    n.nodes[2] = Some(p);
+    let w = n.writer().await;
+    assert_ne!(w, 2);
+    let seq = create_anywhere(&n, &[w], "seen-by-all").await;
+    n.all_reach(seq).await;
+    n.etcd.kill(2);
+    let mut c = n.client(2).await;
+    let deadline = Instant::now() + BOUND;
+    let refusal = loop {
+        match c.authz.check_access(common::check("alice")).await {
+            Err(s) if s.code() == tonic::Code::Unavailable => break s,
+            Ok(_) => {}
+            Err(s) => panic!("{s:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 kept answering without etcd"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        refusal.message().contains("has not heard from etcd"),
+        "{}",
+        refusal.message()
+    );
+    let who = c
+        .authz
+        .who_has_access(pb::WhoHasAccessRequest::default())
+        .await;
+    assert_eq!(common::code(who), tonic::Code::Unavailable);
+    // The past does not change: a point-in-time answer is still given.
+    c.authz
+        .check_access(common::check_at_seq("alice", seq))
+        .await
+        .expect("a past position is answered");
+    // The other nodes go on; node 2 answers again once its member is back.
+    create_anywhere(&n, &[0, 1], "while-cut-off").await;
+    n.etcd.restart(2).await;
+    let deadline = Instant::now() + BOUND;
+    while c.authz.check_access(common::check("alice")).await.is_err() {
+        assert!(Instant::now() < deadline, "node 2 did not answer again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    n.agree_and_verify().await;
+}

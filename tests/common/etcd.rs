@@ -1,0 +1,185 @@
+//! A real etcd cluster on loopback for the cluster tests: members started from the
+//! `etcd` binary (Debian's `etcd-server`), each in a temporary data directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use privledger::client::ConnectOptions;
+use privledger::etcd::{Etcd, EtcdOptions};
+
+/// The etcd binary (`PRIVLEDGER_ETCD_BIN`, else `etcd` on the PATH), or `None` after
+/// printing why the test is skipped; with `PRIVLEDGER_REQUIRE_ETCD=1` a missing
+/// binary fails the test instead.
+pub fn etcd_binary() -> Option<PathBuf> {
+    let found = std::env::var_os("PRIVLEDGER_ETCD_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("etcd"))
+                    .find(|f| f.is_file())
+            })
+        });
+    if found.is_none() {
+        if std::env::var("PRIVLEDGER_REQUIRE_ETCD").as_deref() == Ok("1") {
+            panic!(
+                "PRIVLEDGER_REQUIRE_ETCD=1 but no etcd binary was found (apt install etcd-server)"
+            );
+        }
+        eprintln!(
+            "skipping: no etcd binary (install Debian's etcd-server, or set PRIVLEDGER_ETCD_BIN; \
+             PRIVLEDGER_REQUIRE_ETCD=1 fails instead)"
+        );
+    }
+    found
+}
+
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    peer_url: String,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+/// Members of one etcd cluster, killed when dropped.
+pub struct EtcdCluster {
+    bin: PathBuf,
+    pub members: Vec<Member>,
+    initial: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// `n` members on loopback ports, healthy; `None` when there is no etcd (skip).
+    pub async fn start(n: usize) -> Option<EtcdCluster> {
+        let bin = etcd_binary()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("e{i}"),
+                client_url: format!("http://127.0.0.1:{}", super::free_port()),
+                peer_url: format!("http://127.0.0.1:{}", super::free_port()),
+                data: dir.path().join(format!("e{i}")),
+                log: dir.path().join(format!("e{i}.log")),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("t{}", std::process::id());
+        let mut c = EtcdCluster {
+            bin,
+            members,
+            initial,
+            token,
+            _dir: dir,
+        };
+        for i in 0..n {
+            c.spawn(i, "new");
+        }
+        for i in 0..n {
+            c.wait_healthy(i).await;
+        }
+        Some(c)
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) {
+        let m = &self.members[i];
+        let log = std::fs::File::create(&m.log).expect("etcd log");
+        let child = std::process::Command::new(&self.bin)
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data)
+            .args(["--listen-client-urls", &m.client_url])
+            .args(["--advertise-client-urls", &m.client_url])
+            .args(["--listen-peer-urls", &m.peer_url])
+            .args(["--initial-advertise-peer-urls", &m.peer_url])
+            .args(["--initial-cluster", &self.initial])
+            .args(["--initial-cluster-state", state])
+            .args(["--initial-cluster-token", &self.token])
+            // Fast elections on loopback (etcd's defaults are for networks).
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--log-level", "warn"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        self.members[i].child = Some(child);
+    }
+
+    /// Every member's client URL, comma-separated (`--etcd-endpoints`).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A client of the whole cluster.
+    pub fn client(&self) -> Etcd {
+        client_of(self.members.iter().map(|m| m.client_url.clone()).collect())
+    }
+
+    /// Waits (bounded: a broken run) until member `i` answers a linearizable read.
+    pub async fn wait_healthy(&self, i: usize) {
+        let c = client_of(vec![self.members[i].client_url.clone()]);
+        let ok = tokio::time::timeout(Duration::from_secs(60), async {
+            while c.get(b"/health-probe").await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(
+            ok.is_ok(),
+            "etcd member {i} did not become healthy:\n{}",
+            self.log(i)
+        );
+    }
+
+    /// SIGKILL of member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data directory.
+    pub async fn restart(&mut self, i: usize) {
+        self.spawn(i, "existing");
+        self.wait_healthy(i).await;
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+    }
+
+    pub fn data(&self, i: usize) -> &Path {
+        &self.members[i].data
+    }
+}
+
+fn client_of(endpoints: Vec<String>) -> Etcd {
+    Etcd::connect(&EtcdOptions {
+        endpoints,
+        tls: ConnectOptions::default(),
+        call_timeout: Duration::from_secs(2),
+    })
+    .expect("etcd client")
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}

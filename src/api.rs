@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cluster;
 pub mod convert;
 pub mod error;
+pub mod host_reports;
 pub mod layers;
 pub mod status;
 pub mod streams;
@@ -26,7 +27,7 @@ use crate::ledger::event::{Event, SocketAccess, Subject};
 use crate::ledger::limited::LimitedSockets;
 use crate::ledger::{hash_secret, Command, Committed, Error, Ledger, StreamFilter};
 use crate::pb;
-use auth::{require, ADMIN, CHECKERS, GROUP_READERS, MEMBERS, READERS, SPAWNERS};
+use auth::{require, ADMIN, CHECKERS, GROUP_READERS, MEMBERS, READERS, SPAWNERS, WATCHERS};
 use convert as cv;
 use error::RequestError;
 
@@ -543,6 +544,39 @@ impl pb::admin_server::Admin for Api {
         require(&req, ADMIN, "ImportDockerEvents")?;
         Ok(Response::new(self.import(req.into_inner().events).await?))
     }
+
+    #[instrument(skip_all)]
+    async fn record_host_events(
+        &self,
+        req: Request<pb::RecordHostEventsRequest>,
+    ) -> Result<Response<pb::RecordHostEventsResponse>, Status> {
+        let caller = require(&req, WATCHERS, "RecordHostEvents")?;
+        let r = req.into_inner();
+        if caller.role == crate::ledger::event::Role::Watcher && caller.name != r.host_id {
+            return Err(Status::permission_denied(format!(
+                "watcher token {:?} records for host {:?} (the host it is named after), not {:?}",
+                caller.name, caller.name, r.host_id
+            )));
+        }
+        let reports = host_reports::reports(r.events)?;
+        let receipt = crate::docker::remote::record(
+            &self.ledger,
+            &self.observe,
+            &caller.name,
+            &r.host_id,
+            reports,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::docker::Error::Ledger(l) => Status::from(l),
+            other => Status::internal(other.to_string()),
+        })?;
+        Ok(Response::new(pb::RecordHostEventsResponse {
+            last_number: receipt.last,
+            recorded: receipt.recorded,
+            duplicates: receipt.duplicates,
+        }))
+    }
 }
 
 impl Api {
@@ -552,18 +586,7 @@ impl Api {
     ) -> Result<pb::ImportDockerEventsResponse, Status> {
         let events: Vec<RawEvent> = events
             .into_iter()
-            .map(|e| {
-                if e.id.is_empty() || e.action.is_empty() {
-                    return Err(RequestError::Missing("every event's id and action"));
-                }
-                Ok(RawEvent {
-                    typ: e.r#type,
-                    action: e.action,
-                    id: e.id,
-                    time_nano: e.time_nano,
-                    attributes: e.attributes.into_iter().collect(),
-                })
-            })
+            .map(host_reports::raw_event)
             .collect::<Result<_, _>>()?;
         let (recorded, already_held, ignored) =
             crate::docker::import::import(&self.ledger, &self.observe, &events).await?;

@@ -11,7 +11,11 @@
 //!   bollard (the only file that knows it).
 //! - [`watcher`]: replay, gap detection, reconcile, follow, stale grants.
 //! - [`import`]: recording an events file.
+//! - [`remote`]: what a `privledger watch` agent reports from its host, and how the
+//!   ledger records it (numbered per host: nothing twice, no gap unseen);
+//!   [`agent`]: the agent's side, following its daemon into a durable outbox.
 
+pub mod agent;
 mod backoff;
 pub mod daemon;
 pub mod events;
@@ -19,6 +23,7 @@ pub mod import;
 #[cfg(test)]
 mod memory;
 pub mod observe;
+pub mod remote;
 pub mod source;
 pub mod spawner_names;
 pub mod watcher;

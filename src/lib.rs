@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod client;

@@ -29,6 +29,7 @@ pub mod block;
 mod blockfile;
 pub mod checkpoints;
 pub mod idem;
+pub mod outbox;
 mod upgrade;
 pub mod witness;
 

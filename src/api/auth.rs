@@ -110,6 +110,8 @@ pub const CHECKERS: &[Role] = &[Role::Admin, Role::Spawner, Role::Auditor];
 pub const GROUP_READERS: &[Role] = &[Role::Admin, Role::Auditor, Role::Sync];
 /// Who changes members: admins (groups not synced) and the sync (synced groups).
 pub const MEMBERS: &[Role] = &[Role::Admin, Role::Sync];
+/// Docker observations from an agent's host.
+pub const WATCHERS: &[Role] = &[Role::Admin, Role::Watcher];
 
 /// The caller, if its role is one of `allowed`.
 pub fn require<T>(

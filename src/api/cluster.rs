@@ -28,6 +28,7 @@ pub const WRITE_METHODS: &[&str] = &[
     "/privledger.v1.Admin/RevokeToken",
     "/privledger.v1.Admin/SetGroupSync",
     "/privledger.v1.Admin/ImportDockerEvents",
+    "/privledger.v1.Admin/RecordHostEvents",
     "/privledger.v1.Authorizer/AuthorizeSpawn",
 ];
 

@@ -44,6 +44,7 @@ pub fn role(v: i32) -> Result<Role, RequestError> {
         pb::Role::Spawner => Ok(Role::Spawner),
         pb::Role::Auditor => Ok(Role::Auditor),
         pb::Role::Sync => Ok(Role::Sync),
+        pb::Role::Watcher => Ok(Role::Watcher),
         pb::Role::Unspecified => Err(RequestError::Missing("a role (admin, spawner or auditor)")),
     }
 }
@@ -153,6 +154,7 @@ pub fn pb_role(r: Role) -> i32 {
         Role::Spawner => pb::Role::Spawner,
         Role::Auditor => pb::Role::Auditor,
         Role::Sync => pb::Role::Sync,
+        Role::Watcher => pb::Role::Watcher,
     }
     .into()
 }

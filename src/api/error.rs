@@ -18,6 +18,10 @@ pub enum RequestError {
     NanosOutOfRange(i32),
     #[error("timestamp {0}s is out of range")]
     SecondsOutOfRange(i64),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("at most {max} {what} per request")]
+    TooMany { what: &'static str, max: usize },
 }
 
 /// A limit a caller reached: RESOURCE_EXHAUSTED, nothing done.

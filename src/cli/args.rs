@@ -76,6 +76,19 @@ pub enum Cmd {
         privledger serve --listen 0.0.0.0:50051 --tls-cert server.pem --tls-key server.key\n\n\
         Settings come from the flags, then PRIVLEDGER_* variables, then the --config file, then the defaults.")]
     Serve(Box<ServeArgs>),
+    /// Run the Docker agent of this host for a remote ledger (DESIGN §8): follow the
+    /// daemon into a local outbox and ship it, so nothing is lost while the ledger is
+    /// away.
+    #[command(after_help = "Examples:\n  \
+        privledger token create docker-host-1 --role watcher   # on the ledger, once\n  \
+        privledger watch --server https://ledger:50051 --token-file /etc/privledger/watcher.token --host-id docker-host-1\n\n\
+        The token's name is the host id it may report for.")]
+    Watch {
+        #[command(flatten)]
+        args: WatchArgs,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Groups and their members.
     Group {
         #[command(subcommand)]
@@ -229,12 +242,28 @@ impl Cmd {
             | Cmd::Verify { conn, .. }
             | Cmd::Token { conn, .. }
             | Cmd::Docker { conn, .. }
+            | Cmd::Watch { conn, .. }
             | Cmd::Status { conn } => Some(conn),
             Cmd::Serve(_) | Cmd::AdminToken { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => {
                 None
             }
         }
     }
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Agent")]
+pub struct WatchArgs {
+    /// This Docker host's id: the name of the watcher token.
+    #[arg(long, env = "PRIVLEDGER_HOST_ID", value_name = "ID")]
+    pub host_id: String,
+    /// The agent's data directory (its outbox) [default: $XDG_DATA_HOME/privledger-watch,
+    /// else ~/.local/share/privledger-watch].
+    #[arg(long = "data", env = "PRIVLEDGER_WATCH_DATA", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The Docker daemon [default: unix:///var/run/docker.sock].
+    #[arg(long, env = config::ENV_DOCKER_ENDPOINT, value_name = "URL")]
+    pub docker_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -355,6 +384,7 @@ pub struct ServeArgs {
     /// This node's client certificate and key for etcd (PEM).
     #[arg(long, env = cluster::ENV_ETCD_CERT, value_name = "FILE")]
     pub etcd_cert: Option<PathBuf>,
+    /// The private key of --etcd-cert (PEM).
     #[arg(long, env = cluster::ENV_ETCD_KEY, value_name = "FILE")]
     pub etcd_key: Option<PathBuf>,
     /// The CA of the other nodes' certificates, for writes forwarded over TLS.
@@ -748,6 +778,9 @@ pub enum RoleArg {
     Auditor,
     /// JupyterHub group sync: reads groups, changes the members of synced groups only.
     Sync,
+    /// A `privledger watch` agent: records the Docker observations of the host the
+    /// token is named after, nothing else.
+    Watcher,
 }
 
 #[derive(Debug, Subcommand)]

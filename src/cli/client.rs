@@ -246,9 +246,19 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
     {
         return super::export::verify_file(file, out);
     }
+    if let Cmd::Watch { args, .. } = cmd {
+        let token = token(conn)?.ok_or_else(|| {
+            CliError::Usage("privledger watch needs a watcher token: --token-file FILE".into())
+        })?;
+        return super::watch::run(conn, args, token).await;
+    }
     let mut c = connect(conn).await?;
     match cmd {
-        Cmd::Serve(_) | Cmd::AdminToken { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => {
+        Cmd::Serve(_)
+        | Cmd::Watch { .. }
+        | Cmd::AdminToken { .. }
+        | Cmd::Completions { .. }
+        | Cmd::Man { .. } => {
             return Ok(Exit::Usage);
         }
         Cmd::Group { cmd: g, .. } => match g {
@@ -722,6 +732,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                     RoleArg::Spawner => pb::Role::Spawner,
                     RoleArg::Auditor => pb::Role::Auditor,
                     RoleArg::Sync => pb::Role::Sync,
+                    RoleArg::Watcher => pb::Role::Watcher,
                 };
                 let r = c
                     .admin

@@ -75,6 +75,7 @@ fn role(v: i32) -> &'static str {
         Ok(pb::Role::Spawner) => "spawner",
         Ok(pb::Role::Auditor) => "auditor",
         Ok(pb::Role::Sync) => "sync",
+        Ok(pb::Role::Watcher) => "watcher",
         _ => "unspecified",
     }
 }

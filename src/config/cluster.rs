@@ -128,14 +128,15 @@ pub(super) fn load(
             "cluster mode needs a node id, unique in the cluster (--node-id)",
         )
     })?;
-    crate::ledger::names::group(&node_id)
+    // Ids travel in a header (forwarded writes) and name etcd keys: token-name rules.
+    crate::ledger::names::host(&node_id)
         .map_err(|e| invalid("cluster.node_id", format!("{node_id:?}: {e}")))?;
     let cluster_name = o
         .cluster_name
         .clone()
         .or(f.cluster_name)
         .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into());
-    crate::ledger::names::group(&cluster_name)
+    crate::ledger::names::host(&cluster_name)
         .map_err(|e| invalid("cluster.cluster_name", format!("{cluster_name:?}: {e}")))?;
     let advertise_url = match o.advertise_url.clone().or(f.advertise_url) {
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),

@@ -11,7 +11,7 @@ use crate::ledger::state::ContainerRecord;
 use crate::ledger::{LABEL_DECISION, LABEL_OWNER};
 
 /// What an inspect says about a container.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ContainerFacts {
     pub id: String,
     pub name: String,
@@ -158,6 +158,8 @@ pub fn observation(
             via_limited_socket: f.labels.contains_key(LABEL_OWNER),
             source,
             exit_code,
+            host: None,
+            host_seq: None,
         },
         None => {
             // Attributes carry the name, the image and every label.
@@ -191,6 +193,8 @@ pub fn observation(
                     || attributes.contains_key(LABEL_OWNER),
                 source,
                 exit_code,
+                host: None,
+                host_seq: None,
                 name,
             }
         }

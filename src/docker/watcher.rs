@@ -288,27 +288,8 @@ impl<S: DockerSource> Watcher<'_, S> {
     /// Alerts (once per container and kind) when the container holds a privilege its
     /// decision label does not vouch for.
     async fn correlate(&self, o: &ContainerObserved, seq: Seq) -> Result<(), Error> {
-        if o.socket_mounts.is_empty() && !o.privileged {
-            return Ok(());
-        }
-        let decision = match &o.decision_id {
-            Some(id) => self.ledger.decision(id)?,
-            None => None,
-        };
-        for (kind, details) in correlate::judge(o, decision.as_ref()) {
-            let key = format!("alert:{}:{}", kind.as_str(), o.container_id);
-            self.alert(
-                Alert {
-                    container_id: Some(o.container_id.clone()),
-                    name: Some(o.name.clone()),
-                    user: o.user.clone(),
-                    decision_id: o.decision_id.clone(),
-                    trigger_seq: Some(seq),
-                    ..Alert::new(kind, details)
-                },
-                Some(key),
-            )
-            .await?;
+        for (alert, key) in unvouched(self.ledger, o, seq)? {
+            self.alert(alert, Some(key)).await?;
         }
         Ok(())
     }
@@ -426,4 +407,37 @@ impl<S: DockerSource> Watcher<'_, S> {
         }
         Ok(())
     }
+}
+
+/// The alerts a container's creation or start calls for when it holds a privilege its
+/// decision label does not vouch for, each with its idempotency key (once per
+/// container and kind). `seq` is the observation's entry.
+pub(super) fn unvouched(
+    ledger: &Ledger,
+    o: &ContainerObserved,
+    seq: Seq,
+) -> Result<Vec<(Alert, String)>, Error> {
+    if o.socket_mounts.is_empty() && !o.privileged {
+        return Ok(Vec::new());
+    }
+    let decision = match &o.decision_id {
+        Some(id) => ledger.decision(id)?,
+        None => None,
+    };
+    Ok(correlate::judge(o, decision.as_ref())
+        .into_iter()
+        .map(|(kind, details)| {
+            let key = format!("alert:{}:{}", kind.as_str(), o.container_id);
+            let alert = Alert {
+                container_id: Some(o.container_id.clone()),
+                name: Some(o.name.clone()),
+                user: o.user.clone(),
+                decision_id: o.decision_id.clone(),
+                trigger_seq: Some(seq),
+                host: o.host.clone(),
+                ..Alert::new(kind, details)
+            };
+            (alert, key)
+        })
+        .collect())
 }

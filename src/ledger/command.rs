@@ -468,9 +468,13 @@ impl Command {
                 for v in o.user.iter().chain(o.decision_id.iter()) {
                     check_docker_text("label", v, 256, true)?;
                 }
+                next_from_host(st, o.host.as_deref(), o.host_seq)?;
                 Ok(Event::DockerContainer(o.clone()))
             }
-            Command::RaiseAlert(a) => Ok(Event::Alert(a.clone())),
+            Command::RaiseAlert(a) => {
+                next_from_host(st, a.host.as_deref(), a.host_seq)?;
+                Ok(Event::Alert(a.clone()))
+            }
             Command::RecordProxyCall(p) => {
                 names::user(&p.user)?;
                 check_docker_text("method", &p.method, 16, false)?;
@@ -605,4 +609,23 @@ fn member_change(
             reason,
         }),
     }
+}
+
+/// An agent's numbered report must be its host's next: the state as of this entry
+/// says which that is (a repeat or a gap is refused here, in the writer, so that no
+/// two reports race past the check).
+fn next_from_host(st: &State, host: Option<&str>, number: Option<u64>) -> Result<(), Error> {
+    let (Some(host), Some(number)) = (host, number) else {
+        return Ok(());
+    };
+    names::host(host)?;
+    let expected = st.host_last(host) + 1;
+    if number != expected {
+        return Err(Error::HostOutOfOrder {
+            host: host.to_string(),
+            expected,
+            got: number,
+        });
+    }
+    Ok(())
 }

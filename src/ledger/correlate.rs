@@ -130,6 +130,8 @@ mod tests {
             via_limited_socket: false,
             source: ObservedVia::Events,
             exit_code: None,
+            host: None,
+            host_seq: None,
         }
     }
 

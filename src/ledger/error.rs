@@ -117,6 +117,14 @@ pub enum Error {
     ShuttingDown,
     #[error("ledger unavailable: the ledger writer stopped")]
     WriterStopped,
+    /// An agent's report is not its host's next number: a repeat (already recorded)
+    /// or a gap (reports were lost between).
+    #[error("host {host}: expected report {expected}, got {got}")]
+    HostOutOfOrder {
+        host: String,
+        expected: u64,
+        got: u64,
+    },
     /// A batch from the cluster's log does not follow this node's head.
     #[error("the cluster's batch at seq {first} does not follow this node's head (seq {head})")]
     ReplicaGap { head: Seq, first: Seq },
@@ -220,7 +228,8 @@ impl Error {
             | Error::LastAdmin(_)
             | Error::SyncedGroup(_)
             | Error::SyncUnchanged { .. }
-            | Error::RequestIdReused { .. } => Cause::NotAllowed,
+            | Error::RequestIdReused { .. }
+            | Error::HostOutOfOrder { .. } => Cause::NotAllowed,
             Error::NotSyncedGroup(_) => Cause::Forbidden,
             Error::ReadOnly
             | Error::ShuttingDown

@@ -148,6 +148,9 @@ text_enum! {
         Auditor = "auditor",
         /// JupyterHub group sync: the membership of synced groups, nothing else.
         Sync = "sync",
+        /// A `privledger watch` agent: the Docker observations of the host the token
+        /// is named after, nothing else.
+        Watcher = "watcher",
     }
 }
 
@@ -218,6 +221,8 @@ text_enum! {
         Reconcile = "reconcile",
         /// An imported `docker events` file.
         Import = "import",
+        /// A `privledger watch` agent on the host the observation names.
+        Agent = "agent",
     }
 }
 
@@ -259,6 +264,12 @@ pub struct ContainerObserved {
     pub source: ObservedVia,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
+    /// The Docker host it was seen on, when a `privledger watch` agent reported it,
+    /// and the agent's number for it (dense per host: nothing lost in between).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_seq: Option<u64>,
 }
 
 impl ContainerObserved {
@@ -366,6 +377,12 @@ pub struct Alert {
     /// (`raw socket (rw)`, `privileged`); the same loss is alerted once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<String>,
+    /// The Docker host it concerns (a `privledger watch` agent's), and the agent's
+    /// number when the agent itself reported it (an event gap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_seq: Option<u64>,
 }
 
 impl Alert {
@@ -381,6 +398,8 @@ impl Alert {
             window_from_ns: None,
             window_to_ns: None,
             lost: None,
+            host: None,
+            host_seq: None,
             details,
         }
     }

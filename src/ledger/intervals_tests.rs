@@ -91,6 +91,8 @@ fn command(s: &Step) -> Command {
                 via_limited_socket: false,
                 source: ObservedVia::Events,
                 exit_code: None,
+                host: None,
+                host_seq: None,
             })
         }
     }

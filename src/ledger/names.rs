@@ -107,6 +107,12 @@ pub fn group(value: &str) -> Result<(), Error> {
     check_name("group name", value)
 }
 
+/// A Docker host's id, as a `privledger watch` agent names its host: the name of its
+/// watcher token, so the same rules.
+pub fn host(value: &str) -> Result<(), Error> {
+    token_name(value)
+}
+
 pub fn token_name(value: &str) -> Result<(), Error> {
     check_text("token name", value, MAX_TOKEN_NAME_CHARS, false)?;
     if let Some(c) = value

@@ -62,10 +62,29 @@ pub struct State {
     containers: HashMap<String, ContainerRecord>,
     /// The digest recorded for each checkpoint written (hex SHA-256 by seq).
     checkpoints: OrdMap<Seq, Arc<str>>,
+    /// The last number recorded from each `privledger watch` agent, by host id.
+    hosts: OrdMap<Arc<str>, u64>,
 }
 
 impl State {
     // === queries ===
+
+    /// The last number recorded from the agent of `host` (0: none yet).
+    pub fn host_last(&self, host: &str) -> u64 {
+        self.hosts.get(host).copied().unwrap_or(0)
+    }
+
+    /// Every host an agent has reported from, with its last number.
+    pub fn hosts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.hosts.iter().map(|(h, n)| (&**h, *n))
+    }
+
+    /// An agent's numbered report was applied.
+    pub(in crate::ledger) fn host_reported(&mut self, host: Option<&str>, number: Option<u64>) {
+        if let (Some(h), Some(n)) = (host, number) {
+            self.hosts.insert(Arc::from(h), n);
+        }
+    }
 
     /// Short id of this ledger: the first 8 hex digits of entry 1's hash.
     pub fn ledger_id(&self) -> String {

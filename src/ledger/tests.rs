@@ -412,6 +412,8 @@ async fn records_decode_like_entries() {
             window_to_ns: None,
             details: "test".into(),
             lost: None,
+            host: None,
+            host_seq: None,
         }),
     )
     .await;

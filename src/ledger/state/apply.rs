@@ -18,7 +18,10 @@ impl State {
         self.seq = seq;
         self.time_ns = time_ns;
         match event {
-            Event::Alert(a) => self.alerted(a),
+            Event::Alert(a) => {
+                self.alerted(a);
+                self.host_reported(a.host.as_deref(), a.host_seq);
+            }
             Event::ServerStarted { .. }
             | Event::SpawnDecided(_)
             | Event::ContainerStopped { .. }
@@ -26,7 +29,10 @@ impl State {
             Event::StateCheckpointed { at_seq, sha256 } => {
                 self.checkpoints.insert(*at_seq, Arc::from(sha256.as_str()));
             }
-            Event::DockerContainer(o) => self.observe(o),
+            Event::DockerContainer(o) => {
+                self.observe(o);
+                self.host_reported(o.host.as_deref(), o.host_seq);
+            }
             Event::GroupSyncChanged { group, synced, .. } => {
                 if let Some(g) = self
                     .group_ix

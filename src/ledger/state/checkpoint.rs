@@ -46,6 +46,7 @@ impl State {
                 .iter()
                 .map(|(s, d)| (*s, d.clone()))
                 .collect(),
+            hosts: self.hosts.iter().map(|(h, n)| (h.clone(), *n)).collect(),
         };
         serde_json::to_vec(&cp).map_err(|e| e.to_string())
     }
@@ -131,6 +132,7 @@ impl State {
             st.containers.insert(c.id.clone(), c);
         }
         st.checkpoints = cp.checkpoints.into_iter().collect();
+        st.hosts = cp.hosts.into_iter().collect();
         for t in cp.tokens {
             if t.revoked_seq.is_none() {
                 st.token_hashes
@@ -174,4 +176,7 @@ struct Checkpoint {
     tokens: Vec<TokenState>,
     containers: Vec<ContainerRecord>,
     checkpoints: Vec<(Seq, Arc<str>)>,
+    /// Agents' last numbers by host (absent before there were agents).
+    #[serde(default)]
+    hosts: Vec<(Arc<str>, u64)>,
 }

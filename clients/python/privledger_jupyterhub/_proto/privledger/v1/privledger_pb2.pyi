@@ -30,6 +30,7 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_SPAWNER: _ClassVar[Role]
     ROLE_AUDITOR: _ClassVar[Role]
     ROLE_SYNC: _ClassVar[Role]
+    ROLE_WATCHER: _ClassVar[Role]
 
 class GrantStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +50,7 @@ ROLE_ADMIN: Role
 ROLE_SPAWNER: Role
 ROLE_AUDITOR: Role
 ROLE_SYNC: Role
+ROLE_WATCHER: Role
 GRANT_STATUS_UNSPECIFIED: GrantStatus
 GRANT_STATUS_ACTIVE: GrantStatus
 GRANT_STATUS_REVOKED: GrantStatus
@@ -145,6 +147,83 @@ class Position(_message.Message):
     seq: int
     time: _timestamp_pb2.Timestamp
     def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ContainerFacts(_message.Message):
+    __slots__ = ("id", "name", "image", "labels", "mounts", "privileged", "running")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    image: str
+    labels: _containers.ScalarMap[str, str]
+    mounts: _containers.RepeatedCompositeFieldContainer[Mount]
+    privileged: bool
+    running: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., privileged: _Optional[bool] = ..., running: _Optional[bool] = ...) -> None: ...
+
+class Mount(_message.Message):
+    __slots__ = ("source", "destination", "rw")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    RW_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    destination: str
+    rw: bool
+    def __init__(self, source: _Optional[str] = ..., destination: _Optional[str] = ..., rw: _Optional[bool] = ...) -> None: ...
+
+class EventGap(_message.Message):
+    __slots__ = ("from_unix_nanos", "to_unix_nanos", "details")
+    FROM_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    TO_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    from_unix_nanos: int
+    to_unix_nanos: int
+    details: str
+    def __init__(self, from_unix_nanos: _Optional[int] = ..., to_unix_nanos: _Optional[int] = ..., details: _Optional[str] = ...) -> None: ...
+
+class HostEvent(_message.Message):
+    __slots__ = ("number", "event", "reconciled", "gap", "facts")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    RECONCILED_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    event: DockerEvent
+    reconciled: ContainerFacts
+    gap: EventGap
+    facts: ContainerFacts
+    def __init__(self, number: _Optional[int] = ..., event: _Optional[_Union[DockerEvent, _Mapping]] = ..., reconciled: _Optional[_Union[ContainerFacts, _Mapping]] = ..., gap: _Optional[_Union[EventGap, _Mapping]] = ..., facts: _Optional[_Union[ContainerFacts, _Mapping]] = ...) -> None: ...
+
+class RecordHostEventsRequest(_message.Message):
+    __slots__ = ("host_id", "events")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    events: _containers.RepeatedCompositeFieldContainer[HostEvent]
+    def __init__(self, host_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[HostEvent, _Mapping]]] = ...) -> None: ...
+
+class RecordHostEventsResponse(_message.Message):
+    __slots__ = ("last_number", "recorded", "duplicates")
+    LAST_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    last_number: int
+    recorded: int
+    duplicates: int
+    def __init__(self, last_number: _Optional[int] = ..., recorded: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class DockerEvent(_message.Message):
     __slots__ = ("type", "action", "id", "time_nano", "attributes")

@@ -108,6 +108,11 @@ class AdminStub:
                 request_serializer=privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsRequest.SerializeToString,
                 response_deserializer=privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsResponse.FromString,
                 _registered_method=True)
+        self.RecordHostEvents = channel.unary_unary(
+                '/privledger.v1.Admin/RecordHostEvents',
+                request_serializer=privledger_dot_v1_dot_privledger__pb2.RecordHostEventsRequest.SerializeToString,
+                response_deserializer=privledger_dot_v1_dot_privledger__pb2.RecordHostEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -204,6 +209,16 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordHostEvents(self, request, context):
+        """What a `privledger watch` agent saw on its host (watcher tokens; a watcher token
+        records for the host it is named after). Numbers are dense per host: the next one
+        is recorded, one already recorded is acknowledged as a duplicate, one beyond the
+        next is refused (FAILED_PRECONDITION, naming the number expected).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -276,6 +291,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ImportDockerEvents,
                     request_deserializer=privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsRequest.FromString,
                     response_serializer=privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsResponse.SerializeToString,
+            ),
+            'RecordHostEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordHostEvents,
+                    request_deserializer=privledger_dot_v1_dot_privledger__pb2.RecordHostEventsRequest.FromString,
+                    response_serializer=privledger_dot_v1_dot_privledger__pb2.RecordHostEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -660,6 +680,33 @@ class Admin:
             '/privledger.v1.Admin/ImportDockerEvents',
             privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsRequest.SerializeToString,
             privledger_dot_v1_dot_privledger__pb2.ImportDockerEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordHostEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privledger.v1.Admin/RecordHostEvents',
+            privledger_dot_v1_dot_privledger__pb2.RecordHostEventsRequest.SerializeToString,
+            privledger_dot_v1_dot_privledger__pb2.RecordHostEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

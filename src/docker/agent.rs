@@ -1,0 +1,229 @@
+//! The Docker side of a `privledger watch` agent: follows the host's daemon into the
+//! agent's durable report log (replay from the cursor, a gap report when the daemon
+//! no longer holds it, a listing at each attach, then every lifecycle event as it
+//! comes), whether or not the ledger answers meanwhile.
+
+use std::future::Future;
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::backoff::Backoff;
+use super::daemon::Daemon;
+use super::events::RawEvent;
+use super::remote::{forwarded, HostItem};
+use super::source::DockerSource;
+use super::watcher::DAEMON_EVENT_WINDOW;
+use super::Error;
+use crate::ledger::event::Lifecycle;
+use crate::ledger::{format_time, now_ns};
+
+/// Where the agent keeps what it saw until the ledger has it: each report numbered
+/// and stored durably with the cursor it moves.
+pub trait ReportLog: Send + Sync {
+    fn push(&self, item: &[u8], cursor: Option<&[u8]>) -> Result<u64, String>;
+    fn set_cursor(&self, cursor: &[u8]) -> Result<(), String>;
+    fn cursor(&self) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// The last daemon event the agent has handled.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    time_nano: i64,
+    key: String,
+}
+
+impl Cursor {
+    fn of(ev: &RawEvent) -> Cursor {
+        Cursor {
+            time_nano: ev.time_nano,
+            key: ev.key(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Docker(#[from] Error),
+    #[error("the agent's report log: {0}")]
+    Log(String),
+}
+
+/// Follows the daemon at `endpoint` until `shutdown`, reconnecting with backoff while
+/// it is away. `reported` is woken after each new report.
+pub async fn follow(
+    endpoint: &str,
+    log: &dyn ReportLog,
+    reported: &Notify,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::new();
+    loop {
+        let attempt = async {
+            let daemon = Daemon::connect(endpoint).await.map_err(AgentError::from)?;
+            backoff.reset();
+            session(&daemon, log, reported).await
+        };
+        let wait = tokio::select! {
+            r = attempt => {
+                let wait = backoff.next();
+                match r {
+                    Err(e) => warn!(error = %e, retry_in = ?wait, "docker: following the daemon"),
+                    Ok(()) => warn!(retry_in = ?wait, "docker: the event stream ended"),
+                }
+                wait
+            }
+            () = &mut shutdown => return,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+/// One attachment: replay, the listing, then live events until the stream fails.
+pub async fn session<S: DockerSource>(
+    docker: &S,
+    log: &dyn ReportLog,
+    reported: &Notify,
+) -> Result<(), AgentError> {
+    let cursor: Option<Cursor> = log
+        .cursor()
+        .map_err(AgentError::Log)?
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let replay_until = now_ns();
+    let mut a = Agent {
+        docker,
+        log,
+        reported,
+        pending: None,
+    };
+    if let Some(c) = &cursor {
+        let mut replay = docker.events(c.time_nano, Some(replay_until));
+        let (mut count, mut saw, mut past) = (0usize, false, false);
+        while let Some(ev) = replay.next().await {
+            let ev = ev?;
+            count += 1;
+            if !past {
+                // Up to and including the cursor's own event, all was handled; an
+                // event after its time means the cursor's event is gone.
+                if ev.key() == c.key {
+                    saw = true;
+                    past = true;
+                    continue;
+                }
+                if ev.time_nano <= c.time_nano {
+                    continue;
+                }
+                past = true;
+            }
+            a.handle(&ev).await?;
+        }
+        a.flush_cursor()?;
+        if !saw {
+            let details = format!(
+                "the daemon no longer holds the last event this agent reported ({count} in the \
+                 replay; it keeps {DAEMON_EVENT_WINDOW}): events between {} and {} may have been \
+                 lost (the event window overflowed or the daemon restarted)",
+                format_time(c.time_nano),
+                format_time(replay_until)
+            );
+            warn!("{details}");
+            a.report(
+                &HostItem::Gap {
+                    from_ns: c.time_nano,
+                    to_ns: replay_until,
+                    details,
+                },
+                None,
+            )?;
+        }
+    }
+    let ids = docker.list().await?;
+    let mut listed = 0;
+    for id in ids {
+        if let Some(f) = docker.inspect(&id).await {
+            a.report(&HostItem::Reconciled(f), None)?;
+            listed += 1;
+        }
+    }
+    info!(
+        api_version = %docker.api_version(),
+        containers = listed,
+        "docker: attached; following events"
+    );
+    let mut live = docker.events(replay_until, None);
+    loop {
+        tokio::select! {
+            biased;
+            m = live.next() => match m {
+                Some(ev) => a.handle(&ev?).await?,
+                None => {
+                    a.flush_cursor()?;
+                    return Ok(());
+                }
+            },
+            r = async {}, if a.pending.is_some() => {
+                let () = r;
+                a.flush_cursor()?;
+            }
+        }
+    }
+}
+
+struct Agent<'a, S> {
+    docker: &'a S,
+    log: &'a dyn ReportLog,
+    reported: &'a Notify,
+    /// The cursor of an event that reported nothing, not yet stored.
+    pending: Option<Cursor>,
+}
+
+impl<S: DockerSource> Agent<'_, S> {
+    fn report(&mut self, item: &HostItem, cursor: Option<&Cursor>) -> Result<u64, AgentError> {
+        let bytes = serde_json::to_vec(item).map_err(|e| AgentError::Log(e.to_string()))?;
+        let n = self
+            .log
+            .push(&bytes, cursor.map(Cursor::encode).as_deref())
+            .map_err(AgentError::Log)?;
+        if cursor.is_some() {
+            self.pending = None;
+        }
+        self.reported.notify_one();
+        Ok(n)
+    }
+
+    fn flush_cursor(&mut self) -> Result<(), AgentError> {
+        if let Some(c) = self.pending.take() {
+            self.log.set_cursor(&c.encode()).map_err(AgentError::Log)?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, ev: &RawEvent) -> Result<(), AgentError> {
+        let cursor = Cursor::of(ev);
+        if !forwarded(ev) {
+            self.pending = Some(cursor);
+            return Ok(());
+        }
+        // Inspect at once: DockerSpawner removes containers on stop.
+        let facts = match ev.lifecycle() {
+            Some(Lifecycle::Create | Lifecycle::Start) => self.docker.inspect(&ev.id).await,
+            _ => None,
+        };
+        let item = HostItem::Event {
+            event: ev.clone(),
+            facts,
+        };
+        self.report(&item, Some(&cursor))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! Reports from `privledger watch` agents, one per Docker host: what each report is,
+//! and how the ledger records them. Every report carries its host's next number and
+//! becomes exactly one entry naming the host, so the host's last number in the state
+//! says what has been recorded: a repeat is acknowledged, a gap refused.
+
+use serde::{Deserialize, Serialize};
+
+use super::events::RawEvent;
+use super::observe::{observation, ContainerFacts, ObserveConfig, Seen};
+use super::watcher::unvouched;
+use super::Error;
+use crate::ledger::event::{Alert, AlertKind, Lifecycle, ObservedVia};
+use crate::ledger::{names, Command, Error as LedgerError, Ledger};
+
+/// What an agent saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HostItem {
+    /// A daemon event of a container lifecycle step, with the inspect made when it was
+    /// seen (create and start).
+    Event {
+        event: RawEvent,
+        facts: Option<ContainerFacts>,
+    },
+    /// A container the agent's listing found when it attached.
+    Reconciled(ContainerFacts),
+    /// The daemon no longer held the agent's cursor: events between may be lost.
+    Gap {
+        from_ns: i64,
+        to_ns: i64,
+        details: String,
+    },
+}
+
+/// One numbered report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostReport {
+    pub number: u64,
+    pub item: HostItem,
+}
+
+/// What the ledger did with a request's reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostReceipt {
+    /// The host's last recorded number after the request.
+    pub last: u64,
+    pub recorded: u64,
+    pub duplicates: u64,
+}
+
+/// Whether an agent forwards this event: a lifecycle step (anything else records
+/// nothing, and a number must always produce an entry).
+pub fn forwarded(ev: &RawEvent) -> bool {
+    ev.typ == "container" && ev.lifecycle().is_some_and(Lifecycle::is_daemon_step)
+}
+
+/// Records `reports` of `host` in order, by `actor` (the agent's token). Reports up to
+/// the host's last number are acknowledged as duplicates; the first one beyond the
+/// next is refused with nothing after it recorded.
+pub async fn record(
+    ledger: &Ledger,
+    cfg: &ObserveConfig,
+    actor: &str,
+    host: &str,
+    reports: Vec<HostReport>,
+) -> Result<HostReceipt, Error> {
+    names::host(host)?;
+    let mut r = HostReceipt::default();
+    for rep in reports {
+        let st = ledger.snapshot();
+        let last = st.host_last(host);
+        if rep.number <= last {
+            r.duplicates += 1;
+            continue;
+        }
+        let (cmd, observed) = match rep.item {
+            HostItem::Event { event, facts } => {
+                if !forwarded(&event) {
+                    return Err(LedgerError::UnknownKind(format!(
+                        "report {}: {:?} {:?} is not a container lifecycle event",
+                        rep.number, event.typ, event.action
+                    ))
+                    .into());
+                }
+                let mut o = observation(
+                    cfg,
+                    Seen::event(&event, ObservedVia::Agent),
+                    facts.as_ref(),
+                    st.container(&event.id),
+                );
+                o.host = Some(host.to_string());
+                o.host_seq = Some(rep.number);
+                (Command::RecordContainer(o.clone()), Some(o))
+            }
+            HostItem::Reconciled(f) => {
+                let mut o = observation(
+                    cfg,
+                    Seen::reconcile(Lifecycle::Reconciled, &f.id, crate::ledger::now_ns()),
+                    Some(&f),
+                    st.container(&f.id),
+                );
+                o.host = Some(host.to_string());
+                o.host_seq = Some(rep.number);
+                (Command::RecordContainer(o.clone()), Some(o))
+            }
+            HostItem::Gap {
+                from_ns,
+                to_ns,
+                details,
+            } => (
+                Command::RaiseAlert(Alert {
+                    window_from_ns: Some(from_ns),
+                    window_to_ns: Some(to_ns),
+                    host: Some(host.to_string()),
+                    host_seq: Some(rep.number),
+                    ..Alert::new(AlertKind::DockerEventGap, format!("host {host}: {details}"))
+                }),
+                None,
+            ),
+        };
+        let c = match ledger.submit(actor, None, cmd).await {
+            Ok(c) => c,
+            // Recorded meanwhile by a request that raced this one.
+            Err(LedgerError::HostOutOfOrder { expected, got, .. }) if got < expected => {
+                r.duplicates += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        r.recorded += 1;
+        if let Some(o) = observed.filter(|o| {
+            matches!(
+                o.lifecycle(),
+                Some(Lifecycle::Create | Lifecycle::Start | Lifecycle::Reconciled)
+            )
+        }) {
+            for (alert, key) in unvouched(ledger, &o, c.entry.seq)? {
+                ledger
+                    .submit(actor, Some(key), Command::RaiseAlert(alert))
+                    .await?;
+            }
+        }
+    }
+    r.last = ledger.snapshot().host_last(host);
+    Ok(r)
+}

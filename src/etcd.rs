@@ -11,7 +11,10 @@
 //!   then the node's own copy; reads are local.
 //! - [`node`]: the election (on a lease), following the log (watch, verify, apply,
 //!   catch up by ranges), the heartbeat that bounds how stale a node may answer.
+//! - [`archive`]: sealing the oldest batches out of etcd into anchored segment files,
+//!   and catching a node up from them.
 
+pub mod archive;
 pub mod client;
 pub mod keys;
 pub mod node;

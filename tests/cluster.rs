@@ -22,6 +22,8 @@ struct Nodes {
     nodes: Vec<Option<ServeProcess>>,
     dirs: Vec<PathBuf>,
     token: String,
+    /// More flags for every node.
+    extra: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
@@ -29,6 +31,10 @@ impl Nodes {
     /// Three etcd members and three nodes; node 0 starts first, so it is the first
     /// writer and writes the admin token every node then accepts.
     async fn start() -> Option<Nodes> {
+        Nodes::start_with(Vec::new()).await
+    }
+
+    async fn start_with(extra: Vec<String>) -> Option<Nodes> {
         let etcd = EtcdCluster::start(3).await?;
         let tmp = tempfile::tempdir().unwrap();
         let dirs: Vec<PathBuf> = (0..3).map(|i| tmp.path().join(format!("n{i}"))).collect();
@@ -42,6 +48,7 @@ impl Nodes {
             nodes: Vec::new(),
             dirs,
             token: String::new(),
+            extra,
             _tmp: tmp,
         };
         let first = n.spawn(0).await;
@@ -67,21 +74,38 @@ impl Nodes {
 
     /// Node `i`, talking to the etcd members at `endpoints` only.
     async fn spawn_on(&self, i: usize, endpoints: &str) -> ServeProcess {
-        let log = self._tmp.path().join(format!("n{i}.{}.log", now_tag()));
-        ServeProcess::start(
-            &self.dirs[i],
-            &[
-                "--etcd-endpoints",
-                endpoints,
-                "--node-id",
-                &format!("n{i}"),
-                "--stale-after",
-                "2s",
-            ],
-            &log,
-            "privledger.v1.Audit",
-        )
-        .await
+        self.spawn_in(&self.dirs[i], &format!("n{i}"), endpoints, &self.extra)
+            .await
+    }
+
+    /// A node `id` on `dir`, with `extra` flags.
+    async fn spawn_in(
+        &self,
+        dir: &std::path::Path,
+        id: &str,
+        endpoints: &str,
+        extra: &[String],
+    ) -> ServeProcess {
+        let log = self._tmp.path().join(format!("{id}.{}.log", now_tag()));
+        let mut args = vec![
+            "--etcd-endpoints",
+            endpoints,
+            "--node-id",
+            id,
+            "--stale-after",
+            "2s",
+        ];
+        args.extend(extra.iter().map(String::as_str));
+        ServeProcess::start(dir, &args, &log, "privledger.v1.Audit").await
+    }
+
+    /// A new node on an empty data directory.
+    async fn spawn_fresh(&self, id: &str, extra: &[String]) -> ServeProcess {
+        let dir = self._tmp.path().join(id);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        self.spawn_in(&dir, id, &self.etcd.endpoints(), extra).await
     }
 
     fn node(&self, i: usize) -> &ServeProcess {
@@ -512,4 +536,75 @@ async fn a_node_cut_off_from_etcd_past_its_bound_answers_no_access_question() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     n.agree_and_verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_seals_old_batches_into_the_archive_and_a_new_node_bootstraps_from_it() {
+    let archive = tempfile::tempdir().unwrap();
+    let archive_dir = archive.path().to_str().unwrap().to_string();
+    let flags = vec![
+        "--archive-dir".to_string(),
+        archive_dir.clone(),
+        "--seal-after".to_string(),
+        "40".to_string(),
+    ];
+    let Some(n) = Nodes::start_with(flags.clone()).await else {
+        return;
+    };
+    let w = n.writer().await;
+    for k in 0..120 {
+        create_anywhere(&n, &[w], &format!("s{k}")).await;
+    }
+    // The writer seals once etcd holds more than 40 entries.
+    let etcd = n.etcd.client();
+    let deadline = Instant::now() + BOUND;
+    let earliest = loop {
+        let (kv, _) = etcd.get(b"/privledger/privledger/earliest").await.unwrap();
+        if let Some(kv) = kv {
+            break privledger::etcd::keys::SeqValue::decode_value(&kv.value).unwrap();
+        }
+        assert!(Instant::now() < deadline, "nothing was sealed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(earliest > 40, "earliest {earliest}");
+    // The sealed batches left etcd; their segments verify offline.
+    let keys = privledger::etcd::keys::Keys::new("privledger");
+    let gone = etcd
+        .range(&keys.batch(1), &keys.batch(earliest), 0)
+        .await
+        .unwrap();
+    assert!(gone.kvs.is_empty(), "sealed batches are still in etcd");
+    let segments: Vec<_> = std::fs::read_dir(archive.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    assert!(!segments.is_empty());
+    for s in &segments {
+        let out = std::process::Command::new(common::binary())
+            .args(["verify", "--file"])
+            .arg(s)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // A new node bootstraps from the archive plus etcd, verifying as it goes.
+    let mut n = n;
+    let fresh = n.spawn_fresh("n9", &flags).await;
+    n.nodes.push(Some(fresh));
+    let head = n.agree_and_verify().await;
+    assert_eq!(groups(&n, 3).await, groups(&n, w).await);
+    assert!(n.node(3).log_text().contains("applied an archived segment"));
+    // Without the archive, a new node says what it lacks.
+    let lost = n.spawn_fresh("n10", &[]).await;
+    assert!(
+        lost.wait_for_log("it needs the archive", BOUND).await,
+        "{}",
+        lost.log_tail()
+    );
+    assert!(head.seq > 120);
 }

@@ -390,6 +390,13 @@ pub struct ServeArgs {
     /// The CA of the other nodes' certificates, for writes forwarded over TLS.
     #[arg(long, env = cluster::ENV_PEER_CA, value_name = "FILE")]
     pub peer_ca: Option<PathBuf>,
+    /// The archive of sealed segments: a directory every node reads; the writer seals
+    /// the oldest batches out of etcd into it [default: none, nothing is sealed].
+    #[arg(long, env = cluster::ENV_ARCHIVE_DIR, value_name = "DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// Entries etcd holds before the writer seals the oldest half [default: 500000].
+    #[arg(long, env = cluster::ENV_SEAL_AFTER, value_name = "N")]
+    pub seal_after: Option<u64>,
 }
 
 impl ServeArgs {
@@ -426,6 +433,8 @@ impl ServeArgs {
                 etcd_cert: self.etcd_cert.clone(),
                 etcd_key: self.etcd_key.clone(),
                 peer_ca: self.peer_ca.clone(),
+                archive_dir: self.archive_dir.clone(),
+                seal_after: self.seal_after,
             },
             net: config::net::NetOverrides {
                 tls_cert: self.tls_cert.clone(),

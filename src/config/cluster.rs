@@ -20,6 +20,8 @@ pub const ENV_ETCD_CA: &str = "PRIVLEDGER_ETCD_CA";
 pub const ENV_ETCD_CERT: &str = "PRIVLEDGER_ETCD_CERT";
 pub const ENV_ETCD_KEY: &str = "PRIVLEDGER_ETCD_KEY";
 pub const ENV_PEER_CA: &str = "PRIVLEDGER_PEER_CA";
+pub const ENV_ARCHIVE_DIR: &str = "PRIVLEDGER_ARCHIVE_DIR";
+pub const ENV_SEAL_AFTER: &str = "PRIVLEDGER_SEAL_AFTER";
 
 /// The validated cluster settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +42,15 @@ pub struct ClusterSettings {
     pub etcd_key: Option<PathBuf>,
     /// The CA of the other nodes' certificates, for forwarded writes over TLS.
     pub peer_ca: Option<PathBuf>,
+    /// The archive of sealed segments (a directory every node reads).
+    pub archive_dir: Option<PathBuf>,
+    /// Entries etcd holds before the writer seals the oldest.
+    pub seal_after: u64,
 }
+
+/// About half a gigabyte of etcd at ~1 KB an entry: well inside etcd's default 2 GiB
+/// quota, with room for revisions not yet compacted.
+pub const DEFAULT_SEAL_AFTER: u64 = 500_000;
 
 pub const DEFAULT_CLUSTER_NAME: &str = "privledger";
 /// Short enough that a writer's `kill -9` is followed by a new writer within about
@@ -63,6 +73,8 @@ pub struct ClusterOverrides {
     pub etcd_cert: Option<PathBuf>,
     pub etcd_key: Option<PathBuf>,
     pub peer_ca: Option<PathBuf>,
+    pub archive_dir: Option<PathBuf>,
+    pub seal_after: Option<u64>,
 }
 
 /// `[cluster]` in the configuration file.
@@ -79,6 +91,8 @@ pub(super) struct FileCluster {
     etcd_cert: Option<PathBuf>,
     etcd_key: Option<PathBuf>,
     peer_ca: Option<PathBuf>,
+    archive_dir: Option<PathBuf>,
+    seal_after: Option<u64>,
 }
 
 /// The cluster settings, or `None` without etcd endpoints. Without an advertised URL,
@@ -196,6 +210,10 @@ pub(super) fn load(
             "a client certificate for etcd needs its key, and a key its certificate",
         ));
     }
+    let seal_after = o.seal_after.or(f.seal_after).unwrap_or(DEFAULT_SEAL_AFTER);
+    if seal_after < 2 {
+        return Err(invalid("cluster.seal_after", "must be at least 2"));
+    }
     Ok(Some(ClusterSettings {
         etcd_endpoints: endpoints,
         node_id,
@@ -207,6 +225,8 @@ pub(super) fn load(
         etcd_cert,
         etcd_key,
         peer_ca: o.peer_ca.clone().or(f.peer_ca),
+        archive_dir: o.archive_dir.clone().or(f.archive_dir),
+        seal_after,
     }))
 }
 

@@ -5,6 +5,8 @@
 //! /privledger/<cluster>/log/<first seq, 20 digits>   one group-commit batch (Batch)
 //! /privledger/<cluster>/head                         the head after the last batch (Head)
 //! /privledger/<cluster>/writer/<lease>               election candidates (WriterInfo)
+//! /privledger/<cluster>/earliest                     first seq still under log/ (Seq)
+//! /privledger/<cluster>/archive/<first seq>          a sealed segment's anchor (Anchor)
 //! ```
 
 use bytes::Bytes;
@@ -42,6 +44,23 @@ impl Keys {
 
     pub fn head(&self) -> Vec<u8> {
         format!("{}head", self.prefix).into_bytes()
+    }
+
+    /// The first seq still held under `log/` (absent: 1).
+    pub fn earliest(&self) -> Vec<u8> {
+        format!("{}earliest", self.prefix).into_bytes()
+    }
+
+    /// The anchor of the archived segment starting at `first_seq`.
+    pub fn anchor(&self, first_seq: Seq) -> Vec<u8> {
+        format!("{}archive/{first_seq:020}", self.prefix).into_bytes()
+    }
+
+    /// Every anchor key: `[start, end)`.
+    pub fn anchor_range(&self) -> (Vec<u8>, Vec<u8>) {
+        let start = format!("{}archive/", self.prefix).into_bytes();
+        let end = prefix_end(&start);
+        (start, end)
     }
 
     /// The election's name (etcd's election API keys candidates under it).
@@ -99,6 +118,34 @@ pub struct WriterInfo {
     pub node_id: String,
     #[prost(string, tag = "2")]
     pub url: String,
+}
+
+/// A sealed segment: its batches left etcd for a file in the archive, and this is
+/// what proves the file (its hash) and ties it into the chain.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct Anchor {
+    #[prost(uint64, tag = "1")]
+    pub first_seq: u64,
+    #[prost(uint64, tag = "2")]
+    pub last_seq: u64,
+    /// The hash of the entry before the first, and of the last.
+    #[prost(bytes = "vec", tag = "3")]
+    pub prev_hash: Vec<u8>,
+    #[prost(bytes = "vec", tag = "4")]
+    pub last_hash: Vec<u8>,
+    /// The segment's file name in the archive directory.
+    #[prost(string, tag = "5")]
+    pub file: String,
+    /// SHA-256 of the whole file.
+    #[prost(bytes = "vec", tag = "6")]
+    pub sha256: Vec<u8>,
+}
+
+/// A seq as a key's value (`earliest`).
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct SeqValue {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
 }
 
 /// Why a stored value is not what this version writes.
@@ -202,6 +249,26 @@ impl Head {
             what: "the head",
             reason: e.to_string(),
         })
+    }
+}
+
+impl Anchor {
+    pub fn decode_value(value: &[u8]) -> Result<Anchor, DecodeError> {
+        Anchor::decode(value).map_err(|e| DecodeError::Undecodable {
+            what: "an archive anchor",
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl SeqValue {
+    pub fn decode_value(value: &[u8]) -> Result<u64, DecodeError> {
+        SeqValue::decode(value)
+            .map(|v| v.seq)
+            .map_err(|e| DecodeError::Undecodable {
+                what: "the earliest seq",
+                reason: e.to_string(),
+            })
     }
 }
 

@@ -12,6 +12,7 @@ use prost::Message;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use super::archive;
 use super::client::{Etcd, EtcdError};
 use super::keys::{Batch, Head, Keys, WriterInfo};
 use super::pb::mvccpb;
@@ -21,6 +22,8 @@ use crate::ledger::{Error as LedgerError, Ledger};
 
 /// Batches read per range while catching up.
 const CATCH_UP_PAGE: i64 = 128;
+/// Entries of an archived segment handed to the ledger at once.
+const REPLICATE_CHUNK: usize = 1024;
 /// After a failure, the loops wait this long before trying again (then double it).
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -58,6 +61,12 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
     /// A node that has not heard from etcd for longer refuses privileged answers.
     pub stale_after: Duration,
+    /// Where sealed segments go and are read from (every node's view of one
+    /// directory); without it nothing is sealed and a node can only catch up from etcd.
+    pub archive_dir: Option<std::path::PathBuf>,
+    /// The writer seals the oldest batches once etcd holds more entries than this,
+    /// keeping the newest half.
+    pub seal_after: u64,
 }
 
 /// One node: its view of the cluster, shared by the loops, the store and the API.
@@ -80,6 +89,8 @@ enum FollowError {
     Ledger(#[from] LedgerError),
     #[error("the cluster's log at {key}: {reason}")]
     Log { key: String, reason: String },
+    #[error(transparent)]
+    Archive(#[from] super::archive::ArchiveError),
 }
 
 impl Cluster {
@@ -204,7 +215,8 @@ impl Cluster {
                 Err(e) => {
                     match &e {
                         FollowError::Ledger(LedgerError::Corrupt { .. })
-                        | FollowError::Log { .. } => {
+                        | FollowError::Log { .. }
+                        | FollowError::Archive(_) => {
                             error!(error = %e, "the cluster's log does not verify here; not applying it")
                         }
                         _ => warn!(error = %e, retry_in = ?wait, "following the cluster's log"),
@@ -268,6 +280,10 @@ impl Cluster {
     /// revision the last read saw (the watch starts after it).
     async fn catch_up(&self, ledger: &Ledger) -> Result<i64, FollowError> {
         let (_, end) = self.keys.log_range();
+        let earliest = archive::earliest(&self.etcd, &self.keys).await?;
+        if ledger.snapshot().seq + 1 < earliest {
+            self.catch_up_from_archive(ledger, earliest).await?;
+        }
         loop {
             let head = ledger.snapshot().seq;
             let r = self
@@ -282,6 +298,59 @@ impl Cluster {
             if !r.more {
                 return Ok(revision);
             }
+        }
+    }
+
+    /// Applies the archived segments up to `earliest - 1` (a new node, or one that was
+    /// away while the writer sealed what it had not applied), each checked against its
+    /// anchor and, entry by entry, by the ledger.
+    async fn catch_up_from_archive(&self, ledger: &Ledger, earliest: u64) -> Result<(), FollowError> {
+        let head = ledger.snapshot().seq;
+        let Some(dir) = &self.cfg.archive_dir else {
+            return Err(archive::ArchiveError::NoArchive { head, earliest }.into());
+        };
+        for anchor in archive::anchors(&self.etcd, &self.keys).await? {
+            let head = ledger.snapshot().seq;
+            if anchor.last_seq <= head {
+                continue;
+            }
+            let entries = archive::read_segment(dir, &anchor)?;
+            let skip = (head + 1).saturating_sub(anchor.first_seq) as usize;
+            for chunk in entries[skip.min(entries.len())..].chunks(REPLICATE_CHUNK) {
+                ledger.replicate(chunk.to_vec(), Vec::new()).await?;
+            }
+            info!(
+                file = %anchor.file,
+                head = ledger.snapshot().seq,
+                "applied an archived segment"
+            );
+        }
+        let head = ledger.snapshot().seq;
+        if head + 1 < earliest {
+            return Err(archive::ArchiveError::NoArchive { head, earliest }.into());
+        }
+        Ok(())
+    }
+
+    /// The writer, now and then: when etcd holds more than `seal_after` entries, the
+    /// oldest go to the archive (the newest half of the bound stays).
+    async fn seal_if_due(&self) {
+        let (Some(dir), Role::Writer { key, rev, .. }) = (&self.cfg.archive_dir, self.role())
+        else {
+            return;
+        };
+        let head = self.etcd_head();
+        let earliest = match archive::earliest(&self.etcd, &self.keys).await {
+            Ok(e) => e,
+            Err(e) => return warn!(error = %e, "reading the earliest seq in etcd"),
+        };
+        let held = (head + 1).saturating_sub(earliest);
+        if held <= self.cfg.seal_after {
+            return;
+        }
+        let upto = head.saturating_sub(self.cfg.seal_after / 2);
+        if let Err(e) = archive::seal(&self.etcd, &self.keys, dir, upto, &key, rev).await {
+            warn!(error = %e, "sealing the oldest batches into the archive");
         }
     }
 
@@ -449,6 +518,9 @@ impl Cluster {
                         _ => false,
                     });
                 }
+            }
+            if n % ALARM_EVERY == 0 {
+                self.seal_if_due().await;
             }
             if n % ALARM_EVERY == 1 {
                 if let Ok(alarms) = self.etcd.alarms().await {

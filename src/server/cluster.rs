@@ -36,6 +36,8 @@ pub fn connect(s: &ClusterSettings, advertise_url: String) -> Result<Arc<Cluster
             advertise_url,
             lease_ttl: s.lease_ttl,
             stale_after: s.stale_after,
+            archive_dir: s.archive_dir.clone(),
+            seal_after: s.seal_after,
         },
     ))
 }

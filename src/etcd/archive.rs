@@ -1,0 +1,276 @@
+//! Growth: sealing the oldest batches out of etcd into a segment file of the archive
+//! (a directory every node can read), anchored by its hash in etcd; and bootstrapping
+//! a node whose head is before etcd's earliest batch from the archive, verifying the
+//! chain as it goes.
+//!
+//! A segment is JSON lines in the `audit export` format (`seq`, `prev_hash`, `hash`,
+//! `body`), so `privledger verify --file` checks it offline. Sealing is one fenced etcd
+//! transaction: only the writer seals, and the anchor, the new earliest seq and the
+//! removal of the sealed batch keys happen together.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use super::client::{Etcd, EtcdError};
+use super::keys::{Anchor, Batch, Keys, SeqValue};
+use super::pb::etcdserverpb as rpc;
+use crate::ledger::chain_hash;
+use crate::ledger::event::Seq;
+use crate::ledger::log::RawEntry;
+
+/// Batches read per range while sealing.
+const PAGE: i64 = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("the archive {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("segment {file} does not match its anchor: {reason}")]
+    Mismatch { file: String, reason: String },
+    #[error(
+        "this node's head (seq {head}) is before the earliest seq etcd holds ({earliest}): it \
+         needs the archive (--archive-dir) to catch up"
+    )]
+    NoArchive { head: Seq, earliest: Seq },
+    #[error("the cluster's log at {0} does not decode")]
+    Undecodable(String),
+    #[error("fenced: this node is no longer the writer, nothing was sealed")]
+    Fenced,
+}
+
+/// The first seq etcd still holds under `log/`.
+pub async fn earliest(etcd: &Etcd, keys: &Keys) -> Result<Seq, ArchiveError> {
+    let (kv, _) = etcd.get(&keys.earliest()).await?;
+    match kv {
+        None => Ok(1),
+        Some(kv) => SeqValue::decode_value(&kv.value)
+            .map_err(|e| ArchiveError::Undecodable(format!("earliest: {e}"))),
+    }
+}
+
+/// The segment's bytes: one export line per entry.
+fn segment(entries: &[RawEntry], mut prev: [u8; 32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        let line = serde_json::json!({
+            "seq": e.seq,
+            "prev_hash": hex::encode(prev),
+            "hash": hex::encode(e.hash),
+            "body": String::from_utf8_lossy(&e.body),
+        });
+        let _ = serde_json::to_writer(&mut out, &line);
+        out.push(b'\n');
+        prev = e.hash;
+    }
+    out
+}
+
+#[derive(serde::Deserialize)]
+struct Line {
+    seq: Seq,
+    hash: String,
+    body: String,
+}
+
+/// The entries of a segment file, checked against its anchor: the file's hash, dense
+/// seqs from the anchor's first, each hash the chain's, ending at the anchor's last.
+pub fn read_segment(dir: &Path, anchor: &Anchor) -> Result<Vec<RawEntry>, ArchiveError> {
+    let path = dir.join(&anchor.file);
+    let bytes = std::fs::read(&path).map_err(|e| ArchiveError::File {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let bad = |reason: String| ArchiveError::Mismatch {
+        file: anchor.file.clone(),
+        reason,
+    };
+    if Sha256::digest(&bytes).as_slice() != anchor.sha256.as_slice() {
+        return Err(bad("its SHA-256 is not the anchor's".into()));
+    }
+    let mut prev: [u8; 32] = anchor
+        .prev_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad("the anchor's previous hash is not 32 bytes".into()))?;
+    let mut out = Vec::new();
+    let mut seq = anchor.first_seq;
+    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let l: Line =
+            serde_json::from_slice(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
+        let body = bytes::Bytes::from(l.body.into_bytes());
+        let hash = chain_hash(&prev, &body);
+        if l.seq != seq || hex::encode(hash) != l.hash {
+            return Err(bad(format!("line {}: seq {} does not chain", n + 1, l.seq)));
+        }
+        out.push(RawEntry { seq, hash, body });
+        prev = hash;
+        seq += 1;
+    }
+    if seq != anchor.last_seq + 1 || prev.as_slice() != anchor.last_hash.as_slice() {
+        return Err(bad("it does not end at the anchor's last entry".into()));
+    }
+    Ok(out)
+}
+
+/// Seals every batch wholly at or before `upto` that etcd still holds into one
+/// segment in `dir`, fenced on the writer's election key (`key`, `rev`). Returns the
+/// anchor, or `None` when nothing is old enough.
+pub async fn seal(
+    etcd: &Etcd,
+    keys: &Keys,
+    dir: &Path,
+    upto: Seq,
+    key: &[u8],
+    rev: i64,
+) -> Result<Option<Anchor>, ArchiveError> {
+    let from = earliest(etcd, keys).await?;
+    if upto < from {
+        return Ok(None);
+    }
+    let (_, log_end) = keys.log_range();
+    let mut entries: Vec<RawEntry> = Vec::new();
+    let mut prev_hash: Option<Vec<u8>> = None;
+    let mut next = keys.batch(from);
+    'pages: loop {
+        let r = etcd.range(&next, &log_end, PAGE).await?;
+        for kv in &r.kvs {
+            let b = Batch::decode_value(&kv.value)
+                .map_err(|e| ArchiveError::Undecodable(e.to_string()))?;
+            if b.last_seq() > upto {
+                break 'pages;
+            }
+            let (raws, _) = b
+                .entries()
+                .map_err(|e| ArchiveError::Undecodable(e.to_string()))?;
+            prev_hash.get_or_insert_with(|| b.prev_hash.clone());
+            entries.extend(raws);
+            next = keys.batch(b.last_seq() + 1);
+        }
+        if !r.more {
+            break;
+        }
+    }
+    let (Some(first), Some(last), Some(prev_hash)) = (entries.first(), entries.last(), prev_hash)
+    else {
+        return Ok(None);
+    };
+    let (first_seq, last_seq, last_hash) = (first.seq, last.seq, last.hash);
+    let prev: [u8; 32] = prev_hash.as_slice().try_into().unwrap_or([0; 32]);
+    let bytes = segment(&entries, prev);
+    let file = format!("segment-{first_seq:020}-{last_seq:020}.jsonl");
+    write_durably(dir, &file, &bytes)?;
+    let anchor = Anchor {
+        first_seq,
+        last_seq,
+        prev_hash,
+        last_hash: last_hash.to_vec(),
+        file,
+        sha256: Sha256::digest(&bytes).to_vec(),
+    };
+    use rpc::compare::{CompareResult, CompareTarget, TargetUnion};
+    let cmp = |key: Vec<u8>, target: CompareTarget, union: TargetUnion| rpc::Compare {
+        result: CompareResult::Equal as i32,
+        target: target as i32,
+        key,
+        range_end: Vec::new(),
+        target_union: Some(union),
+    };
+    let earliest_is = if from == 1 {
+        cmp(
+            keys.earliest(),
+            CompareTarget::Version,
+            TargetUnion::Version(0),
+        )
+    } else {
+        cmp(
+            keys.earliest(),
+            CompareTarget::Value,
+            TargetUnion::Value(SeqValue { seq: from }.encode_to_vec()),
+        )
+    };
+    let put = |key: Vec<u8>, value: Vec<u8>| rpc::RequestOp {
+        request: Some(rpc::request_op::Request::RequestPut(rpc::PutRequest {
+            key,
+            value,
+            ..Default::default()
+        })),
+    };
+    let txn = rpc::TxnRequest {
+        compare: vec![
+            cmp(
+                key.to_vec(),
+                CompareTarget::Create,
+                TargetUnion::CreateRevision(rev),
+            ),
+            earliest_is,
+        ],
+        success: vec![
+            put(keys.anchor(first_seq), anchor.encode_to_vec()),
+            put(
+                keys.earliest(),
+                SeqValue { seq: last_seq + 1 }.encode_to_vec(),
+            ),
+            rpc::RequestOp {
+                request: Some(rpc::request_op::Request::RequestDeleteRange(
+                    rpc::DeleteRangeRequest {
+                        key: keys.batch(first_seq),
+                        range_end: keys.batch(last_seq + 1),
+                        ..Default::default()
+                    },
+                )),
+            },
+        ],
+        failure: vec![],
+    };
+    if !etcd.txn(txn).await?.succeeded {
+        return Err(ArchiveError::Fenced);
+    }
+    info!(
+        first = first_seq,
+        last = last_seq,
+        file = %anchor.file,
+        "sealed the oldest batches into the archive; etcd now holds the log from seq {}",
+        last_seq + 1
+    );
+    Ok(Some(anchor))
+}
+
+/// Writes `name` in `dir` whole or not at all: a temporary file, fsynced, renamed,
+/// the directory fsynced.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
+    let err = |path: &Path, e: std::io::Error| ArchiveError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| err(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| err(&tmp, e))?;
+    f.sync_all().map_err(|e| err(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err(dir, e))
+}
+
+/// The anchors etcd holds, oldest first.
+pub async fn anchors(etcd: &Etcd, keys: &Keys) -> Result<Vec<Anchor>, ArchiveError> {
+    let (start, end) = keys.anchor_range();
+    let r = etcd.range(&start, &end, 0).await?;
+    r.kvs
+        .iter()
+        .map(|kv| {
+            Anchor::decode_value(&kv.value).map_err(|e| ArchiveError::Undecodable(e.to_string()))
+        })
+        .collect()
+}

@@ -14,7 +14,7 @@ use super::daemon::Daemon;
 use super::events::RawEvent;
 use super::remote::{forwarded, HostItem};
 use super::source::DockerSource;
-use super::watcher::DAEMON_EVENT_WINDOW;
+use super::watcher::{Cursor, DAEMON_EVENT_WINDOW};
 use super::Error;
 use crate::ledger::event::Lifecycle;
 use crate::ledger::{format_time, now_ns};
@@ -25,26 +25,6 @@ pub trait ReportLog: Send + Sync {
     fn push(&self, item: &[u8], cursor: Option<&[u8]>) -> Result<u64, String>;
     fn set_cursor(&self, cursor: &[u8]) -> Result<(), String>;
     fn cursor(&self) -> Result<Option<Vec<u8>>, String>;
-}
-
-/// The last daemon event the agent has handled.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Cursor {
-    time_nano: i64,
-    key: String,
-}
-
-impl Cursor {
-    fn of(ev: &RawEvent) -> Cursor {
-        Cursor {
-            time_nano: ev.time_nano,
-            key: ev.key(),
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -44,14 +44,14 @@ pub(super) struct Cursor {
 }
 
 impl Cursor {
-    fn of(ev: &RawEvent) -> Cursor {
+    pub(super) fn of(ev: &RawEvent) -> Cursor {
         Cursor {
             time_nano: ev.time_nano,
             key: ev.key(),
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         // A number and a string: serializing cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }

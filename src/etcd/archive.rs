@@ -15,7 +15,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tracing::info;
 
-use super::client::{Etcd, EtcdError};
+use super::client::{delete_range, equal, put, Etcd, EtcdError};
 use super::keys::{Anchor, Batch, Keys, SeqValue};
 use super::pb::etcdserverpb as rpc;
 use crate::ledger::chain_hash;
@@ -176,37 +176,23 @@ pub async fn seal(
         file,
         sha256: Sha256::digest(&bytes).to_vec(),
     };
-    use rpc::compare::{CompareResult, CompareTarget, TargetUnion};
-    let cmp = |key: Vec<u8>, target: CompareTarget, union: TargetUnion| rpc::Compare {
-        result: CompareResult::Equal as i32,
-        target: target as i32,
-        key,
-        range_end: Vec::new(),
-        target_union: Some(union),
-    };
+    use rpc::compare::{CompareTarget, TargetUnion};
     let earliest_is = if from == 1 {
-        cmp(
+        equal(
             keys.earliest(),
             CompareTarget::Version,
             TargetUnion::Version(0),
         )
     } else {
-        cmp(
+        equal(
             keys.earliest(),
             CompareTarget::Value,
             TargetUnion::Value(SeqValue { seq: from }.encode_to_vec()),
         )
     };
-    let put = |key: Vec<u8>, value: Vec<u8>| rpc::RequestOp {
-        request: Some(rpc::request_op::Request::RequestPut(rpc::PutRequest {
-            key,
-            value,
-            ..Default::default()
-        })),
-    };
     let txn = rpc::TxnRequest {
         compare: vec![
-            cmp(
+            equal(
                 key.to_vec(),
                 CompareTarget::Create,
                 TargetUnion::CreateRevision(rev),
@@ -219,15 +205,7 @@ pub async fn seal(
                 keys.earliest(),
                 SeqValue { seq: last_seq + 1 }.encode_to_vec(),
             ),
-            rpc::RequestOp {
-                request: Some(rpc::request_op::Request::RequestDeleteRange(
-                    rpc::DeleteRangeRequest {
-                        key: keys.batch(first_seq),
-                        range_end: keys.batch(last_seq + 1),
-                        ..Default::default()
-                    },
-                )),
-            },
+            delete_range(keys.batch(first_seq), keys.batch(last_seq + 1)),
         ],
         failure: vec![],
     };

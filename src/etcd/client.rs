@@ -67,6 +67,55 @@ fn try_another(s: &Status) -> bool {
     ) || s.message().contains("etcdserver: leader changed")
 }
 
+/// `key`'s `target` equals `value`: a transaction's condition.
+pub fn equal(
+    key: Vec<u8>,
+    target: rpc::compare::CompareTarget,
+    value: rpc::compare::TargetUnion,
+) -> rpc::Compare {
+    rpc::Compare {
+        result: rpc::compare::CompareResult::Equal as i32,
+        target: target as i32,
+        key,
+        range_end: Vec::new(),
+        target_union: Some(value),
+    }
+}
+
+/// A transaction's put.
+pub fn put(key: Vec<u8>, value: Vec<u8>) -> rpc::RequestOp {
+    rpc::RequestOp {
+        request: Some(rpc::request_op::Request::RequestPut(rpc::PutRequest {
+            key,
+            value,
+            ..Default::default()
+        })),
+    }
+}
+
+/// A transaction's read of one key.
+pub fn read(key: Vec<u8>) -> rpc::RequestOp {
+    rpc::RequestOp {
+        request: Some(rpc::request_op::Request::RequestRange(rpc::RangeRequest {
+            key,
+            ..Default::default()
+        })),
+    }
+}
+
+/// A transaction's removal of the keys in `[key, end)`.
+pub fn delete_range(key: Vec<u8>, end: Vec<u8>) -> rpc::RequestOp {
+    rpc::RequestOp {
+        request: Some(rpc::request_op::Request::RequestDeleteRange(
+            rpc::DeleteRangeRequest {
+                key,
+                range_end: end,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
 /// The range end that makes a range or a watch cover every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();

@@ -304,7 +304,11 @@ impl Cluster {
     /// Applies the archived segments up to `earliest - 1` (a new node, or one that was
     /// away while the writer sealed what it had not applied), each checked against its
     /// anchor and, entry by entry, by the ledger.
-    async fn catch_up_from_archive(&self, ledger: &Ledger, earliest: u64) -> Result<(), FollowError> {
+    async fn catch_up_from_archive(
+        &self,
+        ledger: &Ledger,
+        earliest: u64,
+    ) -> Result<(), FollowError> {
         let head = ledger.snapshot().seq;
         let Some(dir) = &self.cfg.archive_dir else {
             return Err(archive::ArchiveError::NoArchive { head, earliest }.into());

@@ -9,7 +9,7 @@ use prost::Message;
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::client::Etcd;
+use super::client::{equal, put, read, Etcd};
 use super::keys::{Batch, Head, Keys};
 use super::node::Role;
 use super::pb::etcdserverpb as rpc;
@@ -76,37 +76,17 @@ impl ClusterStore {
         election_key: &[u8],
         rev: i64,
     ) -> rpc::TxnRequest {
-        use rpc::compare::{CompareResult, CompareTarget, TargetUnion};
-        let cmp = |key: Vec<u8>, target: CompareTarget, union: TargetUnion| rpc::Compare {
-            result: CompareResult::Equal as i32,
-            target: target as i32,
-            key,
-            range_end: Vec::new(),
-            target_union: Some(union),
-        };
-        let put = |key: Vec<u8>, value: Vec<u8>| rpc::RequestOp {
-            request: Some(rpc::request_op::Request::RequestPut(rpc::PutRequest {
-                key,
-                value,
-                ..Default::default()
-            })),
-        };
-        let get = |key: Vec<u8>| rpc::RequestOp {
-            request: Some(rpc::request_op::Request::RequestRange(rpc::RangeRequest {
-                key,
-                ..Default::default()
-            })),
-        };
+        use rpc::compare::{CompareTarget, TargetUnion};
         let head_key = self.keys.head();
         let batch_key = self.keys.batch(batch.prev.seq + 1);
         let head_is_prev = if batch.prev.seq == 0 {
-            cmp(
+            equal(
                 head_key.clone(),
                 CompareTarget::Version,
                 TargetUnion::Version(0),
             )
         } else {
-            cmp(
+            equal(
                 head_key.clone(),
                 CompareTarget::Value,
                 TargetUnion::Value(Head::of(batch.prev).encode_to_vec()),
@@ -119,13 +99,13 @@ impl ClusterStore {
         let record = Batch::new(batch.prev, batch.entries, batch.idempotency, &self.node_id);
         rpc::TxnRequest {
             compare: vec![
-                cmp(
+                equal(
                     election_key.to_vec(),
                     CompareTarget::Create,
                     TargetUnion::CreateRevision(rev),
                 ),
                 head_is_prev,
-                cmp(
+                equal(
                     batch_key.clone(),
                     CompareTarget::Version,
                     TargetUnion::Version(0),
@@ -135,7 +115,7 @@ impl ClusterStore {
                 put(batch_key, record.encode_to_vec()),
                 put(head_key.clone(), Head::of(last).encode_to_vec()),
             ],
-            failure: vec![get(head_key)],
+            failure: vec![read(head_key)],
         }
     }
 }

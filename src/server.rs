@@ -182,6 +182,16 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
+    // Agents' hosts: revocations under their running containers are the ledger's to
+    // see.
+    let remote_stale = (!cfg.read_only).then(|| {
+        let ledger = ledger.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(
+            crate::docker::remote::check_hosts(ledger, stopped(stop))
+                .instrument(tracing::info_span!("agents")),
+        )
+    });
     let expiry = (!cfg.read_only).then(|| {
         let ledger = ledger.clone();
         let stop = stop_rx.clone();
@@ -342,6 +352,9 @@ pub async fn run(
     }
     if let Some(e) = expiry {
         let _ = e.await;
+    }
+    if let Some(r) = remote_stale {
+        let _ = r.await;
     }
     if let Some(w) = watcher {
         let _ = w.await;

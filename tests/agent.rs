@@ -193,6 +193,66 @@ async fn a_watcher_token_reports_for_its_own_host_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_under_a_remote_hosts_running_container_raises_a_stale_grant_naming_it() {
+    let (s, mut admin) = common::TestServer::start_admin().await;
+    let t = admin
+        .admin
+        .create_token(common::token("host-b", pb::Role::Watcher))
+        .await
+        .unwrap()
+        .into_inner();
+    let grant = admin
+        .admin
+        .issue_grant(common::grant_req(
+            common::user("alice"),
+            common::spec(pb::SocketAccess::Raw, pb::SocketMode::Rw, false),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut w = s.client(Some(&t.secret)).await;
+    let id = "b0b0".repeat(16);
+    w.admin
+        .record_host_events(pb::RecordHostEventsRequest {
+            host_id: "host-b".into(),
+            events: vec![pb::HostEvent {
+                number: 1,
+                what: Some(pb::host_event::What::Reconciled(pb::ContainerFacts {
+                    id: id.clone(),
+                    name: "/jupyter-alice".into(),
+                    image: "busybox".into(),
+                    labels: [("privledger.user".to_string(), "alice".to_string())].into(),
+                    mounts: vec![pb::Mount {
+                        source: "/var/run/docker.sock".into(),
+                        destination: "/var/run/docker.sock".into(),
+                        rw: true,
+                    }],
+                    privileged: false,
+                    running: true,
+                })),
+                facts: None,
+            }],
+        })
+        .await
+        .expect("reconciled report");
+    admin
+        .admin
+        .revoke_grant(common::revoke(grant.id, "left the project"))
+        .await
+        .unwrap();
+    let evs = common::entries_until(&mut admin, &id, |evs| {
+        evs.iter().any(|e| e["alert"] == "stale_grant")
+    })
+    .await;
+    let alert = evs.iter().find(|e| e["alert"] == "stale_grant").unwrap();
+    assert_eq!(alert["host"], "host-b", "{alert}");
+    assert!(alert["details"]
+        .as_str()
+        .unwrap()
+        .contains("on host host-b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_loses_nothing_while_the_ledger_is_down_and_reports_nothing_twice_after_a_kill() {
     if !common::docker_available() {
         return;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::events::RawEvent;
 use super::observe::{observation, ContainerFacts, ObserveConfig, Seen};
-use super::watcher::unvouched;
+use super::watcher::{stale, unvouched, Stale};
 use super::Error;
 use crate::ledger::event::{Alert, AlertKind, Lifecycle, ObservedVia};
 use crate::ledger::{names, Command, Error as LedgerError, Ledger};
@@ -142,4 +142,53 @@ pub async fn record(
     }
     r.last = ledger.snapshot().host_last(host);
     Ok(r)
+}
+
+/// Until `shutdown`: after every change of access (and once at start), a
+/// `stale_grant` alert for each running container on an agent's host whose user lost
+/// what it holds (the agents cannot see revocations; the ledger can). Alert only: the
+/// ledger cannot stop a container on another host. On a cluster node that does not
+/// write, the alerts are the writer's to record.
+pub async fn check_hosts(ledger: Ledger, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut restored = std::collections::HashSet::new();
+    let mut trigger = None;
+    loop {
+        let from = ledger.snapshot().seq + 1;
+        for s in stale(&ledger, trigger, &mut restored, |c| c.host.is_some()) {
+            let Stale { alert, key, .. } = s;
+            match ledger
+                .submit(
+                    crate::ledger::ACTOR_DOCKER,
+                    Some(key),
+                    Command::RaiseAlert(alert),
+                )
+                .await
+            {
+                Ok(c) if !c.replayed => {
+                    tracing::warn!(seq = c.entry.seq, details = %s.details, "alert")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "a remote host's stale grant not recorded here")
+                }
+            }
+        }
+        let mut changes =
+            match ledger.stream(from, true, crate::ledger::StreamFilter::access_changes(), 2) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "following access changes for agents' hosts");
+                    return;
+                }
+            };
+        let next = tokio::select! {
+            e = changes.recv() => e,
+            () = &mut shutdown => return,
+        };
+        match next {
+            Some(Ok(entries)) => trigger = entries.last().map(|e| e.seq),
+            _ => return,
+        }
+    }
 }

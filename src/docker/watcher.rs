@@ -347,46 +347,19 @@ impl<S: DockerSource> Watcher<'_, S> {
     /// unrelated changes raise nothing until the situation changes (the container
     /// restarts, loses something else, or its user regains and loses it again).
     async fn check_stale(&mut self, trigger: Option<Seq>) -> Result<(), Error> {
-        let st = self.ledger.snapshot();
-        let running: Vec<_> = st
-            .containers()
-            .filter(|c| c.running && c.holds_privilege() && !c.exempt)
-            .cloned()
-            .collect();
-        self.restored
-            .retain(|id| running.iter().any(|c| &c.id == id));
-        for c in running {
-            let Some(user) = &c.user else { continue };
-            let access = policy::evaluate(&st, user, now_ns());
-            let Some(lost) = correlate::lost_privileges(&c, &access) else {
-                if c.stale.is_some() {
-                    self.restored.insert(c.id.clone());
-                }
-                continue;
-            };
-            let again = self.restored.remove(&c.id);
-            if c.stale.as_deref() == Some(lost.as_str()) && !again {
-                continue;
-            }
-            let details = format!(
-                "container {} of user {user:?} still holds {lost}, which the user no longer has",
-                c.name
-            );
-            // One alert per container and triggering entry (at attach: per head).
-            let key = format!("stale:{}:{}", c.id, trigger.unwrap_or(st.seq));
-            self.alert(
-                Alert {
-                    container_id: Some(c.id.clone()),
-                    name: Some(c.name.clone()),
-                    user: Some(user.clone()),
-                    decision_id: c.decision_id.clone(),
-                    trigger_seq: trigger,
-                    lost: Some(lost.clone()),
-                    ..Alert::new(AlertKind::StaleGrant, details.clone())
-                },
-                Some(key),
-            )
-            .await?;
+        // This daemon's containers: an agent's are checked by the ledger (`stale`).
+        let found = stale(self.ledger, trigger, &mut self.restored, |c| {
+            c.host.is_none()
+        });
+        for Stale {
+            container: c,
+            user,
+            details,
+            alert,
+            key,
+        } in found
+        {
+            self.alert(alert, Some(key)).await?;
             if self.cfg.on_stale_grant == StaleAction::Stop {
                 let error = self.docker.stop(&c.id).await.err();
                 info!(container = %c.name, ok = error.is_none(), "stopped a container holding a revoked privilege");
@@ -440,4 +413,77 @@ pub(super) fn unvouched(
             (alert, key)
         })
         .collect())
+}
+
+/// A running container that holds a privilege its user no longer has, with the
+/// alert (and its idempotency key) that says so.
+pub(super) struct Stale {
+    pub container: crate::ledger::state::ContainerRecord,
+    pub user: String,
+    pub details: String,
+    pub alert: Alert,
+    pub key: String,
+}
+
+/// The running containers `which` selects whose user lost a privilege they hold,
+/// each once per loss: `restored` remembers containers alerted whose user has since
+/// had the privilege again (a new loss is then a new situation). `trigger` is the
+/// entry that changed access (`None` at attach: the head names the check).
+pub(super) fn stale(
+    ledger: &Ledger,
+    trigger: Option<Seq>,
+    restored: &mut HashSet<String>,
+    which: impl Fn(&crate::ledger::state::ContainerRecord) -> bool,
+) -> Vec<Stale> {
+    let st = ledger.snapshot();
+    let running: Vec<_> = st
+        .containers()
+        .filter(|c| c.running && c.holds_privilege() && !c.exempt && which(c))
+        .cloned()
+        .collect();
+    restored.retain(|id| running.iter().any(|c| &c.id == id));
+    let mut out = Vec::new();
+    for c in running {
+        let Some(user) = c.user.clone() else { continue };
+        let access = policy::evaluate(&st, &user, now_ns());
+        let Some(lost) = correlate::lost_privileges(&c, &access) else {
+            if c.stale.is_some() {
+                restored.insert(c.id.clone());
+            }
+            continue;
+        };
+        let again = restored.remove(&c.id);
+        if c.stale.as_deref() == Some(lost.as_str()) && !again {
+            continue;
+        }
+        let on = c
+            .host
+            .as_ref()
+            .map(|h| format!(" on host {h}"))
+            .unwrap_or_default();
+        let details = format!(
+            "container {}{on} of user {user:?} still holds {lost}, which the user no longer has",
+            c.name
+        );
+        // One alert per container and triggering entry (at attach: per head).
+        let key = format!("stale:{}:{}", c.id, trigger.unwrap_or(st.seq));
+        let alert = Alert {
+            container_id: Some(c.id.clone()),
+            name: Some(c.name.clone()),
+            user: Some(user.clone()),
+            decision_id: c.decision_id.clone(),
+            trigger_seq: trigger,
+            lost: Some(lost.clone()),
+            host: c.host.clone(),
+            ..Alert::new(AlertKind::StaleGrant, details.clone())
+        };
+        out.push(Stale {
+            container: c,
+            user,
+            details,
+            alert,
+            key,
+        });
+    }
+    out
 }

@@ -44,6 +44,10 @@ pub struct ContainerRecord {
     /// holds without a grant; a start begins a new run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale: Option<String>,
+    /// The Docker host whose `privledger watch` agent reported it (`None`: the
+    /// server's own watcher).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl ContainerRecord {
@@ -102,6 +106,7 @@ impl State {
                         exempt: o.exempt,
                         via_limited_socket: o.via_limited_socket,
                         stale,
+                        host: o.host.clone(),
                     },
                 };
                 self.containers.insert(o.container_id.clone(), rec);

@@ -85,6 +85,13 @@ class HookSettings:
     key_file: str | None = None
     #: The channel reused across spawns.
     channels: ChannelCache | None = None
+    #: More nodes of a privledger cluster, asked in turn when one is unreachable,
+    #: each with its channel.
+    fallbacks: tuple[tuple[Target, ChannelCache], ...] = ()
+
+    def nodes(self) -> list[tuple[Target, ChannelCache | None]]:
+        """Every node to ask, in order."""
+        return [(self.target, self.channels), *self.fallbacks]
 
 
 def _pick(value: Any, env: Mapping[str, str], name: str) -> Any:
@@ -95,7 +102,7 @@ def _pick(value: Any, env: Mapping[str, str], name: str) -> Any:
 
 
 def resolve_settings(
-    server: str | None = None,
+    server: str | Iterable[str] | None = None,
     token: str | None = None,
     *,
     token_file: str | os.PathLike | None = None,
@@ -114,7 +121,16 @@ def resolve_settings(
     env = os.environ if env is None else env
 
     server = _pick(server, env, ENV_SERVER) or DEFAULT_SERVER
-    target = Target.parse(server)
+    # Several nodes of a cluster: a list, or addresses separated by commas.
+    addresses = (
+        [s for s in str(server).split(",") if s.strip()]
+        if isinstance(server, str)
+        else [str(s) for s in server]
+    )
+    if not addresses:
+        raise ValueError("privledger: the server address is empty")
+    targets = [Target.parse(a) for a in addresses]
+    target = targets[0]
 
     # An explicit argument beats the environment; token beats token_file.
     if token is not None or token_file is not None:
@@ -163,7 +179,8 @@ def resolve_settings(
     cert = None if cert is None else os.fspath(cert)
     key = None if key is None else os.fspath(key)
     try:
-        target.check_client_cert(cert, key)
+        for tg in targets:
+            tg.check_client_cert(cert, key)
     except ValueError as e:
         raise ValueError(
             f"{e} (cert_file: argument or {ENV_CLIENT_CERT_FILE}; "
@@ -190,11 +207,48 @@ def resolve_settings(
         cert_file=cert,
         key_file=key,
         channels=ChannelCache(target, ca, cert, key),
+        fallbacks=tuple((tg, ChannelCache(tg, ca, cert, key)) for tg in targets[1:]),
     )
 
 
+#: Failures after which another node of a cluster is asked (with the same request
+#: id: a node that recorded the decision answers the first result again).
+_TRY_ANOTHER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def _ask_nodes(settings: HookSettings, token: str, **request: Any) -> Any:
+    """AuthorizeSpawn on the first node that answers; the last failure if none does."""
+    last: BaseException | None = None
+    for target, channels in settings.nodes():
+        try:
+            return await asyncio.wait_for(
+                authorize_spawn(
+                    target,
+                    token,
+                    timeout=settings.timeout,
+                    ca_file=settings.ca_file,
+                    cert_file=settings.cert_file,
+                    key_file=settings.key_file,
+                    channels=channels,
+                    **request,
+                ),
+                # grpc enforces the deadline; this only guards against a wedged channel.
+                timeout=settings.timeout + 5,
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() not in _TRY_ANOTHER:
+                raise
+            last = err
+        except asyncio.TimeoutError as err:
+            last = err
+    assert last is not None
+    raise last
+
+
 def _describe_failure(settings: HookSettings, err: BaseException) -> str:
-    where = settings.target.display
+    where = ", ".join(tg.display for tg, _ in settings.nodes())
+    if len(settings.fallbacks) > 0:
+        where = f"every node ({where})"
     if isinstance(err, grpc.aio.AioRpcError):
         code = err.code()
         name = code.name if code is not None else "UNKNOWN"
@@ -222,22 +276,13 @@ async def run_hook(settings: HookSettings, spawner: Any) -> Any:
     log = spawner.log
     try:
         token = settings.token()
-        decision = await asyncio.wait_for(
-            authorize_spawn(
-                settings.target,
-                token,
-                user=user,
-                server_name=server_name,
-                image=image,
-                request_id=new_request_id(),
-                timeout=settings.timeout,
-                ca_file=settings.ca_file,
-                cert_file=settings.cert_file,
-                key_file=settings.key_file,
-                channels=settings.channels,
-            ),
-            # grpc enforces the deadline; this only guards against a wedged channel.
-            timeout=settings.timeout + 5,
+        decision = await _ask_nodes(
+            settings,
+            token,
+            user=user,
+            server_name=server_name,
+            image=image,
+            request_id=new_request_id(),
         )
     except asyncio.CancelledError:
         raise
@@ -290,7 +335,7 @@ def _set_decision(spawner: Any, decision: Any) -> None:
 
 
 def make_pre_spawn_hook(
-    server: str | None = None,
+    server: str | Iterable[str] | None = None,
     token: str | None = None,
     *,
     token_file: str | os.PathLike | None = None,
@@ -308,6 +353,11 @@ def make_pre_spawn_hook(
     The hook calls privledger's ``AuthorizeSpawn`` with the user name, the named
     server's name and the image, then applies the decision to the spawner (see
     :mod:`privledger_jupyterhub.fragments`) and logs the decision id.
+
+    server: the privledger server's address; for a cluster, several nodes' addresses
+    (a list, or separated by commas): when one is unreachable the next is asked, with
+    the same request id, so a decision recorded by a node that then failed is
+    answered again rather than made twice.
 
     on_unavailable: what to do when no decision can be obtained (server down,
     timeout, token rejected): ``"deny"`` (default) starts the server without any

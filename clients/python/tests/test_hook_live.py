@@ -297,6 +297,26 @@ def test_server_down_refuse(make_spawner, username, spawner_token):
     assert SOCKET not in sp.extra_host_config["binds"]
 
 
+def test_a_dead_node_is_passed_over_for_the_next(server, spawner_token, make_spawner,
+                                                  username):
+    dead = _dead_url()
+    hook = make_pre_spawn_hook(server=f"{dead},{server.url}", token=spawner_token,
+                               on_unavailable="refuse", timeout=3)
+    sp = make_spawner(username)
+    run(hook, sp)
+    assert sp.privledger_decision is not None
+    assert len(decisions_for(server, username)) == 1
+
+
+def test_every_node_down_names_them_all(make_spawner, username, spawner_token):
+    a, b = _dead_url(), _dead_url()
+    hook = make_pre_spawn_hook(server=[a, b], token=spawner_token,
+                               on_unavailable="refuse", timeout=3)
+    with pytest.raises(PrivledgerUnavailable) as exc:
+        run(hook, make_spawner(username))
+    assert a in str(exc.value) and b in str(exc.value)
+
+
 def test_server_stopped_mid_life(tmp_path, make_spawner, username):
     """A server that was up and went away: same fail-closed answer."""
     from plserver import PrivledgerServer, privledger_bin

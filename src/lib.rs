@@ -12,6 +12,9 @@
 //!   small daemon seam ([`docker::source`]), import; only `docker::daemon` knows bollard.
 //! - [`proxy`]: the limited socket, a Docker API proxy per limited user (hyper on
 //!   Unix sockets); every mutating call and refusal recorded in the ledger.
+//! - [`etcd`]: cluster mode (DESIGN §8): the fenced append to etcd, election,
+//!   followers, the archive; the only module that knows etcd's API.
+//! - [`agent`]: `privledger watch`, the Docker agent of one host for a remote ledger.
 //! - [`private_fs`]: the data directory's files: private modes, no symlink followed.
 //! - [`api`]: tonic handlers, request conversion, the one error → status mapping,
 //!   and bearer-token authentication.
@@ -23,10 +26,14 @@
 //! - [`cli`]: the command-line client (same binary); [`client`]: the connected
 //!   gRPC clients it (and the tests and load generator) use.
 //!
-//! Dependency direction: `server → {api, docker, proxy} → ledger → ledger::log` (the
-//! trait), implemented by `store` (sled; etcd to come). Only `server` (and tests)
-//! name `store`; nothing below `api` knows tonic; `api` opens a limited user's socket
-//! through [`ledger::limited`] without knowing the proxy.
+//! Dependency direction: `server → {api, docker, proxy, etcd} → ledger → ledger::log`
+//! (the trait), implemented by `store` (sled) and, on a cluster node, by [`etcd`]
+//! (the shared log in etcd, the node's copy in `store`). Only `server`, `agent` (and
+//! tests) name `store`; below `api` only `etcd` knows tonic, as etcd's client; `api`
+//! opens a limited user's socket through [`ledger::limited`] without knowing the
+//! proxy, and sees a cluster node through [`api::cluster::ClusterView`] without
+//! knowing etcd. [`agent`] (`privledger watch`) is an edge like `cli`: it wires
+//! `docker::agent`, `store::outbox` and a gRPC client.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]

@@ -90,6 +90,11 @@ impl Ledger {
                         .await
                     {
                         Ok(c) => info!(grant = id, seq = c.entry.seq, "grant expired"),
+                        // A cluster follower: the writer records it, and this node
+                        // applies it (access is judged by time meanwhile).
+                        Err(Error::Store(super::log::StoreError::NotWriter { .. })) => {
+                            wait = Duration::from_secs(1);
+                        }
                         Err(e) if e.is_unavailable() => {
                             warn!(error = %e, "cannot record an expiry now");
                             wait = Duration::from_secs(1);

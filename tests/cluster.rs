@@ -608,3 +608,112 @@ async fn the_writer_seals_old_batches_into_the_archive_and_a_new_node_bootstraps
     );
     assert!(head.seq > 120);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_etcd_with_client_certificates_and_forward_writes_over_tls() {
+    let pki = common::pki::Pki::new("cluster test CA");
+    let (member_cert, member_key) = pki.issue("etcd", "etcd member", true);
+    let (node_etcd_cert, node_etcd_key) = pki.issue("node-etcd", "ledger node", false);
+    let (node_cert, node_key) = pki.issue("node", "ledger node", true);
+    let tls = common::etcd::EtcdTls {
+        ca: pki.ca_file(),
+        cert: member_cert,
+        key: member_key,
+        client_cert: node_etcd_cert.clone(),
+        client_key: node_etcd_key.clone(),
+    };
+    let Some(etcd) = EtcdCluster::start_with(3, Some(tls)).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |s: &std::path::Path| s.to_str().unwrap().to_string();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let dir = tmp.path().join(format!("n{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let cmd = ServeProcess::command(
+            &dir,
+            &[
+                "--etcd-endpoints",
+                &etcd.endpoints(),
+                "--node-id",
+                &format!("n{i}"),
+                "--etcd-ca",
+                &p(&pki.ca_file()),
+                "--etcd-cert",
+                &p(&node_etcd_cert),
+                "--etcd-key",
+                &p(&node_etcd_key),
+                "--tls-cert",
+                &p(&node_cert),
+                "--tls-key",
+                &p(&node_key),
+                "--peer-ca",
+                &p(&pki.ca_file()),
+            ],
+        );
+        let node = ServeProcess::spawn_connecting(
+            cmd,
+            &dir,
+            &tmp.path().join(format!("n{i}.log")),
+            "privledger.v1.Audit",
+            Some(pki.trusted()),
+        )
+        .await;
+        if i == 0 {
+            assert!(
+                node.wait_for_log("created the first admin token", BOUND)
+                    .await,
+                "{}",
+                node.log_tail()
+            );
+        }
+        nodes.push(node);
+    }
+    assert!(nodes[0].url.starts_with("https://"));
+    let token = nodes[0].admin_token();
+    // Node 1 follows; its write goes to node 0 over TLS (trusted by --peer-ca).
+    let mut c1 = nodes[1].client(&token).await;
+    let deadline = Instant::now() + BOUND;
+    let g = loop {
+        // Until node 1 has learnt who writes (its first heartbeat).
+        match c1
+            .admin
+            .create_group(common::create_group("over-tls"))
+            .await
+        {
+            Ok(g) => break g.into_inner(),
+            Err(s) => assert!(
+                s.code() == tonic::Code::Unavailable && Instant::now() < deadline,
+                "{s:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut c0 = nodes[0].client(&token).await;
+    let access = c1
+        .authz
+        .check_access(pb::CheckAccessRequest {
+            user: "alice".into(),
+            min_seq: g.seq,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(access.seq >= g.seq);
+    for c in [&mut c0, &mut c1] {
+        let v = common::verify_all(c).await;
+        assert!(v.ok && v.to_seq >= g.seq, "{v:?}");
+    }
+    let head = c1
+        .audit
+        .head(pb::HeadRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(head.role, "follower");
+    assert_eq!(head.writer_id, "n0");
+}

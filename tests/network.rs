@@ -7,73 +7,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::pki::{write_atomically, Pki};
 use common::*;
 use privledger::client::ConnectOptions;
 use privledger::config::net::TlsConfig;
 use privledger::pb;
 use tonic::Code;
-
-/// A throwaway CA, and certificates it signs, as PEM files in a directory.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: rcgen::KeyPair,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        p.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = p.self_signed(&ca_key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        Pki { dir, ca, ca_key }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// Client options that trust this CA (no client certificate).
-    fn trusted(&self) -> ConnectOptions {
-        ConnectOptions {
-            tls_ca: Some(self.ca_file()),
-            ..Default::default()
-        }
-    }
-
-    /// Writes `NAME.pem` and `NAME.key`: a server certificate for localhost and
-    /// 127.0.0.1, or a client certificate with common name `cn`.
-    fn issue(&self, name: &str, cn: &str, server: bool) -> (PathBuf, PathBuf) {
-        let sans = if server {
-            vec!["localhost".to_string(), "127.0.0.1".to_string()]
-        } else {
-            Vec::new()
-        };
-        let mut p = rcgen::CertificateParams::new(sans).unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        p.extended_key_usages = vec![if server {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        let (c, k) = (
-            self.dir.path().join(format!("{name}.pem")),
-            self.dir.path().join(format!("{name}.key")),
-        );
-        write_atomically(&c, &cert.pem());
-        write_atomically(&k, &key.serialize_pem());
-        (c, k)
-    }
-}
 
 /// A TLS server (no client certificates) with a certificate from a fresh CA.
 struct TlsServer {
@@ -96,13 +35,6 @@ async fn tls_server(ca: &str) -> TlsServer {
         s,
         _data: data,
     }
-}
-
-/// Replaces `path` whole (a reload never sees half a file).
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn tls_cfg(

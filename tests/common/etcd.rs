@@ -43,24 +43,42 @@ pub struct Member {
     child: Option<std::process::Child>,
 }
 
+/// TLS for the members' client side: their certificate and key, the CA clients'
+/// certificates must chain to, and a client certificate the tests use.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
 /// Members of one etcd cluster, killed when dropped.
 pub struct EtcdCluster {
     bin: PathBuf,
     pub members: Vec<Member>,
     initial: String,
     token: String,
+    tls: Option<EtcdTls>,
     _dir: tempfile::TempDir,
 }
 
 impl EtcdCluster {
     /// `n` members on loopback ports, healthy; `None` when there is no etcd (skip).
     pub async fn start(n: usize) -> Option<EtcdCluster> {
+        EtcdCluster::start_with(n, None).await
+    }
+
+    /// Members that serve clients over TLS and require client certificates.
+    pub async fn start_with(n: usize, tls: Option<EtcdTls>) -> Option<EtcdCluster> {
         let bin = etcd_binary()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let dir = tempfile::tempdir().expect("tempdir");
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("e{i}"),
-                client_url: format!("http://127.0.0.1:{}", super::free_port()),
+                client_url: format!("{scheme}://127.0.0.1:{}", super::free_port()),
                 peer_url: format!("http://127.0.0.1:{}", super::free_port()),
                 data: dir.path().join(format!("e{i}")),
                 log: dir.path().join(format!("e{i}.log")),
@@ -78,6 +96,7 @@ impl EtcdCluster {
             members,
             initial,
             token,
+            tls,
             _dir: dir,
         };
         for i in 0..n {
@@ -92,7 +111,17 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize, state: &str) {
         let m = &self.members[i];
         let log = std::fs::File::create(&m.log).expect("etcd log");
-        let child = std::process::Command::new(&self.bin)
+        let mut cmd = std::process::Command::new(&self.bin);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data)
@@ -125,12 +154,30 @@ impl EtcdCluster {
 
     /// A client of the whole cluster.
     pub fn client(&self) -> Etcd {
-        client_of(self.members.iter().map(|m| m.client_url.clone()).collect())
+        self.client_of(self.members.iter().map(|m| m.client_url.clone()).collect())
+    }
+
+    fn client_of(&self, endpoints: Vec<String>) -> Etcd {
+        let tls = match &self.tls {
+            Some(t) => ConnectOptions {
+                tls_ca: Some(t.ca.clone()),
+                tls_cert: Some(t.client_cert.clone()),
+                tls_key: Some(t.client_key.clone()),
+                timeout: None,
+            },
+            None => ConnectOptions::default(),
+        };
+        Etcd::connect(&EtcdOptions {
+            endpoints,
+            tls,
+            call_timeout: Duration::from_secs(2),
+        })
+        .expect("etcd client")
     }
 
     /// Waits (bounded: a broken run) until member `i` answers a linearizable read.
     pub async fn wait_healthy(&self, i: usize) {
-        let c = client_of(vec![self.members[i].client_url.clone()]);
+        let c = self.client_of(vec![self.members[i].client_url.clone()]);
         let ok = tokio::time::timeout(Duration::from_secs(60), async {
             while c.get(b"/health-probe").await.is_err() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -165,15 +212,6 @@ impl EtcdCluster {
     pub fn data(&self, i: usize) -> &Path {
         &self.members[i].data
     }
-}
-
-fn client_of(endpoints: Vec<String>) -> Etcd {
-    Etcd::connect(&EtcdOptions {
-        endpoints,
-        tls: ConnectOptions::default(),
-        call_timeout: Duration::from_secs(2),
-    })
-    .expect("etcd client")
 }
 
 impl Drop for EtcdCluster {

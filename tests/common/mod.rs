@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 pub mod etcd;
+pub mod pki;
 mod requests;
 pub use requests::*;
 
@@ -638,6 +639,8 @@ pub async fn wait_health(channel: &Channel, service: &str, want: i32) {
 pub struct ServeProcess {
     child: Option<std::process::Child>,
     pub url: String,
+    /// How clients reach it: TLS files, for a server that serves TLS.
+    connect: privledger::client::ConnectOptions,
     pub data: PathBuf,
     pub log: PathBuf,
     /// Lines copied to the log so far (changes with each line).
@@ -668,10 +671,21 @@ impl ServeProcess {
     /// (at info) to `log`; waits for the "serving gRPC on TCP" line, then for health
     /// to report `service` SERVING. Panics with the log when the process exits first.
     pub async fn spawn(
+        cmd: std::process::Command,
+        data: &Path,
+        log: &Path,
+        service: &str,
+    ) -> ServeProcess {
+        ServeProcess::spawn_connecting(cmd, data, log, service, None).await
+    }
+
+    /// [`ServeProcess::spawn`] for a server that serves TLS: reached with `tls`.
+    pub async fn spawn_connecting(
         mut cmd: std::process::Command,
         data: &Path,
         log: &Path,
         service: &str,
+        tls: Option<privledger::client::ConnectOptions>,
     ) -> ServeProcess {
         use std::io::{BufRead, Write};
         let mut f = std::fs::File::create(log).expect("log file");
@@ -701,16 +715,18 @@ impl ServeProcess {
                 }
             }
         });
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut p = ServeProcess {
             child: Some(child),
             url: String::new(),
+            connect: tls.unwrap_or_default(),
             data: data.to_path_buf(),
             log: log.to_path_buf(),
             lines: lines_rx,
         };
         // The bound is for a broken run, not a speed assertion.
         match tokio::time::timeout(std::time::Duration::from_secs(60), addr_rx).await {
-            Ok(Ok(addr)) => p.url = format!("http://{addr}"),
+            Ok(Ok(addr)) => p.url = format!("{scheme}://{addr}"),
             Ok(Err(_)) => {
                 let status = p.child().wait().ok();
                 panic!(
@@ -720,7 +736,9 @@ impl ServeProcess {
             }
             Err(_) => panic!("privledger did not serve within 60 s:\n{}", p.log_tail()),
         }
-        let ch = tonic::transport::Endpoint::from_shared(p.url.clone())
+        let ch = p
+            .connect
+            .endpoint(&p.url)
             .unwrap()
             .connect()
             .await
@@ -741,7 +759,7 @@ impl ServeProcess {
     }
 
     pub async fn client(&self, token: &str) -> Clients {
-        Clients::connect(&self.url, Some(token))
+        Clients::connect_with(&self.url, Some(token), &self.connect)
             .await
             .expect("connect")
     }

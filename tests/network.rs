@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::pki::{write_atomically, Pki};
+use common::pki::Pki;
 use common::*;
 use privledger::client::ConnectOptions;
 use privledger::config::net::TlsConfig;

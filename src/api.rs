@@ -95,7 +95,8 @@ impl Api {
     /// Refuses an answer about current access from a node out of touch with the
     /// cluster for longer than its bound: fail closed, and say why.
     fn fresh_enough(&self) -> Result<(), Status> {
-        match self.cluster.as_ref().and_then(|c| c.stale()) {
+        let head = self.ledger.snapshot().seq;
+        match self.cluster.as_ref().and_then(|c| c.stale(head)) {
             Some(why) => Err(Status::unavailable(why)),
             None => Ok(()),
         }

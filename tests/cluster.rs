@@ -717,3 +717,27 @@ async fn nodes_reach_etcd_with_client_certificates_and_forward_writes_over_tls()
     assert_eq!(head.role, "follower");
     assert_eq!(head.writer_id, "n0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_member_paused_under_the_nodes_is_left_for_another_and_everyone_catches_up() {
+    let Some(n) = Nodes::start().await else {
+        return;
+    };
+    create_anywhere(&n, &[0, 1, 2], "before-pause").await;
+    // Every node talks to member 0 first: its watch and its calls there go silent.
+    n.etcd.signal(0, Signal::STOP);
+    for k in 0..10 {
+        create_anywhere(&n, &[0, 1, 2], &format!("paused-{k}")).await;
+    }
+    let head = n.agree_and_verify().await;
+    for i in 0..3 {
+        let mut c = n.client(i).await;
+        let a = c
+            .authz
+            .check_access(common::check("alice"))
+            .await
+            .expect("a node in touch with the cluster answers");
+        assert!(a.into_inner().seq >= head.seq.min(1));
+    }
+    n.etcd.signal(0, Signal::CONT);
+}

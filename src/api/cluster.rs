@@ -42,9 +42,10 @@ pub trait ClusterView: Send + Sync + 'static {
     fn writer_id(&self) -> Option<String>;
     /// A channel to the writer (cached), or why there is none.
     fn writer_channel(&self) -> Result<Channel, String>;
-    /// Why this node must not answer access questions now (out of touch with etcd
-    /// for longer than its bound), if it must not.
-    fn stale(&self) -> Option<String>;
+    /// Why this node, whose state is at seq `head`, must not answer access questions
+    /// now (out of touch with etcd, or stuck behind it, for longer than its bound), if
+    /// it must not.
+    fn stale(&self, head: u64) -> Option<String>;
     /// The cluster's head seq, as this node last read it from etcd.
     fn cluster_head(&self) -> u64;
 }

@@ -79,6 +79,9 @@ pub struct Cluster {
     contact: Mutex<Instant>,
     /// The cluster's head seq as last read from etcd.
     etcd_head: AtomicU64,
+    /// Since when this node's head has been behind the cluster's without catching up
+    /// (a watch that brings nothing, a batch it cannot apply).
+    lagging: Mutex<Option<(Instant, u64)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,7 @@ impl Cluster {
             roles: Arc::new(roles),
             contact: Mutex::new(Instant::now()),
             etcd_head: AtomicU64::new(0),
+            lagging: Mutex::new(None),
         })
     }
 
@@ -149,8 +153,22 @@ impl Cluster {
         self.contact.lock().map_or(Duration::MAX, |c| c.elapsed())
     }
 
-    /// Why this node must not answer a privileged question now, if it must not.
-    pub fn stale(&self) -> Option<String> {
+    /// Why this node, whose state is at seq `head`, must not answer a privileged
+    /// question now, if it must not.
+    pub fn stale(&self, head: u64) -> Option<String> {
+        if let Some((since, at)) = self.lagging.lock().ok().and_then(|l| *l) {
+            // Stuck means no progress since: a head that moved is catching up.
+            if at == head && since.elapsed() > self.cfg.stale_after {
+                return Some(format!(
+                    "this node ({}) has been stuck at seq {head} for {} while the cluster is at \
+                     seq {} (its bound is {}): it answers no access question; ask another node",
+                    self.cfg.node_id,
+                    humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
+                    self.etcd_head(),
+                    humantime::format_duration(self.cfg.stale_after)
+                ));
+            }
+        }
         let silence = self.silence();
         (silence > self.cfg.stale_after).then(|| {
             format!(
@@ -168,6 +186,28 @@ impl Cluster {
             node_id: self.cfg.node_id.clone(),
             url: self.cfg.advertise_url.clone(),
         }
+    }
+
+    /// Notes this node's head against the cluster's: behind without progress starts
+    /// (or continues) a lag; caught up, or moving, ends it.
+    fn note_progress(&self, head: u64) {
+        let behind = self.etcd_head() > head;
+        if let Ok(mut l) = self.lagging.lock() {
+            *l = match *l {
+                Some((since, at)) if behind && at == head => Some((since, at)),
+                _ if behind => Some((Instant::now(), head)),
+                _ => None,
+            };
+        }
+    }
+
+    /// Whether this node has been behind the cluster, without progress, for `d`.
+    fn stuck_for(&self, d: Duration) -> bool {
+        self.lagging
+            .lock()
+            .ok()
+            .and_then(|l| *l)
+            .is_some_and(|(since, _)| since.elapsed() >= d)
     }
 
     fn touch(&self) {
@@ -190,7 +230,7 @@ impl Cluster {
     {
         let (stop_tx, stop_rx) = watch::channel(false);
         let follow = tokio::spawn(self.clone().follow(ledger.clone(), stop_rx.clone()));
-        let beat = tokio::spawn(self.clone().heartbeat(stop_rx.clone()));
+        let beat = tokio::spawn(self.clone().heartbeat(ledger.clone(), stop_rx.clone()));
         let elect = tokio::spawn(self.clone().campaign(ledger, on_elected, stop_rx));
         stop.await;
         let _ = stop_tx.send(true);
@@ -236,8 +276,27 @@ impl Cluster {
         let revision = self.catch_up(ledger).await?;
         let (start, end) = self.keys.log_range();
         let mut w = self.etcd.watch(&start, &end, revision + 1).await?;
+        let mut check = tokio::time::interval(self.cfg.lease_ttl / 2);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let resp = match w.events.message().await {
+            let next = tokio::select! {
+                m = w.events.message() => m,
+                _ = check.tick() => {
+                    // A member that stopped answering (paused, partitioned) holds a
+                    // watch open that brings nothing: watch through another.
+                    if self.stuck_for(self.cfg.lease_ttl) {
+                        warn!(
+                            head = ledger.snapshot().seq,
+                            cluster_head = self.etcd_head(),
+                            "the log's watch brings nothing new; catching up through another member"
+                        );
+                        self.etcd.watch_broke();
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let resp = match next {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     self.etcd.watch_broke();
@@ -489,7 +548,7 @@ impl Cluster {
 
     /// Reads the head and the writer's identity every third of the lease, and the
     /// alarms now and then; each answer proves this node in touch with etcd.
-    async fn heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    async fn heartbeat(self: Arc<Self>, ledger: Ledger, mut stop: watch::Receiver<bool>) {
         let every = (self.cfg.lease_ttl / 4).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -507,6 +566,7 @@ impl Cluster {
                     if let Some(h) = kv.and_then(|kv| Head::decode_value(&kv.value).ok()) {
                         self.etcd_head.store(h.seq, Ordering::Relaxed);
                     }
+                    self.note_progress(ledger.snapshot().seq);
                 }
                 Err(e) => warn!(error = %e, silence = ?self.silence(), "etcd heartbeat"),
             }

@@ -103,8 +103,8 @@ impl ClusterView for NodeView {
         Ok(ch)
     }
 
-    fn stale(&self) -> Option<String> {
-        self.cluster.stale()
+    fn stale(&self, head: u64) -> Option<String> {
+        self.cluster.stale(head)
     }
 
     fn cluster_head(&self) -> u64 {

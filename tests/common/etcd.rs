@@ -199,6 +199,14 @@ impl EtcdCluster {
         }
     }
 
+    /// SIGSTOP (`pause`) or SIGCONT of member `i`: it holds its connections open and
+    /// answers nothing.
+    pub fn signal(&self, i: usize, sig: rustix::process::Signal) {
+        let child = self.members[i].child.as_ref().expect("member running");
+        let pid = rustix::process::Pid::from_child(child);
+        rustix::process::kill_process(pid, sig).expect("signal");
+    }
+
     /// Starts member `i` again on its data directory.
     pub async fn restart(&mut self, i: usize) {
         self.spawn(i, "existing");

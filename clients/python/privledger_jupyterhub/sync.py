@@ -88,6 +88,9 @@ class SyncSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    #: More nodes of a privledger cluster, used in turn when the current one is
+    #: unreachable (the changes' request ids make a repeat through another node safe).
+    fallbacks: tuple[Target, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "SyncSettings":
@@ -123,14 +126,19 @@ class SyncSettings:
             raise ValueError(f"privledger sync: {ENV_INTERVAL} must be a number of seconds")
         if not interval > 0:
             raise ValueError(f"privledger sync: {ENV_INTERVAL} must be positive")
-        target = Target.parse(env.get("PRIVLEDGER_SERVER") or DEFAULT_SERVER)
+        servers = [
+            s for s in (env.get("PRIVLEDGER_SERVER") or DEFAULT_SERVER).split(",") if s.strip()
+        ]
+        targets = [Target.parse(s) for s in servers] or [Target.parse(DEFAULT_SERVER)]
         cert = env.get("PRIVLEDGER_CLIENT_CERT_FILE") or None
         key = env.get("PRIVLEDGER_CLIENT_KEY_FILE") or None
-        target.check_client_cert(cert, key)
+        for tg in targets:
+            tg.check_client_cert(cert, key)
         return cls(
             hub_api=hub_api,
             hub_token=hub_token,
-            target=target,
+            target=targets[0],
+            fallbacks=tuple(targets[1:]),
             token=token,
             groups=groups,
             interval=interval,
@@ -139,17 +147,22 @@ class SyncSettings:
             key_file=key,
         )
 
-    def channel(self) -> grpc.Channel:
+    def targets(self) -> list[Target]:
+        """Every node, in the order they are tried."""
+        return [self.target, *self.fallbacks]
+
+    def channel(self, target: Target | None = None) -> grpc.Channel:
         """A blocking channel (the service is a plain loop, not an event loop)."""
-        if self.target.tls:
+        target = target or self.target
+        if target.tls:
             read = lambda p: Path(p).read_bytes() if p else None  # noqa: E731
             creds = grpc.ssl_channel_credentials(
                 root_certificates=read(self.ca_file),
                 private_key=read(self.key_file),
                 certificate_chain=read(self.cert_file),
             )
-            return grpc.secure_channel(self.target.target, creds)
-        return grpc.insecure_channel(self.target.target)
+            return grpc.secure_channel(target.target, creds)
+        return grpc.insecure_channel(target.target)
 
 
 class HubError(RuntimeError):
@@ -263,19 +276,37 @@ def run(settings: SyncSettings, passes: int | None = None) -> None:
     """Reconciles at start, then every ``interval`` seconds; backs off on errors."""
     delay = settings.interval
     n = 0
-    with settings.channel() as channel:
-        stub = pb_grpc.AdminStub(channel)
+    targets = settings.targets()
+    at = 0
+    channel = settings.channel(targets[at])
+    try:
         while passes is None or n < passes:
             n += 1
             try:
-                reconcile_once(settings, stub)
+                reconcile_once(settings, pb_grpc.AdminStub(channel))
                 delay = settings.interval
             except (grpc.RpcError, HubError, OSError, ValueError) as e:
-                delay = min(max(delay * 2, settings.interval), MAX_BACKOFF)
+                unreachable = isinstance(e, grpc.RpcError) and e.code() in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                )
                 detail = e.details() if isinstance(e, grpc.RpcError) else str(e)
+                if unreachable and len(targets) > 1:
+                    # Another node of the cluster: at once, unless every one failed.
+                    at = (at + 1) % len(targets)
+                    channel.close()
+                    channel = settings.channel(targets[at])
+                    log.error("privledger sync: pass failed (%s); trying %s", detail,
+                              targets[at].display)
+                    if at != 0:
+                        n -= 1  # the same pass, through the next node
+                        continue
+                delay = min(max(delay * 2, settings.interval), MAX_BACKOFF)
                 log.error("privledger sync: pass failed (%s); next in %.0f s", detail, delay)
             if passes is None or n < passes:
                 time.sleep(delay)
+    finally:
+        channel.close()
 
 
 def main() -> int:

@@ -197,3 +197,23 @@ def test_errors_back_off_and_bad_settings_stop_the_service(server, hub, sync_tok
                 metadata=(("authorization", f"Bearer {secret}"),),
             )
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_an_unreachable_node_is_passed_over_for_the_next(server, hub, sync_token):
+    from plserver import free_port
+
+    secret, _ = sync_token
+    server.cli("group", "create", "hub-failover")
+    server.cli("group", "sync", "hub-failover", "on", "--reason", "r")
+    hub.groups = {"hub-failover": ["carol"]}
+    s = sync.SyncSettings.from_env(
+        {
+            "JUPYTERHUB_API_URL": hub.api,
+            "JUPYTERHUB_API_TOKEN": HUB_TOKEN,
+            "PRIVLEDGER_SERVER": f"http://127.0.0.1:{free_port()},{server.url}",
+            "PRIVLEDGER_TOKEN": secret,
+        }
+    )
+    assert len(s.targets()) == 2
+    sync.run(s, passes=1)
+    assert members(server, "hub-failover") == {"carol"}

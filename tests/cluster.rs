@@ -552,7 +552,8 @@ async fn the_writer_seals_old_batches_into_the_archive_and_a_new_node_bootstraps
         return;
     };
     let w = n.writer().await;
-    for k in 0..120 {
+    let first = create_anywhere(&n, &[w], "s0").await;
+    for k in 1..120 {
         create_anywhere(&n, &[w], &format!("s{k}")).await;
     }
     // The writer seals once etcd holds more than 40 entries.
@@ -607,6 +608,25 @@ async fn the_writer_seals_old_batches_into_the_archive_and_a_new_node_bootstraps
         lost.log_tail()
     );
     assert!(head.seq > 120);
+    drop(lost);
+    // The bootstrapped node alone: it becomes the writer, and a retry of a request
+    // sealed long ago is still answered with its first result.
+    for i in 0..3 {
+        n.node_mut(i).kill();
+        n.nodes[i] = None;
+    }
+    assert_eq!(n.writer().await, 3);
+    let mut c = n.client(3).await;
+    let again = c
+        .admin
+        .create_group(pb::CreateGroupRequest {
+            name: "s0".into(),
+            request_id: "s0".into(),
+        })
+        .await
+        .expect("a retry of an archived request")
+        .into_inner();
+    assert!(again.replayed && again.seq == first, "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

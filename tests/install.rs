@@ -63,6 +63,7 @@ async fn the_example_configuration_starts_a_server() {
         "[docker]",
         "[tls]",
         "[limits]",
+        "[cluster]",
         "[[builtin_groups]]",
     ] {
         assert!(text.contains(section), "the example lacks {section}");
@@ -73,6 +74,8 @@ async fn the_example_configuration_starts_a_server() {
         "checkpoint_interval",
         "on_stale_grant",
         "max_connections",
+        "etcd_endpoints",
+        "archive_dir",
     ] {
         assert!(text.contains(key), "the example lacks {key}");
     }
@@ -137,6 +140,12 @@ fn the_systemd_unit_is_hardened_and_parses() {
         .split_whitespace()
         .any(|c| c == "64"));
 
+    analyze("privledger.service", &unit);
+}
+
+/// `systemd-analyze verify` of `unit` as installed (ExecStart naming the binary just
+/// built), when systemd-analyze runs here.
+fn analyze(name: &str, unit: &str) {
     let Ok(out) = std::process::Command::new("systemd-analyze")
         .arg("--version")
         .output()
@@ -148,9 +157,8 @@ fn the_systemd_unit_is_hardened_and_parses() {
         println!("skipped systemd-analyze verify: systemd-analyze does not run here");
         return;
     }
-    // The unit as installed, with ExecStart naming the binary just built.
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("privledger.service");
+    let path = dir.path().join(name);
     std::fs::write(
         &path,
         unit.replace("/usr/local/bin/privledger", binary().to_str().unwrap()),
@@ -162,11 +170,32 @@ fn the_systemd_unit_is_hardened_and_parses() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    let problems: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("privledger.service"))
-        .collect();
+    let problems: Vec<&str> = err.lines().filter(|l| l.contains(name)).collect();
     assert!(out.status.success() && problems.is_empty(), "{err}");
+}
+
+/// The agent's unit: its own user and state directory (the outbox), the Docker
+/// socket through its group, the token as a credential; systemd parses it.
+#[test]
+fn the_agents_systemd_unit_is_hardened_and_parses() {
+    let unit = read("examples/privledger-watch.service");
+    for line in [
+        "DynamicUser=yes",
+        "StateDirectory=privledger-watch",
+        "SupplementaryGroups=docker",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "LoadCredential=watcher.token:/etc/privledger/watcher.token",
+        "RestartPreventExitStatus=64",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.trim() == line),
+            "the unit lacks {line}"
+        );
+    }
+    assert!(unit.contains("privledger watch --data /var/lib/privledger-watch"));
+    analyze("privledger-watch.service", &unit);
 }
 
 /// The Dockerfile builds in one stage and runs in another as a non-root user, with
@@ -199,4 +228,34 @@ fn the_dockerfile_and_compose_example_say_what_the_readme_says() {
         "the hub is told where it is"
     );
     assert!(compose.contains("/var/run/docker.sock"));
+}
+
+/// The example's commented `[cluster]` section, uncommented, is a valid cluster
+/// configuration (the example cannot drift into keys the server does not have).
+#[test]
+fn the_examples_cluster_section_uncommented_loads() {
+    let text = read("examples/privledger.toml");
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line == "# [cluster]" {
+            inside = true;
+        } else if inside && !line.starts_with("# ") {
+            inside = false;
+        }
+        match line.strip_prefix("# ") {
+            Some(l) if inside => out.push_str(l),
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("privledger.toml");
+    std::fs::write(&file, out).unwrap();
+    let cfg = privledger::config::Config::load(Some(&file), &Default::default())
+        .expect("the uncommented cluster section loads");
+    let c = cfg.cluster.expect("a cluster");
+    assert_eq!(c.node_id, "ledger-1");
+    assert_eq!(c.etcd_endpoints.len(), 3);
+    assert_eq!(c.seal_after, 500_000);
 }

@@ -20,7 +20,7 @@ use super::keys::{Anchor, Batch, Keys, SeqValue};
 use super::pb::etcdserverpb as rpc;
 use crate::ledger::chain_hash;
 use crate::ledger::event::Seq;
-use crate::ledger::log::RawEntry;
+use crate::ledger::log::{IdempotencyKey, RawEntry};
 
 /// Batches read per range while sealing.
 const PAGE: i64 = 256;
@@ -54,16 +54,28 @@ pub async fn earliest(etcd: &Etcd, keys: &Keys) -> Result<Seq, ArchiveError> {
     }
 }
 
-/// The segment's bytes: one export line per entry.
-fn segment(entries: &[RawEntry], mut prev: [u8; 32]) -> Vec<u8> {
+/// The segment's bytes: one export line per entry, with the idempotency keys that
+/// name it (a retry of a request older than the archive is still recognized on a node
+/// that bootstraps from it).
+fn segment(entries: &[RawEntry], idem: &[IdempotencyKey], mut prev: [u8; 32]) -> Vec<u8> {
+    let mut keys: std::collections::HashMap<Seq, Vec<&IdempotencyKey>> = Default::default();
+    for k in idem {
+        keys.entry(k.seq).or_default().push(k);
+    }
     let mut out = Vec::new();
     for e in entries {
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "seq": e.seq,
             "prev_hash": hex::encode(prev),
             "hash": hex::encode(e.hash),
             "body": String::from_utf8_lossy(&e.body),
         });
+        if let Some(ks) = keys.get(&e.seq) {
+            line["idempotency"] = ks
+                .iter()
+                .map(|k| serde_json::json!({"key": hex::encode(&k.key), "time_ns": k.time_ns}))
+                .collect();
+        }
         let _ = serde_json::to_writer(&mut out, &line);
         out.push(b'\n');
         prev = e.hash;
@@ -76,11 +88,25 @@ struct Line {
     seq: Seq,
     hash: String,
     body: String,
+    #[serde(default)]
+    idempotency: Vec<LineKey>,
+}
+
+#[derive(serde::Deserialize)]
+struct LineKey {
+    key: String,
+    time_ns: i64,
+}
+
+/// A segment's entries and the idempotency keys that name them.
+pub struct Segment {
+    pub entries: Vec<RawEntry>,
+    pub idempotency: Vec<IdempotencyKey>,
 }
 
 /// The entries of a segment file, checked against its anchor: the file's hash, dense
 /// seqs from the anchor's first, each hash the chain's, ending at the anchor's last.
-pub fn read_segment(dir: &Path, anchor: &Anchor) -> Result<Vec<RawEntry>, ArchiveError> {
+pub fn read_segment(dir: &Path, anchor: &Anchor) -> Result<Segment, ArchiveError> {
     let path = dir.join(&anchor.file);
     let bytes = std::fs::read(&path).map_err(|e| ArchiveError::File {
         path: path.clone(),
@@ -99,6 +125,7 @@ pub fn read_segment(dir: &Path, anchor: &Anchor) -> Result<Vec<RawEntry>, Archiv
         .try_into()
         .map_err(|_| bad("the anchor's previous hash is not 32 bytes".into()))?;
     let mut out = Vec::new();
+    let mut idem = Vec::new();
     let mut seq = anchor.first_seq;
     for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.is_empty() {
@@ -111,6 +138,15 @@ pub fn read_segment(dir: &Path, anchor: &Anchor) -> Result<Vec<RawEntry>, Archiv
         if l.seq != seq || hex::encode(hash) != l.hash {
             return Err(bad(format!("line {}: seq {} does not chain", n + 1, l.seq)));
         }
+        for k in l.idempotency {
+            let key = hex::decode(&k.key)
+                .map_err(|e| bad(format!("line {}: an idempotency key: {e}", n + 1)))?;
+            idem.push(IdempotencyKey {
+                key,
+                seq,
+                time_ns: k.time_ns,
+            });
+        }
         out.push(RawEntry { seq, hash, body });
         prev = hash;
         seq += 1;
@@ -118,7 +154,10 @@ pub fn read_segment(dir: &Path, anchor: &Anchor) -> Result<Vec<RawEntry>, Archiv
     if seq != anchor.last_seq + 1 || prev.as_slice() != anchor.last_hash.as_slice() {
         return Err(bad("it does not end at the anchor's last entry".into()));
     }
-    Ok(out)
+    Ok(Segment {
+        entries: out,
+        idempotency: idem,
+    })
 }
 
 /// Seals every batch wholly at or before `upto` that etcd still holds into one
@@ -138,6 +177,7 @@ pub async fn seal(
     }
     let (_, log_end) = keys.log_range();
     let mut entries: Vec<RawEntry> = Vec::new();
+    let mut idem: Vec<IdempotencyKey> = Vec::new();
     let mut prev_hash: Option<Vec<u8>> = None;
     let mut next = keys.batch(from);
     'pages: loop {
@@ -148,11 +188,12 @@ pub async fn seal(
             if b.last_seq() > upto {
                 break 'pages;
             }
-            let (raws, _) = b
+            let (raws, batch_keys) = b
                 .entries()
                 .map_err(|e| ArchiveError::Undecodable(e.to_string()))?;
             prev_hash.get_or_insert_with(|| b.prev_hash.clone());
             entries.extend(raws);
+            idem.extend(batch_keys);
             next = keys.batch(b.last_seq() + 1);
         }
         if !r.more {
@@ -165,7 +206,7 @@ pub async fn seal(
     };
     let (first_seq, last_seq, last_hash) = (first.seq, last.seq, last.hash);
     let prev: [u8; 32] = prev_hash.as_slice().try_into().unwrap_or([0; 32]);
-    let bytes = segment(&entries, prev);
+    let bytes = segment(&entries, &idem, prev);
     let file = format!("segment-{first_seq:020}-{last_seq:020}.jsonl");
     write_durably(dir, &file, &bytes)?;
     let anchor = Anchor {

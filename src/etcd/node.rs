@@ -377,10 +377,18 @@ impl Cluster {
             if anchor.last_seq <= head {
                 continue;
             }
-            let entries = archive::read_segment(dir, &anchor)?;
+            let segment = archive::read_segment(dir, &anchor)?;
+            let entries = &segment.entries;
             let skip = (head + 1).saturating_sub(anchor.first_seq) as usize;
             for chunk in entries[skip.min(entries.len())..].chunks(REPLICATE_CHUNK) {
-                ledger.replicate(chunk.to_vec(), Vec::new()).await?;
+                let (first, last) = (chunk[0].seq, chunk[chunk.len() - 1].seq);
+                let keys = segment
+                    .idempotency
+                    .iter()
+                    .filter(|k| (first..=last).contains(&k.seq))
+                    .cloned()
+                    .collect();
+                ledger.replicate(chunk.to_vec(), keys).await?;
             }
             info!(
                 file = %anchor.file,

@@ -86,6 +86,32 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    if outbox.next_number()? == 1 {
+        // A new outbox: the ledger may hold this host's reports from an earlier one
+        // (a wiped or replaced data directory). Numbering resumes after them, and a
+        // gap report says what this agent cannot know; numbering from 1 again would
+        // have every report taken for a duplicate and dropped.
+        let Some(last) = host_last(&mut clients.clone(), &cfg.host_id, stop_rx.clone()).await
+        else {
+            return Ok(());
+        };
+        if last > 0 {
+            outbox.start_at(last + 1)?;
+            let details = format!(
+                "this agent's outbox is new, while the ledger holds {last} reports of this host: \
+                 events since the last one may have been lost (the agent's data directory was \
+                 replaced)"
+            );
+            warn!("{details}");
+            let gap = HostItem::Gap {
+                from_ns: 0,
+                to_ns: crate::ledger::now_ns(),
+                details,
+            };
+            let bytes = serde_json::to_vec(&gap).unwrap_or_default();
+            outbox.push(&bytes, None)?;
+        }
+    }
     let reported = Arc::new(Notify::new());
     let ship = tokio::spawn(ship(
         clients,
@@ -104,6 +130,37 @@ pub async fn run(
     let _ = ship.await;
     info!(waiting = outbox.len(), "privledger watch: stopped");
     Ok(())
+}
+
+/// The host's last recorded number, asked of the ledger until it answers (`None`:
+/// stopped first).
+async fn host_last(
+    clients: &mut Clients,
+    host: &str,
+    mut stop: watch::Receiver<bool>,
+) -> Option<u64> {
+    let mut wait = RETRY_FIRST;
+    let mut said = false;
+    loop {
+        let ask = pb::RecordHostEventsRequest {
+            host_id: host.to_string(),
+            events: Vec::new(),
+        };
+        match clients.admin.record_host_events(ask).await {
+            Ok(r) => return Some(r.into_inner().last_number),
+            Err(s) => {
+                if !said {
+                    warn!(error = %s.message(), "a new outbox: waiting for the ledger to say where this host's reports resume");
+                    said = true;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return None,
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -253,6 +253,53 @@ async fn a_revocation_under_a_remote_hosts_running_container_raises_a_stale_gran
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_outbox_for_a_known_host_resumes_its_numbers_and_reports_the_gap() {
+    let (s, mut admin) = common::TestServer::start_admin().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let token = watcher_token(&mut admin, "host-c", tmp.path()).await;
+    let secret = std::fs::read_to_string(&token).unwrap();
+    let mut w = s.client(Some(secret.trim())).await;
+    // An earlier outbox reported 1..=3.
+    let events = (1..=3)
+        .map(|n| pb::HostEvent {
+            number: n,
+            what: Some(pb::host_event::What::Event(pb::DockerEvent {
+                r#type: "container".into(),
+                action: "create".into(),
+                id: format!("{n:064}"),
+                time_nano: n as i64,
+                attributes: Default::default(),
+            })),
+            facts: None,
+        })
+        .collect();
+    w.admin
+        .record_host_events(pb::RecordHostEventsRequest {
+            host_id: "host-c".into(),
+            events,
+        })
+        .await
+        .unwrap();
+    // A new agent on an empty data directory (no Docker needed for this).
+    let log = tmp.path().join("agent.log");
+    let mut cmd_agent = Agent::start(&s.url, &token, "host-c", &tmp.path().join("fresh"), &log);
+    let evs = until_reported(
+        &mut admin,
+        "host-c",
+        "the new outbox's gap report",
+        &log,
+        |evs| evs.iter().any(|e| e["alert"] == "docker_event_gap"),
+    )
+    .await;
+    let gap = evs
+        .iter()
+        .find(|e| e["alert"] == "docker_event_gap")
+        .unwrap();
+    assert_eq!(gap["host_seq"], 4, "{gap}");
+    cmd_agent.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_loses_nothing_while_the_ledger_is_down_and_reports_nothing_twice_after_a_kill() {
     if !common::docker_available() {
         return;

@@ -138,6 +138,18 @@ impl Outbox {
         Ok(())
     }
 
+    /// Numbers reports from `next` on (a new outbox for a host the ledger already
+    /// holds reports of); never goes back.
+    pub fn start_at(&self, next: u64) -> Result<(), OutboxError> {
+        if next > self.next_number()? {
+            self.meta
+                .insert(NEXT, &next.to_be_bytes())
+                .map_err(|e| self.err(e))?;
+            self.sync()?;
+        }
+        Ok(())
+    }
+
     /// The number the next report gets.
     pub fn next_number(&self) -> Result<u64, OutboxError> {
         Ok(self
@@ -173,5 +185,9 @@ mod tests {
         o.acknowledged(4).unwrap();
         assert!(o.is_empty());
         assert_eq!(o.next_number().unwrap(), 5);
+        o.start_at(3).unwrap();
+        assert_eq!(o.next_number().unwrap(), 5, "never back");
+        o.start_at(40).unwrap();
+        assert_eq!(o.push(b"e", None).unwrap(), 40);
     }
 }

@@ -761,3 +761,25 @@ async fn an_etcd_member_paused_under_the_nodes_is_left_for_another_and_everyone_
     }
     n.etcd.signal(0, Signal::CONT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_stopped_gracefully_resigns_and_the_others_write_on() {
+    let Some(mut n) = Nodes::start().await else {
+        return;
+    };
+    let w = n.writer().await;
+    let seq = create_anywhere(&n, &[w], "before-stop").await;
+    let old = n.nodes[w].take().expect("the writer runs");
+    let log = old.log.clone();
+    old.terminate().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("stopping: resigning the writer's lease"),
+        "{text}"
+    );
+    let others: Vec<usize> = (0..3).filter(|i| *i != w).collect();
+    let after = create_anywhere(&n, &others, "after-stop").await;
+    assert!(after > seq);
+    assert_ne!(n.writer_among(&others).await, w);
+    n.agree_and_verify().await;
+}

@@ -460,10 +460,9 @@ impl Cluster {
     {
         let mut wait = RETRY_FIRST;
         while !*stop.borrow() {
-            let result = tokio::select! {
-                r = self.term(&ledger, &on_elected) => r,
-                _ = stop.wait_for(|s| *s) => Ok(()),
-            };
+            // The term watches `stop` itself: a writer that stops resigns and revokes
+            // its lease, so that another node takes over at once, not a lease later.
+            let result = self.term(&ledger, &on_elected, stop.clone()).await;
             self.roles.send_if_modified(|r| {
                 let was = matches!(r, Role::Writer { .. });
                 if was {
@@ -488,7 +487,12 @@ impl Cluster {
 
     /// One lease: campaign on it, and once elected and caught up, write until the
     /// lease is lost or a fenced append steps this node down. Resigns on the way out.
-    async fn term<F, Fut>(&self, ledger: &Ledger, on_elected: &F) -> Result<(), FollowError>
+    async fn term<F, Fut>(
+        &self,
+        ledger: &Ledger,
+        on_elected: &F,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), FollowError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -507,6 +511,7 @@ impl Cluster {
             let leader = tokio::select! {
                 l = self.etcd.campaign(&name, lease, self.me().encode_to_vec()) => l?,
                 _ = lost.wait_for(|l| *l) => return Ok(()),
+                _ = stop.wait_for(|s| *s) => return Ok(()),
             };
             // Nobody else can append now: read the head linearizably and apply
             // everything up to it before the first write of this term.
@@ -542,6 +547,7 @@ impl Cluster {
             tokio::select! {
                 _ = lost.wait_for(|l| *l) => warn!("the writer's lease was lost"),
                 _ = role.wait_for(|r| !matches!(r, Role::Writer { .. })) => {}
+                _ = stop.wait_for(|s| *s) => info!("stopping: resigning the writer's lease"),
             }
             let _ = self.etcd.resign(leader).await;
             Ok(())

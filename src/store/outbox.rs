@@ -36,11 +36,27 @@ impl Outbox {
             dir: name.clone(),
             reason: e.to_string(),
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(8 * 1024 * 1024)
-            .open()
-            .map_err(|e| err(&e))?;
+            .cache_capacity(8 * 1024 * 1024);
+        // sled's background threads may keep the lock a moment after a handle in this
+        // process is dropped; another agent on the same directory keeps it.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    if tries == 100 {
+                        return Err(err(&format!(
+                            "in use by another process (another agent on this directory?): {e}"
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(err(&e)),
+                Ok(db) => break db,
+            }
+        };
         let items = db.open_tree("items").map_err(|e| err(&e))?;
         let meta = db.open_tree("meta").map_err(|e| err(&e))?;
         let file = File::open(dir.join("db")).map_err(|e| err(&e))?;

@@ -260,15 +260,13 @@ pub async fn run(
         api = api.with_cluster(v.clone());
     }
     let forward = crate::api::cluster::ForwardLayer::new(view);
-    let routes = routes(
+    mirror_write_status(
         &ledger,
-        api,
-        auth,
-        cfg.max_request_bytes,
-        health_reporter,
-        health,
+        health_reporter.clone(),
+        node.as_ref().map(|c| c.watch_stale()),
     )
     .await;
+    let routes = routes(api, auth, cfg.max_request_bytes, health_reporter, health).await;
     let limits = cfg.net.limits;
     let tls = match &cfg.net.tls {
         Some(files) => {
@@ -384,7 +382,6 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// authentication, plus health checking and reflection (which carry no ledger data
 /// and stay open so probes and grpcurl's schema discovery work without a token).
 async fn routes(
-    ledger: &Ledger,
     api: Api,
     auth: Authenticator,
     max_request_bytes: usize,
@@ -394,7 +391,6 @@ async fn routes(
     health_reporter
         .set_serving::<pb::audit_server::AuditServer<Api>>()
         .await;
-    mirror_write_status(ledger, health_reporter.clone()).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -426,29 +422,57 @@ async fn routes(
 
 /// Admin and Authorizer carry the write paths (AuthorizeSpawn records its decision),
 /// and the overall service ("") stands for all of them: each reports SERVING only while
-/// the ledger takes writes. Audit, which only reads, stays SERVING.
-async fn mirror_write_status(ledger: &Ledger, health: HealthReporter) {
-    async fn set(health: &HealthReporter, status: &WriteStatus) {
-        let s = if *status == WriteStatus::Writable {
-            tonic_health::ServingStatus::Serving
-        } else {
-            tonic_health::ServingStatus::NotServing
+/// the ledger takes writes. On a cluster node that answers no access question (out of
+/// touch with etcd, or stuck behind it, past its bound: `stale`), Authorizer and the
+/// overall service report NOT_SERVING too, so that a load balancer or a probe passes
+/// it over. Audit, which only reads, stays SERVING.
+async fn mirror_write_status(
+    ledger: &Ledger,
+    health: HealthReporter,
+    stale: Option<watch::Receiver<bool>>,
+) {
+    async fn set(health: &HealthReporter, status: &WriteStatus, stale: bool) {
+        let serving = |ok: bool| {
+            if ok {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            }
         };
-        for svc in [
-            "",
-            <pb::admin_server::AdminServer<Api> as tonic::server::NamedService>::NAME,
-            <pb::authorizer_server::AuthorizerServer<Api> as tonic::server::NamedService>::NAME,
-        ] {
-            health.set_service_status(svc, s).await;
-        }
+        let writable = *status == WriteStatus::Writable;
+        let admin = <pb::admin_server::AdminServer<Api> as tonic::server::NamedService>::NAME;
+        let authorizer =
+            <pb::authorizer_server::AuthorizerServer<Api> as tonic::server::NamedService>::NAME;
+        health
+            .set_service_status("", serving(writable && !stale))
+            .await;
+        health.set_service_status(admin, serving(writable)).await;
+        health
+            .set_service_status(authorizer, serving(writable && !stale))
+            .await;
     }
     let mut rx = ledger.watch_write_status();
+    let mut stale = stale;
+    let is_stale = |s: &Option<watch::Receiver<bool>>| s.as_ref().is_some_and(|r| *r.borrow());
     let first = rx.borrow_and_update().clone();
-    set(&health, &first).await;
+    set(&health, &first, is_stale(&stale)).await;
     tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
+        loop {
+            let stale_changed = async {
+                match stale.as_mut() {
+                    Some(s) => s.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let node_alive = tokio::select! {
+                r = rx.changed() => if r.is_err() { return } else { true },
+                alive = stale_changed => alive,
+            };
+            if !node_alive {
+                stale = None;
+            }
             let status = rx.borrow_and_update().clone();
-            set(&health, &status).await;
+            set(&health, &status, is_stale(&stale)).await;
         }
     });
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Containers, ServeProcess, TEST_IMAGE};
 use privledger::client::Clients;
@@ -88,7 +88,8 @@ async fn from_host(c: &mut Clients, host: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Waits until `pred` holds for the entries reported from `host`.
+/// Follows the audit stream until `pred` holds for the entries reported from
+/// `host`; returns them. The bound only keeps a broken run from hanging.
 async fn until_reported(
     c: &mut Clients,
     host: &str,
@@ -96,20 +97,30 @@ async fn until_reported(
     log: &Path,
     pred: impl Fn(&[serde_json::Value]) -> bool,
 ) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        let evs = from_host(c, host).await;
-        if pred(&evs) {
-            return evs;
+    let mut s = c
+        .audit
+        .stream(common::stream_from(1, true))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut evs = Vec::new();
+    let done = tokio::time::timeout(BOUND, async {
+        while !pred(&evs) {
+            let e = s.message().await.expect("stream").expect("stream open");
+            let ev = serde_json::from_slice::<serde_json::Value>(&e.body).unwrap()["event"].clone();
+            if ev["host"] == host {
+                evs.push(ev);
+            }
         }
-        assert!(
-            Instant::now() < deadline,
-            "never reported: {what} ({} entries from the host); the agent's log:\n{}",
-            evs.len(),
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    assert!(
+        done.is_ok(),
+        "never reported: {what} ({} entries from the host); the agent's log:\n{}",
+        evs.len(),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    evs
 }
 
 /// (container id, action) → how many entries record it.

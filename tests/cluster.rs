@@ -136,18 +136,9 @@ impl Nodes {
             .into_inner()
     }
 
-    /// The node that holds the writer's lease now (waits for one).
+    /// The node that holds the writer's lease now.
     async fn writer(&self) -> usize {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            for i in self.alive() {
-                if self.head(i).await.role == "leader" {
-                    return i;
-                }
-            }
-            assert!(Instant::now() < deadline, "no node became the writer");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.writer_among(&self.alive()).await
     }
 
     /// Waits until every running node has applied `seq` (following its audit head).
@@ -322,9 +313,13 @@ async fn a_killed_writer_loses_no_acknowledged_write_and_a_restarted_node_catche
     let n = std::sync::Arc::new(tokio::sync::RwLock::new(n));
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
     let (killed_tx, killed_rx) = tokio::sync::watch::channel(false);
+    // How many writes were acknowledged so far.
+    let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
+    let count_tx = std::sync::Arc::new(count_tx);
     let mut writers = Vec::new();
     for t in 0..3usize {
         let (n, acked, killed) = (n.clone(), acked.clone(), killed_rx.clone());
+        let count = count_tx.clone();
         writers.push(tokio::spawn(async move {
             // Each writer keeps going until well after the kill.
             let mut after_kill = 0;
@@ -339,7 +334,12 @@ async fn a_killed_writer_loses_no_acknowledged_write_and_a_restarted_node_catche
                         .collect();
                     create_anywhere(&g, &order, &name).await
                 };
-                acked.lock().unwrap().push((name, seq));
+                let done = {
+                    let mut a = acked.lock().unwrap();
+                    a.push((name, seq));
+                    a.len()
+                };
+                count.send_replace(done);
                 if *killed.borrow() {
                     after_kill += 1;
                     if after_kill >= 10 {
@@ -350,11 +350,10 @@ async fn a_killed_writer_loses_no_acknowledged_write_and_a_restarted_node_catche
         }));
     }
     // Kill the writer once writes are flowing.
-    let deadline = Instant::now() + BOUND;
-    while acked.lock().unwrap().len() < 30 {
-        assert!(Instant::now() < deadline, "writes did not flow");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tokio::time::timeout(BOUND, count_rx.wait_for(|n| *n >= 30))
+        .await
+        .expect("writes did not flow")
+        .unwrap();
     {
         let mut g = n.write().await;
         g.node_mut(w).kill();
@@ -465,21 +464,20 @@ async fn a_follower_paused_while_etcd_compacts_its_history_catches_up_and_verifi
 }
 
 impl Nodes {
-    /// The writer, once it is one of `among`.
+    /// The writer, one of `among`. When none says it is (an election under way), a
+    /// write through them waits for one: acknowledged, it was made by the writer.
     async fn writer_among(&self, among: &[usize]) -> usize {
-        let deadline = Instant::now() + BOUND;
-        loop {
+        for probe in [false, true] {
+            if probe {
+                create_anywhere(self, among, &format!("probe-{}", now_tag())).await;
+            }
             for &i in among {
                 if self.head(i).await.role == "leader" {
                     return i;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "none of {among:?} became the writer"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("none of {among:?} is the writer after a write through them");
     }
 }
 
@@ -499,19 +497,14 @@ async fn a_node_cut_off_from_etcd_past_its_bound_answers_no_access_question() {
     n.all_reach(seq).await;
     n.etcd.kill(2);
     let mut c = n.client(2).await;
-    let deadline = Instant::now() + BOUND;
-    let refusal = loop {
-        match c.authz.check_access(common::check("alice")).await {
-            Err(s) if s.code() == tonic::Code::Unavailable => break s,
-            Ok(_) => {}
-            Err(s) => panic!("{s:?}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 2 kept answering without etcd"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // Past its bound the node says so in health (NOT_SERVING), and refuses.
+    common::wait_health(&c.channel, "privledger.v1.Authorizer", 2).await;
+    let refusal = c
+        .authz
+        .check_access(common::check("alice"))
+        .await
+        .expect_err("a node cut off from etcd answers no access question");
+    assert_eq!(refusal.code(), tonic::Code::Unavailable);
     assert!(
         refusal.message().contains("has not heard from etcd"),
         "{}",
@@ -530,11 +523,11 @@ async fn a_node_cut_off_from_etcd_past_its_bound_answers_no_access_question() {
     // The other nodes go on; node 2 answers again once its member is back.
     create_anywhere(&n, &[0, 1], "while-cut-off").await;
     n.etcd.restart(2).await;
-    let deadline = Instant::now() + BOUND;
-    while c.authz.check_access(common::check("alice")).await.is_err() {
-        assert!(Instant::now() < deadline, "node 2 did not answer again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_health(&c.channel, "privledger.v1.Authorizer", 1).await;
+    c.authz
+        .check_access(common::check("alice"))
+        .await
+        .expect("node 2 answers again");
     n.agree_and_verify().await;
 }
 
@@ -558,15 +551,26 @@ async fn the_writer_seals_old_batches_into_the_archive_and_a_new_node_bootstraps
     }
     // The writer seals once etcd holds more than 40 entries.
     let etcd = n.etcd.client();
-    let deadline = Instant::now() + BOUND;
-    let earliest = loop {
-        let (kv, _) = etcd.get(b"/privledger/privledger/earliest").await.unwrap();
-        if let Some(kv) = kv {
-            break privledger::etcd::keys::SeqValue::decode_value(&kv.value).unwrap();
+    let earliest_key = b"/privledger/privledger/earliest";
+    let (kv, rev) = etcd.get(earliest_key).await.unwrap();
+    let value = match kv {
+        Some(kv) => kv.value,
+        None => {
+            // Watch the key from the revision read: its first put is the seal.
+            let mut w = etcd.watch(earliest_key, &[], rev + 1).await.unwrap();
+            loop {
+                let r = tokio::time::timeout(BOUND, w.events.message())
+                    .await
+                    .expect("nothing was sealed")
+                    .unwrap()
+                    .expect("the watch is open");
+                if let Some(kv) = r.events.into_iter().find_map(|e| e.kv) {
+                    break kv.value;
+                }
+            }
         }
-        assert!(Instant::now() < deadline, "nothing was sealed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let earliest = privledger::etcd::keys::SeqValue::decode_value(&value).unwrap();
     assert!(earliest > 40, "earliest {earliest}");
     // The sealed batches left etcd; their segments verify offline.
     let keys = privledger::etcd::keys::Keys::new("privledger");
@@ -615,7 +619,7 @@ async fn the_writer_seals_old_batches_into_the_archive_and_a_new_node_bootstraps
         n.node_mut(i).kill();
         n.nodes[i] = None;
     }
-    assert_eq!(n.writer().await, 3);
+    assert_eq!(n.writer().await, 3, "the only node left writes");
     let mut c = n.client(3).await;
     let again = c
         .admin
@@ -696,22 +700,13 @@ async fn nodes_reach_etcd_with_client_certificates_and_forward_writes_over_tls()
     let token = nodes[0].admin_token();
     // Node 1 follows; its write goes to node 0 over TLS (trusted by --peer-ca).
     let mut c1 = nodes[1].client(&token).await;
-    let deadline = Instant::now() + BOUND;
-    let g = loop {
-        // Until node 1 has learnt who writes (its first heartbeat).
-        match c1
-            .admin
-            .create_group(common::create_group("over-tls"))
-            .await
-        {
-            Ok(g) => break g.into_inner(),
-            Err(s) => assert!(
-                s.code() == tonic::Code::Unavailable && Instant::now() < deadline,
-                "{s:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // (A node that does not know the writer yet waits for it to be known.)
+    let g = c1
+        .admin
+        .create_group(common::create_group("over-tls"))
+        .await
+        .expect("a write forwarded over TLS")
+        .into_inner();
     let mut c0 = nodes[0].client(&token).await;
     let access = c1
         .authz

@@ -12,6 +12,10 @@ use tonic::codegen::http;
 use tonic::transport::Channel;
 use tonic::Status;
 
+/// How long a write waits for an election under way before it is refused: about a
+/// lease, the time a dead writer's key takes to go.
+pub const WAIT_FOR_WRITER: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Marks a forwarded request: a node that is not the writer either does not forward it
 /// again (no loop between two nodes that each believe the other writes).
 pub const FORWARDED_BY: &str = "privledger-forwarded-by";
@@ -42,6 +46,8 @@ pub trait ClusterView: Send + Sync + 'static {
     fn writer_id(&self) -> Option<String>;
     /// A channel to the writer (cached), or why there is none.
     fn writer_channel(&self) -> Result<Channel, String>;
+    /// Resolves once a writer is known (this node or another).
+    fn writer_known(&self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
     /// Why this node, whose state is at seq `head`, must not answer access questions
     /// now (out of touch with etcd, or stuck behind it, for longer than its bound), if
     /// it must not.
@@ -115,22 +121,24 @@ where
                 ))))
             });
         }
-        let channel = match view.writer_channel() {
-            Ok(c) => c,
-            Err(why) => {
-                return Box::pin(async move {
-                    Ok(refuse(Status::unavailable(format!(
-                        "{why}; nothing was recorded: retry"
-                    ))))
-                })
-            }
-        };
         if let Ok(v) = http::HeaderValue::from_str(view.node_id()) {
             req.headers_mut().insert(FORWARDED_BY, v);
         }
-        let writer = view.writer_id().unwrap_or_default();
         let req = req.map(Body::new);
         Box::pin(async move {
+            // An election under way: wait (briefly) for its outcome rather than refuse.
+            if view.writer_channel().is_err() {
+                let _ = tokio::time::timeout(WAIT_FOR_WRITER, view.writer_known()).await;
+            }
+            let channel = match view.writer_channel() {
+                Ok(c) => c,
+                Err(why) => {
+                    return Ok(refuse(Status::unavailable(format!(
+                        "{why}; nothing was recorded: retry"
+                    ))))
+                }
+            };
+            let writer = view.writer_id().unwrap_or_default();
             match tower::ServiceExt::oneshot(channel, req).await {
                 Ok(res) => Ok(res),
                 // Sent or not, the caller cannot tell: as for any lost answer, a retry

@@ -82,6 +82,9 @@ pub struct Cluster {
     /// Since when this node's head has been behind the cluster's without catching up
     /// (a watch that brings nothing, a batch it cannot apply).
     lagging: Mutex<Option<(Instant, u64)>>,
+    /// Whether this node answers no access question now, as of the last heartbeat
+    /// (health mirrors it).
+    stale_now: watch::Sender<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +110,7 @@ impl Cluster {
             contact: Mutex::new(Instant::now()),
             etcd_head: AtomicU64::new(0),
             lagging: Mutex::new(None),
+            stale_now: watch::channel(false).0,
         })
     }
 
@@ -151,6 +155,11 @@ impl Cluster {
     /// How long since etcd last answered this node.
     pub fn silence(&self) -> Duration {
         self.contact.lock().map_or(Duration::MAX, |c| c.elapsed())
+    }
+
+    /// Follows whether this node answers access questions (updated each heartbeat).
+    pub fn watch_stale(&self) -> watch::Receiver<bool> {
+        self.stale_now.subscribe()
     }
 
     /// Why this node, whose state is at seq `head`, must not answer a privileged
@@ -585,6 +594,9 @@ impl Cluster {
                 Err(e) => warn!(error = %e, silence = ?self.silence(), "etcd heartbeat"),
             }
             crate::metrics::cluster_silence(self.silence());
+            let stale = self.stale(ledger.snapshot().seq).is_some();
+            self.stale_now
+                .send_if_modified(|s| std::mem::replace(s, stale) != stale);
             if matches!(*self.roles.borrow(), Role::Follower { .. }) {
                 if let Ok(kv) = self.etcd.leader(&self.keys.election()).await {
                     let writer = kv.and_then(|kv| WriterInfo::decode_value(&kv.value).ok());

@@ -103,6 +103,15 @@ impl ClusterView for NodeView {
         Ok(ch)
     }
 
+    fn writer_known(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let mut roles = self.cluster.watch_role();
+        Box::pin(async move {
+            let _ = roles
+                .wait_for(|r| !matches!(r, crate::etcd::Role::Follower { writer: None }))
+                .await;
+        })
+    }
+
     fn stale(&self, head: u64) -> Option<String> {
         self.cluster.stale(head)
     }

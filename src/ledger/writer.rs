@@ -429,7 +429,6 @@ impl Writer {
             });
         }
         let mut next = (*current).clone();
-        let mut entries = Vec::with_capacity(raws.len());
         for raw in raws {
             let corrupt = |reason: &str| Error::Corrupt {
                 seq: raw.seq,
@@ -447,7 +446,6 @@ impl Writer {
             }
             next.apply(e.seq, e.time_ns, &e.actor, &e.event);
             next.commit_hash(e.hash);
-            entries.push(e);
         }
         self.store.store_replicated(AppendBatch {
             prev: Witness {

@@ -778,3 +778,78 @@ async fn a_writer_stopped_gracefully_resigns_and_the_others_write_on() {
     assert_ne!(n.writer_among(&others).await, w);
     n.agree_and_verify().await;
 }
+
+/// The checkpoint files in a node's data directory, by seq.
+fn checkpoint_files(data: &std::path::Path) -> BTreeMap<u64, Vec<u8>> {
+    let Ok(dir) = std::fs::read_dir(data.join("checkpoints")) else {
+        return BTreeMap::new();
+    };
+    dir.filter_map(|e| {
+        let path = e.ok()?.path();
+        let seq = path.file_name()?.to_str()?.strip_suffix(".checkpoint")?;
+        Some((seq.parse().ok()?, std::fs::read(&path).ok()?))
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_keep_the_writers_checkpoints_and_restart_from_them() {
+    let extra = vec!["--checkpoint-interval".to_string(), "20".to_string()];
+    let Some(mut n) = Nodes::start_with(extra).await else {
+        return;
+    };
+    let w = n.writer().await;
+    // The follower's own interval is never reached: what it keeps is the writer's.
+    let f = (w + 1) % 3;
+    n.nodes[f]
+        .take()
+        .expect("the follower runs")
+        .terminate()
+        .await;
+    let late = ["--checkpoint-interval".to_string(), "100000".to_string()];
+    let endpoints = n.etcd.endpoints();
+    let again = n
+        .spawn_in(&n.dirs[f], &format!("n{f}"), &endpoints, &late)
+        .await;
+    n.nodes[f] = Some(again);
+    for k in 0..100 {
+        create_anywhere(&n, &[w], &format!("cp-{k}")).await;
+    }
+    let head = n.agree_and_verify().await;
+    // A graceful stop waits for the checkpoint being written.
+    let stopped = n.nodes[f].take().expect("the follower runs");
+    let log = stopped.log_tail();
+    stopped.terminate().await;
+    let (kept, written) = (checkpoint_files(&n.dirs[f]), checkpoint_files(&n.dirs[w]));
+    assert!(
+        !kept.is_empty(),
+        "the follower kept none of the writer's checkpoints {:?}\n{log}",
+        written.keys()
+    );
+    // Each file kept is the writer's own, byte for byte (both prune to their newest).
+    for (seq, bytes) in &kept {
+        if let Some(theirs) = written.get(seq) {
+            assert!(
+                theirs == bytes,
+                "checkpoint {seq} differs from the writer's"
+            );
+        }
+    }
+    // Restarted, it loads from the newest it kept (the chain vouches for it), and
+    // replays only what came after.
+    let back = n.spawn(f).await;
+    let from = common::loaded_from_checkpoint(&back.log_text());
+    assert_eq!(
+        Some(from),
+        kept.keys().last().copied(),
+        "{}",
+        back.log_text()
+    );
+    n.nodes[f] = Some(back);
+    n.all_reach(head.seq).await;
+    n.agree_and_verify().await;
+    // A past position on the follower is answered from the kept checkpoints.
+    let past = common::who_timeless(&mut n.client(f).await, Some(from)).await;
+    let on_writer = common::who_timeless(&mut n.client(w).await, Some(from)).await;
+    assert_eq!(past, on_writer);
+}

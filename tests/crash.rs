@@ -296,16 +296,6 @@ async fn follow(
     }
 }
 
-/// `privledger loaded head=H checkpoint=C`: C, from a server's log.
-fn loaded_from_checkpoint(log: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("ledger loaded"))
-        .unwrap_or_else(|| panic!("no 'ledger loaded' line in:\n{log}"));
-    let v = line.split("checkpoint=").nth(1).expect("checkpoint=");
-    v.split_whitespace().next().unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_entry() {
     let started = Instant::now();
@@ -433,13 +423,18 @@ async fn kill_9_under_load_loses_no_acknowledged_entry() {
         AUTHORIZER,
     )
     .await;
-    let from_cp = loaded_from_checkpoint(&a.log_text());
+    let from_cp = common::loaded_from_checkpoint(&a.log_text());
     assert!(
         from_cp > 0,
         "the final start used no checkpoint:\n{}",
         a.log_text()
     );
-    assert_eq!(loaded_from_checkpoint(&b.log_text()), 0, "{}", b.log_text());
+    assert_eq!(
+        common::loaded_from_checkpoint(&b.log_text()),
+        0,
+        "{}",
+        b.log_text()
+    );
     let mut c = a.admin().await;
 
     // Dense from 1 to the head; the chain verifies.

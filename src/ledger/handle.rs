@@ -125,6 +125,7 @@ impl Ledger {
             cfg: cfg.clone(),
             since_checkpoint: head - from_checkpoint,
             checkpointer,
+            recent: std::collections::VecDeque::new(),
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())

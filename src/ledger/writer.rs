@@ -11,7 +11,7 @@
 //! store's recovery with backoff, answering writes UNAVAILABLE meanwhile. Once a write
 //! can succeed again it resumes by itself, with the head it last acknowledged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,24 @@ pub(super) struct Writer {
     pub cfg: LedgerConfig,
     pub since_checkpoint: u64,
     pub checkpointer: Option<Checkpointer>,
+    /// A follower's states at the end of its latest replicated batches: the writer's
+    /// batches end at the same seqs, so when the writer's `state_checkpointed` entry
+    /// arrives, the state it describes is here to encode and prove against its digest.
+    pub recent: VecDeque<Arc<State>>,
+}
+
+/// Replicated batch ends a follower keeps for the writer's checkpoint records, which
+/// come a few batches after the state they describe (encoding it takes the writer tens
+/// of milliseconds). The states share all but their latest changes.
+const RECENT_STATES: usize = 64;
+
+/// One checkpoint to write.
+struct Job {
+    state: Arc<State>,
+    /// `None`: this node's own, recorded in the ledger once written. `Some`: the digest
+    /// the cluster's writer recorded for this seq; the file is kept only if this node's
+    /// encoding has exactly that digest (then the chain already vouches for it).
+    recorded: Option<Arc<str>>,
 }
 
 /// Writes checkpoints on its own thread: encoding the state of 100k users takes tens
@@ -110,7 +128,7 @@ pub(super) struct Writer {
 pub(super) struct Checkpointer {
     /// Capacity 1: while one checkpoint is being written, the writer retries with a
     /// later state after its next batch rather than queueing stale ones.
-    tx: std::sync::mpsc::SyncSender<Arc<State>>,
+    tx: std::sync::mpsc::SyncSender<Job>,
     handle: std::thread::JoinHandle<()>,
 }
 
@@ -126,12 +144,12 @@ impl Checkpointer {
         interval: u64,
         writer: mpsc::WeakSender<Msg>,
     ) -> Result<Checkpointer, Error> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<State>>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
         let window = interval.max(1).saturating_mul(SPARSE_CHECKPOINT_WINDOW);
         let handle = std::thread::Builder::new()
             .name("ledger-checkpoint".into())
             .spawn(move || {
-                for state in rx {
+                for Job { state, recorded } in rx {
                     let bytes = match state.to_checkpoint() {
                         Ok(b) => b,
                         Err(e) => {
@@ -139,11 +157,25 @@ impl Checkpointer {
                             continue;
                         }
                     };
+                    let sha256 = hex::encode(Sha256::digest(&bytes));
+                    if recorded.as_deref().is_some_and(|r| r != sha256) {
+                        // Not a failure of this node's copy (the chain verified): the
+                        // writer ran another build's encoding, say. Loading replays.
+                        warn!(
+                            seq = state.seq,
+                            "this node's checkpoint differs from the one the writer \
+                             recorded; not kept"
+                        );
+                        continue;
+                    }
                     if let Err(e) = store
                         .put_checkpoint(state.seq, &bytes)
                         .and_then(|()| store.prune_checkpoints(2, window))
                     {
                         warn!(seq = state.seq, error = %e, "checkpoint not written");
+                        continue;
+                    }
+                    if recorded.is_some() {
                         continue;
                     }
                     let (reply, _) = oneshot::channel();
@@ -153,7 +185,7 @@ impl Checkpointer {
                         request_id: None,
                         cmd: Command::RecordCheckpoint {
                             at_seq: state.seq,
-                            sha256: hex::encode(Sha256::digest(&bytes)),
+                            sha256,
                         },
                         meta: None,
                         reply,
@@ -174,7 +206,21 @@ impl Checkpointer {
 
     /// Hands `state` over; false when a checkpoint is still being written.
     fn offer(&self, state: &Arc<State>) -> bool {
-        self.tx.try_send(state.clone()).is_ok()
+        let job = Job {
+            state: state.clone(),
+            recorded: None,
+        };
+        self.tx.try_send(job).is_ok()
+    }
+
+    /// Hands over a state whose checkpoint the cluster's writer recorded with
+    /// `digest`. Dropped when a checkpoint is being written: a later one will come.
+    fn keep(&self, state: Arc<State>, digest: &str) {
+        let job = Job {
+            state,
+            recorded: Some(digest.into()),
+        };
+        let _ = self.tx.try_send(job);
     }
 
     /// Waits for the checkpoint in progress.
@@ -377,6 +423,8 @@ impl Writer {
         }
         let state = Arc::new(next);
         if !p.raws.is_empty() {
+            // This node writes now: states kept as a follower are of no more use.
+            self.recent.clear();
             self.since_checkpoint += p.raws.len() as u64;
             self.published.store(state.clone());
             self.head.send_replace(state.seq);
@@ -429,6 +477,7 @@ impl Writer {
             });
         }
         let mut next = (*current).clone();
+        let mut keep = Vec::new();
         for raw in raws {
             let corrupt = |reason: &str| Error::Corrupt {
                 seq: raw.seq,
@@ -444,6 +493,11 @@ impl Writer {
             if e.prev_hash != next.hash || e.seq != raw.seq {
                 return Err(corrupt("body's seq or prev_hash does not follow the head"));
             }
+            if let Event::StateCheckpointed { at_seq, sha256 } = &e.event {
+                if let Some(st) = self.recent.iter().find(|st| st.seq == *at_seq) {
+                    keep.push((st.clone(), sha256.clone()));
+                }
+            }
             next.apply(e.seq, e.time_ns, &e.actor, &e.event);
             next.commit_hash(e.hash);
         }
@@ -457,15 +511,22 @@ impl Writer {
             meta: &[],
         })?;
         let state = Arc::new(next);
+        // Counted so that a follower elected writer checkpoints soon; a follower's own
+        // checkpoints could never be recorded (only the writer writes), so it keeps
+        // the writer's instead.
         self.since_checkpoint += raws.len() as u64;
         self.published.store(state.clone());
         self.head.send_replace(state.seq);
         crate::metrics::replicated_batch(raws.len(), state.seq);
-        if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1)
-            && self.checkpointer.as_ref().is_some_and(|c| c.offer(&state))
-        {
-            self.since_checkpoint = 0;
+        if let Some(c) = &self.checkpointer {
+            for (st, digest) in keep {
+                c.keep(st, &digest);
+            }
         }
+        if self.recent.len() == RECENT_STATES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(state.clone());
         Ok(state.seq)
     }
 

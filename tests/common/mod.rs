@@ -586,6 +586,17 @@ pub async fn answers(c: &mut Clients) -> Answers {
 /// A free TCP port on 127.0.0.1, for an address a server binds by itself (the
 /// binary's `--listen`, the metrics exporter): bound, read and released, so that the
 /// server can bind it again at once.
+/// `privledger loaded head=H checkpoint=C`: C, from a server's log (the first start
+/// the log holds).
+pub fn loaded_from_checkpoint(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("ledger loaded"))
+        .unwrap_or_else(|| panic!("no 'ledger loaded' line in:\n{log}"));
+    let v = line.split("checkpoint=").nth(1).expect("checkpoint=");
+    v.split_whitespace().next().unwrap().parse().unwrap()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")

@@ -14,7 +14,9 @@ impl State {
     // === checkpoints ===
 
     /// The checkpoint encoding (JSON; every map key is a string, so it cannot fail
-    /// short of running out of memory, which aborts).
+    /// short of running out of memory, which aborts). Equal states encode byte for
+    /// byte alike: hash maps are written in key order, so that a cluster's follower can
+    /// prove its own encoding of a seq against the digest the writer recorded.
     pub fn to_checkpoint(&self) -> Result<Vec<u8>, String> {
         let cp = Checkpoint {
             version: CHECKPOINT_VERSION,
@@ -39,8 +41,8 @@ impl State {
                 })
                 .collect(),
             grants: self.grants.values().cloned().collect(),
-            tokens: self.tokens.values().cloned().collect(),
-            containers: self.containers.values().cloned().collect(),
+            tokens: sorted(self.tokens.values(), |t| &t.name),
+            containers: sorted(self.containers.values(), |c| &c.id),
             checkpoints: self
                 .checkpoints
                 .iter()
@@ -179,4 +181,76 @@ struct Checkpoint {
     /// Agents' last numbers by host (absent before there were agents).
     #[serde(default)]
     hosts: Vec<(Arc<str>, u64)>,
+}
+
+/// Clones of `items` in the order of `key` (hash maps iterate in their hasher's order,
+/// which differs between processes).
+fn sorted<'a, T: Clone + 'a>(
+    items: impl Iterator<Item = &'a T>,
+    key: impl Fn(&T) -> &String,
+) -> Vec<T> {
+    let mut v: Vec<T> = items.cloned().collect();
+    v.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::event::{ContainerObserved, Event, ObservedVia, Role};
+
+    /// The state after 40 tokens and 40 containers, built from scratch (each map then
+    /// gets a hasher of its own, so its iteration order differs from another's).
+    fn built() -> State {
+        let mut st = State::default();
+        let mut seq = 0;
+        let mut next = |st: &mut State, event: Event| {
+            seq += 1;
+            st.apply(seq, seq as i64 * 1000, "admin", &event);
+            st.commit_hash([seq as u8; 32]);
+        };
+        for i in 0..40 {
+            let token = Event::TokenIssued {
+                name: format!("t{i}"),
+                role: Role::Spawner,
+                secret_sha256: format!("{i:064x}"),
+                expires_at_ns: None,
+            };
+            next(&mut st, token);
+            let container = Event::DockerContainer(ContainerObserved {
+                container_id: format!("{i:064x}"),
+                name: format!("jupyter-u{i}"),
+                image: "img".into(),
+                action: "create".into(),
+                daemon_time_ns: i,
+                user: Some(format!("u{i}")),
+                decision_id: None,
+                socket_mounts: Vec::new(),
+                privileged: false,
+                running: Some(false),
+                inspected: true,
+                exempt: false,
+                via_limited_socket: false,
+                source: ObservedVia::Events,
+                exit_code: None,
+                host: None,
+                host_seq: None,
+            });
+            next(&mut st, container);
+        }
+        st
+    }
+
+    /// Nodes of a cluster keep the writer's checkpoints by encoding their own state at
+    /// the same seq and comparing digests: equal states must encode byte for byte alike.
+    #[test]
+    fn equal_states_encode_alike() {
+        let (a, b) = (built(), built());
+        assert_eq!(a, b);
+        let bytes = a.to_checkpoint().unwrap();
+        assert_eq!(bytes, b.to_checkpoint().unwrap());
+        let read = State::from_checkpoint(&bytes[..]).unwrap();
+        assert_eq!(read, a);
+        assert_eq!(read.to_checkpoint().unwrap(), bytes);
+    }
 }

@@ -98,7 +98,7 @@ pub fn lost_privileges(c: &ContainerRecord, access: &Access) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::event::{EffectiveLimits, ObservedVia, SocketMount};
+    use crate::ledger::event::{EffectiveLimits, SocketMount};
 
     fn obs(
         user: Option<&str>,
@@ -107,12 +107,6 @@ mod tests {
         privileged: bool,
     ) -> ContainerObserved {
         ContainerObserved {
-            container_id: "c1".into(),
-            name: "jupyter-alice".into(),
-            image: "img".into(),
-            action: "create".into(),
-            daemon_time_ns: 1,
-            user: user.map(Into::into),
             decision_id: decision.map(Into::into),
             socket_mounts: rw
                 .map(|rw| {
@@ -124,14 +118,7 @@ mod tests {
                 })
                 .unwrap_or_default(),
             privileged,
-            running: Some(false),
-            inspected: true,
-            exempt: false,
-            via_limited_socket: false,
-            source: ObservedVia::Events,
-            exit_code: None,
-            host: None,
-            host_seq: None,
+            ..ContainerObserved::created("c1", "jupyter-alice", user)
         }
     }
 

@@ -272,6 +272,33 @@ pub struct ContainerObserved {
     pub host_seq: Option<u64>,
 }
 
+#[cfg(test)]
+impl ContainerObserved {
+    /// Container `id` named `name` for `user`, just created, as the event stream shows
+    /// it: for tests to adjust what they look at.
+    pub fn created(id: &str, name: &str, user: Option<&str>) -> ContainerObserved {
+        ContainerObserved {
+            container_id: id.into(),
+            name: name.into(),
+            image: "img".into(),
+            action: "create".into(),
+            daemon_time_ns: 1,
+            user: user.map(Into::into),
+            decision_id: None,
+            socket_mounts: Vec::new(),
+            privileged: false,
+            running: Some(false),
+            inspected: true,
+            exempt: false,
+            via_limited_socket: false,
+            source: ObservedVia::Events,
+            exit_code: None,
+            host: None,
+            host_seq: None,
+        }
+    }
+}
+
 impl ContainerObserved {
     /// The step `action` names, if it is one privledger knows.
     pub fn lifecycle(&self) -> Option<Lifecycle> {

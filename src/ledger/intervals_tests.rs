@@ -68,13 +68,9 @@ fn command(s: &Step) -> Command {
         },
         Step::Container(c, u, action, socket, privileged) => {
             Command::RecordContainer(ContainerObserved {
-                container_id: format!("c{c}"),
-                name: format!("jupyter-u{u}"),
                 image: "busybox".into(),
                 action: action.as_str().into(),
                 daemon_time_ns: now_ns(),
-                user: Some(format!("u{u}")),
-                decision_id: None,
                 socket_mounts: if *socket {
                     vec![SocketMount {
                         source: "/var/run/docker.sock".into(),
@@ -86,13 +82,11 @@ fn command(s: &Step) -> Command {
                 },
                 privileged: *privileged,
                 running: None,
-                inspected: true,
-                exempt: false,
-                via_limited_socket: false,
-                source: ObservedVia::Events,
-                exit_code: None,
-                host: None,
-                host_seq: None,
+                ..ContainerObserved::created(
+                    &format!("c{c}"),
+                    &format!("jupyter-u{u}"),
+                    Some(&format!("u{u}")),
+                )
             })
         }
     }

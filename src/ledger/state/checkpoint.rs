@@ -197,7 +197,7 @@ fn sorted<'a, T: Clone + 'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::event::{ContainerObserved, Event, ObservedVia, Role};
+    use crate::ledger::event::{ContainerObserved, Event, Role};
 
     /// The state after 40 tokens and 40 containers, built from scratch (each map then
     /// gets a hasher of its own, so its iteration order differs from another's).
@@ -217,25 +217,11 @@ mod tests {
                 expires_at_ns: None,
             };
             next(&mut st, token);
-            let container = Event::DockerContainer(ContainerObserved {
-                container_id: format!("{i:064x}"),
-                name: format!("jupyter-u{i}"),
-                image: "img".into(),
-                action: "create".into(),
-                daemon_time_ns: i,
-                user: Some(format!("u{i}")),
-                decision_id: None,
-                socket_mounts: Vec::new(),
-                privileged: false,
-                running: Some(false),
-                inspected: true,
-                exempt: false,
-                via_limited_socket: false,
-                source: ObservedVia::Events,
-                exit_code: None,
-                host: None,
-                host_seq: None,
-            });
+            let container = Event::DockerContainer(ContainerObserved::created(
+                &format!("{i:064x}"),
+                &format!("jupyter-u{i}"),
+                Some(&format!("u{i}")),
+            ));
             next(&mut st, container);
         }
         st

@@ -41,7 +41,13 @@ pub struct Member {
     data: PathBuf,
     log: PathBuf,
     child: Option<std::process::Child>,
+    /// Turns true when the running process logs that it serves clients (it has joined
+    /// the cluster); its sender is dropped when the process ends.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
+
+/// What etcd logs once it has joined its cluster and serves clients (3.4 and later).
+const READY_LINE: &str = "ready to serve client requests";
 
 /// TLS for the members' client side: their certificate and key, the CA clients'
 /// certificates must chain to, and a client certificate the tests use.
@@ -83,6 +89,7 @@ impl EtcdCluster {
                 data: dir.path().join(format!("e{i}")),
                 log: dir.path().join(format!("e{i}.log")),
                 child: None,
+                ready: tokio::sync::watch::channel(false).1,
             })
             .collect();
         let initial = members
@@ -121,7 +128,7 @@ impl EtcdCluster {
                 .arg(&tls.ca)
                 .arg("--client-cert-auth");
         }
-        let child = cmd
+        let mut child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data)
@@ -134,13 +141,29 @@ impl EtcdCluster {
             .args(["--initial-cluster-token", &self.token])
             // Fast elections on loopback (etcd's defaults are for networks).
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .args(["--log-level", "warn"])
+            // Info: the line that says it serves clients.
+            .args(["--log-level", "info"])
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn etcd");
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let stderr = child.stderr.take().expect("piped stderr");
+        // Copies its log to the file and says when it is ready.
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let mut log = log;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log, "{line}");
+                if line.contains(READY_LINE) {
+                    ready_tx.send_replace(true);
+                }
+            }
+        });
         self.members[i].child = Some(child);
+        self.members[i].ready = ready;
     }
 
     /// Every member's client URL, comma-separated (`--etcd-endpoints`).
@@ -175,18 +198,14 @@ impl EtcdCluster {
         .expect("etcd client")
     }
 
-    /// Waits (bounded: a broken run) until member `i` answers a linearizable read.
+    /// Waits (bounded: a broken run) until member `i` has joined the cluster and
+    /// serves clients, as it logs.
     pub async fn wait_healthy(&self, i: usize) {
-        let c = self.client_of(vec![self.members[i].client_url.clone()]);
-        let ok = tokio::time::timeout(Duration::from_secs(60), async {
-            while c.get(b"/health-probe").await.is_err() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
+        let mut ready = self.members[i].ready.clone();
+        let ok = tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await;
         assert!(
-            ok.is_ok(),
-            "etcd member {i} did not become healthy:\n{}",
+            matches!(ok, Ok(Ok(_))),
+            "etcd member {i} did not become ready (or ended):\n{}",
             self.log(i)
         );
     }

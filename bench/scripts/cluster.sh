@@ -1,24 +1,9 @@
 #!/usr/bin/env bash
 # Cluster benchmarks (issue 16): 3 etcd members + 3 release nodes + 1 single node.
 set -u
-B=${B:-$(cd "$(dirname "$0")/../.." && pwd)/target/release}
-P=$B/privledger; PB=$B/privledger-bench
-W=/tmp/bc; rm -rf $W; mkdir -p $W; cd $W
-# Everything started here runs with its data under $W: stopped by that, at the end.
-trap 'pkill -f "$W/" 2>/dev/null' EXIT
-IC="e1=http://127.0.0.1:24801,e2=http://127.0.0.1:24802,e3=http://127.0.0.1:24803"
-for i in 1 2 3; do
-  (setsid etcd --name e$i --data-dir $W/e$i --listen-client-urls http://127.0.0.1:2479$i --advertise-client-urls http://127.0.0.1:2479$i \
-    --listen-peer-urls http://127.0.0.1:2480$i --initial-advertise-peer-urls http://127.0.0.1:2480$i --initial-cluster $IC \
-    --initial-cluster-state new --initial-cluster-token bench --log-level warn >$W/e$i.log 2>&1 &)
-done
-sleep 3
-EP=http://127.0.0.1:24791,http://127.0.0.1:24792,http://127.0.0.1:24793
-for i in 1 2 3; do
-  mkdir -m 700 $W/n$i
-  (setsid $P serve --data $W/n$i --listen 127.0.0.1:5106$i --docker off --etcd-endpoints $EP --node-id n$i >$W/n$i.log 2>&1 &)
-  sleep 1
-done
+W=/tmp/bc
+. "$(dirname "$0")/cluster-lib.sh"
+for i in 1 2 3; do node $i; sleep 1; done
 mkdir -m 700 $W/single
 (setsid $P serve --data $W/single --listen 127.0.0.1:51069 --docker off >$W/single.log 2>&1 &)
 sleep 3
@@ -58,7 +43,7 @@ for trial in 1 2 3; do
   done
   t1=$(date +%s%N)
   echo "trial $trial: killed $wid; first acknowledged write after $(( (t1-t0)/1000000 )) ms ($k attempts)"
-  (setsid $P serve --data $W/n$n --listen 127.0.0.1:5106$n --docker off --etcd-endpoints $EP --node-id n$n >>$W/n$n.log 2>&1 &)
+  node $n
   sleep 4
 done
 for i in 1 2 3; do $P --server http://127.0.0.1:5106$i verify; done

@@ -165,39 +165,56 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Opens sled at `dir`. sled's background threads can keep the file lock for a moment
-/// after the last handle in this process is dropped (an in-process restart, a reopen
-/// after a failure); another process holding it keeps it, and gets a clear error after
-/// the grace period.
-fn open_parts(dir: &Path, cache_bytes: u64, blocks: &Path, writable: bool) -> StoreResult<Parts> {
-    let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
+/// Why sled did not open.
+pub(crate) enum SledOpenError {
+    /// Another process holds its lock (still, after the grace period).
+    InUse(std::io::Error),
+    Other(sled::Error),
+}
+
+/// Opens sled with `config`. sled's background threads can keep the file lock for a
+/// moment after the last handle in this process is dropped (an in-process restart, a
+/// reopen after a failure), so a held lock is retried for 2 s; another process holding
+/// it keeps it, and that is [`SledOpenError::InUse`].
+pub(crate) fn open_sled(config: &sled::Config) -> Result<sled::Db, SledOpenError> {
     let mut tries = 0;
-    let db = loop {
+    loop {
         match config.open() {
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 tries += 1;
                 if tries == 100 {
-                    return Err(cannot(format!(
-                        "{} is in use by another process ({e})",
-                        dir.display()
-                    )));
+                    return Err(SledOpenError::InUse(e));
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(sled::Error::Io(e)) => {
-                return Err(StoreError::Read {
-                    reason: format!("{}: {e}", dir.display()),
-                })
-            }
-            Err(e) => {
-                return Err(match read_error(e) {
-                    StoreError::Unusable { reason } => StoreError::Unusable {
-                        reason: format!("{}: {reason}", dir.display()),
-                    },
-                    e => e,
-                })
-            }
-            Ok(db) => break db,
+            r => return r.map_err(SledOpenError::Other),
+        }
+    }
+}
+
+/// Opens the ledger's sled at `dir`; another process holding it gets a clear error.
+fn open_parts(dir: &Path, cache_bytes: u64, blocks: &Path, writable: bool) -> StoreResult<Parts> {
+    let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
+    let db = match open_sled(&config) {
+        Ok(db) => db,
+        Err(SledOpenError::InUse(e)) => {
+            return Err(cannot(format!(
+                "{} is in use by another process ({e})",
+                dir.display()
+            )))
+        }
+        Err(SledOpenError::Other(sled::Error::Io(e))) => {
+            return Err(StoreError::Read {
+                reason: format!("{}: {e}", dir.display()),
+            })
+        }
+        Err(SledOpenError::Other(e)) => {
+            return Err(match read_error(e) {
+                StoreError::Unusable { reason } => StoreError::Unusable {
+                    reason: format!("{}: {reason}", dir.display()),
+                },
+                e => e,
+            })
         }
     };
     let file = File::open(dir.join("db")).map_err(|e| StoreError::Read {

@@ -39,23 +39,14 @@ impl Outbox {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(8 * 1024 * 1024);
-        // sled's background threads may keep the lock a moment after a handle in this
-        // process is dropped; another agent on the same directory keeps it.
-        let mut tries = 0;
-        let db = loop {
-            match config.open() {
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                    tries += 1;
-                    if tries == 100 {
-                        return Err(err(&format!(
-                            "in use by another process (another agent on this directory?): {e}"
-                        )));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(err(&e)),
-                Ok(db) => break db,
+        let db = match super::open_sled(&config) {
+            Ok(db) => db,
+            Err(super::SledOpenError::InUse(e)) => {
+                return Err(err(&format!(
+                    "in use by another process (another agent on this directory?): {e}"
+                )))
             }
+            Err(super::SledOpenError::Other(e)) => return Err(err(&e)),
         };
         let items = db.open_tree("items").map_err(|e| err(&e))?;
         let meta = db.open_tree("meta").map_err(|e| err(&e))?;

@@ -107,6 +107,18 @@ pub struct Segment {
 /// The entries of a segment file, checked against its anchor: the file's hash, dense
 /// seqs from the anchor's first, each hash the chain's, ending at the anchor's last.
 pub fn read_segment(dir: &Path, anchor: &Anchor) -> Result<Segment, ArchiveError> {
+    let mismatch = |reason: &str| ArchiveError::Mismatch {
+        file: anchor.file.clone(),
+        reason: reason.into(),
+    };
+    // The anchor names a file of the archive itself: never a path out of it.
+    let plain = Path::new(&anchor.file).components().collect::<Vec<_>>();
+    if !matches!(plain.as_slice(), [std::path::Component::Normal(_)]) {
+        return Err(mismatch("the anchor's file is not a plain file name"));
+    }
+    if anchor.first_seq == 0 || anchor.last_seq < anchor.first_seq || anchor.last_seq == Seq::MAX {
+        return Err(mismatch("the anchor's seqs make no range"));
+    }
     let path = dir.join(&anchor.file);
     let bytes = std::fs::read(&path).map_err(|e| ArchiveError::File {
         path: path.clone(),
@@ -130,6 +142,9 @@ pub fn read_segment(dir: &Path, anchor: &Anchor) -> Result<Segment, ArchiveError
     for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
+        }
+        if seq > anchor.last_seq {
+            return Err(bad(format!("line {}: past the anchor's last seq", n + 1)));
         }
         let l: Line =
             serde_json::from_slice(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
@@ -292,4 +307,121 @@ pub async fn anchors(etcd: &Etcd, keys: &Keys) -> Result<Vec<Anchor>, ArchiveErr
             Anchor::decode_value(&kv.value).map_err(|e| ArchiveError::Undecodable(e.to_string()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment of `n` entries after seq 0 written into `dir`, and its anchor.
+    fn sealed(dir: &Path, n: u64) -> (Anchor, Vec<u8>) {
+        let mut prev = [0u8; 32];
+        let entries: Vec<RawEntry> = (1..=n)
+            .map(|seq| {
+                let body = bytes::Bytes::from(format!("{{\"seq\":{seq}}}"));
+                let hash = chain_hash(&prev, &body);
+                prev = hash;
+                RawEntry { seq, hash, body }
+            })
+            .collect();
+        let bytes = segment(&entries, &[], [0u8; 32]);
+        let file = "segment-1.jsonl".to_string();
+        std::fs::write(dir.join(&file), &bytes).unwrap();
+        let anchor = Anchor {
+            first_seq: 1,
+            last_seq: n,
+            prev_hash: vec![0; 32],
+            last_hash: prev.to_vec(),
+            file,
+            sha256: Sha256::digest(&bytes).to_vec(),
+        };
+        (anchor, bytes)
+    }
+
+    #[test]
+    fn a_segment_reads_back_against_its_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (anchor, _) = sealed(dir.path(), 5);
+        let s = read_segment(dir.path(), &anchor).unwrap();
+        let seqs: Vec<Seq> = s.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn an_anchor_naming_a_path_out_of_the_archive_is_refused_before_any_read() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = root.path().join("archive");
+        std::fs::create_dir(&archive).unwrap();
+        // A valid segment just outside the archive: reading it would even match.
+        let (anchor, _) = sealed(root.path(), 3);
+        let outside = root.path().join(&anchor.file);
+        for file in [
+            format!("../{}", anchor.file),
+            outside.display().to_string(),
+            format!("./{}", anchor.file),
+            "sub/segment.jsonl".into(),
+            "..".into(),
+            String::new(),
+        ] {
+            let a = Anchor {
+                file: file.clone(),
+                ..anchor.clone()
+            };
+            match read_segment(&archive, &a) {
+                Err(ArchiveError::Mismatch { reason, .. }) => {
+                    assert!(reason.contains("plain file name"), "{file}: {reason}")
+                }
+                other => panic!("{file}: {:?}", other.map(|s| s.entries.len())),
+            }
+        }
+    }
+
+    #[test]
+    fn an_anchor_whose_range_or_length_is_not_the_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (anchor, _) = sealed(dir.path(), 4);
+        let cases = [
+            Anchor {
+                first_seq: 0,
+                ..anchor.clone()
+            },
+            Anchor {
+                last_seq: 0,
+                ..anchor.clone()
+            },
+            Anchor {
+                first_seq: 3,
+                last_seq: 2,
+                ..anchor.clone()
+            },
+            Anchor {
+                last_seq: Seq::MAX,
+                ..anchor.clone()
+            },
+            // Fewer entries named than the file holds, and more.
+            Anchor {
+                last_seq: 3,
+                ..anchor.clone()
+            },
+            Anchor {
+                last_seq: 5,
+                ..anchor.clone()
+            },
+            Anchor {
+                first_seq: Seq::MAX - 1,
+                last_seq: Seq::MAX - 1,
+                ..anchor.clone()
+            },
+        ];
+        for a in cases {
+            let r = read_segment(dir.path(), &a);
+            assert!(
+                matches!(r, Err(ArchiveError::Mismatch { .. })),
+                "{}..={}: {:?}",
+                a.first_seq,
+                a.last_seq,
+                r.map(|s| s.entries.len())
+            );
+        }
+    }
 }

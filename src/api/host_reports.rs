@@ -58,7 +58,7 @@ pub fn reports(events: Vec<pb::HostEvent>) -> Result<Vec<HostReport>, RequestErr
             return Err(RequestError::Missing("every report's number (from 1)"));
         }
         if let Some(prev) = out.last() {
-            if e.number != prev.number + 1 {
+            if prev.number.checked_add(1) != Some(e.number) {
                 return Err(RequestError::Invalid(format!(
                     "report numbers must rise by one within a request ({} after {})",
                     e.number, prev.number
@@ -164,6 +164,8 @@ mod tests {
             vec![ev(0)],
             vec![ev(3), ev(5)],
             vec![ev(3), ev(3)],
+            vec![ev(u64::MAX), ev(0)],
+            vec![ev(u64::MAX), ev(1)],
             vec![pb::HostEvent {
                 what: None,
                 ..ev(1)

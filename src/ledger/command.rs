@@ -619,7 +619,9 @@ fn next_from_host(st: &State, host: Option<&str>, number: Option<u64>) -> Result
         return Ok(());
     };
     names::host(host)?;
-    let expected = st.host_last(host) + 1;
+    // Numbers rise by one from 1, so the last is never u64::MAX; saturating keeps a
+    // request from ever overflowing it.
+    let expected = st.host_last(host).saturating_add(1);
     if number != expected {
         return Err(Error::HostOutOfOrder {
             host: host.to_string(),

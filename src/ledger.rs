@@ -31,7 +31,7 @@ mod upkeep;
 mod verify;
 mod writer;
 
-pub use command::{validate_spec, Command};
+pub use command::{fit_docker_text, validate_spec, Command};
 pub use config::{
     LedgerConfig, SpawnConfig, ACTOR_DOCKER, ACTOR_SYSTEM, LABEL_DECISION, LABEL_OWNER, LABEL_USER,
 };

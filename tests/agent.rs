@@ -204,6 +204,107 @@ async fn a_watcher_token_reports_for_its_own_host_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_the_ledger_cannot_take_as_it_came_is_fitted_or_recorded_as_a_gap_and_never_holds_the_host_back(
+) {
+    let (_s, mut admin) = common::TestServer::start_admin().await;
+    let t = admin
+        .admin
+        .create_token(common::token("host-a", pb::Role::Watcher))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut w = _s.client(Some(&t.secret)).await;
+    let event = |action: &str, id: &str| {
+        Some(pb::host_event::What::Event(pb::DockerEvent {
+            r#type: "container".into(),
+            action: action.into(),
+            id: id.into(),
+            time_nano: 1,
+            attributes: Default::default(),
+        }))
+    };
+    let crafted = |id: &str, user: String| pb::ContainerFacts {
+        id: id.into(),
+        name: format!("/{id}"),
+        image: "busybox".into(),
+        labels: [("privledger.user".to_string(), user)].into(),
+        mounts: vec![],
+        privileged: true,
+        running: false,
+    };
+    let events = vec![
+        // A label a container's creator chose, beyond the ledger's rules.
+        pb::HostEvent {
+            number: 1,
+            what: event("create", "c1"),
+            facts: Some(crafted("c1", format!("dave\n{}", "x".repeat(400)))),
+        },
+        // What no agent forwards (a buggy or hostile one): its number is a gap.
+        pb::HostEvent {
+            number: 2,
+            what: event("vanished", "c1"),
+            facts: None,
+        },
+        pb::HostEvent {
+            number: 3,
+            what: Some(pb::host_event::What::Reconciled(crafted(
+                "c2",
+                "\u{7}".repeat(300),
+            ))),
+            facts: None,
+        },
+        pb::HostEvent {
+            number: 4,
+            what: event("destroy", "c1"),
+            facts: None,
+        },
+    ];
+    let r = w
+        .admin
+        .record_host_events(pb::RecordHostEventsRequest {
+            host_id: "host-a".into(),
+            events,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.last_number, r.recorded, r.duplicates), (4, 4, 0));
+    let evs = from_host(&mut admin, "host-a").await;
+    // One entry per report, in order (the privileged containers' alerts besides).
+    let reports: Vec<_> = evs
+        .iter()
+        .filter(|e| e["kind"] == "docker_container" || e["alert"] == "docker_event_gap")
+        .map(|e| e["host_seq"].as_u64())
+        .collect();
+    assert_eq!(reports, [1, 2, 3, 4].map(Some), "{evs:#?}");
+    let c1 = evs
+        .iter()
+        .find(|e| e["kind"] == "docker_container")
+        .unwrap();
+    let user = c1["user"].as_str().unwrap();
+    assert!(
+        user.len() <= 256 && user.starts_with("dave\u{fffd}x"),
+        "{user:?}"
+    );
+    let gap = evs.iter().find(|e| e["host_seq"] == 2).unwrap();
+    assert_eq!(gap["alert"], "docker_event_gap", "{gap:#?}");
+    assert!(
+        gap["details"]
+            .as_str()
+            .unwrap()
+            .contains("report 2 was refused"),
+        "{gap:#?}"
+    );
+    for id in ["c1", "c2"] {
+        assert!(
+            evs.iter()
+                .any(|e| e["alert"] == "unauthorized_privileged" && e["container_id"] == id),
+            "{id}: {evs:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_under_a_remote_hosts_running_container_raises_a_stale_grant_naming_it() {
     let (s, mut admin) = common::TestServer::start_admin().await;
     let t = admin

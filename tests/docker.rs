@@ -259,6 +259,59 @@ async fn privileged_is_judged_at_create() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn a_label_the_ledger_would_refuse_does_not_keep_a_container_out_of_it() {
+    if !docker_available() {
+        return;
+    }
+    ensure_test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let s = docker_server(dir.path(), false).await;
+    let cs = Containers::new("crafted");
+    let mut c = s.admin().await;
+    // A user granted privileged, whose name a hostile label imitates: a control
+    // character and text past the 256 bytes a label may hold.
+    ok(c.admin.issue_grant(pb::IssueGrantRequest {
+        subject: user("dave"),
+        spec: spec(pb::SocketAccess::None, pb::SocketMode::Rw, true),
+        expires_at: None,
+        reason: "gpu drivers".into(),
+        request_id: String::new(),
+    }))
+    .await;
+    for (tag, label) in [
+        ("newline", "dave\nroot".to_string()),
+        ("long", format!("dave{}", "é".repeat(200))),
+        ("escape", "dave\u{1b}[2K".to_string()),
+    ] {
+        let name = cs.name(tag);
+        let id = docker(&[
+            "create",
+            "--privileged",
+            "--name",
+            &name,
+            "--label",
+            &format!("privledger.user={label}"),
+            TEST_IMAGE,
+            "true",
+        ]);
+        let ev = entries_until(&mut c, &id, |e| {
+            alerts(e).contains(&"unauthorized_privileged".to_string())
+        })
+        .await;
+        let seen = ev.iter().find(|e| e["kind"] == "docker_container").unwrap();
+        let recorded = seen["user"].as_str().unwrap();
+        assert!(
+            recorded.len() <= 256 && !recorded.chars().any(char::is_control),
+            "{tag}: {recorded:?}"
+        );
+        assert_ne!(recorded, "dave", "{tag}");
+        assert_eq!(seen["privileged"], true, "{tag}");
+    }
+    drop(cs);
+    s.stop().await;
+}
+
 async fn revoke_while_running(stop: bool) {
     if !docker_available() {
         return;

@@ -141,7 +141,7 @@ pub fn observation(
         source,
     } = seen;
     let exit_code = attributes.get("exitCode").and_then(|c| c.parse().ok());
-    match facts {
+    let mut o = match facts {
         Some(f) => ContainerObserved {
             container_id: id.to_string(),
             name: f.name.trim_start_matches('/').to_string(),
@@ -198,7 +198,9 @@ pub fn observation(
                 name,
             }
         }
-    }
+    };
+    crate::ledger::fit_docker_text(&mut o);
+    o
 }
 
 #[cfg(test)]

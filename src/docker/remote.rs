@@ -9,6 +9,7 @@ use super::events::RawEvent;
 use super::observe::{observation, ContainerFacts, ObserveConfig, Seen};
 use super::watcher::{stale, unvouched, Stale};
 use super::Error;
+use crate::ledger::error::Cause;
 use crate::ledger::event::{Alert, AlertKind, Lifecycle, ObservedVia};
 use crate::ledger::{names, Command, Error as LedgerError, Ledger};
 
@@ -72,15 +73,16 @@ pub async fn record(
             r.duplicates += 1;
             continue;
         }
+        let number = rep.number;
         let (cmd, observed) = match rep.item {
+            HostItem::Event { event, .. } if !forwarded(&event) => {
+                let why = LedgerError::UnknownKind(format!(
+                    "{:?} {:?} is not a container lifecycle event",
+                    event.typ, event.action
+                ));
+                (refused(host, number, &why), None)
+            }
             HostItem::Event { event, facts } => {
-                if !forwarded(&event) {
-                    return Err(LedgerError::UnknownKind(format!(
-                        "report {}: {:?} {:?} is not a container lifecycle event",
-                        rep.number, event.typ, event.action
-                    ))
-                    .into());
-                }
                 let mut o = observation(
                     cfg,
                     Seen::event(&event, ObservedVia::Agent),
@@ -117,7 +119,18 @@ pub async fn record(
                 None,
             ),
         };
-        let c = match ledger.submit(actor, None, cmd).await {
+        let mut submitted = ledger.submit(actor, None, cmd).await;
+        let mut observed = observed;
+        if let Err(e) = &submitted {
+            if e.cause() == Cause::BadInput {
+                // Refused for what it says, it would be refused on every retry and
+                // hold back every later report of the host: its number is recorded
+                // as a gap instead, naming why.
+                observed = None;
+                submitted = ledger.submit(actor, None, refused(host, number, e)).await;
+            }
+        }
+        let c = match submitted {
             Ok(c) => c,
             // Recorded meanwhile by a request that raced this one.
             Err(LedgerError::HostOutOfOrder { expected, got, .. }) if got < expected => {
@@ -142,6 +155,19 @@ pub async fn record(
     }
     r.last = ledger.snapshot().host_last(host);
     Ok(r)
+}
+
+/// What takes the number of a report the ledger cannot record as it came: a gap in
+/// what the ledger knows of the host, with the reason.
+fn refused(host: &str, number: u64, why: &LedgerError) -> Command {
+    Command::RaiseAlert(Alert {
+        host: Some(host.to_string()),
+        host_seq: Some(number),
+        ..Alert::new(
+            AlertKind::DockerEventGap,
+            format!("host {host}: report {number} was refused and not recorded: {why}"),
+        )
+    })
 }
 
 /// Until `shutdown`: after every change of access (and once at start), a

@@ -270,8 +270,8 @@ impl<S: DockerSource> Watcher<'_, S> {
         self.pending = None;
         let seq = match self.record(o.clone(), Some(ev.key()), Some(&cursor)).await {
             Ok(seq) => seq,
-            // What the daemon reported does not fit the ledger's input rules (a
-            // crafted label, say): skip it rather than retry it forever.
+            // What the daemon reported does not fit the ledger's input rules even
+            // fitted (an empty id or action): skip it rather than retry it forever.
             Err(e @ crate::ledger::Error::InvalidText { .. }) => {
                 warn!(container = %ev.id, action = %ev.action, error = %e, "docker event not recorded");
                 self.pending = Some(cursor);

@@ -461,13 +461,7 @@ impl Command {
                 version: version.clone(),
             }),
             Command::RecordContainer(o) => {
-                check_docker_text("container id", &o.container_id, 128, false)?;
-                check_docker_text("container name", &o.name, 256, true)?;
-                check_docker_text("image", &o.image, 512, true)?;
-                check_docker_text("action", &o.action, 512, false)?;
-                for v in o.user.iter().chain(o.decision_id.iter()) {
-                    check_docker_text("label", v, 256, true)?;
-                }
+                check_observation_text(o)?;
                 next_from_host(st, o.host.as_deref(), o.host_seq)?;
                 Ok(Event::DockerContainer(o.clone()))
             }
@@ -530,6 +524,55 @@ fn open_grant(st: &State, id: Seq) -> Result<&GrantState, Error> {
         }),
         None => Ok(g),
     }
+}
+
+/// Bounds of the text an observation takes from Docker, in bytes.
+const CONTAINER_ID_MAX: usize = 128;
+const NAME_MAX: usize = 256;
+const IMAGE_MAX: usize = 512;
+const ACTION_MAX: usize = 512;
+const LABEL_MAX: usize = 256;
+
+/// Makes what Docker said of a container fit the ledger's rules for its text (see
+/// [`check_docker_text`]): each control character becomes U+FFFD and text past its
+/// bound is cut at a character boundary. Whoever can label a container must not be
+/// able to keep it out of the ledger with a label the ledger would refuse; a mangled
+/// `privledger.user` names no user, so the container is vouched for by nobody.
+pub fn fit_docker_text(o: &mut ContainerObserved) {
+    fn fit(v: &mut String, max: usize) {
+        if v.chars().any(char::is_control) {
+            *v = v
+                .chars()
+                .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+                .collect();
+        }
+        if v.len() > max {
+            let mut end = max;
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            v.truncate(end);
+        }
+    }
+    fit(&mut o.container_id, CONTAINER_ID_MAX);
+    fit(&mut o.name, NAME_MAX);
+    fit(&mut o.image, IMAGE_MAX);
+    fit(&mut o.action, ACTION_MAX);
+    for v in o.user.iter_mut().chain(o.decision_id.iter_mut()) {
+        fit(v, LABEL_MAX);
+    }
+}
+
+/// The text of an observation, as [`check_docker_text`] wants it.
+fn check_observation_text(o: &ContainerObserved) -> Result<(), Error> {
+    check_docker_text("container id", &o.container_id, CONTAINER_ID_MAX, false)?;
+    check_docker_text("container name", &o.name, NAME_MAX, true)?;
+    check_docker_text("image", &o.image, IMAGE_MAX, true)?;
+    check_docker_text("action", &o.action, ACTION_MAX, false)?;
+    for v in o.user.iter().chain(o.decision_id.iter()) {
+        check_docker_text("label", v, LABEL_MAX, true)?;
+    }
+    Ok(())
 }
 
 /// Text that comes from the Docker daemon or an imported file: bounded, no control
@@ -630,4 +673,44 @@ fn next_from_host(st: &State, host: Option<&str>, number: Option<u64>) -> Result
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn fitting_keeps_what_fits_and_cuts_at_a_character() {
+        let mut o = ContainerObserved::created("abc", "jupyter-alice", Some("alice"));
+        let before = o.clone();
+        fit_docker_text(&mut o);
+        assert_eq!(o, before);
+        o.user = Some(format!("a{}", "é".repeat(200)));
+        o.name = "x\ny\u{7}".into();
+        fit_docker_text(&mut o);
+        assert_eq!(o.user.as_deref().map(str::len), Some(255));
+        assert_eq!(o.name, "x\u{FFFD}y\u{FFFD}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever a daemon (or a hostile agent) says of a container, once fitted
+        /// the ledger takes it: nothing Docker reports can be refused for its text.
+        #[test]
+        fn any_fitted_observation_passes_the_ledgers_rules(
+            id in "[a-f0-9]{1,64}|\\PC{1,200}",
+            name in any::<String>(),
+            image in proptest::collection::vec(any::<char>(), 0..700),
+            user in proptest::option::of(any::<String>()),
+            decision in proptest::option::of(proptest::collection::vec(any::<char>(), 0..400)),
+        ) {
+            let mut o = ContainerObserved::created(&id, &name, user.as_deref());
+            o.image = image.into_iter().collect();
+            o.decision_id = decision.map(|d| d.into_iter().collect());
+            fit_docker_text(&mut o);
+            prop_assert!(check_observation_text(&o).is_ok(), "{:?}", check_observation_text(&o));
+        }
+    }
 }

@@ -10,7 +10,7 @@ use super::observe::{observation, ContainerFacts, ObserveConfig, Seen};
 use super::watcher::{stale, unvouched, Stale};
 use super::Error;
 use crate::ledger::error::Cause;
-use crate::ledger::event::{Alert, AlertKind, Lifecycle, ObservedVia};
+use crate::ledger::event::{Alert, AlertKind, Event, Lifecycle, ObservedVia};
 use crate::ledger::{names, Command, Error as LedgerError, Ledger};
 
 /// What an agent saw.
@@ -67,86 +67,46 @@ pub async fn record(
     names::host(host)?;
     let mut r = HostReceipt::default();
     for rep in reports {
-        let st = ledger.snapshot();
-        let last = st.host_last(host);
-        if rep.number <= last {
-            r.duplicates += 1;
-            continue;
-        }
         let number = rep.number;
-        let (cmd, observed) = match rep.item {
-            HostItem::Event { event, .. } if !forwarded(&event) => {
-                let why = LedgerError::UnknownKind(format!(
-                    "{:?} {:?} is not a container lifecycle event",
-                    event.typ, event.action
-                ));
-                (refused(host, number, &why), None)
-            }
-            HostItem::Event { event, facts } => {
-                let mut o = observation(
-                    cfg,
-                    Seen::event(&event, ObservedVia::Agent),
-                    facts.as_ref(),
-                    st.container(&event.id),
-                );
-                o.host = Some(host.to_string());
-                o.host_seq = Some(rep.number);
-                (Command::RecordContainer(o.clone()), Some(o))
-            }
-            HostItem::Reconciled(f) => {
-                let mut o = observation(
-                    cfg,
-                    Seen::reconcile(Lifecycle::Reconciled, &f.id, crate::ledger::now_ns()),
-                    Some(&f),
-                    st.container(&f.id),
-                );
-                o.host = Some(host.to_string());
-                o.host_seq = Some(rep.number);
-                (Command::RecordContainer(o.clone()), Some(o))
-            }
-            HostItem::Gap {
-                from_ns,
-                to_ns,
-                details,
-            } => (
-                Command::RaiseAlert(Alert {
-                    window_from_ns: Some(from_ns),
-                    window_to_ns: Some(to_ns),
-                    host: Some(host.to_string()),
-                    host_seq: Some(rep.number),
-                    ..Alert::new(AlertKind::DockerEventGap, format!("host {host}: {details}"))
-                }),
-                None,
-            ),
-        };
-        let mut submitted = ledger.submit(actor, None, cmd).await;
-        let mut observed = observed;
+        let cmd = command(cfg, &ledger.snapshot(), host, rep);
+        // An observation is recorded under a key naming its report: a repeat of it
+        // is answered with the entry first recorded, whose alerts are then raised
+        // again (each once per container and kind) — the request that recorded it
+        // may have failed before they were, and the agent's retry is all that
+        // comes back for them.
+        let key = matches!(cmd, Command::RecordContainer(_)).then(|| report_key(host, number));
+        let mut submitted = ledger.submit(actor, key, cmd).await;
         if let Err(e) = &submitted {
             if e.cause() == Cause::BadInput {
                 // Refused for what it says, it would be refused on every retry and
                 // hold back every later report of the host: its number is recorded
                 // as a gap instead, naming why.
-                observed = None;
                 submitted = ledger.submit(actor, None, refused(host, number, e)).await;
             }
         }
         let c = match submitted {
             Ok(c) => c,
-            // Recorded meanwhile by a request that raced this one.
+            // Recorded before (without a key: a gap, a refusal), or meanwhile by a
+            // request that raced this one.
             Err(LedgerError::HostOutOfOrder { expected, got, .. }) if got < expected => {
                 r.duplicates += 1;
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
-        r.recorded += 1;
-        if let Some(o) = observed.filter(|o| {
-            matches!(
-                o.lifecycle(),
-                Some(Lifecycle::Create | Lifecycle::Start | Lifecycle::Reconciled)
-            )
-        }) {
-            for (alert, key) in unvouched(ledger, &o, c.entry.seq)? {
+        if c.replayed {
+            r.duplicates += 1;
+        } else {
+            r.recorded += 1;
+        }
+        let Event::DockerContainer(o) = &c.entry.event else {
+            continue;
+        };
+        if matches!(
+            o.lifecycle(),
+            Some(Lifecycle::Create | Lifecycle::Start | Lifecycle::Reconciled)
+        ) {
+            for (alert, key) in unvouched(ledger, o, c.entry.seq)? {
                 ledger
                     .submit(actor, Some(key), Command::RaiseAlert(alert))
                     .await?;
@@ -155,6 +115,58 @@ pub async fn record(
     }
     r.last = ledger.snapshot().host_last(host);
     Ok(r)
+}
+
+/// The idempotency key of a host's report `number`.
+fn report_key(host: &str, number: u64) -> String {
+    format!("host-report:{host}:{number}")
+}
+
+/// What the ledger records for a report, given its state `st`.
+fn command(cfg: &ObserveConfig, st: &crate::ledger::State, host: &str, rep: HostReport) -> Command {
+    let number = rep.number;
+    match rep.item {
+        HostItem::Event { event, .. } if !forwarded(&event) => {
+            let why = LedgerError::UnknownKind(format!(
+                "{:?} {:?} is not a container lifecycle event",
+                event.typ, event.action
+            ));
+            refused(host, number, &why)
+        }
+        HostItem::Event { event, facts } => {
+            let mut o = observation(
+                cfg,
+                Seen::event(&event, ObservedVia::Agent),
+                facts.as_ref(),
+                st.container(&event.id),
+            );
+            o.host = Some(host.to_string());
+            o.host_seq = Some(rep.number);
+            Command::RecordContainer(o)
+        }
+        HostItem::Reconciled(f) => {
+            let mut o = observation(
+                cfg,
+                Seen::reconcile(Lifecycle::Reconciled, &f.id, crate::ledger::now_ns()),
+                Some(&f),
+                st.container(&f.id),
+            );
+            o.host = Some(host.to_string());
+            o.host_seq = Some(rep.number);
+            Command::RecordContainer(o)
+        }
+        HostItem::Gap {
+            from_ns,
+            to_ns,
+            details,
+        } => Command::RaiseAlert(Alert {
+            window_from_ns: Some(from_ns),
+            window_to_ns: Some(to_ns),
+            host: Some(host.to_string()),
+            host_seq: Some(rep.number),
+            ..Alert::new(AlertKind::DockerEventGap, format!("host {host}: {details}"))
+        }),
+    }
 }
 
 /// What takes the number of a report the ledger cannot record as it came: a gap in
@@ -216,5 +228,100 @@ pub async fn check_hosts(ledger: Ledger, shutdown: impl std::future::Future<Outp
             Some(Ok(entries)) => trigger = entries.last().map(|e| e.seq),
             _ => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerConfig;
+
+    fn ledger() -> (tokio::runtime::Runtime, Ledger, tempfile::TempDir) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let ledger = Ledger::open(store, LedgerConfig::default()).unwrap();
+        (rt, ledger, dir)
+    }
+
+    fn privileged_create(number: u64) -> HostReport {
+        HostReport {
+            number,
+            item: HostItem::Event {
+                event: RawEvent {
+                    typ: "container".into(),
+                    action: "create".into(),
+                    id: "c1".into(),
+                    time_nano: 1,
+                    attributes: Default::default(),
+                },
+                facts: Some(ContainerFacts {
+                    id: "c1".into(),
+                    name: "/rogue".into(),
+                    image: "busybox".into(),
+                    labels: Default::default(),
+                    mounts: Vec::new(),
+                    privileged: true,
+                    running: false,
+                }),
+            },
+        }
+    }
+
+    fn privileged_alerts(ledger: &Ledger) -> usize {
+        let head = ledger.snapshot().seq;
+        (1..=head)
+            .filter_map(|s| ledger.entry(s).unwrap())
+            .filter(|e| {
+                matches!(&e.event, Event::Alert(a)
+                    if a.alert == AlertKind::UnauthorizedPrivileged
+                        && a.container_id.as_deref() == Some("c1"))
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_repeated_report_raises_the_alerts_its_first_request_did_not_live_to_raise() {
+        let (rt, ledger, _dir) = ledger();
+        let cfg = ObserveConfig::new("/var/run/docker.sock");
+        rt.block_on(async {
+            // The first request recorded report 1, then died (a client gone, the writer
+            // deposed) before the alert: only the observation is in the ledger.
+            let first = command(&cfg, &ledger.snapshot(), "host-a", privileged_create(1));
+            ledger
+                .submit("host-a", Some(report_key("host-a", 1)), first)
+                .await
+                .unwrap();
+            assert_eq!(privileged_alerts(&ledger), 0);
+            // The agent's retry: a duplicate, and the alert is raised now, once.
+            for _ in 0..2 {
+                let r = record(
+                    &ledger,
+                    &cfg,
+                    "host-a",
+                    "host-a",
+                    vec![privileged_create(1)],
+                )
+                .await
+                .unwrap();
+                assert_eq!((r.last, r.recorded, r.duplicates), (1, 0, 1));
+                assert_eq!(privileged_alerts(&ledger), 1);
+            }
+            // A new report is recorded, and its alert (the same container) not again.
+            let r = record(
+                &ledger,
+                &cfg,
+                "host-a",
+                "host-a",
+                vec![privileged_create(2)],
+            )
+            .await
+            .unwrap();
+            assert_eq!((r.last, r.recorded, r.duplicates), (2, 1, 0));
+            assert_eq!(privileged_alerts(&ledger), 1);
+        });
     }
 }

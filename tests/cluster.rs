@@ -532,6 +532,55 @@ async fn a_node_cut_off_from_etcd_past_its_bound_answers_no_access_question() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_out_of_etcds_reach_answers_no_access_question_from_its_disk() {
+    let Some(mut n) = Nodes::start().await else {
+        return;
+    };
+    let w = n.writer().await;
+    let seq = create_anywhere(&n, &[w], "before-the-restart").await;
+    n.all_reach(seq).await;
+    let f = (0..3).find(|i| *i != w).unwrap();
+    n.node_mut(f).kill();
+    // Back on an address where no member answers: what its disk holds may be long
+    // out of date, and it has nothing to tell it otherwise.
+    let nobody = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let p = n.spawn_on(f, &nobody).await;
+    n.nodes[f] = Some(p);
+    let mut c = n.client(f).await;
+    let refusal = c
+        .authz
+        .check_access(common::check("alice"))
+        .await
+        .expect_err("a node that never reached etcd answers no access question");
+    assert_eq!(refusal.code(), tonic::Code::Unavailable);
+    assert!(
+        refusal
+            .message()
+            .contains("has not reached etcd since it started"),
+        "{}",
+        refusal.message()
+    );
+    common::wait_health(&c.channel, "privledger.v1.Authorizer", 2).await;
+    // The past is answered from its disk; and once it reaches etcd, the present too.
+    c.authz
+        .check_access(common::check_at_seq("alice", seq))
+        .await
+        .expect("a past position is answered");
+    n.node_mut(f).kill();
+    let p = n.spawn(f).await;
+    n.nodes[f] = Some(p);
+    let mut c = n.client(f).await;
+    common::wait_health(&c.channel, "privledger.v1.Authorizer", 1).await;
+    c.authz
+        .check_access(common::check("alice"))
+        .await
+        .expect("answers once in touch with etcd");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_seals_old_batches_into_the_archive_and_a_new_node_bootstraps_from_it() {
     let archive = tempfile::tempdir().unwrap();
     let archive_dir = archive.path().to_str().unwrap().to_string();

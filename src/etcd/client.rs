@@ -386,11 +386,14 @@ impl Etcd {
         let (tx, rx) = mpsc::channel(1);
         let _ = tx.send(create).await;
         let ch = self.channel();
-        let opened = tokio::time::timeout(
-            self.call_timeout,
-            WatchClient::new(ch).watch(ReceiverStream::new(rx)),
-        )
-        .await;
+        let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        // etcd's "require leader": a member that loses its leader (cut off from the
+        // others) ends the watch instead of holding it open with nothing to say.
+        req.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        let opened = tokio::time::timeout(self.call_timeout, WatchClient::new(ch).watch(req)).await;
         match opened {
             Ok(Ok(r)) => Ok(Watch {
                 events: r.into_inner(),

@@ -29,6 +29,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How often the alarms are read, in heartbeats.
 const ALARM_EVERY: u32 = 10;
+/// Cluster heads kept while this node is behind them (one a heartbeat at most).
+const BEHIND_KEPT: usize = 256;
 
 /// What this node is in the cluster now.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,13 +77,18 @@ pub struct Cluster {
     keys: Keys,
     cfg: ClusterConfig,
     roles: Arc<watch::Sender<Role>>,
-    /// When etcd last answered this node.
-    contact: Mutex<Instant>,
+    /// When etcd last answered a linearizable read of this node (`None`: not since
+    /// it started, so its state is only what its disk held).
+    contact: Mutex<Option<Instant>>,
+    started: Instant,
     /// The cluster's head seq as last read from etcd.
     etcd_head: AtomicU64,
     /// Since when this node's head has been behind the cluster's without catching up
     /// (a watch that brings nothing, a batch it cannot apply).
     lagging: Mutex<Option<(Instant, u64)>>,
+    /// Cluster heads this node has not reached yet, each with when etcd first
+    /// reported it (rising in both): the oldest says how old this node's state is.
+    behind: Mutex<std::collections::VecDeque<(u64, Instant)>>,
     /// Whether this node answers no access question now, as of the last heartbeat
     /// (health mirrors it).
     stale_now: watch::Sender<bool>,
@@ -107,10 +114,13 @@ impl Cluster {
             keys: Keys::new(&cfg.cluster),
             cfg,
             roles: Arc::new(roles),
-            contact: Mutex::new(Instant::now()),
+            contact: Mutex::new(None),
+            started: Instant::now(),
             etcd_head: AtomicU64::new(0),
             lagging: Mutex::new(None),
-            stale_now: watch::channel(false).0,
+            behind: Mutex::new(Default::default()),
+            // Stale until etcd has answered: health says so from the first moment.
+            stale_now: watch::channel(true).0,
         })
     }
 
@@ -152,9 +162,11 @@ impl Cluster {
         self.etcd_head.load(Ordering::Relaxed)
     }
 
-    /// How long since etcd last answered this node.
+    /// How long since etcd last answered this node (since it started, if never).
     pub fn silence(&self) -> Duration {
-        self.contact.lock().map_or(Duration::MAX, |c| c.elapsed())
+        self.contact
+            .lock()
+            .map_or(Duration::MAX, |c| c.unwrap_or(self.started).elapsed())
     }
 
     /// Follows whether this node answers access questions (updated each heartbeat).
@@ -165,18 +177,28 @@ impl Cluster {
     /// Why this node, whose state is at seq `head`, must not answer a privileged
     /// question now, if it must not.
     pub fn stale(&self, head: u64) -> Option<String> {
-        if let Some((since, at)) = self.lagging.lock().ok().and_then(|l| *l) {
-            // Stuck means no progress since: a head that moved is catching up.
-            if at == head && since.elapsed() > self.cfg.stale_after {
-                return Some(format!(
-                    "this node ({}) has been stuck at seq {head} for {} while the cluster is at \
-                     seq {} (its bound is {}): it answers no access question; ask another node",
-                    self.cfg.node_id,
-                    humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
-                    self.etcd_head(),
-                    humantime::format_duration(self.cfg.stale_after)
-                ));
-            }
+        let bound = humantime::format_duration(self.cfg.stale_after);
+        if matches!(self.contact.lock().as_deref(), Ok(None) | Err(_)) {
+            return Some(format!(
+                "this node ({}) has not reached etcd since it started: its state is what its \
+                 disk held, so it answers no access question; ask another node",
+                self.cfg.node_id
+            ));
+        }
+        // Behind a head etcd reported longer ago than the bound: whether stuck or
+        // catching up too slowly, the state answered from is older than allowed.
+        let oldest = self.behind.lock().ok().and_then(|b| {
+            b.iter()
+                .find(|(seq, _)| *seq > head)
+                .map(|(seq, at)| (*seq, at.elapsed()))
+        });
+        if let Some((seq, age)) = oldest.filter(|(_, age)| *age > self.cfg.stale_after) {
+            return Some(format!(
+                "this node ({}) is at seq {head}, still short of seq {seq} that etcd reported \
+                 {} ago (its bound is {bound}): it answers no access question; ask another node",
+                self.cfg.node_id,
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+            ));
         }
         let silence = self.silence();
         (silence > self.cfg.stale_after).then(|| {
@@ -200,7 +222,22 @@ impl Cluster {
     /// Notes this node's head against the cluster's: behind without progress starts
     /// (or continues) a lag; caught up, or moving, ends it.
     fn note_progress(&self, head: u64) {
-        let behind = self.etcd_head() > head;
+        let cluster = self.etcd_head();
+        if let Ok(mut b) = self.behind.lock() {
+            while b.front().is_some_and(|(seq, _)| *seq <= head) {
+                b.pop_front();
+            }
+            if cluster > head && b.back().is_none_or(|(seq, _)| *seq < cluster) {
+                if b.len() < BEHIND_KEPT {
+                    b.push_back((cluster, Instant::now()));
+                } else if let Some(last) = b.back_mut() {
+                    // Full: the newest head is taken as seen as early as the last kept
+                    // one, which can only make this node stale sooner.
+                    last.0 = cluster;
+                }
+            }
+        }
+        let behind = cluster > head;
         if let Ok(mut l) = self.lagging.lock() {
             *l = match *l {
                 Some((since, at)) if behind && at == head => Some((since, at)),
@@ -219,9 +256,11 @@ impl Cluster {
             .is_some_and(|(since, _)| since.elapsed() >= d)
     }
 
+    /// etcd answered a linearizable read (a watch's messages prove no such thing: a
+    /// member cut off from the others keeps a watch open and sends progress reports).
     fn touch(&self) {
         if let Ok(mut c) = self.contact.lock() {
-            *c = Instant::now();
+            *c = Some(Instant::now());
         }
     }
 
@@ -320,7 +359,6 @@ impl Cluster {
                     .into());
                 }
             };
-            self.touch();
             if resp.compact_revision > 0 || resp.canceled {
                 info!(
                     compacted = resp.compact_revision,
@@ -650,5 +688,85 @@ async fn keep_alive(etcd: Arc<Etcd>, lease: i64, ttl: Duration, lost: watch::Sen
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node's view with no etcd behind it (nothing is called), judging staleness
+    /// with `stale_after`.
+    fn node(stale_after: Duration) -> Arc<Cluster> {
+        let etcd = Etcd::connect(&super::super::client::EtcdOptions {
+            endpoints: vec!["http://127.0.0.1:9".into()],
+            tls: Default::default(),
+            call_timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        Cluster::new(
+            etcd,
+            ClusterConfig {
+                node_id: "n1".into(),
+                cluster: "c".into(),
+                advertise_url: "http://127.0.0.1:1".into(),
+                lease_ttl: Duration::from_secs(2),
+                stale_after,
+                archive_dir: None,
+                seal_after: 1_000,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_node_is_stale_until_etcd_answers_it() {
+        let n = node(Duration::from_secs(3600));
+        assert!(*n.watch_stale().borrow());
+        let why = n.stale(5).expect("stale before any contact");
+        assert!(why.contains("not reached etcd since it started"), "{why}");
+        n.touch();
+        n.etcd_head.store(5, Ordering::Relaxed);
+        n.note_progress(5);
+        assert_eq!(n.stale(5), None);
+    }
+
+    #[tokio::test]
+    async fn a_node_catching_up_is_judged_by_the_oldest_head_it_has_not_reached() {
+        // A bound of zero: any head etcd reported that this node has not reached is
+        // already too old (no clock needs to pass in the test).
+        let n = node(Duration::ZERO);
+        n.touch();
+        n.etcd_head.store(10, Ordering::Relaxed);
+        n.note_progress(5);
+        let short = |why: Option<String>| why.is_some_and(|w| w.contains("short of seq 10"));
+        assert!(short(n.stale(5)));
+        // Progress is not enough: still short of what etcd reported.
+        n.note_progress(7);
+        assert!(short(n.stale(7)), "{:?}", n.stale(7));
+        n.etcd_head.store(12, Ordering::Relaxed);
+        n.note_progress(10);
+        let why = n.stale(10).unwrap_or_default();
+        assert!(why.contains("short of seq 12"), "{why}");
+        n.note_progress(12);
+        assert!(n.behind.lock().unwrap().is_empty());
+        // Caught up, only the silence (a bound of zero) remains to say.
+        assert!(!n.stale(12).unwrap_or_default().contains("short of"));
+    }
+
+    #[tokio::test]
+    async fn the_heads_kept_are_bounded_and_never_younger_than_seen() {
+        let n = node(Duration::from_secs(3600));
+        n.touch();
+        for h in 1..=(BEHIND_KEPT as u64 + 50) {
+            n.etcd_head.store(h + 1, Ordering::Relaxed);
+            n.note_progress(0);
+        }
+        let b = n.behind.lock().unwrap();
+        assert_eq!(b.len(), BEHIND_KEPT);
+        assert_eq!(b.back().unwrap().0, BEHIND_KEPT as u64 + 51);
+        assert!(b
+            .iter()
+            .zip(b.iter().skip(1))
+            .all(|(a, z)| a.0 < z.0 && a.1 <= z.1));
     }
 }

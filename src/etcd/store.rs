@@ -160,18 +160,22 @@ impl LogStore for ClusterStore {
             }
             Err(e) => {
                 // The outcome is unknown: whoever writes next reads the head first.
-                let reason = format!(
-                    "etcd did not confirm the batch ({e}); it may have been recorded: retry \
-                     with the same request_id"
-                );
+                let reason = format!("etcd did not confirm the batch ({e})");
                 self.step_down(&reason);
-                return Err(Self::not_writer(reason));
+                return Err(StoreError::Unconfirmed {
+                    reason,
+                    local_failed: false,
+                });
             }
         }
-        self.local.append(batch).inspect_err(|e| {
-            self.step_down(&format!(
-                "the batch is in etcd but not in this node's store: {e}"
-            ));
+        self.local.append(batch).map_err(|e| {
+            // Recorded in the cluster's log; this node gets it back by following it.
+            let reason = format!("the batch is in etcd but not in this node's store: {e}");
+            self.step_down(&reason);
+            StoreError::Unconfirmed {
+                reason,
+                local_failed: true,
+            }
         })
     }
 

@@ -131,6 +131,12 @@ pub enum Error {
     /// The store refused the write (or is stalled after refusing one).
     #[error("ledger unavailable: {0}; nothing was recorded")]
     NotRecorded(String),
+    /// The store could not confirm the write: it may have been recorded.
+    #[error(
+        "ledger unavailable: {0}; it may have been recorded: retry with the same request_id, \
+         which returns what was recorded (a retry without one may record it twice)"
+    )]
+    OutcomeUnknown(String),
     #[error("unavailable: the limited Docker socket could not be opened: {0}")]
     SocketNotOpened(String),
     #[error("ledger unavailable: no randomness available: {0}")]
@@ -236,6 +242,7 @@ impl Error {
             | Error::WriterStopped
             | Error::ReplicaGap { .. }
             | Error::NotRecorded(_)
+            | Error::OutcomeUnknown(_)
             | Error::NoRandomness(_)
             | Error::SocketNotOpened(_)
             | Error::ThreadNotStarted { .. }
@@ -244,7 +251,8 @@ impl Error {
             | Error::Store(
                 StoreError::CannotWrite { .. }
                 | StoreError::ReadOnly
-                | StoreError::NotWriter { .. },
+                | StoreError::NotWriter { .. }
+                | StoreError::Unconfirmed { .. },
             ) => Cause::Unavailable,
             Error::Store(
                 StoreError::Read { .. }

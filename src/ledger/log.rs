@@ -90,6 +90,12 @@ pub enum StoreError {
     /// the write, and this node follows it.
     #[error("this node is not the cluster's writer: {reason}")]
     NotWriter { reason: String },
+    /// The cluster's log may hold the write, or does, without this node having
+    /// confirmed it: whoever writes next reads the head first, so a retry with the
+    /// same request id is answered with what was recorded.
+    /// `local_failed`: this node's own store refused it (it stalls until writable).
+    #[error("the write was not confirmed: {reason}")]
+    Unconfirmed { reason: String, local_failed: bool },
     /// The storage files cannot be opened at all (the engine's own files are damaged),
     /// or the data directory is refused.
     #[error("{reason}")]

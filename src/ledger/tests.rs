@@ -674,12 +674,26 @@ fn scan(
     (socket, mode, privileged, limits, ids)
 }
 
-/// A store whose appends panic: the writer thread dies mid-batch.
-struct PanicOnAppend(crate::store::SledStore);
+/// A store whose appends fail as `fault` says.
+struct FaultyAppend(crate::store::SledStore, Fault);
 
-impl LogStore for PanicOnAppend {
+enum Fault {
+    /// The writer thread dies mid-batch.
+    Panic,
+    /// The cluster's log cannot say whether it took the batch (an etcd member that
+    /// timed out after the commit).
+    Unconfirmed,
+}
+
+impl LogStore for FaultyAppend {
     fn append(&self, _: log::AppendBatch<'_>) -> log::StoreResult<()> {
-        panic!("injected: the writer dies in an append");
+        match self.1 {
+            Fault::Panic => panic!("injected: the writer dies in an append"),
+            Fault::Unconfirmed => Err(log::StoreError::Unconfirmed {
+                reason: "injected: etcd did not answer".into(),
+                local_failed: false,
+            }),
+        }
     }
     fn recover(&self, head: log::Witness) -> log::StoreResult<()> {
         self.0.recover(head)
@@ -725,7 +739,10 @@ impl LogStore for PanicOnAppend {
 #[tokio::test]
 async fn a_writer_that_dies_stops_claiming_writes_and_every_write_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
-    let store = PanicOnAppend(crate::store::SledStore::open(dir.path()).unwrap());
+    let store = FaultyAppend(
+        crate::store::SledStore::open(dir.path()).unwrap(),
+        Fault::Panic,
+    );
     let l = Ledger::open(Arc::new(store), LedgerConfig::default()).unwrap();
     let mut status = l.watch_write_status();
     assert_eq!(*status.borrow(), WriteStatus::Writable);
@@ -741,6 +758,29 @@ async fn a_writer_that_dies_stops_claiming_writes_and_every_write_is_unavailable
     assert!(again.is_unavailable(), "{again}");
     assert_eq!(l.snapshot().seq, 0, "nothing was published");
     assert!(l.check_access("alice").is_ok(), "reads go on");
+}
+
+#[tokio::test]
+async fn a_write_whose_outcome_is_unknown_says_so_and_storage_does_not_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyAppend(
+        crate::store::SledStore::open(dir.path()).unwrap(),
+        Fault::Unconfirmed,
+    );
+    let l = Ledger::open(Arc::new(store), LedgerConfig::default()).unwrap();
+    let create = Command::CreateGroup { group: "g".into() };
+    let e = l.submit("t", Some("r1".into()), create).await.unwrap_err();
+    assert!(matches!(e, Error::OutcomeUnknown(_)), "{e}");
+    assert!(e.is_unavailable());
+    let status = tonic::Status::from(e);
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    let msg = status.message();
+    assert!(
+        msg.contains("may have been recorded") && msg.contains("same request_id"),
+        "{msg}"
+    );
+    assert!(!msg.contains("nothing was recorded"), "{msg}");
+    assert_eq!(*l.watch_write_status().borrow(), WriteStatus::Writable);
 }
 
 /// Every client mutation, and a variant of it that differs in one field the client

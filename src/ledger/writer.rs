@@ -248,7 +248,10 @@ struct Prepared {
 }
 
 fn unavailable_store(e: &StoreError) -> Error {
-    Error::NotRecorded(e.to_string())
+    match e {
+        StoreError::Unconfirmed { .. } => Error::OutcomeUnknown(e.to_string()),
+        _ => Error::NotRecorded(e.to_string()),
+    }
 }
 
 impl Writer {
@@ -403,7 +406,15 @@ impl Writer {
         drop(meta);
         if let Err(e) = appended {
             // Not being the cluster's writer is no storage fault: nothing stalls.
-            if !matches!(e, StoreError::ReadOnly | StoreError::NotWriter { .. }) {
+            if !matches!(
+                e,
+                StoreError::ReadOnly
+                    | StoreError::NotWriter { .. }
+                    | StoreError::Unconfirmed {
+                        local_failed: false,
+                        ..
+                    }
+            ) {
                 self.stall(&e);
             }
             for (w, o) in batch.into_iter().zip(outcomes) {

@@ -96,7 +96,6 @@ pub async fn run(
             return Ok(());
         };
         if last > 0 {
-            outbox.start_at(last + 1)?;
             let details = format!(
                 "this agent's outbox is new, while the ledger holds {last} reports of this host: \
                  events since the last one may have been lost (the agent's data directory was \
@@ -109,7 +108,9 @@ pub async fn run(
                 details,
             };
             let bytes = serde_json::to_vec(&gap).unwrap_or_default();
-            outbox.push(&bytes, None)?;
+            // One write: a crash cannot leave the resumed numbering without the gap
+            // report that explains it.
+            outbox.push_from(Some(last + 1), &bytes, None)?;
         }
     }
     let reported = Arc::new(Notify::new());
@@ -200,24 +201,29 @@ async fn ship(
         let mut events = Vec::with_capacity(pending.len());
         let mut size = 0;
         for (number, bytes) in &pending {
-            match serde_json::from_slice::<HostItem>(bytes) {
-                Ok(item) => {
-                    let wire = to_wire(&HostReport {
-                        number: *number,
-                        item,
-                    });
-                    size += prost::Message::encoded_len(&wire) + 4;
-                    if !events.is_empty() && size > SHIP_BYTES {
-                        break;
-                    }
-                    events.push(wire);
+            let item = serde_json::from_slice::<HostItem>(bytes).unwrap_or_else(|e| {
+                // Written by this build: cannot happen short of damage. Its number goes
+                // as a gap saying so; skipped, it would leave a hole the ledger refuses
+                // every later report for.
+                error!(number, error = %e, "an outbox report does not decode; reporting a gap in its place");
+                HostItem::Gap {
+                    from_ns: 0,
+                    to_ns: crate::ledger::now_ns(),
+                    details: format!(
+                        "this agent's outbox report {number} was damaged and does not decode \
+                         ({e}): what it said is lost"
+                    ),
                 }
-                Err(e) => {
-                    // Written by this build: cannot happen short of damage. The ledger
-                    // refuses what follows as a gap, which says so loudly.
-                    error!(number, error = %e, "an outbox report does not decode; skipping it");
-                }
+            });
+            let wire = to_wire(&HostReport {
+                number: *number,
+                item,
+            });
+            size += prost::Message::encoded_len(&wire) + 4;
+            if !events.is_empty() && size > SHIP_BYTES {
+                break;
             }
+            events.push(wire);
         }
         let sent = events.len();
         let req = pb::RecordHostEventsRequest {

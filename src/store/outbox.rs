@@ -76,10 +76,23 @@ impl Outbox {
     /// Appends `item` under the next number, with the cursor it moves, durably;
     /// returns its number.
     pub fn push(&self, item: &[u8], cursor: Option<&[u8]>) -> Result<u64, OutboxError> {
+        self.push_from(None, item, cursor)
+    }
+
+    /// Appends `item` under the next number, or under `from` if that is higher (a new
+    /// outbox for a host the ledger already holds reports of: numbering resumes after
+    /// them and never goes back), in one durable transaction with the cursor it moves.
+    pub fn push_from(
+        &self,
+        from: Option<u64>,
+        item: &[u8],
+        cursor: Option<&[u8]>,
+    ) -> Result<u64, OutboxError> {
         let r = (&self.items, &self.meta).transaction(|(items, meta)| {
             let next = meta.get(NEXT)?.map_or(1, |v| {
                 u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))
             });
+            let next = next.max(from.unwrap_or(0));
             items.insert(&next.to_be_bytes(), item)?;
             meta.insert(NEXT, &(next + 1).to_be_bytes())?;
             if let Some(c) = cursor {
@@ -145,18 +158,6 @@ impl Outbox {
         Ok(())
     }
 
-    /// Numbers reports from `next` on (a new outbox for a host the ledger already
-    /// holds reports of); never goes back.
-    pub fn start_at(&self, next: u64) -> Result<(), OutboxError> {
-        if next > self.next_number()? {
-            self.meta
-                .insert(NEXT, &next.to_be_bytes())
-                .map_err(|e| self.err(e))?;
-            self.sync()?;
-        }
-        Ok(())
-    }
-
     /// The number the next report gets.
     pub fn next_number(&self) -> Result<u64, OutboxError> {
         Ok(self
@@ -192,9 +193,10 @@ mod tests {
         o.acknowledged(4).unwrap();
         assert!(o.is_empty());
         assert_eq!(o.next_number().unwrap(), 5);
-        o.start_at(3).unwrap();
-        assert_eq!(o.next_number().unwrap(), 5, "never back");
-        o.start_at(40).unwrap();
-        assert_eq!(o.push(b"e", None).unwrap(), 40);
+        assert_eq!(o.push_from(Some(3), b"e", None).unwrap(), 5, "never back");
+        // The resumed number and its report are one write: there is no outbox that
+        // numbers from 40 without report 40 in it.
+        assert_eq!(o.push_from(Some(40), b"f", None).unwrap(), 40);
+        assert_eq!(o.push(b"g", None).unwrap(), 41);
     }
 }

@@ -579,7 +579,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_event_the_ledger_refuses_is_skipped_not_retried_forever() {
+    async fn a_label_the_ledger_would_refuse_is_recorded_fitted_and_what_follows_too() {
         let r = Rig::new(StaleAction::Alert);
         let s = r.attach().await;
         let mut bad = container("jupyter-mallory");
@@ -591,10 +591,19 @@ mod tests {
             .await;
         r.detach(s).await;
         assert!(observed(&e).is_some());
-        assert!(!r
+        let users: Vec<_> = r
             .entries()
             .iter()
             .filter_map(observed)
-            .any(|o| o.container_id == bad));
+            .filter(|o| o.container_id == bad)
+            .map(|o| o.user.clone())
+            .collect();
+        assert!(!users.is_empty(), "the crafted container is in the ledger");
+        assert!(
+            users
+                .iter()
+                .all(|u| u.as_deref() == Some("mal\u{FFFD}lory")),
+            "{users:?}"
+        );
     }
 }

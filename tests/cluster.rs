@@ -580,6 +580,63 @@ async fn a_node_restarted_out_of_etcds_reach_answers_no_access_question_from_its
         .expect("answers once in touch with etcd");
 }
 
+/// Waits until the election has `n` candidates (each node's key under its name).
+async fn candidates(etcd: &privledger::etcd::client::Etcd, n: usize) {
+    let start = b"/privledger/privledger/writer/".to_vec();
+    let end = b"/privledger/privledger/writer0".to_vec();
+    let r = etcd.range(&start, &end, 0).await.unwrap();
+    let mut have = r.kvs.len();
+    let rev = r.header.map_or(0, |h| h.revision);
+    let mut w = etcd.watch(&start, &end, rev + 1).await.unwrap();
+    while have < n {
+        let r = tokio::time::timeout(BOUND, w.events.message())
+            .await
+            .expect("the candidates never campaigned")
+            .unwrap()
+            .expect("the watch is open");
+        for e in r.events {
+            if e.r#type == 0 {
+                have += 1;
+            } else {
+                have -= 1;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_whose_campaign_waits_on_a_paused_member_learns_it_won_through_another() {
+    let Some(mut n) = Nodes::start().await else {
+        return;
+    };
+    let w = n.writer().await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != w).collect();
+    // The other two campaign through member 2 (their first endpoint).
+    let m = &n.etcd.members;
+    let order = format!(
+        "{},{},{}",
+        m[2].client_url, m[0].client_url, m[1].client_url
+    );
+    for &i in &others {
+        n.node_mut(i).kill();
+        n.nodes[i] = Some(n.spawn_on(i, &order).await);
+    }
+    candidates(&n.etcd.client(), 3).await;
+    // Member 2 stops answering with both campaigns waiting on it; then the writer
+    // dies. Their leases live on through the other members, so one of them is now
+    // the oldest candidate: it must learn so without member 2 (a read through
+    // another member says so within a lease; the connection's keep-alive would also
+    // end the campaign, later — a member cut off from its peers but not from this
+    // node answers keep-alives, and then the read is all there is).
+    n.etcd.signal(2, Signal::STOP);
+    n.node_mut(w).kill();
+    n.nodes[w] = None;
+    let seq = create_anywhere(&n, &others, "with-member-2-paused").await;
+    n.etcd.signal(2, Signal::CONT);
+    n.all_reach(seq).await;
+    n.agree_and_verify().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_seals_old_batches_into_the_archive_and_a_new_node_bootstraps_from_it() {
     let archive = tempfile::tempdir().unwrap();

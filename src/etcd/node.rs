@@ -16,6 +16,7 @@ use super::archive;
 use super::client::{Etcd, EtcdError};
 use super::keys::{Batch, Head, Keys, WriterInfo};
 use super::pb::mvccpb;
+use super::pb::v3electionpb::LeaderKey;
 use super::store::ClusterStore;
 use crate::ledger::log::LogStore;
 use crate::ledger::{Error as LedgerError, Ledger};
@@ -553,10 +554,24 @@ impl Cluster {
             Duration::from_secs(granted.max(1) as u64),
             lost_tx,
         ));
+        let name = self.keys.election();
+        // The campaign runs on its own: a campaign that is given up resigns its key on
+        // the member, so it must not end merely because this node learned of its
+        // election another way (below). It ends with the term.
+        let mut campaign = {
+            let (etcd, name, me) = (self.etcd.clone(), name.clone(), self.me().encode_to_vec());
+            tokio::spawn(async move { etcd.campaign(&name, lease, me).await })
+        };
         let result = async {
-            let name = self.keys.election();
             let leader = tokio::select! {
-                l = self.etcd.campaign(&name, lease, self.me().encode_to_vec()) => l?,
+                l = &mut campaign => l.map_err(|e| EtcdError::Unreachable {
+                    what: "a campaign",
+                    last: e.to_string(),
+                })??,
+                // A campaign waiting on a member cut off from the others never hears
+                // that it won, while this node's lease lives on through the others
+                // and every other candidate queues behind its key.
+                l = self.elected_meanwhile(&name, lease) => l,
                 _ = lost.wait_for(|l| *l) => return Ok(()),
                 _ = stop.wait_for(|s| *s) => return Ok(()),
             };
@@ -600,9 +615,33 @@ impl Cluster {
             Ok(())
         }
         .await;
+        campaign.abort();
         keep.abort();
         let _ = self.etcd.lease_revoke(lease).await;
         result
+    }
+
+    /// Returns once a linearizable read (through any member) shows this node's key,
+    /// on `lease`, as the oldest candidate of the election: elected, whether or not
+    /// the member its campaign waits on can say so.
+    async fn elected_meanwhile(&self, name: &[u8], lease: i64) -> LeaderKey {
+        let mut tick = tokio::time::interval(self.cfg.lease_ttl);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Ok(Some(kv)) = self.etcd.leader(name).await {
+                if kv.lease == lease {
+                    info!("elected, as a read through another member shows; the campaign's member did not say so");
+                    return LeaderKey {
+                        name: name.to_vec(),
+                        key: kv.key,
+                        rev: kv.create_revision,
+                        lease,
+                    };
+                }
+            }
+        }
     }
 
     // === the heartbeat ===

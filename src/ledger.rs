@@ -51,4 +51,4 @@ pub(crate) mod decode_fuzz;
 #[cfg(test)]
 mod intervals_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -64,17 +64,28 @@ impl Drop for Agent {
     }
 }
 
-/// A watcher token named `host`, its secret in a file.
-async fn watcher_token(admin: &mut Clients, host: &str, dir: &Path) -> PathBuf {
-    let t = admin
+/// The secret of a new watcher token named `host`.
+async fn watcher_secret(admin: &mut Clients, host: &str) -> String {
+    admin
         .admin
         .create_token(common::token(host, pb::Role::Watcher))
         .await
         .expect("watcher token")
-        .into_inner();
+        .into_inner()
+        .secret
+}
+
+/// A watcher token named `host`, its secret in a file.
+async fn watcher_token(admin: &mut Clients, host: &str, dir: &Path) -> PathBuf {
+    let secret = watcher_secret(admin, host).await;
     let path = dir.join(format!("{host}.token"));
-    std::fs::write(&path, format!("{}\n", t.secret)).unwrap();
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
     path
+}
+
+/// A client of `s` with a watcher token named `host`.
+async fn watcher(s: &common::TestServer, admin: &mut Clients, host: &str) -> Clients {
+    s.client(Some(&watcher_secret(admin, host).await)).await
 }
 
 /// The ledger's entries reported from `host`, as (kind, event body).
@@ -145,13 +156,7 @@ fn private_dir(p: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_token_reports_for_its_own_host_only() {
     let (_s, mut admin) = common::TestServer::start_admin().await;
-    let t = admin
-        .admin
-        .create_token(common::token("host-a", pb::Role::Watcher))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut w = _s.client(Some(&t.secret)).await;
+    let mut w = watcher(&_s, &mut admin, "host-a").await;
     let report = |host: &str, number: u64| pb::RecordHostEventsRequest {
         host_id: host.into(),
         events: vec![pb::HostEvent {
@@ -207,13 +212,7 @@ async fn a_watcher_token_reports_for_its_own_host_only() {
 async fn a_report_the_ledger_cannot_take_as_it_came_is_fitted_or_recorded_as_a_gap_and_never_holds_the_host_back(
 ) {
     let (_s, mut admin) = common::TestServer::start_admin().await;
-    let t = admin
-        .admin
-        .create_token(common::token("host-a", pb::Role::Watcher))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut w = _s.client(Some(&t.secret)).await;
+    let mut w = watcher(&_s, &mut admin, "host-a").await;
     let event = |action: &str, id: &str| {
         Some(pb::host_event::What::Event(pb::DockerEvent {
             r#type: "container".into(),

@@ -200,6 +200,18 @@ async fn authorized_and_unauthorized_socket_containers() {
     s.stop().await;
 }
 
+/// Dave may run privileged containers.
+async fn grant_dave_privileged(c: &mut privledger::client::Clients) {
+    ok(c.admin.issue_grant(pb::IssueGrantRequest {
+        subject: user("dave"),
+        spec: spec(pb::SocketAccess::None, pb::SocketMode::Rw, true),
+        expires_at: None,
+        reason: "gpu drivers".into(),
+        request_id: String::new(),
+    }))
+    .await;
+}
+
 #[tokio::test]
 async fn privileged_is_judged_at_create() {
     if !docker_available() {
@@ -210,14 +222,7 @@ async fn privileged_is_judged_at_create() {
     let s = docker_server(dir.path(), false).await;
     let cs = Containers::new("priv");
     let mut c = s.admin().await;
-    ok(c.admin.issue_grant(pb::IssueGrantRequest {
-        subject: user("dave"),
-        spec: spec(pb::SocketAccess::None, pb::SocketMode::Rw, true),
-        expires_at: None,
-        reason: "gpu drivers".into(),
-        request_id: String::new(),
-    }))
-    .await;
+    grant_dave_privileged(&mut c).await;
     let d = decide(&mut c, "dave").await;
     assert!(d.fragments.as_ref().unwrap().privileged);
     // Privileged containers cannot start on these machines: judge them at create.
@@ -271,14 +276,7 @@ async fn a_label_the_ledger_would_refuse_does_not_keep_a_container_out_of_it() {
     let mut c = s.admin().await;
     // A user granted privileged, whose name a hostile label imitates: a control
     // character and text past the 256 bytes a label may hold.
-    ok(c.admin.issue_grant(pb::IssueGrantRequest {
-        subject: user("dave"),
-        spec: spec(pb::SocketAccess::None, pb::SocketMode::Rw, true),
-        expires_at: None,
-        reason: "gpu drivers".into(),
-        request_id: String::new(),
-    }))
-    .await;
+    grant_dave_privileged(&mut c).await;
     for (tag, label) in [
         ("newline", "dave\nroot".to_string()),
         ("long", format!("dave{}", "é".repeat(200))),

@@ -234,18 +234,6 @@ pub async fn check_hosts(ledger: Ledger, shutdown: impl std::future::Future<Outp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::LedgerConfig;
-
-    fn ledger() -> (tokio::runtime::Runtime, Ledger, tempfile::TempDir) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-        let ledger = Ledger::open(store, LedgerConfig::default()).unwrap();
-        (rt, ledger, dir)
-    }
 
     fn privileged_create(number: u64) -> HostReport {
         HostReport {
@@ -283,45 +271,44 @@ mod tests {
             .count()
     }
 
-    #[test]
-    fn a_repeated_report_raises_the_alerts_its_first_request_did_not_live_to_raise() {
-        let (rt, ledger, _dir) = ledger();
+    #[tokio::test]
+    async fn a_repeated_report_raises_the_alerts_its_first_request_did_not_live_to_raise() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = crate::ledger::tests::open(dir.path(), 10_000);
         let cfg = ObserveConfig::new("/var/run/docker.sock");
-        rt.block_on(async {
-            // The first request recorded report 1, then died (a client gone, the writer
-            // deposed) before the alert: only the observation is in the ledger.
-            let first = command(&cfg, &ledger.snapshot(), "host-a", privileged_create(1));
-            ledger
-                .submit("host-a", Some(report_key("host-a", 1)), first)
-                .await
-                .unwrap();
-            assert_eq!(privileged_alerts(&ledger), 0);
-            // The agent's retry: a duplicate, and the alert is raised now, once.
-            for _ in 0..2 {
-                let r = record(
-                    &ledger,
-                    &cfg,
-                    "host-a",
-                    "host-a",
-                    vec![privileged_create(1)],
-                )
-                .await
-                .unwrap();
-                assert_eq!((r.last, r.recorded, r.duplicates), (1, 0, 1));
-                assert_eq!(privileged_alerts(&ledger), 1);
-            }
-            // A new report is recorded, and its alert (the same container) not again.
+        // The first request recorded report 1, then died (a client gone, the writer
+        // deposed) before the alert: only the observation is in the ledger.
+        let first = command(&cfg, &ledger.snapshot(), "host-a", privileged_create(1));
+        ledger
+            .submit("host-a", Some(report_key("host-a", 1)), first)
+            .await
+            .unwrap();
+        assert_eq!(privileged_alerts(&ledger), 0);
+        // The agent's retry: a duplicate, and the alert is raised now, once.
+        for _ in 0..2 {
             let r = record(
                 &ledger,
                 &cfg,
                 "host-a",
                 "host-a",
-                vec![privileged_create(2)],
+                vec![privileged_create(1)],
             )
             .await
             .unwrap();
-            assert_eq!((r.last, r.recorded, r.duplicates), (2, 1, 0));
+            assert_eq!((r.last, r.recorded, r.duplicates), (1, 0, 1));
             assert_eq!(privileged_alerts(&ledger), 1);
-        });
+        }
+        // A new report is recorded, and its alert (the same container) not again.
+        let r = record(
+            &ledger,
+            &cfg,
+            "host-a",
+            "host-a",
+            vec![privileged_create(2)],
+        )
+        .await
+        .unwrap();
+        assert_eq!((r.last, r.recorded, r.duplicates), (2, 1, 0));
+        assert_eq!(privileged_alerts(&ledger), 1);
     }
 }

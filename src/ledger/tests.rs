@@ -9,7 +9,7 @@ use super::event::*;
 use super::log::LogStore;
 use super::*;
 
-pub(super) fn open(dir: &std::path::Path, interval: u64) -> Ledger {
+pub(crate) fn open(dir: &std::path::Path, interval: u64) -> Ledger {
     let store = Arc::new(crate::store::SledStore::open(dir).unwrap());
     Ledger::open(
         store,

@@ -145,12 +145,18 @@ impl Nodes {
     async fn all_reach(&self, seq: u64) {
         for i in self.alive() {
             let mut c = self.client(i).await;
-            let mut s = c
-                .audit
-                .stream(common::stream_from(seq.max(1), true))
-                .await
-                .expect("stream")
-                .into_inner();
+            let deadline = Instant::now() + BOUND;
+            let mut s = loop {
+                match c.audit.stream(common::stream_from(seq.max(1), true)).await {
+                    Ok(s) => break s.into_inner(),
+                    // A node just started may not have applied the admin token's entry
+                    // yet: it knows the token once it has caught up that far.
+                    Err(s)
+                        if s.code() == tonic::Code::Unauthenticated
+                            && Instant::now() < deadline => {}
+                    Err(s) => panic!("node {i}: stream: {s:?}"),
+                }
+            };
             let got = tokio::time::timeout(BOUND, s.message()).await;
             assert!(
                 matches!(got, Ok(Ok(Some(_)))),

@@ -617,6 +617,8 @@ async fn a_candidate_whose_campaign_waits_on_a_paused_member_learns_it_won_throu
     };
     let w = n.writer().await;
     let others: Vec<usize> = (0..3).filter(|i| *i != w).collect();
+    let head = n.head(w).await.seq;
+    n.all_reach(head).await;
     // The other two campaign through member 2 (their first endpoint).
     let m = &n.etcd.members;
     let order = format!(
@@ -628,6 +630,7 @@ async fn a_candidate_whose_campaign_waits_on_a_paused_member_learns_it_won_throu
         n.nodes[i] = Some(n.spawn_on(i, &order).await);
     }
     candidates(&n.etcd.client(), 3).await;
+    n.all_reach(head).await;
     // Member 2 stops answering with both campaigns waiting on it; then the writer
     // dies. Their leases live on through the other members, so one of them is now
     // the oldest candidate: it must learn so without member 2 (a read through

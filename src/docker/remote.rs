@@ -125,48 +125,45 @@ fn report_key(host: &str, number: u64) -> String {
 /// What the ledger records for a report, given its state `st`.
 fn command(cfg: &ObserveConfig, st: &crate::ledger::State, host: &str, rep: HostReport) -> Command {
     let number = rep.number;
-    match rep.item {
+    let o = match rep.item {
         HostItem::Event { event, .. } if !forwarded(&event) => {
             let why = LedgerError::UnknownKind(format!(
                 "{:?} {:?} is not a container lifecycle event",
                 event.typ, event.action
             ));
-            refused(host, number, &why)
+            return refused(host, number, &why);
         }
-        HostItem::Event { event, facts } => {
-            let mut o = observation(
-                cfg,
-                Seen::event(&event, ObservedVia::Agent),
-                facts.as_ref(),
-                st.container(&event.id),
-            );
-            o.host = Some(host.to_string());
-            o.host_seq = Some(rep.number);
-            Command::RecordContainer(o)
-        }
-        HostItem::Reconciled(f) => {
-            let mut o = observation(
-                cfg,
-                Seen::reconcile(Lifecycle::Reconciled, &f.id, crate::ledger::now_ns()),
-                Some(&f),
-                st.container(&f.id),
-            );
-            o.host = Some(host.to_string());
-            o.host_seq = Some(rep.number);
-            Command::RecordContainer(o)
-        }
+        HostItem::Event { event, facts } => observation(
+            cfg,
+            Seen::event(&event, ObservedVia::Agent),
+            facts.as_ref(),
+            st.container(&event.id),
+        ),
+        HostItem::Reconciled(f) => observation(
+            cfg,
+            Seen::reconcile(Lifecycle::Reconciled, &f.id, crate::ledger::now_ns()),
+            Some(&f),
+            st.container(&f.id),
+        ),
         HostItem::Gap {
             from_ns,
             to_ns,
             details,
-        } => Command::RaiseAlert(Alert {
-            window_from_ns: Some(from_ns),
-            window_to_ns: Some(to_ns),
-            host: Some(host.to_string()),
-            host_seq: Some(rep.number),
-            ..Alert::new(AlertKind::DockerEventGap, format!("host {host}: {details}"))
-        }),
-    }
+        } => {
+            return Command::RaiseAlert(Alert {
+                window_from_ns: Some(from_ns),
+                window_to_ns: Some(to_ns),
+                host: Some(host.to_string()),
+                host_seq: Some(number),
+                ..Alert::new(AlertKind::DockerEventGap, format!("host {host}: {details}"))
+            })
+        }
+    };
+    Command::RecordContainer(crate::ledger::event::ContainerObserved {
+        host: Some(host.to_string()),
+        host_seq: Some(number),
+        ..o
+    })
 }
 
 /// What takes the number of a report the ledger cannot record as it came: a gap in
@@ -284,30 +281,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(privileged_alerts(&ledger), 0);
-        // The agent's retry: a duplicate, and the alert is raised now, once.
-        for _ in 0..2 {
-            let r = record(
+        let send = |n| {
+            record(
                 &ledger,
                 &cfg,
                 "host-a",
                 "host-a",
-                vec![privileged_create(1)],
+                vec![privileged_create(n)],
             )
-            .await
-            .unwrap();
+        };
+        // The agent's retry: a duplicate, and the alert is raised now, once.
+        for _ in 0..2 {
+            let r = send(1).await.unwrap();
             assert_eq!((r.last, r.recorded, r.duplicates), (1, 0, 1));
             assert_eq!(privileged_alerts(&ledger), 1);
         }
         // A new report is recorded, and its alert (the same container) not again.
-        let r = record(
-            &ledger,
-            &cfg,
-            "host-a",
-            "host-a",
-            vec![privileged_create(2)],
-        )
-        .await
-        .unwrap();
+        let r = send(2).await.unwrap();
         assert_eq!((r.last, r.recorded, r.duplicates), (2, 1, 0));
         assert_eq!(privileged_alerts(&ledger), 1);
     }

@@ -179,13 +179,13 @@ impl Cluster {
     /// question now, if it must not.
     pub fn stale(&self, head: u64) -> Option<String> {
         let bound = humantime::format_duration(self.cfg.stale_after);
-        if matches!(self.contact.lock().as_deref(), Ok(None) | Err(_)) {
+        let Some(contact) = self.contact.lock().ok().and_then(|c| *c) else {
             return Some(format!(
                 "this node ({}) has not reached etcd since it started: its state is what its \
                  disk held, so it answers no access question; ask another node",
                 self.cfg.node_id
             ));
-        }
+        };
         // Behind a head etcd reported longer ago than the bound: whether stuck or
         // catching up too slowly, the state answered from is older than allowed.
         let oldest = self.behind.lock().ok().and_then(|b| {
@@ -201,7 +201,7 @@ impl Cluster {
                 humantime::format_duration(Duration::from_secs(age.as_secs())),
             ));
         }
-        let silence = self.silence();
+        let silence = contact.elapsed();
         (silence > self.cfg.stale_after).then(|| {
             format!(
                 "this node ({}) has not heard from etcd for {} (its bound is {}): its state \
@@ -220,8 +220,9 @@ impl Cluster {
         }
     }
 
-    /// Notes this node's head against the cluster's: behind without progress starts
-    /// (or continues) a lag; caught up, or moving, ends it.
+    /// Notes this node's head against the cluster's: the cluster heads it has not
+    /// reached yet, with when each was first seen (how old its state is), and whether
+    /// it is stuck (behind without progress: the watch's member may have gone silent).
     fn note_progress(&self, head: u64) {
         let cluster = self.etcd_head();
         if let Ok(mut b) = self.behind.lock() {

@@ -27,6 +27,11 @@ pub const ENV_BUILTIN_GROUPS: &str = "PRIVLEDGER_BUILTIN_GROUPS";
 pub const ENV_DOCKER: &str = "PRIVLEDGER_DOCKER";
 pub const ENV_DOCKER_ENDPOINT: &str = "PRIVLEDGER_DOCKER_ENDPOINT";
 pub const ENV_PROXY: &str = "PRIVLEDGER_PROXY";
+pub const ENV_PROXY_ALLOW_NETWORKS: &str = "PRIVLEDGER_PROXY_ALLOW_NETWORKS";
+pub const ENV_PROXY_PEER_UIDS: &str = "PRIVLEDGER_PROXY_PEER_UIDS";
+pub const ENV_PROXY_PUBLISH: &str = "PRIVLEDGER_PROXY_PUBLISH";
+pub const ENV_PROXY_PIDS_LIMIT: &str = "PRIVLEDGER_PROXY_PIDS_LIMIT";
+pub const ENV_PROXY_REVOKE_GRACE: &str = "PRIVLEDGER_PROXY_REVOKE_GRACE";
 pub const ENV_ON_STALE_GRANT: &str = "PRIVLEDGER_ON_STALE_GRANT";
 pub const ENV_DOCKER_ALLOW_NAMES: &str = "PRIVLEDGER_DOCKER_ALLOW_NAMES";
 pub const ENV_DOCKER_ALLOW_LABELS: &str = "PRIVLEDGER_DOCKER_ALLOW_LABELS";
@@ -113,6 +118,8 @@ pub struct DockerConfig {
     pub allow_labels: Vec<(String, Option<String>)>,
     /// Serve the limited users' sockets (the Docker API proxy, DESIGN §6).
     pub proxy: bool,
+    /// The limited sockets' settings (`[proxy]`).
+    pub proxy_settings: crate::proxy::Settings,
 }
 
 impl Default for DockerConfig {
@@ -124,6 +131,7 @@ impl Default for DockerConfig {
             allow_names: Vec::new(),
             allow_labels: Vec::new(),
             proxy: true,
+            proxy_settings: crate::proxy::Settings::default(),
         }
     }
 }
@@ -319,6 +327,58 @@ impl Config {
                 })
                 .collect();
         }
+        let fp = f.proxy.unwrap_or_default();
+        let ps = &mut cfg.docker.proxy_settings;
+        if let Some(n) = o
+            .proxy_allow_networks
+            .as_deref()
+            .map(split)
+            .or(fp.allow_networks)
+        {
+            ps.allow_networks = n;
+        }
+        if let Some(u) = o
+            .proxy_peer_uids
+            .as_deref()
+            .map(split)
+            .or(fp.peer_uids.map(|v| v.iter().map(u32::to_string).collect()))
+        {
+            ps.peer_uids = u
+                .iter()
+                .map(|x| {
+                    x.parse::<u32>()
+                        .map_err(|_| invalid("proxy.peer_uids", format!("{x:?} is not a uid")))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = o.proxy_publish.clone().or(fp.publish) {
+            ps.publish = word(
+                "proxy.publish",
+                &v,
+                &[
+                    ("off", crate::proxy::rules::Publish::Off),
+                    ("loopback", crate::proxy::rules::Publish::Loopback),
+                ],
+                "off or loopback",
+            )?;
+        }
+        if let Some(n) = o.proxy_pids_limit.or(fp.pids_limit) {
+            if !(16..=1_000_000).contains(&n) {
+                return Err(invalid(
+                    "proxy.pids_limit",
+                    format!("{n}: expected 16 to 1000000"),
+                ));
+            }
+            ps.pids_limit = n;
+        }
+        if let Some(g) = o.proxy_revoke_grace.clone().or(fp.revoke_grace) {
+            let d = humantime::parse_duration(&g)
+                .map_err(|e| invalid("proxy.revoke_grace", format!("{g:?}: {e}")))?;
+            if d > std::time::Duration::from_secs(3600) {
+                return Err(invalid("proxy.revoke_grace", format!("{g:?}: at most 1h")));
+            }
+            ps.revoke_grace = d;
+        }
         cfg.net = net::load(
             net::FileNet {
                 tls: f.tls,
@@ -407,6 +467,11 @@ pub struct Overrides {
     pub docker_allow_names: Option<String>,
     /// Comma-separated `key` or `key=value`.
     pub docker_allow_labels: Option<String>,
+    pub proxy_allow_networks: Option<String>,
+    pub proxy_peer_uids: Option<String>,
+    pub proxy_publish: Option<String>,
+    pub proxy_pids_limit: Option<i64>,
+    pub proxy_revoke_grace: Option<String>,
     pub net: net::NetOverrides,
     pub cluster: cluster::ClusterOverrides,
 }
@@ -504,6 +569,7 @@ struct FileConfig {
     sockets: Option<FileSockets>,
     builtin_groups: Option<Vec<FileBuiltin>>,
     docker: Option<FileDocker>,
+    proxy: Option<FileProxy>,
     tls: Option<net::FileTls>,
     insecure_listen: Option<bool>,
     unix_socket_mode: Option<String>,
@@ -521,6 +587,16 @@ struct FileDocker {
     proxy: Option<String>,
     allow_names: Option<Vec<String>>,
     allow_labels: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProxy {
+    allow_networks: Option<Vec<String>>,
+    peer_uids: Option<Vec<u32>>,
+    publish: Option<String>,
+    pids_limit: Option<i64>,
+    revoke_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

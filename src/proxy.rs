@@ -23,9 +23,12 @@
 pub mod budget;
 pub mod classify;
 pub mod daemon;
+pub mod fields;
 pub mod filters;
 pub mod owner;
 pub mod path;
+pub mod peer;
+pub mod refusal;
 pub mod rules;
 pub mod serve;
 pub mod strict_json;
@@ -34,6 +37,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -64,14 +68,43 @@ pub struct ProxyConfig {
     pub dir: PathBuf,
     /// The daemon's Unix socket.
     pub daemon_socket: PathBuf,
-    /// Networks any user may name (the hub's network, say).
+    pub settings: Settings,
+}
+
+/// The operator's settings of every limited socket (`[proxy]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Networks any user may join and name (the hub's network, say).
     pub allow_networks: Vec<String>,
+    /// Host accounts admitted to speak for a user (processes in the user's own
+    /// containers always are).
+    pub peer_uids: Vec<u32>,
+    /// How published ports may be bound.
+    pub publish: rules::Publish,
+    /// The most processes a container may hold (set when a create names none).
+    pub pids_limit: i64,
+    /// How long a revoked user's socket keeps answering, saying so, before it closes.
+    pub revoke_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            allow_networks: Vec::new(),
+            peer_uids: vec![0],
+            publish: rules::Publish::Off,
+            pids_limit: 4096,
+            revoke_grace: Duration::from_secs(30),
+        }
+    }
 }
 
 struct Listener {
     stop: watch::Sender<bool>,
     socket: PathBuf,
     decision: Arc<Mutex<Option<String>>>,
+    /// The seq at which the user's access ended, while the socket is in its grace.
+    ended: watch::Sender<Option<u64>>,
 }
 
 /// Every user's listener.
@@ -89,7 +122,7 @@ impl Proxy {
             shared: Arc::new(Shared::new(
                 ledger,
                 daemon::Daemon::new(cfg.daemon_socket),
-                cfg.allow_networks,
+                cfg.settings,
             )),
             dir: cfg.dir,
             listeners: Mutex::new(HashMap::new()),
@@ -123,6 +156,8 @@ impl Proxy {
             if let Some(d) = decision {
                 *l.decision.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.to_string());
             }
+            // Limited again within the grace: the socket stays.
+            l.ended.send_replace(None);
             return Ok(l.socket.clone());
         }
         let io = |what: &str, p: &Path, e: std::io::Error| {
@@ -163,10 +198,12 @@ impl Proxy {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| io("cannot set the mode of", &socket, e))?;
         let (stop, stopped) = watch::channel(false);
+        let (ended, ended_rx) = watch::channel(None);
         let decision = Arc::new(Mutex::new(decision.map(str::to_string)));
         tokio::spawn(accept_loop(
             listener,
             stopped,
+            ended_rx,
             user.to_string(),
             decision.clone(),
             self.shared.clone(),
@@ -178,6 +215,7 @@ impl Proxy {
                 stop,
                 socket: socket.clone(),
                 decision,
+                ended,
             },
         );
         self.publish_open();
@@ -195,8 +233,10 @@ impl Proxy {
         }
     }
 
-    /// Closes the socket of every user whose access is no longer limited.
-    fn close_ended(&self) {
+    /// Ends the access of every user whose access is no longer limited, as of
+    /// `seq`: open sessions and streams end at once; the socket answers that the
+    /// access was revoked for the grace period, then closes.
+    fn close_ended(self: &Arc<Self>, seq: u64) {
         let users = self.open_users();
         for u in users {
             let limited = self
@@ -204,24 +244,85 @@ impl Proxy {
                 .ledger
                 .check_access(&u)
                 .is_ok_and(|a| a.socket == SocketAccess::Limited);
-            if !limited {
+            if limited {
+                continue;
+            }
+            let grace = self.shared.settings.revoke_grace;
+            let newly = self.listeners().get(&u).is_some_and(|l| {
+                let was = l.ended.borrow().is_some();
+                if !was {
+                    l.ended.send_replace(Some(seq));
+                }
+                !was
+            });
+            if grace.is_zero() {
                 self.close(&u);
+            } else if newly {
+                info!(user = %u, seq, "limited access ended; the socket says so until it closes");
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    // Unless the user was given limited access again meanwhile.
+                    let still = me
+                        .listeners()
+                        .get(&u)
+                        .is_some_and(|l| l.ended.borrow().is_some());
+                    if still {
+                        me.close(&u);
+                    }
+                });
             }
         }
     }
 
-    /// Restores the socket of every user whose access is limited.
+    /// Restores the socket of every user whose access is limited, under the
+    /// decision of the user's newest spawned container that names one.
     pub async fn restore(&self) {
         match self.shared.ledger.who_has_access(None).await {
             Ok((users, _)) => {
                 for a in users.iter().filter(|a| a.socket == SocketAccess::Limited) {
-                    if let Err(e) = self.ensure(&a.user, None) {
+                    let decision = self.last_decision(&a.user).await;
+                    if let Err(e) = self.ensure(&a.user, decision.as_deref()) {
                         warn!(user = %a.user, error = %e, "cannot restore a limited socket");
                     }
                 }
             }
             Err(e) => warn!(error = %e, "cannot list who has access; no socket restored"),
         }
+    }
+
+    /// The decision label of `user`'s newest container that carries one and that
+    /// the ledger recorded as a limited decision for that user.
+    async fn last_decision(&self, user: &str) -> Option<String> {
+        let filter =
+            serde_json::json!({ "label": [format!("{}={user}", crate::ledger::LABEL_USER)] });
+        let path = format!(
+            "/containers/json?all=1&filters={}",
+            path::percent_encode(&filter.to_string(), b"-._~")
+        );
+        let (status, list) = self.shared.daemon.get_json(&path).await.ok()?;
+        if !status.is_success() {
+            return None;
+        }
+        let mut found: Vec<(i64, String)> = list
+            .as_array()?
+            .iter()
+            .filter_map(|c| {
+                let d = c.pointer(&format!("/Labels/{}", crate::ledger::LABEL_DECISION))?;
+                Some((c.get("Created")?.as_i64()?, d.as_str()?.to_string()))
+            })
+            .collect();
+        found.sort();
+        found.into_iter().rev().map(|(_, d)| d).find(|d| {
+            self.shared
+                .ledger
+                .decision(d)
+                .ok()
+                .flatten()
+                .is_some_and(|rec| {
+                    rec.user == user && rec.allowed && rec.socket == SocketAccess::Limited
+                })
+        })
     }
 
     /// Closes each socket as its user's access ends (revocation, expiry, leaving a
@@ -247,12 +348,13 @@ impl Proxy {
             }
         };
         // Whatever ended before the stream began is caught here.
-        self.close_ended();
+        self.close_ended(ledger.snapshot().seq);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 e = ends.recv() => match e {
-                    Some(_) => self.close_ended(),
+                    Some(Ok(es)) => self.close_ended(es.last().map_or(0, |e| e.seq)),
+                    Some(Err(_)) => self.close_ended(ledger.snapshot().seq),
                     None => break,
                 },
             }
@@ -277,6 +379,7 @@ impl LimitedSockets for Proxy {
 async fn accept_loop(
     listener: UnixListener,
     mut stopped: watch::Receiver<bool>,
+    ended: watch::Receiver<Option<u64>>,
     user: String,
     decision: Arc<Mutex<Option<String>>>,
     shared: Arc<Shared>,
@@ -292,13 +395,20 @@ async fn accept_loop(
             },
             _ = stopped.changed() => return,
         };
-        let caller = Caller {
-            user: user.clone(),
-            decision: decision.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            shared: shared.clone(),
-        };
+        let decision = decision.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (user, shared, ended) = (user.clone(), shared.clone(), ended.clone());
         let mut stop = stopped.clone();
         tokio::spawn(async move {
+            // Who connected: decided once per connection, before its first call.
+            let peer =
+                peer::admit(&stream, &user, &shared.daemon, &shared.settings.peer_uids).await;
+            let caller = Caller {
+                decision: decision.or_else(|| peer.decision.clone()),
+                user,
+                shared,
+                peer,
+                ended,
+            };
             let svc = service_fn(move |req| serve::handle(caller.clone(), req));
             let conn = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -369,7 +479,11 @@ mod tests {
             ProxyConfig {
                 dir: dir.path().join("users"),
                 daemon_socket: dir.path().join("no-daemon.sock"),
-                allow_networks: Vec::new(),
+                settings: Settings {
+                    revoke_grace: Duration::ZERO,
+                    peer_uids: vec![rustix::process::geteuid().as_raw()],
+                    ..Settings::default()
+                },
             },
         );
         let sock = proxy.ensure("alice", Some("d-1")).unwrap();

@@ -567,7 +567,7 @@ async fn start_proxy(
         crate::proxy::ProxyConfig {
             dir: cfg.ledger.spawn.limited_host_dir.clone().into(),
             daemon_socket: socket.into(),
-            allow_networks: Vec::new(),
+            settings: cfg.docker.proxy_settings.clone(),
         },
     );
     proxy.restore().await;

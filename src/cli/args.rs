@@ -359,6 +359,24 @@ pub struct ServeArgs {
     /// Labels (key or key=value) that exempt a container, comma-separated.
     #[arg(long, env = config::ENV_DOCKER_ALLOW_LABELS, value_name = "LABELS")]
     pub docker_allow_labels: Option<String>,
+    /// Networks every limited user may join (the hub's), comma-separated.
+    #[arg(long, env = config::ENV_PROXY_ALLOW_NETWORKS, value_name = "NETWORKS")]
+    pub proxy_allow_networks: Option<String>,
+    /// Host uids admitted on a limited socket besides the user's own containers,
+    /// comma-separated [default: 0].
+    #[arg(long, env = config::ENV_PROXY_PEER_UIDS, value_name = "UIDS")]
+    pub proxy_peer_uids: Option<String>,
+    /// Published ports on limited sockets: off, or loopback (127.0.0.1 only)
+    /// [default: off].
+    #[arg(long, env = config::ENV_PROXY_PUBLISH, value_name = "off|loopback")]
+    pub proxy_publish: Option<String>,
+    /// The most processes a limited user's container may hold [default: 4096].
+    #[arg(long, env = config::ENV_PROXY_PIDS_LIMIT, value_name = "N")]
+    pub proxy_pids_limit: Option<i64>,
+    /// How long a revoked user's socket answers "revoked" before it closes
+    /// [default: 30s].
+    #[arg(long, env = config::ENV_PROXY_REVOKE_GRACE, value_name = "DURATION")]
+    pub proxy_revoke_grace: Option<String>,
     /// Cluster mode: etcd's client URLs, comma-separated [default: none, one node on
     /// its own store].
     #[arg(long, env = cluster::ENV_ETCD_ENDPOINTS, value_name = "URL[,URL...]")]
@@ -422,6 +440,11 @@ impl ServeArgs {
             on_stale_grant: self.on_stale_grant.clone(),
             docker_allow_names: self.docker_allow_names.clone(),
             docker_allow_labels: self.docker_allow_labels.clone(),
+            proxy_allow_networks: self.proxy_allow_networks.clone(),
+            proxy_peer_uids: self.proxy_peer_uids.clone(),
+            proxy_publish: self.proxy_publish.clone(),
+            proxy_pids_limit: self.proxy_pids_limit,
+            proxy_revoke_grace: self.proxy_revoke_grace.clone(),
             cluster: cluster::ClusterOverrides {
                 etcd_endpoints: self.etcd_endpoints.clone(),
                 node_id: self.node_id.clone(),

@@ -142,6 +142,8 @@ fn facts(i: ContainerInspectResponse) -> ContainerFacts {
             .mounts
             .unwrap_or_default()
             .into_iter()
+            // Only binds reach a host path: a tmpfs or volume has none.
+            .filter(|m| m.typ.as_deref().is_none_or(|t| t.is_empty() || t == "bind"))
             .map(|m| {
                 (
                     m.source.unwrap_or_default(),

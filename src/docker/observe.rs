@@ -54,6 +54,11 @@ impl ObserveConfig {
     /// holding it (`/run`, `/var/run`, `/`). Sources are compared as written; symlinks
     /// are not resolved (the daemon resolves them on the host, which we cannot see).
     pub fn is_socket_source(&self, source: &str) -> bool {
+        // A mount without a source (tmpfs, an anonymous volume as some daemons show
+        // it) is no path on the host: "" is not "/".
+        if source.is_empty() {
+            return false;
+        }
         let src = source.trim_end_matches('/');
         self.socket_paths.iter().any(|p| {
             p == source

@@ -473,7 +473,13 @@ impl Command {
                 names::user(&p.user)?;
                 check_docker_text("method", &p.method, 16, false)?;
                 check_docker_text("path", &p.path, 1024, false)?;
-                for v in p.decision_id.iter().chain(p.resource.iter()) {
+                let container = p.peer.as_ref().and_then(|x| x.container.as_ref());
+                for v in p
+                    .decision_id
+                    .iter()
+                    .chain(p.resource.iter())
+                    .chain(container)
+                {
                     check_docker_text("resource", v, 256, true)?;
                 }
                 names::reason_text(&p.reason)?;

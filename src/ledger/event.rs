@@ -458,6 +458,23 @@ pub struct ProxyCall {
     pub outcome: ProxyOutcome,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// Who was on the other end of the socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<ProxyPeer>,
+}
+
+/// The process that made a call on a limited socket, as the kernel names it
+/// (`SO_PEERCRED`), and the container it runs in, when it runs in one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyPeer {
+    /// In the server's PID namespace; absent when the peer is outside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+    /// The full id of the container the process runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// Everything the ledger records. The variant name (snake_case) is the entry's kind.

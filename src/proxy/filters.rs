@@ -52,7 +52,7 @@ pub fn with_owner_filter(query: Option<&str>, user: &str) -> Result<String, Stri
     Ok(out.join("&"))
 }
 
-fn decode(s: &str) -> Result<String, String> {
+pub fn decode(s: &str) -> Result<String, String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

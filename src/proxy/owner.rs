@@ -80,3 +80,85 @@ pub async fn count(d: &Daemon, kind: Kind, user: &str) -> Result<usize, Error> {
     };
     Ok(list.as_array().map_or(0, Vec::len))
 }
+
+/// The volumes a user holds: named ones (labelled theirs) and the anonymous ones
+/// their containers mount (the daemon labels those with nothing).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VolumeUse {
+    pub named: std::collections::HashSet<String>,
+    pub anonymous: std::collections::HashSet<String>,
+}
+
+impl VolumeUse {
+    pub fn total(&self) -> usize {
+        self.named.len() + self.anonymous.len()
+    }
+}
+
+/// What `user` holds in volumes, from one volume list and one container list.
+pub async fn volume_use(d: &Daemon, user: &str) -> Result<VolumeUse, Error> {
+    let f = owner_filter(None, user).map_err(Error::Daemon)?;
+    let (s1, vols) = d.get_json(&format!("/volumes?filters={f}")).await?;
+    let (s2, containers) = d
+        .get_json(&format!("/containers/json?all=1&filters={f}"))
+        .await?;
+    if !s1.is_success() || !s2.is_success() {
+        return Err(Error::Daemon(format!(
+            "listing volumes and containers: {s1}, {s2}"
+        )));
+    }
+    Ok(volume_use_of(&vols, &containers))
+}
+
+fn volume_use_of(vols: &Value, containers: &Value) -> VolumeUse {
+    let mut u = VolumeUse::default();
+    for v in vols
+        .get("Volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(n) = v.get("Name").and_then(Value::as_str) {
+            u.named.insert(n.to_string());
+        }
+    }
+    for c in containers.as_array().into_iter().flatten() {
+        for m in c
+            .get("Mounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = m.get("Name").and_then(Value::as_str).unwrap_or("");
+            if m.get("Type").and_then(Value::as_str) == Some("volume")
+                && !name.is_empty()
+                && !u.named.contains(name)
+            {
+                u.anonymous.insert(name.to_string());
+            }
+        }
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_volumes_are_those_mounted_but_not_labelled() {
+        let vols = serde_json::json!({"Volumes": [{"Name": "data"}]});
+        let containers = serde_json::json!([
+            {"Mounts": [{"Type": "volume", "Name": "data"}, {"Type": "volume", "Name": "aaaa"}, {"Type": "tmpfs", "Name": ""}]},
+            {"Mounts": [{"Type": "volume", "Name": "aaaa"}, {"Type": "volume", "Name": "bbbb"}, {"Type": "bind", "Name": ""}]},
+        ]);
+        let u = volume_use_of(&vols, &containers);
+        assert_eq!(u.named.len(), 1);
+        assert_eq!(
+            u.anonymous.len(),
+            2,
+            "shared through VolumesFrom: counted once"
+        );
+        assert_eq!(u.total(), 3);
+    }
+}

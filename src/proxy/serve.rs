@@ -13,15 +13,18 @@ use hyper::body::Incoming;
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::classify::{classify, Kind, Route};
 use super::daemon::Daemon;
 use super::filters::with_owner_filter;
-use super::owner::{count, exec_container, resolve};
+use super::owner::{exec_container, resolve, volume_use};
 use super::path::CanonicalPath;
+use super::peer::Admission;
+use super::refusal::Refusal;
 use super::rules::{self, Allowance, Checked, Stamp};
-use super::Error;
+use super::{Error, Settings};
 use crate::ledger::event::{ProxyCall, ProxyOutcome, SocketAccess};
 use crate::ledger::{Command, Ledger};
 
@@ -36,8 +39,7 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 pub struct Shared {
     pub ledger: Ledger,
     pub daemon: Daemon,
-    /// Networks anyone may name (the hub's own network, say).
-    pub allow_networks: Vec<String>,
+    pub settings: Settings,
     /// One lock per user: counting and creating are serialized, so parallel creates
     /// cannot race past a quota.
     quotas: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -45,11 +47,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(ledger: Ledger, daemon: Daemon, allow_networks: Vec<String>) -> Shared {
+    pub fn new(ledger: Ledger, daemon: Daemon, settings: Settings) -> Shared {
         Shared {
             ledger,
             daemon,
-            allow_networks,
+            settings,
             quotas: Mutex::new(HashMap::new()),
             budget: super::budget::Budget::default(),
         }
@@ -67,6 +69,11 @@ pub struct Caller {
     pub user: String,
     pub decision: Option<String>,
     pub shared: Arc<Shared>,
+    /// Who is on the other end, and whether it may speak for the user.
+    pub peer: Admission,
+    /// The seq at which the user's access ended, once it has: every call is then
+    /// refused saying so, and streams and sessions still open end.
+    pub ended: watch::Receiver<Option<u64>>,
 }
 
 /// A call refused or failed before or instead of the daemon's answer.
@@ -89,6 +96,12 @@ impl Answer {
             status: StatusCode::NOT_FOUND,
             message: format!("No such {}: {name}", kind.as_str()),
         }
+    }
+}
+
+impl From<Refusal> for Answer {
+    fn from(r: Refusal) -> Answer {
+        Answer::refused(r.to_string())
     }
 }
 
@@ -134,6 +147,7 @@ pub async fn handle(c: Caller, req: Request<Incoming>) -> Result<Response<Body>,
                     resource,
                     outcome: ProxyOutcome::Refused,
                     reason: answer.message.chars().take(1024).collect(),
+                    peer: Some(c.peer.peer.clone()),
                 };
                 if let Err(e) = record(&c, call).await {
                     warn!(user = %c.user, error = %e, "a refusal could not be recorded");
@@ -155,8 +169,33 @@ async fn record(c: &Caller, call: ProxyCall) -> Result<(), Error> {
         .map_err(|e| Error::NotRecorded(e.to_string()))
 }
 
+/// The query's `name` parameter, decoded.
+fn query_name(q: Option<&str>) -> Option<String> {
+    q?.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (k == "name").then(|| super::filters::decode(v).unwrap_or_else(|_| v.to_string()))
+    })
+}
+
+/// The query with `v=1`: a container removed through the socket takes its
+/// anonymous volumes with it (they are counted against the user's quota).
+fn with_volumes_removed(q: Option<&str>) -> String {
+    let mut out: Vec<&str> = q
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("v="))
+        .collect();
+    out.push("v=1");
+    out.join("&")
+}
+
 async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>, Failure> {
     let fail = |a: Answer| (a, None, None);
+    if let Some(seq) = *c.ended.borrow() {
+        return Err(fail(Answer::refused(format!(
+            "refused by the limited socket (access): your access to the limited Docker socket was revoked at seq {seq}"
+        ))));
+    }
     let access = c
         .shared
         .ledger
@@ -167,6 +206,9 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             "refused by the limited socket (access): user {:?} no longer has a limited Docker socket",
             c.user
         ))));
+    }
+    if let Some(why) = &c.peer.refused {
+        return Err(fail(Refusal::new("caller", why).into()));
     }
     let path = CanonicalPath::parse(req.uri().path()).map_err(|e| {
         fail(Answer::refused(format!(
@@ -204,22 +246,38 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             )
         })?
     };
+    let settings = &c.shared.settings;
     let allowance = Allowance {
         dangerous: access.limits.allow_dangerous_flags,
         privileged: access.privileged,
         cpu_cores: access.limits.cpu_cap_cores,
         mem_bytes: (access.limits.mem_cap_gb * (1u64 << 30) as f64) as i64,
+        pids: settings.pids_limit,
+        publish: settings.publish,
+        shared_networks: settings.allow_networks.clone(),
     };
     let stamp = Stamp {
         owner: c.user.clone(),
         decision: c.decision.clone(),
     };
-    let refused = |e: String| failp(Answer::refused(e), None);
+    let refused = |e: Refusal| failp(e.into(), None);
     let d = &c.shared.daemon;
 
-    // The resource on the path, resolved to its full id and checked for ownership.
+    // A new container name must not read as an id or as another user's server.
+    if matches!(
+        route,
+        Route::Create(Kind::Container) | Route::Act(Kind::Container, _, "rename")
+    ) {
+        if let Some(n) = query_name(parts.uri.query()) {
+            rules::container_name(&n, &c.user).map_err(refused)?;
+        }
+    }
+
+    // The resource on the path, resolved to its full id and checked for ownership;
+    // the id, never the name, is forwarded.
     let mut segments = path.segments.clone();
     let mut resource = None;
+    let mut shared_network = false;
     // An inspect is checked on the daemon's own answer: one call, not two.
     let inspect = match (&route, segments.as_slice()) {
         (Route::Read(Kind::Container, _), [_, _, last]) => method == "GET" && last == "json",
@@ -227,9 +285,17 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         _ => false,
     };
     if let Some((kind, name)) = route.resource().filter(|_| !inspect) {
-        let r = owned(c, kind, name)
-            .await
-            .map_err(|a| failp(a, Some(name.to_string())))?;
+        let r = match (&route, shared_id(c, kind, name).await) {
+            // Joining and leaving a shared network: its containers stay their own.
+            (Route::Connect(..), Ok(Some(id))) => {
+                shared_network = true;
+                id
+            }
+            (_, Err(e)) => return Err(failp(e, Some(name.to_string()))),
+            _ => owned(c, kind, name)
+                .await
+                .map_err(|a| failp(a, Some(name.to_string())))?,
+        };
         // Every route that names a resource names it second (`/containers/{id}/...`).
         segments[1] = r.clone();
         resource = Some(r);
@@ -257,7 +323,7 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         resource = Some(id.clone());
     }
 
-    // Bodies: checked, stamped, capped; what they name must be owned.
+    // Bodies: every field on the table's terms, stamped, capped.
     let checked: Option<Checked> = match &route {
         Route::Create(Kind::Container) => {
             Some(rules::container_create(json, &allowance, &stamp).map_err(refused)?)
@@ -268,43 +334,50 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         Route::Create(Kind::Network) => {
             Some(rules::network_create(json, &allowance, &stamp).map_err(refused)?)
         }
-        Route::Update(_) => Some(rules::container_update(json, &allowance).map_err(refused)?),
+        Route::Update(_) => {
+            let id = resource.clone().unwrap_or_default();
+            let (status, current) = d
+                .get_json(&Kind::Container.inspect_path(&id))
+                .await
+                .map_err(|e| failp(e.into(), resource.clone()))?;
+            if !status.is_success() {
+                return Err(failp(
+                    Answer::not_found(Kind::Container, &id),
+                    resource.clone(),
+                ));
+            }
+            let host = current.get("HostConfig").cloned().unwrap_or(Value::Null);
+            Some(rules::container_update(json, &allowance, &host).map_err(refused)?)
+        }
         Route::ExecCreate(_) => Some(rules::exec_create(json, &allowance).map_err(refused)?),
-        Route::Exec(_, "start") => Some(rules::exec_start(json).map_err(refused)?),
-        Route::Connect(..) => Some(rules::network_connect(json).map_err(refused)?),
+        Route::Exec(_, "start") => Some(rules::exec_start(json, &allowance).map_err(refused)?),
+        Route::Connect(..) => {
+            Some(rules::network_connect(json, &allowance, shared_network).map_err(refused)?)
+        }
         _ if !json.is_null() => {
-            return Err(refused(format!(
-                "refused by the limited socket (body): {method} {shown} takes no body"
+            return Err(refused(Refusal::new(
+                "body",
+                format!("{method} {shown} takes no body"),
             )))
         }
         _ => None,
     };
-    if let Some(ch) = &checked {
-        for (kind, name) in &ch.refs {
-            if *kind == Kind::Network && c.shared.allow_networks.iter().any(|n| n == name) {
-                continue;
-            }
-            match owned(c, *kind, name).await {
-                Ok(_) => {}
-                Err(a) if a.status == StatusCode::NOT_FOUND && *kind == Kind::Volume => {
-                    return Err(refused(format!(
-                        "refused by the limited socket (volumes): volume {name:?} does not exist or is not yours; create it first with `docker volume create {name}`"
-                    )))
-                }
-                // A 403, not the daemon's 404: the docker CLI answers a 404 at create
-                // by pulling the image. Worded the same whether it exists or not.
-                Err(a) if a.status == StatusCode::NOT_FOUND => {
-                    return Err(refused(format!(
-                        "refused by the limited socket (ownership): there is no {} {name:?} of yours",
-                        kind.as_str()
-                    )))
-                }
-                Err(a) => return Err(failp(a, Some(name.clone()))),
-            }
+    // What the body names: resolved once, owned (or shared), forwarded as ids.
+    let mut checked = checked;
+    if let Some(ch) = checked.as_mut() {
+        for r in ch.refs.clone() {
+            let id = body_ref(c, r.kind, &r.name)
+                .await
+                .map_err(|a| match a.status {
+                    StatusCode::FORBIDDEN => failp(a, None),
+                    _ => failp(a, Some(r.name.clone())),
+                })?;
+            rules::rewrite(&mut ch.body, &r, &id);
         }
     }
 
     // Quotas: counted and created under the user's lock.
+    let mut volumes_before = None;
     let _quota = match &route {
         Route::Create(kind) => {
             let lock = c.shared.quota_lock(&c.user);
@@ -314,22 +387,49 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
                 Kind::Volume => (access.limits.max_volumes, "volumes"),
                 Kind::Network => (access.limits.max_networks, "networks"),
             };
-            let n = count(d, *kind, &c.user)
+            let n = super::owner::count(d, *kind, &c.user)
                 .await
                 .map_err(|e| failp(e.into(), None))?;
             if n >= cap as usize {
-                return Err(refused(format!(
-                    "refused by the limited socket (quota): you have {n} {what} and your grant allows {cap}; remove one first"
+                return Err(refused(Refusal::new(
+                    "quota",
+                    format!("you have {n} {what} and your grant allows {cap}; remove one first"),
                 )));
             }
-            let used = c.shared.budget.used(&c.user);
-            let budget = (access.limits.max_storage_gb * 1e9) as u64;
-            if *kind != Kind::Network && used > budget {
-                return Err(refused(format!(
-                    "refused by the limited socket (storage): your containers and volumes use {:.1} GB and your grant allows {} GB; remove some first",
-                    used as f64 / 1e9,
-                    access.limits.max_storage_gb
-                )));
+            if *kind != Kind::Network {
+                // Volumes: named ones, and the anonymous ones of the user's containers.
+                let vols = volume_use(d, &c.user)
+                    .await
+                    .map_err(|e| failp(e.into(), None))?;
+                let asked = match (kind, &checked) {
+                    (Kind::Volume, _) => 1,
+                    (_, Some(ch)) => ch.anonymous,
+                    _ => 0,
+                };
+                let cap = access.limits.max_volumes as usize;
+                if asked > 0 && vols.total() + asked > cap {
+                    return Err(refused(Refusal::new(
+                        "quota",
+                        format!(
+                            "you have {} volumes ({} of them anonymous), this asks for {asked} more, and your grant allows {cap}; remove some first",
+                            vols.total(),
+                            vols.anonymous.len()
+                        ),
+                    )));
+                }
+                volumes_before = Some(vols);
+                let used = c.shared.budget.used(&c.user);
+                let budget = (access.limits.max_storage_gb * 1e9) as u64;
+                if used > budget {
+                    return Err(refused(Refusal::new(
+                        "storage",
+                        format!(
+                            "your containers and volumes use {:.1} GB and your grant allows {} GB; remove some first",
+                            used as f64 / 1e9,
+                            access.limits.max_storage_gb
+                        ),
+                    )));
+                }
             }
             Some(guard)
         }
@@ -340,8 +440,9 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     let query = match &route {
         Route::List(_) | Route::Events | Route::Prune(_) => Some(
             with_owner_filter(parts.uri.query(), &c.user)
-                .map_err(|e| refused(format!("refused by the limited socket (filters): {e}")))?,
+                .map_err(|e| refused(Refusal::new("filters", e)))?,
         ),
+        Route::Remove(Kind::Container, _) => Some(with_volumes_removed(parts.uri.query())),
         _ => parts.uri.query().map(str::to_string),
     };
 
@@ -353,9 +454,10 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             path: shown.clone(),
             resource: resource
                 .clone()
-                .or_else(|| parts.uri.query().and_then(name_param)),
+                .or_else(|| query_name(parts.uri.query()).map(|n| n.chars().take(256).collect())),
             outcome: ProxyOutcome::Forwarded,
             reason: String::new(),
+            peer: Some(c.peer.peer.clone()),
         };
         // Fail closed: a call the ledger cannot record does not happen.
         record(c, call)
@@ -409,15 +511,49 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             Full::new(bytes).map_err(|e| match e {}).boxed(),
         ));
     }
+    if let (Route::Create(Kind::Container), Some(before)) = (&route, &volumes_before) {
+        if resp.status().is_success() {
+            let (rparts, b) = resp.into_parts();
+            let bytes = b
+                .collect()
+                .await
+                .map_err(|e| failp(Error::Daemon(e.to_string()).into(), None))?
+                .to_bytes();
+            let id = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_default();
+            after_create(
+                c,
+                &id,
+                before,
+                access.limits.max_volumes as usize,
+                &allowance,
+            )
+            .await
+            .map_err(|a| failp(a, Some(id.clone())))?;
+            return Ok(Response::from_parts(
+                rparts,
+                Full::new(bytes).map_err(|e| match e {}).boxed(),
+            ));
+        }
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let daemon_side = hyper::upgrade::on(&mut resp);
         let user = c.user.clone();
+        let mut ended = c.ended.clone();
         tokio::spawn(async move {
             match (on_upgrade.await, daemon_side.await) {
                 (Ok(u), Ok(dm)) => {
                     let (mut u, mut dm) = (TokioIo::new(u), TokioIo::new(dm));
-                    // Half-close is carried: EOF on one side shuts down the other's write.
-                    let _ = tokio::io::copy_bidirectional(&mut u, &mut dm).await;
+                    // Half-close is carried: EOF on one side shuts down the other's
+                    // write. A revocation ends the session.
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut u, &mut dm) => {}
+                        _ = revoked(&mut ended) => {
+                            debug!(user = %user, "a session ended by a revocation");
+                        }
+                    }
                 }
                 (a, b) => {
                     warn!(user = %user, caller = ?a.err(), daemon = ?b.err(), "upgrade failed")
@@ -430,14 +566,155 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
         ));
     }
-    Ok(resp.map(|b| b.boxed()))
+    if resp.headers().contains_key(header::CONTENT_LENGTH) {
+        return Ok(resp.map(|b| b.boxed()));
+    }
+    // A stream (events, logs or stats followed, wait): it ends with the access.
+    Ok(resp.map(|b| revocable(b, c.ended.clone())))
 }
 
-/// `name=` of a create's query, for the record.
-fn name_param(q: &str) -> Option<String> {
-    q.split('&')
-        .find_map(|p| p.strip_prefix("name="))
-        .map(|n| n.chars().take(256).collect())
+/// Resolves once the user's access has ended (never, if the socket closes first).
+pub async fn revoked(ended: &mut watch::Receiver<Option<u64>>) {
+    loop {
+        if ended.borrow_and_update().is_some() {
+            return;
+        }
+        if ended.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A streamed answer that ends when the user's access does.
+fn revocable(mut body: Incoming, mut ended: watch::Receiver<Option<u64>>) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                f = body.frame() => match f {
+                    Some(f) => if tx.send(f).await.is_err() { break },
+                    None => break,
+                },
+                _ = revoked(&mut ended) => break,
+            }
+        }
+    });
+    http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
+}
+
+/// After a create: the container is the caller's, and its anonymous volumes (the
+/// body's and the image's `VOLUME`s) fit the quota; otherwise it is removed with
+/// them and the call refused.
+async fn after_create(
+    c: &Caller,
+    id: &str,
+    before: &super::owner::VolumeUse,
+    cap: usize,
+    a: &Allowance,
+) -> Result<(), Answer> {
+    let d = &c.shared.daemon;
+    let (status, v) = d.get_json(&Kind::Container.inspect_path(id)).await?;
+    let problem = if !status.is_success() {
+        Some(format!(
+            "the daemon does not show the container it created ({status})"
+        ))
+    } else if super::owner::of_inspect(Kind::Container, &v, id)
+        .owner
+        .as_deref()
+        != Some(c.user.as_str())
+    {
+        Some("the created container is not labelled as yours".to_string())
+    } else if v.pointer("/HostConfig/Privileged") == Some(&Value::Bool(true))
+        && !(a.dangerous && a.privileged)
+    {
+        Some("the created container is privileged".to_string())
+    } else {
+        let mut fresh = 0;
+        let mut foreign = None;
+        for m in v
+            .get("Mounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if m.get("Type").and_then(Value::as_str) != Some("volume") {
+                continue;
+            }
+            let name = m.get("Name").and_then(Value::as_str).unwrap_or("");
+            if before.named.contains(name) || before.anonymous.contains(name) {
+                continue;
+            }
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                fresh += 1;
+            } else {
+                foreign = Some(name.to_string());
+            }
+        }
+        if let Some(f) = foreign {
+            Some(format!(
+                "the created container mounts volume {f:?}, which is not yours"
+            ))
+        } else if fresh > 0 && before.total() + fresh > cap {
+            Some(format!(
+                "the container would add {fresh} anonymous volumes (its image declares them) to your {}, and your grant allows {cap}",
+                before.total()
+            ))
+        } else {
+            None
+        }
+    };
+    let Some(why) = problem else { return Ok(()) };
+    let rm = Request::delete(format!(
+        "/containers/{}?force=1&v=1",
+        super::path::segment(id)
+    ))
+    .header(header::HOST, "docker")
+    .body(Full::new(Bytes::new()))
+    .map_err(|e| Error::Daemon(e.to_string()))?;
+    if let Err(e) = d.send(rm).await {
+        warn!(user = %c.user, container = id, error = %e, "a refused container could not be removed");
+    }
+    Err(Refusal::new("after create", format!("{why}; it was removed")).into())
+}
+
+/// The full id of a network shared with everyone (`proxy.allow_networks`), named
+/// exactly; `None` when `name` is not one.
+async fn shared_id(c: &Caller, kind: Kind, name: &str) -> Result<Option<String>, Answer> {
+    if kind != Kind::Network {
+        return Ok(None);
+    }
+    let (status, v) = c.shared.daemon.get_json(&kind.inspect_path(name)).await?;
+    if !status.is_success() {
+        return Ok(None);
+    }
+    let real = v.get("Name").and_then(Value::as_str).unwrap_or("");
+    let id = v.get("Id").and_then(Value::as_str).unwrap_or("");
+    let shared = c.shared.settings.allow_networks.iter().any(|n| n == real);
+    // Named by its own name or its id, not by a prefix another could mimic.
+    Ok((shared && (name == real || name == id)).then(|| id.to_string()))
+}
+
+/// A resource named in a body: the full id of the caller's own (or of a shared
+/// network); a 403, not the daemon's 404, when it is neither (the docker CLI answers
+/// a 404 at create by pulling the image), worded the same whether it exists or not.
+async fn body_ref(c: &Caller, kind: Kind, name: &str) -> Result<String, Answer> {
+    if let Some(id) = shared_id(c, kind, name).await? {
+        return Ok(id);
+    }
+    match owned(c, kind, name).await {
+        Ok(id) => Ok(id),
+        Err(a) if a.status == StatusCode::NOT_FOUND && kind == Kind::Volume => Err(Refusal::new(
+            "volumes",
+            format!("volume {name:?} does not exist or is not yours; create it first with `docker volume create {name}`"),
+        )
+        .into()),
+        Err(a) if a.status == StatusCode::NOT_FOUND => Err(Refusal::new(
+            "ownership",
+            format!("there is no {} {name:?} of yours", kind.as_str()),
+        )
+        .into()),
+        Err(a) => Err(a),
+    }
 }
 
 /// The full id of `name`, if the caller owns it; 404 otherwise.

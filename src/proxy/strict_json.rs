@@ -138,7 +138,7 @@ pub fn check_shape(v: &Value, shape: &Shape) -> Result<(), String> {
 }
 
 /// Go's `EqualFold` closely enough to name the field a near-miss would hit.
-fn fold(s: &str) -> String {
+pub fn fold(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             '\u{017F}' => 's', // LATIN SMALL LETTER LONG S

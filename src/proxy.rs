@@ -259,9 +259,11 @@ impl Proxy {
                 self.close(&u);
             } else if newly {
                 info!(user = %u, seq, "limited access ended; the socket says so until it closes");
-                let me = self.clone();
+                // Weak: a server that stops meanwhile is not held open by the wait.
+                let me = Arc::downgrade(self);
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
+                    let Some(me) = me.upgrade() else { return };
                     // Unless the user was given limited access again meanwhile.
                     let still = me
                         .listeners()

@@ -389,7 +389,7 @@ async fn quotas_hold_under_parallel_creates_and_escapes_are_refused() {
         (vec!["--sysctl", "net.ipv4.ip_forward=1"], "Sysctls"),
         (vec!["--memory", "64g"], "memory cap"),
         (vec!["--cpus", "64"], "cpu cap"),
-        (vec!["--label", "privledger.owner=someone"], "labels"),
+        (vec!["--label", "privledger.owner=someone"], "Labels"),
     ] {
         let mut a = vec!["create"];
         a.extend(args.iter().copied());
@@ -409,13 +409,13 @@ async fn quotas_hold_under_parallel_creates_and_escapes_are_refused() {
             "type=none",
             &v2,
         ],
-        "driver options",
+        "DriverOpts",
     )
     .await;
     refused(
         &sock,
         &["network", "create", "--driver", "macvlan", &v2],
-        "network driver",
+        "Driver",
     )
     .await;
     let n1 = format!("n1-{}", r.tag);

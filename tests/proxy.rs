@@ -27,6 +27,10 @@ struct Cleanup(String);
 
 impl Rig {
     async fn start() -> Option<Rig> {
+        Rig::start_with(|_| {}).await
+    }
+
+    async fn start_with(settings: impl FnOnce(&mut Config)) -> Option<Rig> {
         if !docker_available() {
             return None;
         }
@@ -36,6 +40,7 @@ impl Rig {
         let mut cfg = Config::with_data_dir(data.path());
         cfg.docker.enabled = true;
         cfg.ledger.spawn.limited_host_dir = users.path().display().to_string();
+        settings(&mut cfg);
         let s = TestServer::start_owning(cfg, data).await;
         wait_watching(&s).await;
         let c = s.admin().await;
@@ -622,4 +627,562 @@ async fn terminals_dangerous_grants_and_stale_proxy_containers() {
             .contains("limited Docker socket"),
         "{stale}"
     );
+}
+
+/// The proxy_call entries on the record, as JSON.
+async fn proxy_calls(r: &mut Rig) -> Vec<serde_json::Value> {
+    let (entries, _) = stream_all(&mut r.c).await;
+    entries
+        .iter()
+        .filter(|e| e.kind == "proxy_call")
+        .map(|e| serde_json::from_slice::<serde_json::Value>(&e.body).unwrap()["event"].clone())
+        .collect()
+}
+
+/// Issue 23, finding 1 and 9: a name in a body is resolved once and forwarded as
+/// the id it resolved to; names that read as ids or as another user's server are
+/// not given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_forwarded_as_ids_and_cannot_be_squatted() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let (mallory, bob) = (r.user("mallory"), r.user("bob"));
+    r.grant_limited(&mallory, limits(4, 2, 2)).await;
+    r.grant_limited(&bob, limits(4, 2, 2)).await;
+    let m = r.spawn(&mallory).await;
+    let b = r.spawn(&bob).await;
+    let victim = must(
+        &b,
+        &[
+            "create",
+            "--name",
+            &format!("b-{}", r.tag),
+            TEST_IMAGE,
+            "true",
+        ],
+    )
+    .await;
+    let mine = format!("m-{}", r.tag);
+    let mine_id = must(&m, &["create", "--name", &mine, TEST_IMAGE, "true"]).await;
+
+    // Renames that would make a name read as the victim's id, or as their server.
+    refused(
+        &m,
+        &["rename", &mine, &victim[..12]],
+        "could be taken for a container id",
+    )
+    .await;
+    refused(
+        &m,
+        &["rename", &mine, &victim],
+        "could be taken for a container id",
+    )
+    .await;
+    refused(
+        &m,
+        &["rename", &mine, &format!("jupyter-{bob}")],
+        "JupyterHub",
+    )
+    .await;
+    refused(
+        &m,
+        &["create", "--name", &victim[..12], TEST_IMAGE],
+        "container id",
+    )
+    .await;
+
+    // What a body names is forwarded as the id it resolved to.
+    let made = must(
+        &m,
+        &[
+            "create",
+            "--volumes-from",
+            &format!("{mine}:ro"),
+            "--pid",
+            &format!("container:{mine}"),
+            "--ipc",
+            &format!("container:{mine}"),
+            TEST_IMAGE,
+            "true",
+        ],
+    )
+    .await;
+    let h = docker(&["inspect", "--format", "{{json .HostConfig}}", &made]);
+    let h: serde_json::Value = serde_json::from_str(&h).unwrap();
+    assert_eq!(
+        h["VolumesFrom"],
+        serde_json::json!([format!("{mine_id}:ro")]),
+        "{h}"
+    );
+    assert_eq!(h["PidMode"], format!("container:{mine_id}"));
+    assert_eq!(h["IpcMode"], format!("container:{mine_id}"));
+
+    // The victim's container by its short id, in every place a body names one.
+    for args in [
+        vec!["--volumes-from", &victim[..12]],
+        vec!["--pid", &format!("container:{}", &victim[..12])],
+        vec!["--ipc", &format!("container:{}", &victim[..12])],
+        vec!["--network", &format!("container:{}", &victim[..12])],
+        vec!["--link", &format!("{}:db", &victim[..12])],
+    ] {
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        let mut a = vec!["create"];
+        a.extend(args.iter().map(String::as_str));
+        a.push(TEST_IMAGE);
+        refused(&m, &a, "ownership").await;
+    }
+    let net = format!("mn-{}", r.tag);
+    must(&m, &["network", "create", &net]).await;
+    refused(
+        &m,
+        &["network", "connect", &net, &victim[..12]],
+        "ownership",
+    )
+    .await;
+    refused(
+        &m,
+        &["network", "create", "abcdef0123456789"],
+        "could be taken for an id",
+    )
+    .await;
+    must(&m, &["network", "rm", &net]).await;
+}
+
+/// Issue 23, findings 2, 3 and 6: logging drivers, IPAM and unbounded fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_reaches_the_host_through_logging_ipam_or_unbounded_fields() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let eve = r.user("eve");
+    r.grant_limited(&eve, limits(4, 2, 2)).await;
+    let e = r.spawn(&eve).await;
+    // A listener on the host's loopback, which no container can reach.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for (args, why) in [
+        (
+            vec![
+                "--log-driver".to_string(),
+                "syslog".into(),
+                "--log-opt".into(),
+                format!("syslog-address=tcp://127.0.0.1:{port}"),
+            ],
+            "LogConfig.Type",
+        ),
+        (
+            vec![
+                "--log-driver".to_string(),
+                "syslog".into(),
+                "--log-opt".into(),
+                "syslog-address=unixgram:///dev/log".into(),
+            ],
+            "LogConfig.Type",
+        ),
+        (
+            vec![
+                "--log-driver".to_string(),
+                "splunk".into(),
+                "--log-opt".into(),
+                format!("splunk-url=http://127.0.0.1:{port}"),
+                "--log-opt".into(),
+                "splunk-token=x".into(),
+            ],
+            "LogConfig.Type",
+        ),
+        (
+            vec![
+                "--log-driver".to_string(),
+                "gelf".into(),
+                "--log-opt".into(),
+                format!("gelf-address=udp://127.0.0.1:{port}"),
+            ],
+            "LogConfig.Type",
+        ),
+        (
+            vec!["--log-opt".to_string(), "max-size=10g".into()],
+            "LogConfig",
+        ),
+        (vec!["--pids-limit".to_string(), "-1".into()], "PidsLimit"),
+        (
+            vec!["--oom-score-adj".to_string(), "-1000".into()],
+            "OomScoreAdj",
+        ),
+        (
+            vec!["--ulimit".to_string(), "memlock=-1:-1".into()],
+            "Ulimits",
+        ),
+        (vec!["--shm-size".to_string(), "1t".into()], "ShmSize"),
+        (
+            vec!["--cpu-rt-runtime".to_string(), "950000".into()],
+            "CpuRealtimeRuntime",
+        ),
+        (
+            vec!["--device-read-bps".to_string(), "/dev/sda:1mb".into()],
+            "BlkioDeviceReadBps",
+        ),
+        (vec!["-p".to_string(), "8080:80".into()], "PortBindings"),
+        (
+            vec!["-p".to_string(), "127.0.0.1:8080:80".into()],
+            "PortBindings",
+        ),
+        (vec!["-P".to_string()], "PublishAllPorts"),
+        (vec!["--dns".to_string(), "127.0.0.53".into()], "Dns"),
+        (vec!["--oom-kill-disable".to_string()], "OomKillDisable"),
+        (
+            vec!["--cgroupns".to_string(), "host".into()],
+            "CgroupnsMode",
+        ),
+    ] {
+        let mut a = vec!["create"];
+        a.extend(args.iter().map(String::as_str));
+        a.push(TEST_IMAGE);
+        refused(&e, &a, why).await;
+    }
+    for (args, why) in [
+        (
+            vec!["network", "create", "--subnet", "10.231.7.0/24"],
+            "IPAM",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "--gateway",
+                "10.231.7.1",
+                "--subnet",
+                "10.231.7.0/24",
+            ],
+            "IPAM",
+        ),
+        (vec!["network", "create", "--ipam-driver", "dhcp"], "IPAM"),
+        (vec!["network", "create", "--ipv6"], "EnableIPv6"),
+        (
+            vec![
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.name=eth0",
+            ],
+            "Options",
+        ),
+    ] {
+        let mut a = args.clone();
+        let name = format!("n-{}", r.tag);
+        a.push(&name);
+        refused(&e, &a, why).await;
+    }
+    match listener.accept() {
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the daemon connected to the host's loopback: {other:?}"),
+    }
+    // Each refusal names its rule on the record, with who made the call.
+    let calls = proxy_calls(&mut r).await;
+    let refusals: Vec<_> = calls
+        .iter()
+        .filter(|c| c["user"] == eve.as_str() && c["outcome"] == "refused")
+        .collect();
+    assert!(refusals.len() >= 22, "{}", refusals.len());
+    let me = rustix::process::geteuid().as_raw();
+    assert!(
+        refusals
+            .iter()
+            .all(|c| c["peer"]["uid"] == me && c["peer"]["pid"].as_i64().is_some()),
+        "{refusals:?}"
+    );
+    assert!(refusals.iter().any(|c| c["reason"]
+        .as_str()
+        .unwrap()
+        .contains("(HostConfig.LogConfig.Type)")));
+}
+
+/// Issue 23, finding 4: anonymous volumes count against the quota, the image's
+/// own included, and leave with their container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_volumes_count_and_leave_with_their_container() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let fay = r.user("fay");
+    r.grant_limited(&fay, limits(5, 2, 1)).await;
+    let f = r.spawn(&fay).await;
+    refused(
+        &f,
+        &[
+            "create", "-v", "/a", "-v", "/b", "-v", "/c", TEST_IMAGE, "true",
+        ],
+        "quota",
+    )
+    .await;
+    refused(
+        &f,
+        &[
+            "create",
+            "--mount",
+            "type=volume,target=/a",
+            "-v",
+            "/b",
+            "-v",
+            "/c",
+            TEST_IMAGE,
+        ],
+        "quota",
+    )
+    .await;
+    let c1 = must(&f, &["create", "-v", "/a", TEST_IMAGE, "true"]).await;
+    let anon = docker(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Name}}{{end}}",
+        &c1,
+    ]);
+    assert_eq!(anon.len(), 64, "{anon}");
+    must(&f, &["volume", "create", &format!("v1-{}", r.tag)]).await;
+    refused(
+        &f,
+        &["volume", "create", &format!("v2-{}", r.tag)],
+        "anonymous",
+    )
+    .await;
+    // An image that declares a VOLUME: created, found over the quota, removed.
+    let image = "privledger-test-volume:latest";
+    if std::process::Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {TEST_IMAGE}\nVOLUME /data\n"),
+        )
+        .unwrap();
+        docker(&[
+            "build",
+            "-q",
+            "-t",
+            image,
+            &ctx.path().display().to_string(),
+        ]);
+    }
+    refused(&f, &["create", image, "true"], "anonymous volumes").await;
+    let left = must(&f, &["ps", "-aq"]).await;
+    assert_eq!(
+        left.lines().count(),
+        1,
+        "the refused container was removed: {left}"
+    );
+    // `docker rm` without -v: its anonymous volume goes with it.
+    must(&f, &["rm", &c1]).await;
+    let vols = docker(&["volume", "ls", "-q"]);
+    assert!(!vols.lines().any(|v| v == anon), "{anon} was left behind");
+    must(&f, &["volume", "create", &format!("v2-{}", r.tag)]).await;
+}
+
+/// Issue 23, finding 5: the caller is who the socket says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_host_account_is_not_the_user() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    if rustix::process::geteuid().as_raw() != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        println!("skipped: needs root and setpriv to act as another account");
+        return;
+    }
+    let gus = r.user("gus");
+    r.grant_limited(&gus, limits(2, 1, 1)).await;
+    let g = r.spawn(&gus).await;
+    must(
+        &g,
+        &[
+            "create",
+            "--name",
+            &format!("g-{}", r.tag),
+            TEST_IMAGE,
+            "true",
+        ],
+    )
+    .await;
+    // The documented modes let any account reach the socket's directory.
+    let mut p = g.parent().unwrap().to_path_buf();
+    while p != Path::new("/") {
+        let mode = std::fs::metadata(&p).unwrap().permissions();
+        use std::os::unix::fs::PermissionsExt;
+        if mode.mode() & 0o001 == 0 {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode.mode() | 0o711))
+                .unwrap();
+        }
+        p.pop();
+    }
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        conf.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    for args in [vec!["ps", "-a"], vec!["rm", "-f", &format!("g-{}", r.tag)]] {
+        let out = tokio::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "docker",
+            ])
+            .args(&args)
+            .env("DOCKER_HOST", format!("unix://{}", g.display()))
+            .env("DOCKER_CONFIG", conf.path())
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "uid 65534 ran docker {args:?}");
+        assert!(
+            err.contains("(caller)") && err.contains("uid 65534"),
+            "{err}"
+        );
+    }
+    must(&g, &["inspect", &format!("g-{}", r.tag)]).await;
+    let calls = proxy_calls(&mut r).await;
+    assert!(calls.iter().any(|c| c["user"] == gus.as_str()
+        && c["outcome"] == "refused"
+        && c["peer"]["uid"] == 65534));
+}
+
+/// Issue 23, finding 7: a revocation ends what is open, and the socket says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_ends_sessions_and_streams_and_the_socket_says_why() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let hal = r.user("hal");
+    let g = r.grant_limited(&hal, limits(2, 1, 1)).await;
+    let h = r.spawn(&hal).await;
+    let name = format!("h-{}", r.tag);
+    must(
+        &h,
+        &["run", "-d", "--name", &name, TEST_IMAGE, "sleep", "600"],
+    )
+    .await;
+    let docker_as = |args: &[&str]| {
+        let mut c = tokio::process::Command::new("docker");
+        c.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", h.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c.spawn().unwrap()
+    };
+    let mut exec = docker_as(&["exec", "-i", &name, "sh"]);
+    let mut events = docker_as(&["events", "--format", "{{.Action}}"]);
+    // The session works before the revocation.
+    let mut stdin = exec.stdin.take().unwrap();
+    stdin.write_all(b"echo alive\n").await.unwrap();
+    let mut out = tokio::io::BufReader::new(exec.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+        .await
+        .unwrap();
+    assert_eq!(line.trim(), "alive");
+    ok(r.c.admin.revoke_grant(revoke(g, "left the project"))).await;
+    // Both end by themselves (the bound only keeps a failure from hanging).
+    let bound = std::time::Duration::from_secs(20);
+    tokio::time::timeout(bound, exec.wait())
+        .await
+        .expect("the exec session outlived the revocation")
+        .unwrap();
+    tokio::time::timeout(bound, events.wait())
+        .await
+        .expect("the events stream outlived the revocation")
+        .unwrap();
+    drop(stdin);
+    refused(&h, &["ps"], "revoked at seq").await;
+}
+
+/// Issue 23, finding 8: updates change what they send, nothing else; shared
+/// networks can be joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_change_only_what_they_send_and_shared_networks_can_be_joined() {
+    let hub = format!("hub-{}", hex::encode(rand_bytes()));
+    let shared = hub.clone();
+    let Some(mut r) =
+        Rig::start_with(move |cfg| cfg.docker.proxy_settings.allow_networks = vec![shared]).await
+    else {
+        return;
+    };
+    docker(&["network", "create", &hub]);
+    struct RmNet(String);
+    impl Drop for RmNet {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", &self.0])
+                .output();
+        }
+    }
+    let _net = RmNet(hub.clone());
+    let ivy = r.user("ivy");
+    r.grant_limited(&ivy, limits(3, 1, 1)).await;
+    let i = r.spawn(&ivy).await;
+    let name = format!("i-{}", r.tag);
+    must(
+        &i,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-m",
+            "256m",
+            "--cpu-quota",
+            "50000",
+            TEST_IMAGE,
+            "sleep",
+            "600",
+        ],
+    )
+    .await;
+    let field = |f: &str| {
+        docker(&[
+            "inspect",
+            "--format",
+            &format!("{{{{.HostConfig.{f}}}}}"),
+            &name,
+        ])
+    };
+    must(&i, &["update", "--restart", "unless-stopped", &name]).await;
+    assert_eq!(field("Memory"), (256u64 << 20).to_string());
+    assert_eq!(field("NanoCpus"), "0");
+    assert_eq!(field("CpuQuota"), "50000");
+    assert_eq!(field("RestartPolicy.Name"), "unless-stopped");
+    must(
+        &i,
+        &["update", "--memory", "200m", "--memory-swap", "400m", &name],
+    )
+    .await;
+    assert_eq!(field("Memory"), (200u64 << 20).to_string());
+    assert_eq!(field("NanoCpus"), "0", "nothing injected");
+    refused(&i, &["update", "--memory", "64g", &name], "memory cap").await;
+    refused(&i, &["update", "--pids-limit", "-1", &name], "PidsLimit").await;
+
+    must(&i, &["network", "connect", &hub, &name]).await;
+    must(&i, &["network", "disconnect", &hub, &name]).await;
+    refused(
+        &i,
+        &["network", "connect", "--alias", "jupyterhub", &hub, &name],
+        "Aliases",
+    )
+    .await;
+    refused(&i, &["network", "create", &hub], "shared network").await;
+    must(&i, &["create", "--network", &hub, TEST_IMAGE, "true"]).await;
+}
+
+fn rand_bytes() -> [u8; 3] {
+    let mut b = [0u8; 3];
+    getrandom::fill(&mut b).unwrap();
+    b
 }

@@ -153,9 +153,11 @@ pub fn ulimits(ctx: &mut Ctx<'_>, v: &mut Value) -> Outcome {
                 "nofile" => 1 << 20,
                 "nproc" => pids,
                 "core" | "stack" | "fsize" => mem,
-                _ => return c.refuse(format!(
+                _ => {
+                    return c.refuse(format!(
                     "ulimit {name:?} is not allowed (allowed: nofile, nproc, core, stack, fsize)"
-                )),
+                ))
+                }
             };
             let soft = m.get("Soft").and_then(Value::as_i64);
             let hard = m.get("Hard").and_then(Value::as_i64);

@@ -752,6 +752,34 @@ limits = { max_containers = 4, mem_cap_gb = 1.5 }
     }
 
     #[test]
+    fn the_limited_sockets_settings_are_read_and_checked() {
+        let c = load_text(
+            "[proxy]\nallow_networks = [\"jupyterhub\"]\npeer_uids = [0, 1000]\n\
+             publish = \"loopback\"\npids_limit = 512\nrevoke_grace = \"5s\"",
+        )
+        .unwrap();
+        let p = &c.docker.proxy_settings;
+        assert_eq!(p.allow_networks, vec!["jupyterhub".to_string()]);
+        assert_eq!(p.peer_uids, vec![0, 1000]);
+        assert_eq!(p.publish, crate::proxy::rules::Publish::Loopback);
+        assert_eq!(p.pids_limit, 512);
+        assert_eq!(p.revoke_grace, std::time::Duration::from_secs(5));
+        let d = load_text("").unwrap().docker.proxy_settings;
+        assert_eq!(d, crate::proxy::Settings::default());
+        assert_eq!(d.peer_uids, vec![0], "root alone by default");
+        for (text, key) in [
+            ("[proxy]\npublish = \"everywhere\"", "proxy.publish"),
+            ("[proxy]\npids_limit = -1", "proxy.pids_limit"),
+            ("[proxy]\nrevoke_grace = \"soon\"", "proxy.revoke_grace"),
+            ("[proxy]\nrevoke_grace = \"2h\"", "proxy.revoke_grace"),
+            ("[proxy]\nallow_network = []", "allow_network"),
+        ] {
+            let e = load_text(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = load_text("lisen = \"x\"").unwrap_err().to_string();
         assert!(e.contains("lisen"), "{e}");

@@ -234,6 +234,8 @@ mod tests {
             "/var/run/docker.sock.bak",
             "/srv/docker",
             "/ru",
+            // A tmpfs mount has no source: it is not "/".
+            "",
         ] {
             assert!(!c.is_socket_source(no), "{no}");
         }

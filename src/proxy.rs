@@ -20,6 +20,7 @@
 //! directory is bound into which container, and every call is checked against the
 //! user's access at the moment it is made.
 
+pub mod books;
 pub mod budget;
 pub mod classify;
 pub mod daemon;
@@ -110,6 +111,9 @@ struct Listener {
 /// Every user's listener.
 pub struct Proxy {
     shared: Arc<Shared>,
+    /// The ledger as the listeners' lives need it (who is limited, when access
+    /// ends, under which decision); a call sees it only as [`books::Books`].
+    ledger: Ledger,
     dir: PathBuf,
     listeners: Mutex<HashMap<String, Listener>>,
     /// The users whose socket is open, for whoever waits on a change.
@@ -120,10 +124,11 @@ impl Proxy {
     pub fn new(ledger: Ledger, cfg: ProxyConfig) -> Arc<Proxy> {
         Arc::new(Proxy {
             shared: Arc::new(Shared::new(
-                ledger,
+                Arc::new(ledger.clone()),
                 daemon::Daemon::new(cfg.daemon_socket),
                 cfg.settings,
             )),
+            ledger,
             dir: cfg.dir,
             listeners: Mutex::new(HashMap::new()),
             open: watch::channel(Vec::new()).0,
@@ -240,7 +245,6 @@ impl Proxy {
         let users = self.open_users();
         for u in users {
             let limited = self
-                .shared
                 .ledger
                 .check_access(&u)
                 .is_ok_and(|a| a.socket == SocketAccess::Limited);
@@ -280,7 +284,7 @@ impl Proxy {
     /// Restores the socket of every user whose access is limited, under the
     /// decision of the user's newest spawned container that names one.
     pub async fn restore(&self) {
-        match self.shared.ledger.who_has_access(None).await {
+        match self.ledger.who_has_access(None).await {
             Ok((users, _)) => {
                 for a in users.iter().filter(|a| a.socket == SocketAccess::Limited) {
                     let decision = self.last_decision(&a.user).await;
@@ -316,14 +320,9 @@ impl Proxy {
             .collect();
         found.sort();
         found.into_iter().rev().map(|(_, d)| d).find(|d| {
-            self.shared
-                .ledger
-                .decision(d)
-                .ok()
-                .flatten()
-                .is_some_and(|rec| {
-                    rec.user == user && rec.allowed && rec.socket == SocketAccess::Limited
-                })
+            self.ledger.decision(d).ok().flatten().is_some_and(|rec| {
+                rec.user == user && rec.allowed && rec.socket == SocketAccess::Limited
+            })
         })
     }
 
@@ -331,7 +330,7 @@ impl Proxy {
     /// group), until `shutdown`; then closes them all.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let ledger = self.shared.ledger.clone();
+        let ledger = self.ledger.clone();
         let filter = StreamFilter::access_losses();
         let budget = {
             let shared = self.shared.clone();

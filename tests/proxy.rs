@@ -79,6 +79,11 @@ impl Rig {
 
     /// AuthorizeSpawn: the answer comes once the socket accepts.
     async fn spawn(&mut self, user: &str) -> PathBuf {
+        self.spawn_decided(user).await.0
+    }
+
+    /// [`Rig::spawn`], with the decision's id.
+    async fn spawn_decided(&mut self, user: &str) -> (PathBuf, String) {
         let d = ok(self
             .c
             .authz
@@ -97,7 +102,7 @@ impl Rig {
                 self.users.path().join(user).display()
             )]
         );
-        sock
+        (sock, d.decision_id)
     }
 }
 
@@ -681,7 +686,7 @@ async fn names_are_forwarded_as_ids_and_cannot_be_squatted() {
     .await;
     refused(
         &m,
-        &["rename", &mine, &format!("jupyter-{bob}")],
+        &["rename", &mine, &format!("jupyter-{}", bob.replace('-', "-2D"))],
         "JupyterHub",
     )
     .await;
@@ -1185,4 +1190,194 @@ fn rand_bytes() -> [u8; 3] {
     let mut b = [0u8; 3];
     getrandom::fill(&mut b).unwrap();
     b
+}
+
+/// Issue 23, finding 1, replayed: mallory's container is named after a prefix of
+/// bob's id, and renamed away while creates that name it are in flight. Whatever
+/// the interleaving, what was checked (hers) is what the daemon gets: the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_between_check_and_use_changes_nothing() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let (mallory, bob) = (r.user("mallory"), r.user("bob"));
+    r.grant_limited(&mallory, limits(60, 2, 1)).await;
+    r.grant_limited(&bob, limits(2, 2, 1)).await;
+    let m = r.spawn(&mallory).await;
+    let b = r.spawn(&bob).await;
+    let victim = must(&b, &["create", TEST_IMAGE, "true"]).await;
+    // A prefix short enough to be a name, long enough to be unique.
+    let bait = victim[..10].to_string();
+    let mine = must(&m, &["create", "--name", &bait, TEST_IMAGE, "true"]).await;
+    let mut made = Vec::new();
+    for i in 0..50 {
+        let create = {
+            let (m, bait) = (m.clone(), bait.clone());
+            tokio::spawn(async move {
+                as_user(
+                    &m,
+                    &[
+                        "create",
+                        "--volumes-from",
+                        &bait,
+                        "--pid",
+                        &format!("container:{bait}"),
+                        TEST_IMAGE,
+                        "true",
+                    ],
+                    None,
+                )
+                .await
+            })
+        };
+        let away = format!("away{i}-{}", r.tag);
+        // The rename races the create; sometimes one wins, sometimes the other.
+        let rename = ["rename", bait.as_str(), away.as_str()];
+        let (renamed, created) = tokio::join!(as_user(&m, &rename, None), create);
+        let (ok, id, err) = created.unwrap();
+        if ok {
+            let h: serde_json::Value = serde_json::from_str(&docker(&[
+                "inspect",
+                "--format",
+                "{{json .HostConfig}}",
+                &id,
+            ]))
+            .unwrap();
+            assert_eq!(
+                h["VolumesFrom"],
+                serde_json::json!([mine.clone()]),
+                "round {i}: {h}"
+            );
+            assert_eq!(h["PidMode"], format!("container:{mine}"), "round {i}");
+            made.push(id);
+        } else {
+            assert!(
+                err.contains("ownership") || err.contains("No such"),
+                "round {i}: {err}"
+            );
+        }
+        if renamed.0 {
+            must(&m, &["rename", &away, &bait]).await;
+        }
+        if made.len() > 40 {
+            for id in made.drain(..) {
+                must(&m, &["rm", &id]).await;
+            }
+        }
+    }
+    let victims_users = docker(&["ps", "-a", "--filter", &format!("volume={victim}"), "-q"]);
+    assert!(victims_users.is_empty(), "{victims_users}");
+}
+
+/// Issue 23, finding 5: a process in the user's own container is the user; one in
+/// another user's container is not, whatever socket it reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_in_the_users_container_is_the_user_and_in_anothers_is_not() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let (jo, kim) = (r.user("jo"), r.user("kim"));
+    r.grant_limited(&jo, limits(2, 1, 1)).await;
+    r.grant_limited(&kim, limits(2, 1, 1)).await;
+    let (j, decision) = r.spawn_decided(&jo).await;
+    r.spawn(&kim).await;
+    // As DockerSpawner would start them: labelled by the hook; curl from the host's
+    // tree (chroot), so the process runs in the container's cgroup.
+    let ping = |label_user: &str| {
+        let sock = j.display().to_string();
+        let user_label = format!("privledger.user={label_user}");
+        let decision_label = format!("privledger.decision={decision}");
+        let out = std::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "-v",
+                "/:/host:ro",
+                "--label",
+                &user_label,
+                "--label",
+                &decision_label,
+            ])
+            .args([
+                TEST_IMAGE,
+                "chroot",
+                "/host",
+                "curl",
+                "-s",
+                "--unix-socket",
+                &sock,
+                "http://docker/containers/json",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let own = ping(&jo);
+    assert!(own.starts_with('['), "jo's own container is jo: {own}");
+    let other = ping(&kim);
+    assert!(
+        other.contains("(caller)") && other.contains("not one of"),
+        "kim's container is not jo: {other}"
+    );
+    let calls = proxy_calls(&mut r).await;
+    let refused = calls
+        .iter()
+        .find(|c| {
+            c["user"] == jo.as_str()
+                && c["outcome"] == "refused"
+                && c["reason"].as_str().unwrap().contains("(caller)")
+        })
+        .expect("the refusal is recorded");
+    assert_eq!(refused["peer"]["uid"], 0);
+    assert_eq!(
+        refused["peer"]["container"].as_str().map(str::len),
+        Some(64),
+        "{refused}"
+    );
+}
+
+/// Issue 23, finding 11: after a restart, the socket is restored under the decision
+/// of the user's spawned container, so what it creates carries that decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_labels_survive_a_restart() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let lee = r.user("lee");
+    r.grant_limited(&lee, limits(3, 1, 1)).await;
+    let (l, decision) = r.spawn_decided(&lee).await;
+    // The notebook container, as the hook labels it.
+    let notebook = docker(&[
+        "create",
+        "--label",
+        &format!("privledger.user={lee}"),
+        "--label",
+        &format!("privledger.decision={decision}"),
+        "--label",
+        &format!("privledger.owner={lee}"),
+        TEST_IMAGE,
+        "true",
+    ]);
+    let Rig {
+        s,
+        users,
+        _cleanup,
+        c: _,
+        tag,
+        ..
+    } = r;
+    let s = s.restart().await;
+    wait_watching(&s).await;
+    let made = must(&l, &["create", TEST_IMAGE, "true"]).await;
+    let label = docker(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"privledger.decision\"}}",
+        &made,
+    ]);
+    assert_eq!(label, decision);
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &notebook])
+        .output();
+    drop((users, tag));
 }

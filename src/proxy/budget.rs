@@ -43,7 +43,8 @@ impl Budget {
     }
 }
 
-/// Per owner: writable layers of containers plus the size of volumes.
+/// Per owner: writable layers of containers plus the size of volumes. A volume
+/// without an owner label (an anonymous one) is its container's owner's.
 fn usage(df: &Value) -> HashMap<String, u64> {
     let mut out: HashMap<String, u64> = HashMap::new();
     let owner = |labels: Option<&Value>| {
@@ -52,13 +53,35 @@ fn usage(df: &Value) -> HashMap<String, u64> {
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    // Containers' writable layers, then volumes (whose size is -1 when unknown).
-    for (list, size) in [("Containers", "/SizeRw"), ("Volumes", "/UsageData/Size")] {
-        for item in df.get(list).and_then(Value::as_array).into_iter().flatten() {
-            if let Some(o) = owner(item.get("Labels")) {
-                let bytes = item.pointer(size).and_then(Value::as_i64).unwrap_or(0);
-                *out.entry(o).or_default() += bytes.max(0) as u64;
+    let list = |name: &str| df.get(name).and_then(Value::as_array).into_iter().flatten();
+    let size = |item: &Value, at: &str| {
+        item.pointer(at).and_then(Value::as_i64).unwrap_or(0).max(0) as u64
+    };
+    let mut anonymous: HashMap<&str, String> = HashMap::new();
+    for c in list("Containers") {
+        let Some(o) = owner(c.get("Labels")) else {
+            continue;
+        };
+        *out.entry(o.clone()).or_default() += size(c, "/SizeRw");
+        for m in c
+            .get("Mounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if m.get("Type").and_then(Value::as_str) == Some("volume") {
+                if let Some(n) = m.get("Name").and_then(Value::as_str) {
+                    anonymous.insert(n, o.clone());
+                }
             }
+        }
+    }
+    // Volumes' sizes are -1 when unknown.
+    for v in list("Volumes") {
+        let name = v.get("Name").and_then(Value::as_str).unwrap_or("");
+        let o = owner(v.get("Labels")).or_else(|| anonymous.get(name).cloned());
+        if let Some(o) = o {
+            *out.entry(o).or_default() += size(v, "/UsageData/Size");
         }
     }
     out
@@ -73,17 +96,23 @@ mod tests {
         let df = serde_json::json!({
             "Containers": [
                 {"SizeRw": 100, "Labels": {"privledger.owner": "a"}},
-                {"SizeRw": 50, "Labels": {"privledger.owner": "b"}},
-                {"SizeRw": 7, "Labels": {}},
+                {"SizeRw": 50, "Labels": {"privledger.owner": "b"},
+                 "Mounts": [{"Type": "volume", "Name": "anon1"}]},
+                {"SizeRw": 7, "Labels": {}, "Mounts": [{"Type": "volume", "Name": "anon2"}]},
             ],
             "Volumes": [
-                {"UsageData": {"Size": 1000}, "Labels": {"privledger.owner": "a"}},
-                {"UsageData": {"Size": -1}, "Labels": {"privledger.owner": "b"}},
+                {"Name": "v", "UsageData": {"Size": 1000}, "Labels": {"privledger.owner": "a"}},
+                {"Name": "w", "UsageData": {"Size": -1}, "Labels": {"privledger.owner": "b"}},
+                {"Name": "anon1", "UsageData": {"Size": 5000}, "Labels": null},
+                {"Name": "anon2", "UsageData": {"Size": 9000}, "Labels": {}},
             ]
         });
         let u = usage(&df);
         assert_eq!(u["a"], 1100);
-        assert_eq!(u["b"], 50);
+        assert_eq!(
+            u["b"], 5050,
+            "an anonymous volume is its container's owner's"
+        );
         assert_eq!(u.len(), 2);
     }
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::books::Books;
 use super::classify::{classify, Kind, Route};
 use super::daemon::Daemon;
 use super::filters::with_owner_filter;
@@ -26,18 +27,16 @@ use super::refusal::Refusal;
 use super::rules::{self, Allowance, Checked, Stamp};
 use super::{Error, Settings};
 use crate::ledger::event::{ProxyCall, ProxyOutcome, SocketAccess};
-use crate::ledger::{Command, Ledger};
 
 /// Largest request body read (a container config is a few kB).
 const MAX_BODY: usize = 1 << 20;
-/// Actor of proxy entries.
-pub const ACTOR_PROXY: &str = "proxy";
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// What every user's socket shares.
 pub struct Shared {
-    pub ledger: Ledger,
+    /// The ledger, as the executor sees it: access and the record.
+    pub books: Arc<dyn Books>,
     pub daemon: Daemon,
     pub settings: Settings,
     /// One lock per user: counting and creating are serialized, so parallel creates
@@ -47,9 +46,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(ledger: Ledger, daemon: Daemon, settings: Settings) -> Shared {
+    pub fn new(books: Arc<dyn Books>, daemon: Daemon, settings: Settings) -> Shared {
         Shared {
-            ledger,
+            books,
             daemon,
             settings,
             quotas: Mutex::new(HashMap::new()),
@@ -162,11 +161,10 @@ type Failure = (Answer, Option<String>, Option<String>);
 
 async fn record(c: &Caller, call: ProxyCall) -> Result<(), Error> {
     c.shared
-        .ledger
-        .submit(ACTOR_PROXY, None, Command::RecordProxyCall(call))
+        .books
+        .record(call)
         .await
-        .map(|_| ())
-        .map_err(|e| Error::NotRecorded(e.to_string()))
+        .map_err(Error::NotRecorded)
 }
 
 /// The query's `name` parameter, decoded.
@@ -198,9 +196,9 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     }
     let access = c
         .shared
-        .ledger
-        .check_access(&c.user)
-        .map_err(|e| fail(Answer::refused(e.to_string())))?;
+        .books
+        .access(&c.user)
+        .map_err(|e| fail(Answer::refused(e)))?;
     if access.socket != SocketAccess::Limited {
         return Err(fail(Answer::refused(format!(
             "refused by the limited socket (access): user {:?} no longer has a limited Docker socket",

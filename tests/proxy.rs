@@ -686,7 +686,11 @@ async fn names_are_forwarded_as_ids_and_cannot_be_squatted() {
     .await;
     refused(
         &m,
-        &["rename", &mine, &format!("jupyter-{}", bob.replace('-', "-2D"))],
+        &[
+            "rename",
+            &mine,
+            &format!("jupyter-{}", bob.replace('-', "-2D")),
+        ],
         "JupyterHub",
     )
     .await;

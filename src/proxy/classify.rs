@@ -65,19 +65,6 @@ pub enum Route {
 }
 
 impl Route {
-    /// Whether the call changes something (and is recorded in the ledger).
-    pub fn mutates(&self) -> bool {
-        !matches!(
-            self,
-            Route::Public
-                | Route::ImageRead
-                | Route::List(_)
-                | Route::Events
-                | Route::Read(..)
-                | Route::Exec(_, "inspect")
-        )
-    }
-
     /// The resource the call names on its path, if any.
     pub fn resource(&self) -> Option<(Kind, &str)> {
         match self {
@@ -102,78 +89,42 @@ pub enum NotServed {
     NotListed { method: String, path: String },
 }
 
-/// The route of `method` on `path`, or why it is not served.
-pub fn classify(method: &str, path: &CanonicalPath) -> Result<Route, NotServed> {
-    use Kind::*;
+/// The route of `method` on `path` and its row of the endpoint table, or why it is
+/// not served.
+pub fn endpoint(
+    method: &str,
+    path: &CanonicalPath,
+) -> Result<(&'static super::endpoints::Endpoint, Route), NotServed> {
     let s = path.segments();
-    let one = |k: Kind, id: &str| (k, id.to_string());
-    let route = match (method, s.as_slice()) {
-        ("GET" | "HEAD", ["_ping"]) | ("GET", ["version"]) => Route::Public,
-        ("GET", ["images", "json"]) => Route::ImageRead,
-        ("GET", ["images", name @ .., "json"]) if !name.is_empty() => Route::ImageRead,
+    match (method, s.as_slice()) {
+        // An image's name may hold slashes: read-only, served outside the table.
+        ("GET", ["images", name @ .., "json"]) if !name.is_empty() => {
+            return Ok((&IMAGE_INSPECT, Route::ImageRead))
+        }
         (_, ["session"] | ["grpc"]) => return Err(NotServed::BuildKit),
-        (_, ["build"] | ["build", ..]) | (_, ["images", ..]) => return Err(NotServed::Images),
-        ("GET", ["events"]) => Route::Events,
-
-        ("GET", ["containers", "json"]) => Route::List(Container),
-        ("POST", ["containers", "create"]) => Route::Create(Container),
-        ("POST", ["containers", "prune"]) => Route::Prune(Container),
-        ("GET", ["containers", id, "json" | "logs" | "top" | "stats" | "changes"]) => {
-            let (k, id) = one(Container, id);
-            Route::Read(k, id)
+        (_, ["build"] | ["build", ..]) => return Err(NotServed::Images),
+        (_, ["images", ..]) if super::endpoints::find(method, &s).is_none() => {
+            return Err(NotServed::Images)
         }
-        ("POST", ["containers", id, "wait"]) => Route::Read(Container, id.to_string()),
-        (
-            "POST",
-            ["containers", id, a @ ("start" | "stop" | "restart" | "kill" | "pause" | "unpause" | "resize" | "rename")],
-        ) => Route::Act(Container, id.to_string(), static_word(a)),
-        ("POST", ["containers", id, "attach"]) => Route::Attach(id.to_string()),
-        ("POST", ["containers", id, "update"]) => Route::Update(id.to_string()),
-        ("POST", ["containers", id, "exec"]) => Route::ExecCreate(id.to_string()),
-        ("DELETE", ["containers", id]) => Route::Remove(Container, id.to_string()),
-
-        ("POST", ["exec", id, "start"]) => Route::Exec(id.to_string(), "start"),
-        ("POST", ["exec", id, "resize"]) => Route::Exec(id.to_string(), "resize"),
-        ("GET", ["exec", id, "json"]) => Route::Exec(id.to_string(), "inspect"),
-
-        ("GET", ["volumes"]) => Route::List(Volume),
-        ("POST", ["volumes", "create"]) => Route::Create(Volume),
-        ("POST", ["volumes", "prune"]) => Route::Prune(Volume),
-        ("GET", ["volumes", name]) => Route::Read(Volume, name.to_string()),
-        ("DELETE", ["volumes", name]) => Route::Remove(Volume, name.to_string()),
-
-        ("GET", ["networks"]) => Route::List(Network),
-        ("POST", ["networks", "create"]) => Route::Create(Network),
-        ("POST", ["networks", "prune"]) => Route::Prune(Network),
-        ("GET", ["networks", id]) => Route::Read(Network, id.to_string()),
-        ("DELETE", ["networks", id]) => Route::Remove(Network, id.to_string()),
-        ("POST", ["networks", id, a @ ("connect" | "disconnect")]) => {
-            Route::Connect(id.to_string(), static_word(a))
-        }
-        _ => {
-            return Err(NotServed::NotListed {
-                method: method.to_string(),
-                path: format!("/{}", s.join("/")),
-            })
-        }
-    };
-    Ok(route)
+        _ => {}
+    }
+    super::endpoints::find(method, &s).ok_or_else(|| NotServed::NotListed {
+        method: method.to_string(),
+        path: format!("/{}", s.join("/")),
+    })
 }
 
-fn static_word(a: &str) -> &'static str {
-    const WORDS: &[&str] = &[
-        "start",
-        "stop",
-        "restart",
-        "kill",
-        "pause",
-        "unpause",
-        "resize",
-        "rename",
-        "connect",
-        "disconnect",
-    ];
-    WORDS.iter().find(|w| **w == a).copied().unwrap_or("act")
+static IMAGE_INSPECT: super::endpoints::Endpoint = super::endpoints::Endpoint {
+    methods: &["GET"],
+    path: &[],
+    route: |_| Route::ImageRead,
+    body: super::endpoints::BodyRule::None,
+    recorded: false,
+};
+
+/// The route of `method` on `path`, or why it is not served.
+pub fn classify(method: &str, path: &CanonicalPath) -> Result<Route, NotServed> {
+    endpoint(method, path).map(|(_, r)| r)
 }
 
 #[cfg(test)]
@@ -293,11 +244,19 @@ mod tests {
 
     #[test]
     fn mutating_routes_are_the_recorded_ones() {
-        assert!(route("POST", "/containers/create").unwrap().mutates());
-        assert!(route("DELETE", "/volumes/x").unwrap().mutates());
-        assert!(route("POST", "/exec/e/start").unwrap().mutates());
-        assert!(!route("GET", "/containers/x/json").unwrap().mutates());
-        assert!(!route("GET", "/containers/json").unwrap().mutates());
-        assert!(!route("GET", "/exec/e/json").unwrap().mutates());
+        let recorded = |m: &str, p: &str| {
+            endpoint(m, &CanonicalPath::parse(p).unwrap())
+                .unwrap()
+                .0
+                .recorded
+        };
+        assert!(recorded("POST", "/containers/create"));
+        assert!(recorded("DELETE", "/volumes/x"));
+        assert!(recorded("POST", "/exec/e/start"));
+        assert!(recorded("POST", "/containers/x/rename"));
+        assert!(!recorded("GET", "/containers/x/json"));
+        assert!(!recorded("GET", "/containers/json"));
+        assert!(!recorded("GET", "/exec/e/json"));
+        assert!(!recorded("GET", "/images/library/busybox/json"));
     }
 }

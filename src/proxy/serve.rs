@@ -17,14 +17,15 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::books::Books;
-use super::classify::{classify, Kind, Route};
+use super::classify::{endpoint, Kind, Route};
 use super::daemon::Daemon;
+use super::endpoints::BodyRule;
 use super::filters::with_owner_filter;
 use super::owner::{exec_container, resolve, volume_use};
 use super::path::CanonicalPath;
 use super::peer::Admission;
 use super::refusal::Refusal;
-use super::rules::{self, Allowance, Checked, Stamp};
+use super::rules::{self, Allowance, Stamp};
 use super::{Error, Settings};
 use crate::ledger::event::{ProxyCall, ProxyOutcome, SocketAccess};
 
@@ -216,7 +217,7 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     let shown = path.to_string();
     let failp = |a: Answer, res: Option<String>| (a, Some(shown.clone()), res);
     let method = req.method().to_string();
-    let route = classify(&method, &path).map_err(|e| {
+    let (row, route) = endpoint(&method, &path).map_err(|e| {
         failp(
             Answer::refused(format!("refused by the limited socket (endpoint): {e}")),
             None,
@@ -322,44 +323,34 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     }
 
     // Bodies: every field on the table's terms, stamped, capped.
-    let checked: Option<Checked> = match &route {
-        Route::Create(Kind::Container) => {
-            Some(rules::container_create(json, &allowance, &stamp).map_err(refused)?)
+    let current = if row.body == BodyRule::ContainerUpdate {
+        let id = resource.clone().unwrap_or_default();
+        let (status, current) = d
+            .get_json(&Kind::Container.inspect_path(&id))
+            .await
+            .map_err(|e| failp(e.into(), resource.clone()))?;
+        if !status.is_success() {
+            return Err(failp(
+                Answer::not_found(Kind::Container, &id),
+                resource.clone(),
+            ));
         }
-        Route::Create(Kind::Volume) => {
-            Some(rules::volume_create(json, &allowance, &stamp).map_err(refused)?)
-        }
-        Route::Create(Kind::Network) => {
-            Some(rules::network_create(json, &allowance, &stamp).map_err(refused)?)
-        }
-        Route::Update(_) => {
-            let id = resource.clone().unwrap_or_default();
-            let (status, current) = d
-                .get_json(&Kind::Container.inspect_path(&id))
-                .await
-                .map_err(|e| failp(e.into(), resource.clone()))?;
-            if !status.is_success() {
-                return Err(failp(
-                    Answer::not_found(Kind::Container, &id),
-                    resource.clone(),
-                ));
-            }
-            let host = current.get("HostConfig").cloned().unwrap_or(Value::Null);
-            Some(rules::container_update(json, &allowance, &host).map_err(refused)?)
-        }
-        Route::ExecCreate(_) => Some(rules::exec_create(json, &allowance).map_err(refused)?),
-        Route::Exec(_, "start") => Some(rules::exec_start(json, &allowance).map_err(refused)?),
-        Route::Connect(..) => {
-            Some(rules::network_connect(json, &allowance, shared_network).map_err(refused)?)
-        }
-        _ if !json.is_null() => {
-            return Err(refused(Refusal::new(
-                "body",
-                format!("{method} {shown} takes no body"),
-            )))
-        }
-        _ => None,
+        current.get("HostConfig").cloned().unwrap_or(Value::Null)
+    } else {
+        Value::Null
     };
+    let cx = super::plan::Context {
+        allowance: &allowance,
+        stamp: &stamp,
+        current: &current,
+        shared_network,
+    };
+    let checked = super::plan::body(row.body, json, &cx).map_err(|mut e| {
+        if e.rule == "body" {
+            e.reason = format!("{method} {shown} takes no body");
+        }
+        refused(e)
+    })?;
     // What the body names: resolved once, owned (or shared), forwarded as ids.
     let mut checked = checked;
     if let Some(ch) = checked.as_mut() {
@@ -444,7 +435,7 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         _ => parts.uri.query().map(str::to_string),
     };
 
-    if route.mutates() {
+    if row.recorded {
         let call = ProxyCall {
             user: c.user.clone(),
             decision_id: c.decision.clone(),
@@ -493,30 +484,17 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         .await
         .map_err(|e| failp(e.into(), resource.clone()))?;
     if let (true, Route::Read(kind, name)) = (inspect && resp.status().is_success(), &route) {
-        let (rparts, b) = resp.into_parts();
-        let bytes = b
-            .collect()
-            .await
-            .map_err(|e| failp(Error::Daemon(e.to_string()).into(), None))?
-            .to_bytes();
+        let (rparts, bytes) = whole(resp).await.map_err(|e| failp(e.into(), None))?;
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| failp(Error::Daemon(e.to_string()).into(), None))?;
         if super::owner::of_inspect(*kind, &v, name).owner.as_deref() != Some(c.user.as_str()) {
             return Err(failp(Answer::not_found(*kind, name), Some(name.clone())));
         }
-        return Ok(Response::from_parts(
-            rparts,
-            Full::new(bytes).map_err(|e| match e {}).boxed(),
-        ));
+        return Ok(Response::from_parts(rparts, full(bytes)));
     }
     if let (Route::Create(Kind::Container), Some(before)) = (&route, &volumes_before) {
         if resp.status().is_success() {
-            let (rparts, b) = resp.into_parts();
-            let bytes = b
-                .collect()
-                .await
-                .map_err(|e| failp(Error::Daemon(e.to_string()).into(), None))?
-                .to_bytes();
+            let (rparts, bytes) = whole(resp).await.map_err(|e| failp(e.into(), None))?;
             let id = serde_json::from_slice::<Value>(&bytes)
                 .ok()
                 .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_string))
@@ -530,10 +508,7 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             )
             .await
             .map_err(|a| failp(a, Some(id.clone())))?;
-            return Ok(Response::from_parts(
-                rparts,
-                Full::new(bytes).map_err(|e| match e {}).boxed(),
-            ));
+            return Ok(Response::from_parts(rparts, full(bytes)));
         }
     }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -569,6 +544,21 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     }
     // A stream (events, logs or stats followed, wait): it ends with the access.
     Ok(resp.map(|b| revocable(b, c.ended.clone())))
+}
+
+/// The daemon's answer read whole.
+async fn whole(resp: Response<Incoming>) -> Result<(hyper::http::response::Parts, Bytes), Error> {
+    let (parts, b) = resp.into_parts();
+    let bytes = b
+        .collect()
+        .await
+        .map_err(|e| Error::Daemon(e.to_string()))?
+        .to_bytes();
+    Ok((parts, bytes))
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|e| match e {}).boxed()
 }
 
 /// Resolves once the user's access has ended (never, if the socket closes first).

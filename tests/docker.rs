@@ -135,6 +135,8 @@ async fn authorized_and_unauthorized_socket_containers() {
         &[],
         &["--mount", "type=bind,source=/run,target=/hostrun,readonly"],
     );
+    // A tmpfs mount has no source: it is not the host's "/" (issue 23, finding 10).
+    let tmpfs_id = run_with(&cs, "tmpfs", &[], &[], &["--mount", "type=tmpfs,target=/t"]);
 
     let good = entries_until(&mut c, &ok_id, |e| {
         actions(e).contains(&"start".to_string())
@@ -168,6 +170,22 @@ async fn authorized_and_unauthorized_socket_containers() {
     let created = ev.iter().find(|e| e["kind"] == "docker_container").unwrap();
     assert_eq!(created["socket_mounts"][0]["source"], "/run");
     assert_eq!(created["socket_mounts"][0]["rw"], false);
+
+    let ev = entries_until(&mut c, &tmpfs_id, |e| {
+        actions(e).contains(&"start".to_string())
+    })
+    .await;
+    assert!(
+        alerts(&ev).is_empty(),
+        "a tmpfs mount is not the socket: {ev:#?}"
+    );
+    let created = ev.iter().find(|e| e["kind"] == "docker_container").unwrap();
+    assert!(
+        created["socket_mounts"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{created}"
+    );
 
     // Removing the authorized container records die and destroy; it never alerted.
     docker(&["rm", "-f", &ok_id]);

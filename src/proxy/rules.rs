@@ -597,7 +597,12 @@ pub fn endpoints_config(ctx: &mut Ctx<'_>, v: &mut Value) -> Outcome {
         return ctx.refuse("must be an object");
     };
     for (name, ep) in eps.iter_mut() {
-        let shared = ctx.allowance.shared_networks.iter().any(|n| n == name);
+        ctx.shared_endpoint = ctx.allowance.shared_networks.iter().any(|n| n == name);
+        let r = ctx.within(Step::Key(name), |c| fields::walk(c, &fields::ENDPOINT, ep));
+        ctx.shared_endpoint = false;
+        r?;
+        // After what the endpoint names: their pointers pass through this key,
+        // which the rewrite renames.
         if !matches!(name.as_str(), "bridge" | "none" | "default") {
             ctx.refs.push(Ref {
                 kind: Kind::Network,
@@ -607,10 +612,6 @@ pub fn endpoints_config(ctx: &mut Ctx<'_>, v: &mut Value) -> Outcome {
                 },
             });
         }
-        ctx.shared_endpoint = shared;
-        let r = ctx.within(Step::Key(name), |c| fields::walk(c, &fields::ENDPOINT, ep));
-        ctx.shared_endpoint = false;
-        r?;
     }
     Ok(())
 }
@@ -1332,7 +1333,7 @@ mod tests {
                 "PidMode": "container:peer2",
                 "IpcMode": "container:peer3",
             },
-            "NetworkingConfig": {"EndpointsConfig": {"mynet": {"Aliases": ["a"]}}}
+            "NetworkingConfig": {"EndpointsConfig": {"mynet": {"Aliases": ["a"], "Links": ["peer4:p"]}}}
         }))
         .unwrap();
         let mut names: Vec<(Kind, String)> =
@@ -1349,6 +1350,7 @@ mod tests {
                 (Kind::Container, "other".into()),
                 (Kind::Container, "peer2".into()),
                 (Kind::Container, "peer3".into()),
+                (Kind::Container, "peer4".into()),
                 (Kind::Container, "web".into()),
             ]
         );
@@ -1367,7 +1369,11 @@ mod tests {
             json!(["data:/data:ro"]),
             "volumes are named by their id"
         );
-        assert!(c.body["NetworkingConfig"]["EndpointsConfig"]["ID-mynet"].is_object());
+        assert_eq!(
+            c.body["NetworkingConfig"]["EndpointsConfig"]["ID-mynet"]["Links"],
+            json!(["ID-peer4:p"]),
+            "a link inside an endpoint is rewritten before its network's key"
+        );
         assert!(c.body["NetworkingConfig"]["EndpointsConfig"]
             .get("mynet")
             .is_none());

@@ -988,6 +988,20 @@ async fn anonymous_volumes_count_and_leave_with_their_container() {
     must(&f, &["rm", &c1]).await;
     let vols = docker(&["volume", "ls", "-q"]);
     assert!(!vols.lines().any(|v| v == anon), "{anon} was left behind");
+    // `docker container prune` too: no orphan escapes the count.
+    let c2 = must(&f, &["create", "-v", "/b", TEST_IMAGE, "true"]).await;
+    let anon2 = docker(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Name}}{{end}}",
+        &c2,
+    ]);
+    must(&f, &["container", "prune", "-f"]).await;
+    let vols = docker(&["volume", "ls", "-q"]);
+    assert!(
+        !vols.lines().any(|v| v == anon2),
+        "{anon2} was left behind by prune"
+    );
     must(&f, &["volume", "create", &format!("v2-{}", r.tag)]).await;
 }
 

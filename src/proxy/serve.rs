@@ -479,10 +479,25 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         .body(Full::new(body))
         .map_err(|e| failp(Answer::refused(e.to_string()), None))?;
     debug!(user = %c.user, %method, path = %target, "forwarding");
+    // A container prune leaves the pruned containers' anonymous volumes behind,
+    // no longer counted: they are removed after it (they were the user's alone).
+    let pruning = match route {
+        Route::Prune(Kind::Container) => volume_use(d, &c.user).await.ok(),
+        _ => None,
+    };
     let mut resp = d
         .send(fwd)
         .await
         .map_err(|e| failp(e.into(), resource.clone()))?;
+    if let (Some(before), true) = (pruning, resp.status().is_success()) {
+        let (rparts, bytes) = whole(resp).await.map_err(|e| failp(e.into(), None))?;
+        if let Ok(after) = volume_use(d, &c.user).await {
+            for v in before.anonymous.difference(&after.anonymous) {
+                remove_volume(d, v).await;
+            }
+        }
+        return Ok(Response::from_parts(rparts, full(bytes)));
+    }
     if let (true, Route::Read(kind, name)) = (inspect && resp.status().is_success(), &route) {
         let (rparts, bytes) = whole(resp).await.map_err(|e| failp(e.into(), None))?;
         let v: Value = serde_json::from_slice(&bytes)
@@ -544,6 +559,18 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     }
     // A stream (events, logs or stats followed, wait): it ends with the access.
     Ok(resp.map(|b| revocable(b, c.ended.clone())))
+}
+
+/// Removes an anonymous volume nothing mounts any more (the daemon refuses one in use).
+async fn remove_volume(d: &Daemon, name: &str) {
+    let rm = Request::delete(format!("/volumes/{}", super::path::segment(name)))
+        .header(header::HOST, "docker")
+        .body(Full::new(Bytes::new()));
+    if let Ok(rm) = rm {
+        if let Err(e) = d.send(rm).await {
+            debug!(volume = name, error = %e, "an orphaned anonymous volume was not removed");
+        }
+    }
 }
 
 /// The daemon's answer read whole.

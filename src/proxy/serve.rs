@@ -554,10 +554,12 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
         ));
     }
-    if resp.headers().contains_key(header::CONTENT_LENGTH) {
+    // What can stream for as long as the caller likes (events, logs or stats
+    // followed, wait) ends with the access; lists and the rest are finite.
+    let streams = matches!(route, Route::Events | Route::Read(Kind::Container, _));
+    if !streams || resp.headers().contains_key(header::CONTENT_LENGTH) {
         return Ok(resp.map(|b| b.boxed()));
     }
-    // A stream (events, logs or stats followed, wait): it ends with the access.
     Ok(resp.map(|b| revocable(b, c.ended.clone())))
 }
 

@@ -749,6 +749,43 @@ async fn names_are_forwarded_as_ids_and_cannot_be_squatted() {
         "ownership",
     )
     .await;
+    // Her own, by name, work as they would on the raw socket: forwarded as ids.
+    let linked = must(
+        &m,
+        &[
+            "create",
+            "--link",
+            &format!("{mine}:db"),
+            TEST_IMAGE,
+            "true",
+        ],
+    )
+    .await;
+    let links = docker(&["inspect", "--format", "{{json .HostConfig.Links}}", &linked]);
+    assert!(links.contains("/db"), "{links}");
+    let on_net = must(
+        &m,
+        &[
+            "create",
+            "--network",
+            &net,
+            "--network-alias",
+            "web",
+            TEST_IMAGE,
+            "true",
+        ],
+    )
+    .await;
+    let nets = docker(&[
+        "inspect",
+        "--format",
+        "{{json .NetworkSettings.Networks}}",
+        &on_net,
+    ]);
+    assert!(nets.contains(&net) && nets.contains("\"web\""), "{nets}");
+    for c in [&linked, &on_net, &made] {
+        must(&m, &["rm", c]).await;
+    }
     refused(
         &m,
         &["network", "create", "abcdef0123456789"],

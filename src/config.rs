@@ -32,6 +32,7 @@ pub const ENV_PROXY_PEER_UIDS: &str = "PRIVLEDGER_PROXY_PEER_UIDS";
 pub const ENV_PROXY_PUBLISH: &str = "PRIVLEDGER_PROXY_PUBLISH";
 pub const ENV_PROXY_PIDS_LIMIT: &str = "PRIVLEDGER_PROXY_PIDS_LIMIT";
 pub const ENV_PROXY_REVOKE_GRACE: &str = "PRIVLEDGER_PROXY_REVOKE_GRACE";
+pub const ENV_PROXY_NETWORK_POOLS: &str = "PRIVLEDGER_PROXY_NETWORK_POOLS";
 pub const ENV_ON_STALE_GRANT: &str = "PRIVLEDGER_ON_STALE_GRANT";
 pub const ENV_DOCKER_ALLOW_NAMES: &str = "PRIVLEDGER_DOCKER_ALLOW_NAMES";
 pub const ENV_DOCKER_ALLOW_LABELS: &str = "PRIVLEDGER_DOCKER_ALLOW_LABELS";
@@ -379,6 +380,20 @@ impl Config {
             }
             ps.revoke_grace = d;
         }
+        if let Some(p) = o
+            .proxy_network_pools
+            .as_deref()
+            .map(split)
+            .or(fp.network_pools)
+        {
+            ps.network_pools = p
+                .iter()
+                .map(|x| {
+                    x.parse()
+                        .map_err(|e: String| invalid("proxy.network_pools", e))
+                })
+                .collect::<Result<_, _>>()?;
+        }
         cfg.net = net::load(
             net::FileNet {
                 tls: f.tls,
@@ -472,6 +487,7 @@ pub struct Overrides {
     pub proxy_publish: Option<String>,
     pub proxy_pids_limit: Option<i64>,
     pub proxy_revoke_grace: Option<String>,
+    pub proxy_network_pools: Option<String>,
     pub net: net::NetOverrides,
     pub cluster: cluster::ClusterOverrides,
 }
@@ -597,6 +613,7 @@ struct FileProxy {
     publish: Option<String>,
     pids_limit: Option<i64>,
     revoke_grace: Option<String>,
+    network_pools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -755,7 +772,8 @@ limits = { max_containers = 4, mem_cap_gb = 1.5 }
     fn the_limited_sockets_settings_are_read_and_checked() {
         let c = load_text(
             "[proxy]\nallow_networks = [\"jupyterhub\"]\npeer_uids = [0, 1000]\n\
-             publish = \"loopback\"\npids_limit = 512\nrevoke_grace = \"5s\"",
+             publish = \"loopback\"\npids_limit = 512\nrevoke_grace = \"5s\"\n\
+             network_pools = [\"10.250.0.0/16\"]",
         )
         .unwrap();
         let p = &c.docker.proxy_settings;
@@ -764,6 +782,7 @@ limits = { max_containers = 4, mem_cap_gb = 1.5 }
         assert_eq!(p.publish, crate::proxy::rules::Publish::Loopback);
         assert_eq!(p.pids_limit, 512);
         assert_eq!(p.revoke_grace, std::time::Duration::from_secs(5));
+        assert_eq!(p.network_pools[0].to_string(), "10.250.0.0/16");
         let d = load_text("").unwrap().docker.proxy_settings;
         assert_eq!(d, crate::proxy::Settings::default());
         assert_eq!(d.peer_uids, vec![0], "root alone by default");
@@ -773,6 +792,10 @@ limits = { max_containers = 4, mem_cap_gb = 1.5 }
             ("[proxy]\nrevoke_grace = \"soon\"", "proxy.revoke_grace"),
             ("[proxy]\nrevoke_grace = \"2h\"", "proxy.revoke_grace"),
             ("[proxy]\nallow_network = []", "allow_network"),
+            (
+                "[proxy]\nnetwork_pools = [\"10.0.0.1/8\"]",
+                "proxy.network_pools",
+            ),
         ] {
             let e = load_text(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");

@@ -88,6 +88,8 @@ pub struct Settings {
     pub pids_limit: i64,
     /// How long a revoked user's socket keeps answering, saying so, before it closes.
     pub revoke_grace: Duration,
+    /// Pools a user's network may take a subnet of its choosing from.
+    pub network_pools: Vec<rules::Ipv4Net>,
 }
 
 impl Default for Settings {
@@ -98,6 +100,7 @@ impl Default for Settings {
             publish: rules::Publish::Off,
             pids_limit: 4096,
             revoke_grace: Duration::from_secs(30),
+            network_pools: Vec::new(),
         }
     }
 }

@@ -1170,8 +1170,11 @@ async fn a_revocation_ends_sessions_and_streams_and_the_socket_says_why() {
 async fn updates_change_only_what_they_send_and_shared_networks_can_be_joined() {
     let hub = format!("hub-{}", hex::encode(rand_bytes()));
     let shared = hub.clone();
-    let Some(mut r) =
-        Rig::start_with(move |cfg| cfg.docker.proxy_settings.allow_networks = vec![shared]).await
+    let Some(mut r) = Rig::start_with(move |cfg| {
+        cfg.docker.proxy_settings.allow_networks = vec![shared];
+        cfg.docker.proxy_settings.network_pools = vec!["10.251.0.0/16".parse().unwrap()];
+    })
+    .await
     else {
         return;
     };
@@ -1239,6 +1242,29 @@ async fn updates_change_only_what_they_send_and_shared_networks_can_be_joined() 
     .await;
     refused(&i, &["network", "create", &hub], "shared network").await;
     must(&i, &["create", "--network", &hub, TEST_IMAGE, "true"]).await;
+
+    // A subnet of the user's choosing, from the operator's pools only.
+    let own = format!("own-{}", r.tag);
+    refused(
+        &i,
+        &["network", "create", "--subnet", "10.99.0.0/24", &own],
+        "pools",
+    )
+    .await;
+    must(
+        &i,
+        &[
+            "network",
+            "create",
+            "--subnet",
+            "10.251.3.0/24",
+            "--gateway",
+            "10.251.3.1",
+            &own,
+        ],
+    )
+    .await;
+    must(&i, &["network", "rm", &own]).await;
 }
 
 fn rand_bytes() -> [u8; 3] {

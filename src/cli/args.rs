@@ -377,6 +377,10 @@ pub struct ServeArgs {
     /// [default: 30s].
     #[arg(long, env = config::ENV_PROXY_REVOKE_GRACE, value_name = "DURATION")]
     pub proxy_revoke_grace: Option<String>,
+    /// IPv4 pools (CIDR, comma-separated) limited users' networks may take a subnet
+    /// from [default: none: the daemon's own pools only].
+    #[arg(long, env = config::ENV_PROXY_NETWORK_POOLS, value_name = "CIDRS")]
+    pub proxy_network_pools: Option<String>,
     /// Cluster mode: etcd's client URLs, comma-separated [default: none, one node on
     /// its own store].
     #[arg(long, env = cluster::ENV_ETCD_ENDPOINTS, value_name = "URL[,URL...]")]
@@ -445,6 +449,7 @@ impl ServeArgs {
             proxy_publish: self.proxy_publish.clone(),
             proxy_pids_limit: self.proxy_pids_limit,
             proxy_revoke_grace: self.proxy_revoke_grace.clone(),
+            proxy_network_pools: self.proxy_network_pools.clone(),
             cluster: cluster::ClusterOverrides {
                 etcd_endpoints: self.etcd_endpoints.clone(),
                 node_id: self.node_id.clone(),

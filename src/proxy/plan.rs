@@ -54,6 +54,7 @@ mod tests {
             pids: 100,
             publish: rules::Publish::Off,
             shared_networks: vec![],
+            network_pools: vec![],
         };
         let stamp = Stamp {
             owner: "alice".into(),

@@ -38,6 +38,63 @@ pub struct Allowance {
     pub publish: Publish,
     /// Networks anyone may join (the hub's, say): named, never owned.
     pub shared_networks: Vec<String>,
+    /// Address pools a user's network may take its subnet from (none: the
+    /// daemon's own pools only).
+    pub network_pools: Vec<Ipv4Net>,
+}
+
+/// An IPv4 network in CIDR form (`10.250.0.0/16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub addr: std::net::Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    fn mask(self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
+    }
+
+    /// Whether `other` lies wholly inside this network.
+    pub fn covers(self, other: Ipv4Net) -> bool {
+        other.prefix >= self.prefix && (u32::from(other.addr) & self.mask()) == u32::from(self.addr)
+    }
+
+    pub fn holds(self, ip: std::net::Ipv4Addr) -> bool {
+        (u32::from(ip) & self.mask()) == u32::from(self.addr)
+    }
+}
+
+impl std::str::FromStr for Ipv4Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Ipv4Net, String> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a.b.c.d/len"))?;
+        let addr: std::net::Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{s:?}: {a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{s:?}: the length must be 0 to 32"))?;
+        let net = Ipv4Net { addr, prefix };
+        if u32::from(addr) & !net.mask() != 0 {
+            return Err(format!("{s:?} has host bits set"));
+        }
+        Ok(net)
+    }
+}
+
+impl std::fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// Who the created resource is stamped as.
@@ -663,6 +720,9 @@ pub fn ipam(ctx: &mut Ctx<'_>, v: &mut Value) -> Outcome {
     for (k, val) in m {
         let ok = match k.as_str() {
             "Driver" => matches!(val.as_str(), Some("" | "default")) || val.is_null(),
+            "Config" if !ctx.allowance.network_pools.is_empty() => {
+                return ctx.within(Step::Key(k), |c| ipam_config(c, val));
+            }
             "Config" | "Options" => !set(val),
             _ => false,
         };
@@ -671,6 +731,56 @@ pub fn ipam(ctx: &mut Ctx<'_>, v: &mut Value) -> Outcome {
                 c.refuse("IPAM configuration is not allowed: networks take the daemon's own address pools")
             });
         }
+    }
+    Ok(())
+}
+
+/// `IPAM.Config` under operator pools: each subnet inside one of them, a range and
+/// gateway inside the subnet, nothing else.
+fn ipam_config(ctx: &mut Ctx<'_>, v: &Value) -> Outcome {
+    let Some(items) = v.as_array() else {
+        return ctx.refuse("must be a list");
+    };
+    let pools = ctx.allowance.network_pools.clone();
+    let shown = pools
+        .iter()
+        .map(Ipv4Net::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (i, item) in items.iter().enumerate() {
+        ctx.within(Step::Index(i), |c| {
+            let m =
+                match item.as_object() {
+                    Some(m)
+                        if m.keys()
+                            .all(|k| matches!(k.as_str(), "Subnet" | "IPRange" | "Gateway")) =>
+                    {
+                        m
+                    }
+                    _ => return c.refuse(
+                        "a pool is {\"Subnet\", \"IPRange\", \"Gateway\"} (no AuxiliaryAddresses)",
+                    ),
+                };
+            let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("");
+            let subnet: Ipv4Net = match text("Subnet").parse() {
+                Ok(n) if pools.iter().any(|p| p.covers(n)) => n,
+                _ => {
+                    return c.refuse(format!(
+                        "subnet {:?} is not inside the pools the operator allows ({shown})",
+                        text("Subnet")
+                    ))
+                }
+            };
+            let range = text("IPRange");
+            if !range.is_empty() && !range.parse::<Ipv4Net>().is_ok_and(|r| subnet.covers(r)) {
+                return c.refuse(format!("IPRange {range:?} is not inside {subnet}"));
+            }
+            let gw = text("Gateway");
+            if !gw.is_empty() && !gw.parse().is_ok_and(|ip| subnet.holds(ip)) {
+                return c.refuse(format!("Gateway {gw:?} is not inside {subnet}"));
+            }
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -944,6 +1054,7 @@ mod tests {
             pids: 1024,
             publish: Publish::Off,
             shared_networks: vec!["hub".into()],
+            network_pools: Vec::new(),
         }
     }
 
@@ -1571,6 +1682,32 @@ mod tests {
             &limited()
         )
         .is_err());
+    }
+
+    #[test]
+    fn subnets_come_from_the_operators_pools_only() {
+        let mut a = limited();
+        let ipam = |c: Value| json!({"Name": "n", "IPAM": {"Driver": "default", "Config": c}});
+        assert!(
+            network_create(ipam(json!([{"Subnet": "10.250.1.0/24"}])), &a, &stamp()).is_err(),
+            "no pools: none"
+        );
+        a.network_pools = vec!["10.250.0.0/16".parse().unwrap()];
+        network_create(ipam(json!([{"Subnet": "10.250.1.0/24", "Gateway": "10.250.1.1", "IPRange": "10.250.1.128/25"}])), &a, &stamp()).unwrap();
+        for bad in [
+            json!([{"Subnet": "10.0.2.0/24"}]),
+            json!([{"Subnet": "10.250.0.0/15"}]),
+            json!([{"Subnet": "10.250.1.0/24", "Gateway": "192.168.1.1"}]),
+            json!([{"Subnet": "10.250.1.0/24", "IPRange": "10.250.2.0/24"}]),
+            json!([{"Subnet": "10.250.1.0/24", "AuxiliaryAddresses": {"host": "10.250.1.2"}}]),
+            json!([{"Subnet": "fd00::/64"}]),
+            json!([{"Subnet": "10.250.1.1/24"}]),
+        ] {
+            let e = network_create(ipam(bad.clone()), &a, &stamp()).expect_err(&bad.to_string());
+            assert!(e.rule.starts_with("IPAM.Config"), "{bad}: {e}");
+        }
+        assert!("10.0.0.0/33".parse::<Ipv4Net>().is_err());
+        assert!("10.0.0.1/8".parse::<Ipv4Net>().is_err());
     }
 
     #[test]

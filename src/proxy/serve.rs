@@ -254,6 +254,7 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         pids: settings.pids_limit,
         publish: settings.publish,
         shared_networks: settings.allow_networks.clone(),
+        network_pools: settings.network_pools.clone(),
     };
     let stamp = Stamp {
         owner: c.user.clone(),

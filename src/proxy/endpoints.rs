@@ -60,279 +60,53 @@ const GET: &[&str] = &["GET"];
 const POST: &[&str] = &["POST"];
 const DELETE: &[&str] = &["DELETE"];
 
+// One row per line: the table reads as a table.
+#[rustfmt::skip]
 pub static ENDPOINTS: &[Endpoint] = &[
-    row!(
-        &["GET", "HEAD"],
-        [Lit("_ping")],
-        |_| Route::Public,
-        B::None,
-        false
-    ),
+    row!(&["GET", "HEAD"], [Lit("_ping")], |_| Route::Public, B::None, false),
     row!(GET, [Lit("version")], |_| Route::Public, B::None, false),
-    row!(
-        GET,
-        [Lit("images"), Lit("json")],
-        |_| Route::ImageRead,
-        B::None,
-        false
-    ),
+    row!(GET, [Lit("images"), Lit("json")], |_| Route::ImageRead, B::None, false),
     row!(GET, [Lit("events")], |_| Route::Events, B::None, false),
     // Containers.
-    row!(
-        GET,
-        [Lit("containers"), Lit("json")],
-        |_| Route::List(Container),
-        B::None,
-        false
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Lit("create")],
-        |_| Route::Create(Container),
-        B::ContainerCreate,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Lit("prune")],
-        |_| Route::Prune(Container),
-        B::None,
-        true
-    ),
-    row!(
-        GET,
-        [Lit("containers"), Id, Lit("json")],
-        |i| Route::Read(Container, id(i)),
-        B::None,
-        false
-    ),
-    row!(
-        GET,
-        [Lit("containers"), Id, Lit("logs")],
-        |i| Route::Read(Container, id(i)),
-        B::None,
-        false
-    ),
-    row!(
-        GET,
-        [Lit("containers"), Id, Lit("top")],
-        |i| Route::Read(Container, id(i)),
-        B::None,
-        false
-    ),
-    row!(
-        GET,
-        [Lit("containers"), Id, Lit("stats")],
-        |i| Route::Read(Container, id(i)),
-        B::None,
-        false
-    ),
-    row!(
-        GET,
-        [Lit("containers"), Id, Lit("changes")],
-        |i| Route::Read(Container, id(i)),
-        B::None,
-        false
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("wait")],
-        |i| Route::Read(Container, id(i)),
-        B::None,
-        false
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("start")],
-        |i| Route::Act(Container, id(i), "start"),
-        B::None,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("stop")],
-        |i| Route::Act(Container, id(i), "stop"),
-        B::None,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("restart")],
-        |i| Route::Act(Container, id(i), "restart"),
-        B::None,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("kill")],
-        |i| Route::Act(Container, id(i), "kill"),
-        B::None,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("pause")],
-        |i| Route::Act(Container, id(i), "pause"),
-        B::None,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("unpause")],
-        |i| Route::Act(Container, id(i), "unpause"),
-        B::None,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("resize")],
-        |i| Route::Act(Container, id(i), "resize"),
-        B::None,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("rename")],
-        |i| Route::Act(Container, id(i), "rename"),
-        B::None,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("attach")],
-        |i| Route::Attach(id(i)),
-        B::None,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("update")],
-        |i| Route::Update(id(i)),
-        B::ContainerUpdate,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("containers"), Id, Lit("exec")],
-        |i| Route::ExecCreate(id(i)),
-        B::ExecCreate,
-        true
-    ),
-    row!(
-        DELETE,
-        [Lit("containers"), Id],
-        |i| Route::Remove(Container, id(i)),
-        B::None,
-        true
-    ),
+    row!(GET, [Lit("containers"), Lit("json")], |_| Route::List(Container), B::None, false),
+    row!(POST, [Lit("containers"), Lit("create")], |_| Route::Create(Container), B::ContainerCreate, true),
+    row!(POST, [Lit("containers"), Lit("prune")], |_| Route::Prune(Container), B::None, true),
+    row!(GET, [Lit("containers"), Id, Lit("json")], |i| Route::Read(Container, id(i)), B::None, false),
+    row!(GET, [Lit("containers"), Id, Lit("logs")], |i| Route::Read(Container, id(i)), B::None, false),
+    row!(GET, [Lit("containers"), Id, Lit("top")], |i| Route::Read(Container, id(i)), B::None, false),
+    row!(GET, [Lit("containers"), Id, Lit("stats")], |i| Route::Read(Container, id(i)), B::None, false),
+    row!(GET, [Lit("containers"), Id, Lit("changes")], |i| Route::Read(Container, id(i)), B::None, false),
+    row!(POST, [Lit("containers"), Id, Lit("wait")], |i| Route::Read(Container, id(i)), B::None, false),
+    row!(POST, [Lit("containers"), Id, Lit("start")], |i| Route::Act(Container, id(i), "start"), B::None, true),
+    row!(POST, [Lit("containers"), Id, Lit("stop")], |i| Route::Act(Container, id(i), "stop"), B::None, true),
+    row!(POST, [Lit("containers"), Id, Lit("restart")], |i| Route::Act(Container, id(i), "restart"), B::None, true),
+    row!(POST, [Lit("containers"), Id, Lit("kill")], |i| Route::Act(Container, id(i), "kill"), B::None, true),
+    row!(POST, [Lit("containers"), Id, Lit("pause")], |i| Route::Act(Container, id(i), "pause"), B::None, true),
+    row!(POST, [Lit("containers"), Id, Lit("unpause")], |i| Route::Act(Container, id(i), "unpause"), B::None, true),
+    row!(POST, [Lit("containers"), Id, Lit("resize")], |i| Route::Act(Container, id(i), "resize"), B::None, true),
+    row!(POST, [Lit("containers"), Id, Lit("rename")], |i| Route::Act(Container, id(i), "rename"), B::None, true),
+    row!(POST, [Lit("containers"), Id, Lit("attach")], |i| Route::Attach(id(i)), B::None, true),
+    row!(POST, [Lit("containers"), Id, Lit("update")], |i| Route::Update(id(i)), B::ContainerUpdate, true),
+    row!(POST, [Lit("containers"), Id, Lit("exec")], |i| Route::ExecCreate(id(i)), B::ExecCreate, true),
+    row!(DELETE, [Lit("containers"), Id], |i| Route::Remove(Container, id(i)), B::None, true),
     // Execs (the exec's container must be the caller's).
-    row!(
-        POST,
-        [Lit("exec"), Id, Lit("start")],
-        |i| Route::Exec(id(i), "start"),
-        B::ExecStart,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("exec"), Id, Lit("resize")],
-        |i| Route::Exec(id(i), "resize"),
-        B::None,
-        true
-    ),
-    row!(
-        GET,
-        [Lit("exec"), Id, Lit("json")],
-        |i| Route::Exec(id(i), "inspect"),
-        B::None,
-        false
-    ),
+    row!(POST, [Lit("exec"), Id, Lit("start")], |i| Route::Exec(id(i), "start"), B::ExecStart, true),
+    row!(POST, [Lit("exec"), Id, Lit("resize")], |i| Route::Exec(id(i), "resize"), B::None, true),
+    row!(GET, [Lit("exec"), Id, Lit("json")], |i| Route::Exec(id(i), "inspect"), B::None, false),
     // Volumes.
-    row!(
-        GET,
-        [Lit("volumes")],
-        |_| Route::List(Volume),
-        B::None,
-        false
-    ),
-    row!(
-        POST,
-        [Lit("volumes"), Lit("create")],
-        |_| Route::Create(Volume),
-        B::VolumeCreate,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("volumes"), Lit("prune")],
-        |_| Route::Prune(Volume),
-        B::None,
-        true
-    ),
-    row!(
-        GET,
-        [Lit("volumes"), Id],
-        |i| Route::Read(Volume, id(i)),
-        B::None,
-        false
-    ),
-    row!(
-        DELETE,
-        [Lit("volumes"), Id],
-        |i| Route::Remove(Volume, id(i)),
-        B::None,
-        true
-    ),
+    row!(GET, [Lit("volumes")], |_| Route::List(Volume), B::None, false),
+    row!(POST, [Lit("volumes"), Lit("create")], |_| Route::Create(Volume), B::VolumeCreate, true),
+    row!(POST, [Lit("volumes"), Lit("prune")], |_| Route::Prune(Volume), B::None, true),
+    row!(GET, [Lit("volumes"), Id], |i| Route::Read(Volume, id(i)), B::None, false),
+    row!(DELETE, [Lit("volumes"), Id], |i| Route::Remove(Volume, id(i)), B::None, true),
     // Networks.
-    row!(
-        GET,
-        [Lit("networks")],
-        |_| Route::List(Network),
-        B::None,
-        false
-    ),
-    row!(
-        POST,
-        [Lit("networks"), Lit("create")],
-        |_| Route::Create(Network),
-        B::NetworkCreate,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("networks"), Lit("prune")],
-        |_| Route::Prune(Network),
-        B::None,
-        true
-    ),
-    row!(
-        GET,
-        [Lit("networks"), Id],
-        |i| Route::Read(Network, id(i)),
-        B::None,
-        false
-    ),
-    row!(
-        DELETE,
-        [Lit("networks"), Id],
-        |i| Route::Remove(Network, id(i)),
-        B::None,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("networks"), Id, Lit("connect")],
-        |i| Route::Connect(id(i), "connect"),
-        B::Connect,
-        true
-    ),
-    row!(
-        POST,
-        [Lit("networks"), Id, Lit("disconnect")],
-        |i| Route::Connect(id(i), "disconnect"),
-        B::Connect,
-        true
-    ),
+    row!(GET, [Lit("networks")], |_| Route::List(Network), B::None, false),
+    row!(POST, [Lit("networks"), Lit("create")], |_| Route::Create(Network), B::NetworkCreate, true),
+    row!(POST, [Lit("networks"), Lit("prune")], |_| Route::Prune(Network), B::None, true),
+    row!(GET, [Lit("networks"), Id], |i| Route::Read(Network, id(i)), B::None, false),
+    row!(DELETE, [Lit("networks"), Id], |i| Route::Remove(Network, id(i)), B::None, true),
+    row!(POST, [Lit("networks"), Id, Lit("connect")], |i| Route::Connect(id(i), "connect"), B::Connect, true),
+    row!(POST, [Lit("networks"), Id, Lit("disconnect")], |i| Route::Connect(id(i), "disconnect"), B::Connect, true),
 ];
 
 impl Endpoint {

@@ -1038,3 +1038,24 @@ async fn a_stream_whose_consumer_stalls_ends_naming_where_to_resume() {
     }
     assert!(rx.recv().await.is_none(), "nothing after the last word");
 }
+
+/// A verify that began before a write it did not wait for (its head is older than
+/// the witness the write then moved) does not take that write for a loss.
+#[tokio::test]
+async fn a_write_during_a_verify_is_not_taken_for_a_lost_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+    let l = Ledger::open(store.clone(), LedgerConfig::default()).unwrap();
+    for g in ["g1", "g2", "g3"] {
+        let create = Command::CreateGroup { group: g.into() };
+        l.submit("admin", None, create).await.unwrap();
+    }
+    let head = l.snapshot().seq;
+    // As the verify saw it when it began: one entry behind the witness.
+    let w = store.witness().unwrap().map(|w| w.seq);
+    assert_eq!(w, Some(head), "the witness records the head");
+    let r = super::verify::verify_range(&*store, 0, head - 1, head - 1).unwrap();
+    assert_eq!(r.first_bad, None, "{r:?}");
+    assert_eq!(r.checked, head - 1);
+    l.shutdown().await;
+}

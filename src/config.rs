@@ -29,8 +29,6 @@ pub const ENV_DOCKER_ENDPOINT: &str = "PRIVLEDGER_DOCKER_ENDPOINT";
 pub const ENV_PROXY: &str = "PRIVLEDGER_PROXY";
 pub const ENV_PROXY_ALLOW_NETWORKS: &str = "PRIVLEDGER_PROXY_ALLOW_NETWORKS";
 pub const ENV_PROXY_PEER_UIDS: &str = "PRIVLEDGER_PROXY_PEER_UIDS";
-pub const ENV_PROXY_PUBLISH: &str = "PRIVLEDGER_PROXY_PUBLISH";
-pub const ENV_PROXY_PIDS_LIMIT: &str = "PRIVLEDGER_PROXY_PIDS_LIMIT";
 pub const ENV_PROXY_REVOKE_GRACE: &str = "PRIVLEDGER_PROXY_REVOKE_GRACE";
 pub const ENV_PROXY_NETWORK_POOLS: &str = "PRIVLEDGER_PROXY_NETWORK_POOLS";
 pub const ENV_ON_STALE_GRANT: &str = "PRIVLEDGER_ON_STALE_GRANT";
@@ -352,26 +350,6 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?;
         }
-        if let Some(v) = o.proxy_publish.clone().or(fp.publish) {
-            ps.publish = word(
-                "proxy.publish",
-                &v,
-                &[
-                    ("off", crate::proxy::rules::Publish::Off),
-                    ("loopback", crate::proxy::rules::Publish::Loopback),
-                ],
-                "off or loopback",
-            )?;
-        }
-        if let Some(n) = o.proxy_pids_limit.or(fp.pids_limit) {
-            if !(16..=1_000_000).contains(&n) {
-                return Err(invalid(
-                    "proxy.pids_limit",
-                    format!("{n}: expected 16 to 1000000"),
-                ));
-            }
-            ps.pids_limit = n;
-        }
         if let Some(g) = o.proxy_revoke_grace.clone().or(fp.revoke_grace) {
             let d = humantime::parse_duration(&g)
                 .map_err(|e| invalid("proxy.revoke_grace", format!("{g:?}: {e}")))?;
@@ -484,8 +462,6 @@ pub struct Overrides {
     pub docker_allow_labels: Option<String>,
     pub proxy_allow_networks: Option<String>,
     pub proxy_peer_uids: Option<String>,
-    pub proxy_publish: Option<String>,
-    pub proxy_pids_limit: Option<i64>,
     pub proxy_revoke_grace: Option<String>,
     pub proxy_network_pools: Option<String>,
     pub net: net::NetOverrides,
@@ -610,8 +586,6 @@ struct FileDocker {
 struct FileProxy {
     allow_networks: Option<Vec<String>>,
     peer_uids: Option<Vec<u32>>,
-    publish: Option<String>,
-    pids_limit: Option<i64>,
     revoke_grace: Option<String>,
     network_pools: Option<Vec<String>>,
 }
@@ -650,6 +624,8 @@ struct FileLimits {
     cpu_cap_cores: Option<f64>,
     mem_cap_gb: Option<f64>,
     allow_dangerous_flags: Option<bool>,
+    max_pids: Option<u32>,
+    publish: Option<crate::ledger::event::PublishPorts>,
 }
 
 impl From<FileLimits> for Limits {
@@ -662,6 +638,8 @@ impl From<FileLimits> for Limits {
             cpu_cap_cores: l.cpu_cap_cores,
             mem_cap_gb: l.mem_cap_gb,
             allow_dangerous_flags: l.allow_dangerous_flags,
+            max_pids: l.max_pids,
+            publish: l.publish,
         }
     }
 }
@@ -772,23 +750,24 @@ limits = { max_containers = 4, mem_cap_gb = 1.5 }
     fn the_limited_sockets_settings_are_read_and_checked() {
         let c = load_text(
             "[proxy]\nallow_networks = [\"jupyterhub\"]\npeer_uids = [0, 1000]\n\
-             publish = \"loopback\"\npids_limit = 512\nrevoke_grace = \"5s\"\n\
+             revoke_grace = \"5s\"\n\
              network_pools = [\"10.250.0.0/16\"]",
         )
         .unwrap();
         let p = &c.docker.proxy_settings;
         assert_eq!(p.allow_networks, vec!["jupyterhub".to_string()]);
         assert_eq!(p.peer_uids, vec![0, 1000]);
-        assert_eq!(p.publish, crate::proxy::rules::Publish::Loopback);
-        assert_eq!(p.pids_limit, 512);
         assert_eq!(p.revoke_grace, std::time::Duration::from_secs(5));
         assert_eq!(p.network_pools[0].to_string(), "10.250.0.0/16");
         let d = load_text("").unwrap().docker.proxy_settings;
         assert_eq!(d, crate::proxy::Settings::default());
         assert_eq!(d.peer_uids, vec![0], "root alone by default");
         for (text, key) in [
-            ("[proxy]\npublish = \"everywhere\"", "proxy.publish"),
-            ("[proxy]\npids_limit = -1", "proxy.pids_limit"),
+            ("[proxy]\npublish = \"loopback\"", "publish"),
+            (
+                "[[builtin_groups]]\nname = \"g\"\nsocket = \"limited\"\nlimits = { publish = \"everywhere\" }",
+                "expected `off` or `loopback`",
+            ),
             ("[proxy]\nrevoke_grace = \"soon\"", "proxy.revoke_grace"),
             ("[proxy]\nrevoke_grace = \"2h\"", "proxy.revoke_grace"),
             ("[proxy]\nallow_network = []", "allow_network"),

@@ -82,10 +82,6 @@ pub struct Settings {
     /// Host accounts admitted to speak for a user (processes in the user's own
     /// containers always are).
     pub peer_uids: Vec<u32>,
-    /// How published ports may be bound.
-    pub publish: rules::Publish,
-    /// The most processes a container may hold (set when a create names none).
-    pub pids_limit: i64,
     /// How long a revoked user's socket keeps answering, saying so, before it closes.
     pub revoke_grace: Duration,
     /// Pools a user's network may take a subnet of its choosing from.
@@ -97,8 +93,6 @@ impl Default for Settings {
         Settings {
             allow_networks: Vec::new(),
             peer_uids: vec![0],
-            publish: rules::Publish::Off,
-            pids_limit: 4096,
             revoke_grace: Duration::from_secs(30),
             network_pools: Vec::new(),
         }

@@ -98,6 +98,40 @@ async fn admin_happy_paths_and_every_error_status_append_nothing() {
             Code::InvalidArgument,
         ),
         (
+            "limits.publish that is not off or loopback",
+            code(
+                a.issue_grant(grant_req(
+                    user("bob"),
+                    Some(pb::GrantSpec {
+                        limits: Some(pb::Limits {
+                            publish: Some("everywhere".into()),
+                            ..Default::default()
+                        }),
+                        ..spec(S::Limited, M::Rw, false).unwrap()
+                    }),
+                ))
+                .await,
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            "limits.max_pids below 16",
+            code(
+                a.issue_grant(grant_req(
+                    user("bob"),
+                    Some(pb::GrantSpec {
+                        limits: Some(pb::Limits {
+                            max_pids: Some(1),
+                            ..Default::default()
+                        }),
+                        ..spec(S::Limited, M::Rw, false).unwrap()
+                    }),
+                ))
+                .await,
+            ),
+            Code::InvalidArgument,
+        ),
+        (
             "grant without reason",
             code(
                 a.issue_grant(pb::IssueGrantRequest {

@@ -43,7 +43,7 @@ async fn combine_rules_defaults_expiry_revocation_and_leaving_a_group() {
     .await;
     let a = access(&mut c, "alice").await;
     assert_eq!(a.socket, S::Limited as i32);
-    let l = a.limits.unwrap();
+    let l = a.limits.clone().unwrap();
     assert_eq!(l.max_containers, 20, "max over grants");
     assert_eq!(l.max_volumes, 30);
     assert_eq!(l.max_networks, 3, "default");
@@ -51,6 +51,8 @@ async fn combine_rules_defaults_expiry_revocation_and_leaving_a_group() {
     assert_eq!(l.cpu_cap_cores, 2.0, "default");
     assert_eq!(l.mem_cap_gb, 8.0, "default beats a smaller explicit value");
     assert!(l.allow_dangerous_flags, "dangerous flags OR");
+    assert_eq!(l.max_pids, 4096, "default");
+    assert_eq!(l.publish, "off", "default");
     assert_eq!(a.provenance.len(), 2);
     let answer = ok(c.authz.check_access(pb::CheckAccessRequest {
         user: "alice".into(),

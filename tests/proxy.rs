@@ -1265,6 +1265,49 @@ async fn updates_change_only_what_they_send_and_shared_networks_can_be_joined() 
     )
     .await;
     must(&i, &["network", "rm", &own]).await;
+
+    // Per grant: published ports on loopback, and the pids cap.
+    let jan = r.user("jan");
+    r.grant_limited(
+        &jan,
+        pb::Limits {
+            publish: Some("loopback".into()),
+            max_pids: Some(64),
+            ..limits(2, 1, 1)
+        },
+    )
+    .await;
+    let j = r.spawn(&jan).await;
+    let p = must(&j, &["create", "-p", "18080:80", TEST_IMAGE, "true"]).await;
+    let bound = docker(&[
+        "inspect",
+        "--format",
+        "{{json .HostConfig.PortBindings}}",
+        &p,
+    ]);
+    assert!(bound.contains("\"HostIp\":\"127.0.0.1\""), "{bound}");
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.HostConfig.PidsLimit}}", &p]),
+        "64"
+    );
+    refused(
+        &j,
+        &["create", "-p", "0.0.0.0:18081:80", TEST_IMAGE],
+        "127.0.0.1 only",
+    )
+    .await;
+    refused(
+        &j,
+        &["create", "--pids-limit", "65", TEST_IMAGE],
+        "pids cap",
+    )
+    .await;
+    refused(
+        &i,
+        &["create", "-p", "127.0.0.1:18082:80", TEST_IMAGE],
+        "--publish loopback",
+    )
+    .await;
 }
 
 fn rand_bytes() -> [u8; 3] {

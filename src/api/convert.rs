@@ -7,8 +7,8 @@ use prost_types::Timestamp;
 use super::error::RequestError;
 
 use crate::ledger::event::{
-    EffectiveLimits, GrantSpec, Limits, Role, Seq, SocketAccess, SocketMode, SpawnDecision,
-    Subject, UnixNanos,
+    EffectiveLimits, GrantSpec, Limits, PublishPorts, Role, Seq, SocketAccess, SocketMode,
+    SpawnDecision, Subject, UnixNanos,
 };
 use crate::ledger::intervals::{Report, Span};
 use crate::ledger::policy::{Access, Contribution};
@@ -72,6 +72,18 @@ pub fn grant_spec(s: Option<pb::GrantSpec>) -> Result<GrantSpec, RequestError> {
             cpu_cap_cores: l.cpu_cap_cores,
             mem_cap_gb: l.mem_cap_gb,
             allow_dangerous_flags: l.allow_dangerous_flags,
+            max_pids: l.max_pids,
+            publish: l
+                .publish
+                .map(|p| {
+                    p.parse::<PublishPorts>().map_err(|_| {
+                        RequestError::Invalid(format!(
+                            "limits.publish {p:?}: expected {}",
+                            PublishPorts::expected()
+                        ))
+                    })
+                })
+                .transpose()?,
         },
     })
 }
@@ -182,6 +194,8 @@ pub fn pb_spec(s: &GrantSpec) -> pb::GrantSpec {
             cpu_cap_cores: l.cpu_cap_cores,
             mem_cap_gb: l.mem_cap_gb,
             allow_dangerous_flags: l.allow_dangerous_flags,
+            max_pids: l.max_pids,
+            publish: l.publish.map(|p| p.as_str().to_string()),
         }),
     }
 }
@@ -195,6 +209,12 @@ pub fn pb_limits(l: &EffectiveLimits) -> pb::EffectiveLimits {
         cpu_cap_cores: l.cpu_cap_cores,
         mem_cap_gb: l.mem_cap_gb,
         allow_dangerous_flags: l.allow_dangerous_flags,
+        max_pids: l.max_pids,
+        publish: if *l == EffectiveLimits::default() {
+            String::new()
+        } else {
+            l.publish.as_str().to_string()
+        },
     }
 }
 

@@ -120,7 +120,7 @@ fn seeds() -> Vec<(u8, Vec<u8>)> {
         enc(5, &|| {
             pb::IssueGrantRequest {
                 subject: subject.clone(),
-                spec,
+                spec: spec.clone(),
                 expires_at: None,
                 reason: "why".into(),
                 request_id: String::new(),

@@ -366,13 +366,6 @@ pub struct ServeArgs {
     /// comma-separated [default: 0].
     #[arg(long, env = config::ENV_PROXY_PEER_UIDS, value_name = "UIDS")]
     pub proxy_peer_uids: Option<String>,
-    /// Published ports on limited sockets: off, or loopback (127.0.0.1 only)
-    /// [default: off].
-    #[arg(long, env = config::ENV_PROXY_PUBLISH, value_name = "off|loopback")]
-    pub proxy_publish: Option<String>,
-    /// The most processes a limited user's container may hold [default: 4096].
-    #[arg(long, env = config::ENV_PROXY_PIDS_LIMIT, value_name = "N")]
-    pub proxy_pids_limit: Option<i64>,
     /// How long a revoked user's socket answers "revoked" before it closes
     /// [default: 30s].
     #[arg(long, env = config::ENV_PROXY_REVOKE_GRACE, value_name = "DURATION")]
@@ -446,8 +439,6 @@ impl ServeArgs {
             docker_allow_labels: self.docker_allow_labels.clone(),
             proxy_allow_networks: self.proxy_allow_networks.clone(),
             proxy_peer_uids: self.proxy_peer_uids.clone(),
-            proxy_publish: self.proxy_publish.clone(),
-            proxy_pids_limit: self.proxy_pids_limit,
             proxy_revoke_grace: self.proxy_revoke_grace.clone(),
             proxy_network_pools: self.proxy_network_pools.clone(),
             cluster: cluster::ClusterOverrides {
@@ -663,6 +654,13 @@ pub struct IssueArgs {
     /// Limited socket: allow the dangerous flags listed below.
     #[arg(long)]
     pub allow_dangerous_flags: bool,
+    /// Limited socket: most processes per container [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_pids: Option<u32>,
+    /// Limited socket: published ports, off or loopback (127.0.0.1 only)
+    /// [default: off].
+    #[arg(long, value_name = "off|loopback")]
+    pub publish: Option<String>,
     /// When it ends by itself: a duration from now (30d, 12h) or an RFC 3339 time
     /// [default: never].
     #[arg(long, value_name = "DURATION|TIME")]

@@ -221,6 +221,8 @@ fn issue_request(a: IssueArgs) -> Result<pb::IssueGrantRequest, CliError> {
         cpu_cap_cores: a.cpu_cap_cores,
         mem_cap_gb: a.mem_cap_gb,
         allow_dangerous_flags: a.allow_dangerous_flags.then_some(true),
+        max_pids: a.max_pids,
+        publish: a.publish.clone(),
     };
     let has_limits = limits != pb::Limits::default();
     Ok(pb::IssueGrantRequest {

@@ -115,7 +115,7 @@ fn spec_text(s: &Option<pb::GrantSpec>) -> String {
 /// rest take their defaults (DESIGN §2: 10 containers, 10 volumes, 3 networks, 50 GB,
 /// 2 cores, 8 GB).
 fn limits_text(l: &Option<pb::Limits>) -> String {
-    let l = l.unwrap_or_default();
+    let l = l.clone().unwrap_or_default();
     let set: Vec<String> = [
         l.max_containers.map(|v| format!("{v} containers")),
         l.max_volumes.map(|v| format!("{v} volumes")),
@@ -124,6 +124,8 @@ fn limits_text(l: &Option<pb::Limits>) -> String {
         l.cpu_cap_cores.map(|v| format!("{v} cores")),
         l.mem_cap_gb.map(|v| format!("{v} GB memory")),
         (l.allow_dangerous_flags == Some(true)).then(|| "dangerous flags".to_string()),
+        l.max_pids.map(|v| format!("{v} pids")),
+        l.publish.as_ref().map(|v| format!("ports {v}")),
     ]
     .into_iter()
     .flatten()
@@ -135,6 +137,8 @@ fn limits_text(l: &Option<pb::Limits>) -> String {
         l.max_storage_gb.is_none(),
         l.cpu_cap_cores.is_none(),
         l.mem_cap_gb.is_none(),
+        l.max_pids.is_none(),
+        l.publish.is_none(),
     ]
     .iter()
     .any(|u| *u);
@@ -153,6 +157,7 @@ fn limits_json(l: &Option<pb::Limits>) -> Value {
             "max_networks": l.max_networks, "max_storage_gb": l.max_storage_gb,
             "cpu_cap_cores": l.cpu_cap_cores, "mem_cap_gb": l.mem_cap_gb,
             "allow_dangerous_flags": l.allow_dangerous_flags,
+            "max_pids": l.max_pids, "publish": l.publish,
         }),
     }
 }
@@ -176,12 +181,13 @@ fn grant_json(g: &pb::Grant) -> Value {
 }
 
 fn effective_limits_json(l: &Option<pb::EffectiveLimits>) -> Value {
-    let l = (*l).unwrap_or_default();
+    let l = l.clone().unwrap_or_default();
     json!({
         "max_containers": l.max_containers, "max_volumes": l.max_volumes,
         "max_networks": l.max_networks, "max_storage_gb": l.max_storage_gb,
         "cpu_cap_cores": l.cpu_cap_cores, "mem_cap_gb": l.mem_cap_gb,
         "allow_dangerous_flags": l.allow_dangerous_flags,
+        "max_pids": l.max_pids, "publish": l.publish,
     })
 }
 
@@ -465,7 +471,7 @@ impl Out {
                 format!("{k}:{n}"),
                 spec_text(&g.spec),
                 if limited {
-                    limits_text(&g.spec.as_ref().and_then(|s| s.limits))
+                    limits_text(&g.spec.as_ref().and_then(|s| s.limits.clone()))
                 } else {
                     String::new()
                 },
@@ -510,11 +516,11 @@ impl Out {
             ts(&a.evaluated_at)
         );
         if socket(a.socket) == "limited" {
-            let l = a.limits.unwrap_or_default();
+            let l = a.limits.clone().unwrap_or_default();
             println!(
-                "limits: {} containers, {} volumes, {} networks, {} GB storage, {} cores, {} GB memory, dangerous flags {}",
+                "limits: {} containers, {} volumes, {} networks, {} GB storage, {} cores, {} GB memory, {} pids, ports {}, dangerous flags {}",
                 l.max_containers, l.max_volumes, l.max_networks, l.max_storage_gb,
-                l.cpu_cap_cores, l.mem_cap_gb,
+                l.cpu_cap_cores, l.mem_cap_gb, l.max_pids, l.publish,
                 if l.allow_dangerous_flags { "allowed" } else { "not allowed" }
             );
         }

@@ -613,6 +613,13 @@ pub fn validate_spec(spec: &GrantSpec) -> Result<(), Error> {
     if spec.socket == SocketAccess::None && !spec.privileged {
         return bad("the grant gives nothing: set a socket (raw or limited) or privileged");
     }
+    if let Some(p) = spec.limits.max_pids {
+        if !(16..=1_000_000).contains(&p) {
+            return Err(Error::InvalidGrant(format!(
+                "max_pids must be from 16 to 1000000, not {p}"
+            )));
+        }
+    }
     for (name, v) in [
         ("max_storage_gb", spec.limits.max_storage_gb),
         ("cpu_cap_cores", spec.limits.cpu_cap_cores),

@@ -51,6 +51,18 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Whether a limited user's containers may publish ports on the host.
+    #[derive(Default)]
+    pub enum PublishPorts: "publish" {
+        /// No port is published.
+        #[default]
+        Off = "off",
+        /// Ports are bound on 127.0.0.1 only.
+        Loopback = "loopback",
+    }
+}
+
 /// Limits of a `limited` grant as issued: an unset field takes its default.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Limits {
@@ -68,6 +80,11 @@ pub struct Limits {
     pub mem_cap_gb: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_dangerous_flags: Option<bool>,
+    /// The most processes one container may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pids: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishPorts>,
 }
 
 impl Limits {
@@ -88,6 +105,8 @@ impl Limits {
             allow_dangerous_flags: self
                 .allow_dangerous_flags
                 .unwrap_or(d.allow_dangerous_flags),
+            max_pids: self.max_pids.unwrap_or(d.max_pids),
+            publish: self.publish.unwrap_or(d.publish),
         }
     }
 }
@@ -102,6 +121,11 @@ pub struct EffectiveLimits {
     pub cpu_cap_cores: f64,
     pub mem_cap_gb: f64,
     pub allow_dangerous_flags: bool,
+    /// Absent from decisions recorded before it existed (read as 0).
+    #[serde(default)]
+    pub max_pids: u32,
+    #[serde(default)]
+    pub publish: PublishPorts,
 }
 
 impl EffectiveLimits {
@@ -113,6 +137,8 @@ impl EffectiveLimits {
         cpu_cap_cores: 2.0,
         mem_cap_gb: 8.0,
         allow_dangerous_flags: false,
+        max_pids: 4096,
+        publish: PublishPorts::Off,
     };
 
     /// Per-field maximum; dangerous flags OR.
@@ -125,6 +151,12 @@ impl EffectiveLimits {
             cpu_cap_cores: self.cpu_cap_cores.max(o.cpu_cap_cores),
             mem_cap_gb: self.mem_cap_gb.max(o.mem_cap_gb),
             allow_dangerous_flags: self.allow_dangerous_flags || o.allow_dangerous_flags,
+            max_pids: self.max_pids.max(o.max_pids),
+            publish: if self.publish == PublishPorts::Loopback {
+                self.publish
+            } else {
+                o.publish
+            },
         }
     }
 }

@@ -484,9 +484,13 @@ pub(super) fn spec() -> impl Strategy<Value = GrantSpec> {
     let limits = (
         (count.clone(), count.clone(), count),
         (amount.clone(), amount.clone(), amount),
-        proptest::option::of(any::<bool>()),
+        (
+            proptest::option::of(any::<bool>()),
+            proptest::option::of(16u32..5000),
+            proptest::option::of(any::<bool>()),
+        ),
     )
-        .prop_map(|((c, v, n), (s, cpu, mem), d)| Limits {
+        .prop_map(|((c, v, n), (s, cpu, mem), (d, pids, publish))| Limits {
             max_containers: c,
             max_volumes: v,
             max_networks: n,
@@ -494,6 +498,14 @@ pub(super) fn spec() -> impl Strategy<Value = GrantSpec> {
             cpu_cap_cores: cpu,
             mem_cap_gb: mem,
             allow_dangerous_flags: d,
+            max_pids: pids,
+            publish: publish.map(|l| {
+                if l {
+                    PublishPorts::Loopback
+                } else {
+                    PublishPorts::Off
+                }
+            }),
         });
     let limited = (limits, any::<bool>()).prop_map(|(limits, privileged)| GrantSpec {
         socket: SocketAccess::Limited,

@@ -16,15 +16,8 @@ pub use crate::ledger::LABEL_OWNER;
 /// Every label under this prefix is privledger's to set.
 const RESERVED_PREFIX: &str = "privledger.";
 
-/// How published ports may be bound on the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Publish {
-    /// No port is published.
-    #[default]
-    Off,
-    /// Ports are bound on 127.0.0.1 only.
-    Loopback,
-}
+/// How published ports may be bound on the host (the grant's `publish`).
+pub use crate::ledger::event::PublishPorts as Publish;
 
 /// What the user's current access, and the operator's settings, allow.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +26,7 @@ pub struct Allowance {
     pub privileged: bool,
     pub cpu_cores: f64,
     pub mem_bytes: i64,
-    /// The most processes a container may hold.
+    /// The most processes a container may hold (the grant's `max_pids`).
     pub pids: i64,
     pub publish: Publish,
     /// Networks anyone may join (the hub's, say): named, never owned.
@@ -400,7 +393,7 @@ pub fn port_bindings(ctx: &mut Ctx<'_>, v: &mut Value) -> Outcome {
         return Ok(());
     }
     if ctx.allowance.publish == Publish::Off {
-        return ctx.refuse("publishing ports on the host is not allowed (the operator may allow them on loopback: proxy.publish = \"loopback\")");
+        return ctx.refuse("publishing ports on the host is not allowed (a grant may allow them on loopback: --publish loopback)");
     }
     let Some(ports) = v.as_object_mut() else {
         return ctx.refuse("must be an object");

@@ -57,7 +57,7 @@ GRANT_STATUS_REVOKED: GrantStatus
 GRANT_STATUS_EXPIRED: GrantStatus
 
 class Limits(_message.Message):
-    __slots__ = ("max_containers", "max_volumes", "max_networks", "max_storage_gb", "cpu_cap_cores", "mem_cap_gb", "allow_dangerous_flags")
+    __slots__ = ("max_containers", "max_volumes", "max_networks", "max_storage_gb", "cpu_cap_cores", "mem_cap_gb", "allow_dangerous_flags", "max_pids", "publish")
     MAX_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     MAX_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     MAX_NETWORKS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,8 @@ class Limits(_message.Message):
     CPU_CAP_CORES_FIELD_NUMBER: _ClassVar[int]
     MEM_CAP_GB_FIELD_NUMBER: _ClassVar[int]
     ALLOW_DANGEROUS_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIDS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
     max_containers: int
     max_volumes: int
     max_networks: int
@@ -72,10 +74,12 @@ class Limits(_message.Message):
     cpu_cap_cores: float
     mem_cap_gb: float
     allow_dangerous_flags: bool
-    def __init__(self, max_containers: _Optional[int] = ..., max_volumes: _Optional[int] = ..., max_networks: _Optional[int] = ..., max_storage_gb: _Optional[float] = ..., cpu_cap_cores: _Optional[float] = ..., mem_cap_gb: _Optional[float] = ..., allow_dangerous_flags: _Optional[bool] = ...) -> None: ...
+    max_pids: int
+    publish: str
+    def __init__(self, max_containers: _Optional[int] = ..., max_volumes: _Optional[int] = ..., max_networks: _Optional[int] = ..., max_storage_gb: _Optional[float] = ..., cpu_cap_cores: _Optional[float] = ..., mem_cap_gb: _Optional[float] = ..., allow_dangerous_flags: _Optional[bool] = ..., max_pids: _Optional[int] = ..., publish: _Optional[str] = ...) -> None: ...
 
 class EffectiveLimits(_message.Message):
-    __slots__ = ("max_containers", "max_volumes", "max_networks", "max_storage_gb", "cpu_cap_cores", "mem_cap_gb", "allow_dangerous_flags")
+    __slots__ = ("max_containers", "max_volumes", "max_networks", "max_storage_gb", "cpu_cap_cores", "mem_cap_gb", "allow_dangerous_flags", "max_pids", "publish")
     MAX_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     MAX_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     MAX_NETWORKS_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +87,8 @@ class EffectiveLimits(_message.Message):
     CPU_CAP_CORES_FIELD_NUMBER: _ClassVar[int]
     MEM_CAP_GB_FIELD_NUMBER: _ClassVar[int]
     ALLOW_DANGEROUS_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIDS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
     max_containers: int
     max_volumes: int
     max_networks: int
@@ -90,7 +96,9 @@ class EffectiveLimits(_message.Message):
     cpu_cap_cores: float
     mem_cap_gb: float
     allow_dangerous_flags: bool
-    def __init__(self, max_containers: _Optional[int] = ..., max_volumes: _Optional[int] = ..., max_networks: _Optional[int] = ..., max_storage_gb: _Optional[float] = ..., cpu_cap_cores: _Optional[float] = ..., mem_cap_gb: _Optional[float] = ..., allow_dangerous_flags: _Optional[bool] = ...) -> None: ...
+    max_pids: int
+    publish: str
+    def __init__(self, max_containers: _Optional[int] = ..., max_volumes: _Optional[int] = ..., max_networks: _Optional[int] = ..., max_storage_gb: _Optional[float] = ..., cpu_cap_cores: _Optional[float] = ..., mem_cap_gb: _Optional[float] = ..., allow_dangerous_flags: _Optional[bool] = ..., max_pids: _Optional[int] = ..., publish: _Optional[str] = ...) -> None: ...
 
 class Subject(_message.Message):
     __slots__ = ("user", "group")

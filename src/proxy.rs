@@ -5,20 +5,26 @@
 //! mutating call and every refusal recorded in the ledger, and what passes is
 //! forwarded to the daemon's socket (upgrades included).
 //!
-//! - [`path`]: the canonical path; [`classify`]: the endpoint list (deny by default).
-//! - [`strict_json`]: duplicate keys and inexact field names refused.
-//! - [`rules`]: host-escaping settings, owner labels, CPU and memory caps (pure).
+//! - [`path`]: the canonical path; [`endpoints`]: the table of every endpoint served
+//!   (route, body rule, recorded or not); [`classify`]: a path to its row, or why not.
+//! - [`strict_json`]: duplicate keys refused; [`fields`]: every field a body may hold
+//!   and its rule (the positive model); [`rules`]: the checks those rules name, the
+//!   caps, the owner labels (pure); [`plan`]: a body planned by its row's rule;
+//!   [`refusal`]: why (rule and reason).
+//! - [`peer`]: who connected (`SO_PEERCRED`, the caller's container).
 //! - [`filters`]: lists, prune and events filtered to the owner.
-//! - [`owner`]: ownership and counts through the daemon; [`daemon`]: its socket;
-//!   [`budget`]: disk used per owner, refreshed in the background.
-//! - [`serve`]: one call, end to end; this file: the listeners' lives.
+//! - [`owner`]: ownership, counts and volumes held, through the daemon; [`daemon`]:
+//!   its socket; [`budget`]: disk used per owner, refreshed in the background.
+//! - [`serve`]: the executor (resolve, count, record through [`books`], forward,
+//!   check the answer); this file: the listeners' lives.
 //!
 //! Ownership and mode: the directory `<limited_host_dir>` is 0711 and owned by the
 //! server's user (root), so host users cannot list it; each user's directory is 0755
 //! and the socket 0666, because the container's user (any uid) must connect to it
-//! through the bind of that one directory. Who can reach a socket is decided by which
-//! directory is bound into which container, and every call is checked against the
-//! user's access at the moment it is made.
+//! through the bind of that one directory. That makes the socket reachable by any
+//! host account, so every connection's peer is identified ([`peer`]) and only the
+//! user's own containers (and the host uids the operator lists) are served; every
+//! call is checked against the user's access at the moment it is made.
 
 pub mod books;
 pub mod budget;

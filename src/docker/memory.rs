@@ -517,6 +517,48 @@ mod tests {
     /// unrelated changes (another user's revocation and expiry, another group's
     /// deletion, a membership change elsewhere) raise nothing; the user regaining the
     /// privilege and losing it again is a new situation with its own alert.
+    /// A watcher that lags behind the ledger sees a regain and a loss queued one
+    /// behind the other: judged each at its own position, the loss is a new one
+    /// (judged at the head, the regain looked like no access and the loss went
+    /// unalerted; CI under load caught it).
+    #[tokio::test]
+    async fn a_regain_and_a_loss_queued_behind_each_other_are_each_seen() {
+        let r = Rig::new(StaleAction::Alert);
+        let revoke = |grant_id| Command::RevokeGrant {
+            grant_id,
+            reason: "r".into(),
+        };
+        let g = r.submit(raw_grant(Subject::User("alice".into()))).await;
+        let c = r.decided_socket_container("alice").await;
+        let (s, id, start) = r.run_attached(c).await;
+        let stale = |e: &Entry| {
+            matches!(&e.event, Event::Alert(a)
+                if a.alert == AlertKind::StaleGrant && a.container_id.as_deref() == Some(id.as_str()))
+        };
+        r.submit(revoke(g.seq)).await;
+        r.until(start.seq, stale).await;
+        r.detach(s).await;
+        // Both land before the checks run, as when the watcher is behind.
+        let again = r.submit(raw_grant(Subject::User("alice".into()))).await;
+        let lost_again = r.submit(revoke(again.seq)).await;
+        let mut restored = std::collections::HashSet::new();
+        let mut found = Vec::new();
+        for trigger in [again.seq, lost_again.seq] {
+            let judged = crate::docker::watcher::judged_at(&r.ledger, Some(trigger))
+                .await
+                .unwrap();
+            found.extend(crate::docker::watcher::stale(
+                &r.ledger,
+                Some(trigger),
+                &judged,
+                &mut restored,
+                |_| true,
+            ));
+        }
+        assert_eq!(found.len(), 1, "one new alert for the second loss");
+        assert_eq!(found[0].alert.trigger_seq, Some(lost_again.seq));
+    }
+
     #[tokio::test]
     async fn a_stale_container_is_alerted_once_per_loss_not_once_per_later_change() {
         let r = Rig::new(StaleAction::Alert);

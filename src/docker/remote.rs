@@ -187,10 +187,22 @@ fn refused(host: &str, number: u64, why: &LedgerError) -> Command {
 pub async fn check_hosts(ledger: Ledger, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut restored = std::collections::HashSet::new();
-    let mut trigger = None;
+    let mut triggers = vec![None];
     loop {
         let from = ledger.snapshot().seq + 1;
-        for s in stale(&ledger, trigger, &mut restored, |c| c.host.is_some()) {
+        let mut found = Vec::new();
+        for trigger in triggers.drain(..) {
+            // Each change judged at its own position (see `judged_at`).
+            match super::watcher::judged_at(&ledger, trigger).await {
+                Ok(judged) => found.extend(stale(&ledger, trigger, &judged, &mut restored, |c| {
+                    c.host.is_some()
+                })),
+                Err(e) => {
+                    tracing::warn!(error = %e, "judging a change of access for agents' hosts")
+                }
+            }
+        }
+        for s in found {
             let Stale { alert, key, .. } = s;
             match ledger
                 .submit(
@@ -222,7 +234,7 @@ pub async fn check_hosts(ledger: Ledger, shutdown: impl std::future::Future<Outp
             () = &mut shutdown => return,
         };
         match next {
-            Some(Ok(entries)) => trigger = entries.last().map(|e| e.seq),
+            Some(Ok(entries)) => triggers = entries.iter().map(|e| Some(e.seq)).collect(),
             _ => return,
         }
     }

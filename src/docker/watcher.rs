@@ -348,7 +348,8 @@ impl<S: DockerSource> Watcher<'_, S> {
     /// restarts, loses something else, or its user regains and loses it again).
     async fn check_stale(&mut self, trigger: Option<Seq>) -> Result<(), Error> {
         // This daemon's containers: an agent's are checked by the ledger (`stale`).
-        let found = stale(self.ledger, trigger, &mut self.restored, |c| {
+        let judged = judged_at(self.ledger, trigger).await?;
+        let found = stale(self.ledger, trigger, &judged, &mut self.restored, |c| {
             c.host.is_none()
         });
         for Stale {
@@ -425,13 +426,41 @@ pub(super) struct Stale {
     pub key: String,
 }
 
+/// The state a change of access is judged at: its own position when the ledger has
+/// already moved past it, so that a regain and a loss queued one behind the other
+/// are each seen (judged at the head, the regain would look like no access at all);
+/// otherwise the head, now.
+pub(super) async fn judged_at(
+    ledger: &Ledger,
+    trigger: Option<Seq>,
+) -> Result<
+    (
+        std::sync::Arc<crate::ledger::State>,
+        crate::ledger::event::UnixNanos,
+    ),
+    crate::ledger::Error,
+> {
+    let head = ledger.snapshot();
+    match trigger {
+        Some(t) if t < head.seq => ledger.state_at(crate::ledger::At::Seq(t)).await,
+        _ => Ok((head, now_ns())),
+    }
+}
+
 /// The running containers `which` selects whose user lost a privilege they hold,
 /// each once per loss: `restored` remembers containers alerted whose user has since
 /// had the privilege again (a new loss is then a new situation). `trigger` is the
 /// entry that changed access (`None` at attach: the head names the check).
+///
+/// Containers (running, alerted) are the head's; each user's access is judged at
+/// `judged` ([`judged_at`]).
 pub(super) fn stale(
     ledger: &Ledger,
     trigger: Option<Seq>,
+    judged: &(
+        std::sync::Arc<crate::ledger::State>,
+        crate::ledger::event::UnixNanos,
+    ),
     restored: &mut HashSet<String>,
     which: impl Fn(&crate::ledger::state::ContainerRecord) -> bool,
 ) -> Vec<Stale> {
@@ -445,7 +474,7 @@ pub(super) fn stale(
     let mut out = Vec::new();
     for c in running {
         let Some(user) = c.user.clone() else { continue };
-        let access = policy::evaluate(&st, &user, now_ns());
+        let access = policy::evaluate(&judged.0, &user, judged.1);
         let Some(lost) = correlate::lost_privileges(&c, &access) else {
             if c.stale.is_some() {
                 restored.insert(c.id.clone());

@@ -87,25 +87,29 @@ pub async fn session<S: DockerSource>(
         pending: None,
     };
     if let Some(c) = &cursor {
+        // The replay is bounded (`until`): read whole, then handled from just after
+        // the cursor's own event. Not by time: the daemon stamps events as they are
+        // made but buffers them as they are published, so under load an event
+        // published after the cursor's may carry an earlier time, and one published
+        // before it a later one (that one was reported already).
         let mut replay = docker.events(c.time_nano, Some(replay_until));
-        let (mut count, mut saw, mut past) = (0usize, false, false);
+        let mut events = Vec::new();
         while let Some(ev) = replay.next().await {
-            let ev = ev?;
-            count += 1;
-            if !past {
-                // Up to and including the cursor's own event, all was handled; an
-                // event after its time means the cursor's event is gone.
-                if ev.key() == c.key {
-                    saw = true;
-                    past = true;
-                    continue;
-                }
-                if ev.time_nano <= c.time_nano {
-                    continue;
-                }
-                past = true;
-            }
-            a.handle(&ev).await?;
+            events.push(ev?);
+        }
+        let count = events.len();
+        let at = events.iter().position(|ev| ev.key() == c.key);
+        let saw = at.is_some();
+        let rest: Vec<&RawEvent> = match at {
+            Some(i) => events[i + 1..].iter().collect(),
+            // The cursor's event is gone: whatever is later than it is new.
+            None => events
+                .iter()
+                .filter(|ev| ev.time_nano > c.time_nano)
+                .collect(),
+        };
+        for ev in rest {
+            a.handle(ev).await?;
         }
         a.flush_cursor()?;
         if !saw {
@@ -205,5 +209,86 @@ impl<S: DockerSource> Agent<'_, S> {
         };
         self.report(&item, Some(&cursor))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::docker::memory::MemoryDaemon;
+
+    /// The outbox as a list: reports and the cursor.
+    #[derive(Default)]
+    struct Log {
+        items: Mutex<Vec<Vec<u8>>>,
+        cursor: Mutex<Option<Vec<u8>>>,
+    }
+
+    impl ReportLog for Log {
+        fn push(&self, item: &[u8], cursor: Option<&[u8]>) -> Result<u64, String> {
+            let mut items = self.items.lock().unwrap();
+            items.push(item.to_vec());
+            if let Some(c) = cursor {
+                *self.cursor.lock().unwrap() = Some(c.to_vec());
+            }
+            Ok(items.len() as u64)
+        }
+        fn set_cursor(&self, cursor: &[u8]) -> Result<(), String> {
+            *self.cursor.lock().unwrap() = Some(cursor.to_vec());
+            Ok(())
+        }
+        fn cursor(&self) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.cursor.lock().unwrap().clone())
+        }
+    }
+
+    /// Events published out of time order (as the daemon does under load): after a
+    /// restart, the replay resumes just after the cursor's own event, so nothing
+    /// reported before it is reported again.
+    #[tokio::test]
+    async fn a_replay_resumes_after_the_cursors_event_not_after_its_time() {
+        let d = MemoryDaemon::new();
+        let log = Log::default();
+        let notify = Notify::new();
+        let base = now_ns();
+        let a = d.put_silently(ContainerFactsForTest::facts("a"));
+        let b = d.put_silently(ContainerFactsForTest::facts("b"));
+        // a's create is stamped later than b's, but published first.
+        d.emit_stamped(&a, "create", Some(base + 2_000));
+        d.emit_stamped(&b, "create", Some(base + 1_000));
+        // The agent had reported both; its cursor is b's (the last handled).
+        let ev_b = crate::docker::events::RawEvent {
+            typ: "container".into(),
+            action: "create".into(),
+            id: b.clone(),
+            time_nano: base + 1_000,
+            attributes: Default::default(),
+        };
+        log.push(b"{}", Some(&Cursor::of(&ev_b).encode())).unwrap();
+        log.items.lock().unwrap().clear();
+        d.close();
+        let _ = session(&d, &log, &notify).await;
+        let again: Vec<String> = log
+            .items
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .filter(|s| !s.contains("Reconciled"))
+            .collect();
+        assert!(again.is_empty(), "reported again: {again:?}");
+    }
+
+    struct ContainerFactsForTest;
+    impl ContainerFactsForTest {
+        fn facts(name: &str) -> crate::docker::observe::ContainerFacts {
+            crate::docker::observe::ContainerFacts {
+                name: name.into(),
+                image: "img".into(),
+                ..Default::default()
+            }
+        }
     }
 }

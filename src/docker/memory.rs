@@ -46,8 +46,18 @@ impl MemoryDaemon {
 
     /// Appends an event to the window and tells the followers.
     pub fn emit(&self, id: &str, action: &str) -> RawEvent {
+        self.emit_stamped(id, action, None)
+    }
+
+    /// Like [`MemoryDaemon::emit`], stamped `time_nano` (earlier than the last, say):
+    /// the real daemon stamps events as they are made and publishes them after, so
+    /// under load the window is not in time order.
+    pub fn emit_stamped(&self, id: &str, action: &str, time_nano: Option<UnixNanos>) -> RawEvent {
         let mut g = self.lock();
-        g.clock = now_ns().max(g.clock + 1);
+        g.clock = match time_nano {
+            Some(t) => t,
+            None => now_ns().max(g.clock + 1),
+        };
         let mut attributes = BTreeMap::new();
         if let Some(c) = g.containers.get(id) {
             attributes.clone_from(&c.labels);

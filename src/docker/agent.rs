@@ -14,7 +14,7 @@ use super::daemon::Daemon;
 use super::events::RawEvent;
 use super::remote::{forwarded, HostItem};
 use super::source::DockerSource;
-use super::watcher::{Cursor, DAEMON_EVENT_WINDOW};
+use super::watcher::{Cursor, DAEMON_EVENT_WINDOW, ORDER_SLACK_NS};
 use super::Error;
 use crate::ledger::event::Lifecycle;
 use crate::ledger::{format_time, now_ns};
@@ -80,6 +80,7 @@ pub async fn session<S: DockerSource>(
         .map_err(AgentError::Log)?
         .and_then(|b| serde_json::from_slice(&b).ok());
     let replay_until = now_ns();
+    let mut replayed = std::collections::HashSet::new();
     let mut a = Agent {
         docker,
         log,
@@ -92,11 +93,16 @@ pub async fn session<S: DockerSource>(
         // made but buffers them as they are published, so under load an event
         // published after the cursor's may carry an earlier time, and one published
         // before it a later one (that one was reported already).
-        let mut replay = docker.events(c.time_nano, Some(replay_until));
+        // From a little before the cursor's time: the daemon walks its window
+        // back from the newest event and stops at the first one older than `since`,
+        // so an out-of-order neighbour would hide the cursor's own event.
+        let mut replay = docker.events(c.time_nano - ORDER_SLACK_NS, Some(replay_until));
         let mut events = Vec::new();
         while let Some(ev) = replay.next().await {
             events.push(ev?);
         }
+        // Every event of the replay was handled, now or before the restart.
+        replayed.extend(events.iter().map(RawEvent::key));
         let count = events.len();
         let at = events.iter().position(|ev| ev.key() == c.key);
         let saw = at.is_some();
@@ -144,12 +150,24 @@ pub async fn session<S: DockerSource>(
         containers = listed,
         "docker: attached; following events"
     );
-    let mut live = docker.events(replay_until, None);
+    // Live from a little before the replay's end, for the same reason; what the
+    // replay held is not handled twice.
+    let since = if cursor.is_some() {
+        replay_until - ORDER_SLACK_NS
+    } else {
+        replay_until
+    };
+    let mut live = docker.events(since, None);
     loop {
         tokio::select! {
             biased;
             m = live.next() => match m {
-                Some(ev) => a.handle(&ev?).await?,
+                Some(ev) => {
+                    let ev = ev?;
+                    if !replayed.remove(&ev.key()) {
+                        a.handle(&ev).await?;
+                    }
+                }
                 None => {
                     a.flush_cursor()?;
                     return Ok(());
@@ -279,6 +297,41 @@ mod tests {
             .filter(|s| !s.contains("Reconciled"))
             .collect();
         assert!(again.is_empty(), "reported again: {again:?}");
+    }
+
+    /// An event published after the cursor's but stamped earlier hides the cursor
+    /// from a replay that starts at the cursor's own time (the daemon stops its walk
+    /// back at it): the replay starts earlier, finds the cursor, and reports that
+    /// event, with no gap.
+    #[tokio::test]
+    async fn an_out_of_order_neighbour_does_not_hide_the_cursor() {
+        let d = MemoryDaemon::new();
+        let log = Log::default();
+        let notify = Notify::new();
+        let base = now_ns();
+        let a = d.put_silently(ContainerFactsForTest::facts("a"));
+        let b = d.put_silently(ContainerFactsForTest::facts("b"));
+        let cursor = d.emit_stamped(&a, "create", Some(base + 2_000));
+        // Published after the cursor's event, stamped before it: not yet reported.
+        d.emit_stamped(&b, "create", Some(base + 1_000));
+        log.push(b"{}", Some(&Cursor::of(&cursor).encode()))
+            .unwrap();
+        log.items.lock().unwrap().clear();
+        d.close();
+        let _ = session(&d, &log, &notify).await;
+        let reported: Vec<String> = log
+            .items
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .filter(|s| !s.contains("Reconciled"))
+            .collect();
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert!(
+            reported[0].contains(&b) && !reported[0].contains("Gap"),
+            "{reported:?}"
+        );
     }
 
     struct ContainerFactsForTest;

@@ -150,8 +150,16 @@ impl DockerSource for MemoryDaemon {
             .lock()
             .window
             .iter()
-            .filter(|e| e.time_nano >= since && until.is_none_or(|u| e.time_nano <= u))
+            .rev()
+            // As moby's `loadBufferedEvents`: walked back from the newest, stopping
+            // at the first event older than `since` (out-of-order stamps hide what
+            // lies before it).
+            .take_while(|e| e.time_nano >= since)
+            .filter(|e| until.is_none_or(|u| e.time_nano <= u))
             .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
             .collect();
         let history = stream::iter(held.clone().into_iter().map(Ok));
         if until.is_some() {

@@ -36,6 +36,12 @@ pub(super) const CURSOR_KEY: &str = "docker_cursor";
 /// The daemon's in-memory event window.
 pub(super) const DAEMON_EVENT_WINDOW: usize = 256;
 
+/// How far out of time order the daemon may publish events: it stamps an event when
+/// it is made and publishes it after, so under load neighbours swap, and its replay
+/// walks back from the newest event only to the first one older than `since`.
+/// Replays start this much earlier; keys tell what was seen.
+pub(super) const ORDER_SLACK_NS: i64 = 5_000_000_000;
+
 /// The last daemon event the watcher has handled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Cursor {
@@ -118,7 +124,9 @@ pub async fn session<S: DockerSource>(
         restored: HashSet::new(),
     };
     if let Some(c) = &cursor {
-        let mut replay = docker.events(c.time_nano, Some(replay_until));
+        // From a little before the cursor (see `ORDER_SLACK_NS`); what was recorded
+        // already is known by its key.
+        let mut replay = docker.events(c.time_nano - ORDER_SLACK_NS, Some(replay_until));
         let (mut count, mut saw_cursor) = (0usize, false);
         while let Some(ev) = replay.next().await {
             let ev = ev?;
@@ -154,7 +162,7 @@ pub async fn session<S: DockerSource>(
     crate::metrics::docker_attached(true);
     status.send_replace(WatcherStatus::Watching { api_version });
 
-    let mut live = docker.events(replay_until, None);
+    let mut live = docker.events(replay_until - ORDER_SLACK_NS, None);
     let mut revocations = ledger.stream(
         ledger.snapshot().seq + 1,
         true,

@@ -123,16 +123,30 @@ pub async fn session<S: DockerSource>(
         pending: None,
         restored: HashSet::new(),
     };
+    // Every event the replay held (handled now, or before): the live stream's
+    // overlap with it is not handled again.
+    let mut replayed = HashSet::new();
     if let Some(c) = &cursor {
-        // From a little before the cursor (see `ORDER_SLACK_NS`); what was recorded
-        // already is known by its key.
+        // From a little before the cursor (see `ORDER_SLACK_NS`), handled from
+        // just after the cursor's own event (or, when it is gone, from its time).
         let mut replay = docker.events(c.time_nano - ORDER_SLACK_NS, Some(replay_until));
-        let (mut count, mut saw_cursor) = (0usize, false);
+        let mut events = Vec::new();
         while let Some(ev) = replay.next().await {
-            let ev = ev?;
-            count += 1;
-            saw_cursor |= ev.key() == c.key;
-            w.handle(&ev).await?;
+            events.push(ev?);
+        }
+        let count = events.len();
+        replayed.extend(events.iter().map(RawEvent::key));
+        let at = events.iter().position(|ev| ev.key() == c.key);
+        let saw_cursor = at.is_some();
+        let rest: Vec<&RawEvent> = match at {
+            Some(i) => events[i + 1..].iter().collect(),
+            None => events
+                .iter()
+                .filter(|ev| ev.time_nano >= c.time_nano)
+                .collect(),
+        };
+        for ev in rest {
+            w.handle(ev).await?;
         }
         w.flush_cursor().await?;
         if !saw_cursor {
@@ -162,7 +176,14 @@ pub async fn session<S: DockerSource>(
     crate::metrics::docker_attached(true);
     status.send_replace(WatcherStatus::Watching { api_version });
 
-    let mut live = docker.events(replay_until - ORDER_SLACK_NS, None);
+    // After a replay, from a little before its end; a first attach from now (what
+    // came before is the listing's).
+    let since = if cursor.is_some() {
+        replay_until - ORDER_SLACK_NS
+    } else {
+        replay_until
+    };
+    let mut live = docker.events(since, None);
     let mut revocations = ledger.stream(
         ledger.snapshot().seq + 1,
         true,
@@ -174,7 +195,12 @@ pub async fn session<S: DockerSource>(
             // Events first; only when none is ready does a pending cursor get written.
             biased;
             m = live.next() => match m {
-                Some(ev) => w.handle(&ev?).await?,
+                Some(ev) => {
+                    let ev = ev?;
+                    if !replayed.remove(&ev.key()) {
+                        w.handle(&ev).await?;
+                    }
+                }
                 None => {
                     w.flush_cursor().await?;
                     return Err(Error::StreamEnded);

@@ -14,7 +14,7 @@ use super::daemon::Daemon;
 use super::events::RawEvent;
 use super::remote::{forwarded, HostItem};
 use super::source::DockerSource;
-use super::watcher::{Cursor, DAEMON_EVENT_WINDOW, ORDER_SLACK_NS};
+use super::watcher::{after_cursor, Cursor, DAEMON_EVENT_WINDOW, ORDER_SLACK_NS};
 use super::Error;
 use crate::ledger::event::Lifecycle;
 use crate::ledger::{format_time, now_ns};
@@ -104,10 +104,10 @@ pub async fn session<S: DockerSource>(
         // Every event of the replay was handled, now or before the restart.
         replayed.extend(events.iter().map(RawEvent::key));
         let count = events.len();
-        let at = events.iter().position(|ev| ev.key() == c.key);
-        let saw = at.is_some();
-        let rest: Vec<&RawEvent> = match at {
-            Some(i) => events[i + 1..].iter().collect(),
+        let after = after_cursor(&events, c);
+        let saw = after.is_some();
+        let rest: Vec<&RawEvent> = match after {
+            Some(rest) => rest.iter().collect(),
             // The cursor's event is gone: whatever is later than it is new.
             None => events
                 .iter()
@@ -284,18 +284,7 @@ mod tests {
             time_nano: base + 1_000,
             attributes: Default::default(),
         };
-        log.push(b"{}", Some(&Cursor::of(&ev_b).encode())).unwrap();
-        log.items.lock().unwrap().clear();
-        d.close();
-        let _ = session(&d, &log, &notify).await;
-        let again: Vec<String> = log
-            .items
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .filter(|s| !s.contains("Reconciled"))
-            .collect();
+        let again = restarted_at(&d, &log, &notify, &ev_b).await;
         assert!(again.is_empty(), "reported again: {again:?}");
     }
 
@@ -314,24 +303,33 @@ mod tests {
         let cursor = d.emit_stamped(&a, "create", Some(base + 2_000));
         // Published after the cursor's event, stamped before it: not yet reported.
         d.emit_stamped(&b, "create", Some(base + 1_000));
-        log.push(b"{}", Some(&Cursor::of(&cursor).encode()))
-            .unwrap();
-        log.items.lock().unwrap().clear();
-        d.close();
-        let _ = session(&d, &log, &notify).await;
-        let reported: Vec<String> = log
-            .items
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .filter(|s| !s.contains("Reconciled"))
-            .collect();
+        let reported = restarted_at(&d, &log, &notify, &cursor).await;
         assert_eq!(reported.len(), 1, "{reported:?}");
         assert!(
             reported[0].contains(&b) && !reported[0].contains("Gap"),
             "{reported:?}"
         );
+    }
+
+    /// An agent whose cursor is `cursor` attaches once: what it reports (the
+    /// listing aside).
+    async fn restarted_at(
+        d: &MemoryDaemon,
+        log: &Log,
+        notify: &Notify,
+        cursor: &RawEvent,
+    ) -> Vec<String> {
+        log.push(b"{}", Some(&Cursor::of(cursor).encode())).unwrap();
+        log.items.lock().unwrap().clear();
+        d.close();
+        let _ = session(d, log, notify).await;
+        log.items
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .filter(|s| !s.contains("Reconciled"))
+            .collect()
     }
 
     struct ContainerFactsForTest;

@@ -36,6 +36,13 @@ pub(super) const CURSOR_KEY: &str = "docker_cursor";
 /// The daemon's in-memory event window.
 pub(super) const DAEMON_EVENT_WINDOW: usize = 256;
 
+/// The events of a replay that follow the cursor's own event; `None` when the
+/// replay no longer holds it. By position, not time: see [`ORDER_SLACK_NS`].
+pub(super) fn after_cursor<'a>(events: &'a [RawEvent], c: &Cursor) -> Option<&'a [RawEvent]> {
+    let at = events.iter().position(|ev| ev.key() == c.key)?;
+    Some(&events[at + 1..])
+}
+
 /// How far out of time order the daemon may publish events: it stamps an event when
 /// it is made and publishes it after, so under load neighbours swap, and its replay
 /// walks back from the newest event only to the first one older than `since`.
@@ -136,10 +143,10 @@ pub async fn session<S: DockerSource>(
         }
         let count = events.len();
         replayed.extend(events.iter().map(RawEvent::key));
-        let at = events.iter().position(|ev| ev.key() == c.key);
-        let saw_cursor = at.is_some();
-        let rest: Vec<&RawEvent> = match at {
-            Some(i) => events[i + 1..].iter().collect(),
+        let after = after_cursor(&events, c);
+        let saw_cursor = after.is_some();
+        let rest: Vec<&RawEvent> = match after {
+            Some(rest) => rest.iter().collect(),
             None => events
                 .iter()
                 .filter(|ev| ev.time_nano >= c.time_nano)

@@ -31,6 +31,8 @@ pub const ENV_PROXY_ALLOW_NETWORKS: &str = "PRIVLEDGER_PROXY_ALLOW_NETWORKS";
 pub const ENV_PROXY_PEER_UIDS: &str = "PRIVLEDGER_PROXY_PEER_UIDS";
 pub const ENV_PROXY_REVOKE_GRACE: &str = "PRIVLEDGER_PROXY_REVOKE_GRACE";
 pub const ENV_PROXY_NETWORK_POOLS: &str = "PRIVLEDGER_PROXY_NETWORK_POOLS";
+pub const ENV_PROXY_IMAGE_NAMESPACE: &str = "PRIVLEDGER_PROXY_IMAGE_NAMESPACE";
+pub const ENV_PROXY_MAX_BUILD_CONTEXT: &str = "PRIVLEDGER_PROXY_MAX_BUILD_CONTEXT";
 pub const ENV_ON_STALE_GRANT: &str = "PRIVLEDGER_ON_STALE_GRANT";
 pub const ENV_DOCKER_ALLOW_NAMES: &str = "PRIVLEDGER_DOCKER_ALLOW_NAMES";
 pub const ENV_DOCKER_ALLOW_LABELS: &str = "PRIVLEDGER_DOCKER_ALLOW_LABELS";
@@ -372,6 +374,20 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(t) = o.proxy_image_namespace.clone().or(fp.image_namespace) {
+            ps.image_namespace = crate::ledger::image_ref::Namespace::parse(&t)
+                .map_err(|e| invalid("proxy.image_namespace", e))?;
+        }
+        if let Some(m) = o.proxy_max_build_context.clone().or(fp.max_build_context) {
+            ps.max_build_context = parse_size(&m)
+                .filter(|n| (1 << 20..=1 << 40).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        "proxy.max_build_context",
+                        format!("{m:?}: a size from 1MiB to 1TiB, like 512MiB or 2GiB"),
+                    )
+                })?;
+        }
         cfg.net = net::load(
             net::FileNet {
                 tls: f.tls,
@@ -464,6 +480,8 @@ pub struct Overrides {
     pub proxy_peer_uids: Option<String>,
     pub proxy_revoke_grace: Option<String>,
     pub proxy_network_pools: Option<String>,
+    pub proxy_image_namespace: Option<String>,
+    pub proxy_max_build_context: Option<String>,
     pub net: net::NetOverrides,
     pub cluster: cluster::ClusterOverrides,
 }
@@ -581,6 +599,22 @@ struct FileDocker {
     allow_labels: Option<Vec<String>>,
 }
 
+/// `512MiB`, `2GiB`, `1048576`: a size in bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let unit: u64 = match s[digits..].trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileProxy {
@@ -588,6 +622,8 @@ struct FileProxy {
     peer_uids: Option<Vec<u32>>,
     revoke_grace: Option<String>,
     network_pools: Option<Vec<String>>,
+    image_namespace: Option<String>,
+    max_build_context: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -626,6 +662,11 @@ struct FileLimits {
     allow_dangerous_flags: Option<bool>,
     max_pids: Option<u32>,
     publish: Option<crate::ledger::event::PublishPorts>,
+    allow_build: Option<bool>,
+    #[serde(default)]
+    pull_allow: Vec<String>,
+    #[serde(default)]
+    push_allow: Vec<String>,
 }
 
 impl From<FileLimits> for Limits {
@@ -640,6 +681,9 @@ impl From<FileLimits> for Limits {
             allow_dangerous_flags: l.allow_dangerous_flags,
             max_pids: l.max_pids,
             publish: l.publish,
+            allow_build: l.allow_build,
+            pull_allow: l.pull_allow,
+            push_allow: l.push_allow,
         }
     }
 }

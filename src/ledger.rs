@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 mod fold;
 mod handle;
+pub mod image_ref;
 pub mod intervals;
 pub mod limited;
 mod load;

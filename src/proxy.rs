@@ -92,6 +92,10 @@ pub struct Settings {
     pub revoke_grace: Duration,
     /// Pools a user's network may take a subnet of its choosing from.
     pub network_pools: Vec<rules::Ipv4Net>,
+    /// Where a user's image tags live (`{user}/` by default).
+    pub image_namespace: crate::ledger::image_ref::Namespace,
+    /// The largest build context read (the Dockerfile in it is checked first).
+    pub max_build_context: u64,
 }
 
 impl Default for Settings {
@@ -101,6 +105,8 @@ impl Default for Settings {
             peer_uids: vec![0],
             revoke_grace: Duration::from_secs(30),
             network_pools: Vec::new(),
+            image_namespace: Default::default(),
+            max_build_context: 2 << 30,
         }
     }
 }

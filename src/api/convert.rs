@@ -84,6 +84,9 @@ pub fn grant_spec(s: Option<pb::GrantSpec>) -> Result<GrantSpec, RequestError> {
                     })
                 })
                 .transpose()?,
+            allow_build: l.allow_build,
+            pull_allow: l.pull_allow,
+            push_allow: l.push_allow,
         },
     })
 }
@@ -196,6 +199,9 @@ pub fn pb_spec(s: &GrantSpec) -> pb::GrantSpec {
             allow_dangerous_flags: l.allow_dangerous_flags,
             max_pids: l.max_pids,
             publish: l.publish.map(|p| p.as_str().to_string()),
+            allow_build: l.allow_build,
+            pull_allow: l.pull_allow.clone(),
+            push_allow: l.push_allow.clone(),
         }),
     }
 }
@@ -215,6 +221,9 @@ pub fn pb_limits(l: &EffectiveLimits) -> pb::EffectiveLimits {
         } else {
             l.publish.as_str().to_string()
         },
+        allow_build: l.allow_build,
+        pull_allow: l.pull_allow.clone(),
+        push_allow: l.push_allow.clone(),
     }
 }
 

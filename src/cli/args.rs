@@ -374,6 +374,13 @@ pub struct ServeArgs {
     /// from [default: none: the daemon's own pools only].
     #[arg(long, env = config::ENV_PROXY_NETWORK_POOLS, value_name = "CIDRS")]
     pub proxy_network_pools: Option<String>,
+    /// Where a limited user's image tags live: `{user}/` (the default) or one that
+    /// names a registry, `registry.example/{user}/`.
+    #[arg(long, env = config::ENV_PROXY_IMAGE_NAMESPACE, value_name = "TEMPLATE")]
+    pub proxy_image_namespace: Option<String>,
+    /// The largest build context the limited socket reads [default: 2GiB].
+    #[arg(long, env = config::ENV_PROXY_MAX_BUILD_CONTEXT, value_name = "SIZE")]
+    pub proxy_max_build_context: Option<String>,
     /// Cluster mode: etcd's client URLs, comma-separated [default: none, one node on
     /// its own store].
     #[arg(long, env = cluster::ENV_ETCD_ENDPOINTS, value_name = "URL[,URL...]")]
@@ -441,6 +448,8 @@ impl ServeArgs {
             proxy_peer_uids: self.proxy_peer_uids.clone(),
             proxy_revoke_grace: self.proxy_revoke_grace.clone(),
             proxy_network_pools: self.proxy_network_pools.clone(),
+            proxy_image_namespace: self.proxy_image_namespace.clone(),
+            proxy_max_build_context: self.proxy_max_build_context.clone(),
             cluster: cluster::ClusterOverrides {
                 etcd_endpoints: self.etcd_endpoints.clone(),
                 node_id: self.node_id.clone(),
@@ -661,6 +670,17 @@ pub struct IssueArgs {
     /// [default: off].
     #[arg(long, value_name = "off|loopback")]
     pub publish: Option<String>,
+    /// Limited socket: allow image builds (the classic builder).
+    #[arg(long)]
+    pub allow_build: bool,
+    /// Limited socket: images the user may pull, a pattern over the normalized
+    /// reference `registry/repo[:tag]` (`*` within a segment, `**` across; repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub pull_allow: Vec<String>,
+    /// Limited socket: where the user may push images of their own namespace, a
+    /// pattern as --pull-allow (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub push_allow: Vec<String>,
     /// When it ends by itself: a duration from now (30d, 12h) or an RFC 3339 time
     /// [default: never].
     #[arg(long, value_name = "DURATION|TIME")]

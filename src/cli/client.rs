@@ -223,6 +223,9 @@ fn issue_request(a: IssueArgs) -> Result<pb::IssueGrantRequest, CliError> {
         allow_dangerous_flags: a.allow_dangerous_flags.then_some(true),
         max_pids: a.max_pids,
         publish: a.publish.clone(),
+        allow_build: a.allow_build.then_some(true),
+        pull_allow: a.pull_allow.clone(),
+        push_allow: a.push_allow.clone(),
     };
     let has_limits = limits != pb::Limits::default();
     Ok(pb::IssueGrantRequest {

@@ -126,6 +126,9 @@ fn limits_text(l: &Option<pb::Limits>) -> String {
         (l.allow_dangerous_flags == Some(true)).then(|| "dangerous flags".to_string()),
         l.max_pids.map(|v| format!("{v} pids")),
         l.publish.as_ref().map(|v| format!("ports {v}")),
+        (l.allow_build == Some(true)).then(|| "builds".to_string()),
+        (!l.pull_allow.is_empty()).then(|| format!("pull {}", l.pull_allow.join(" "))),
+        (!l.push_allow.is_empty()).then(|| format!("push {}", l.push_allow.join(" "))),
     ]
     .into_iter()
     .flatten()
@@ -158,6 +161,8 @@ fn limits_json(l: &Option<pb::Limits>) -> Value {
             "cpu_cap_cores": l.cpu_cap_cores, "mem_cap_gb": l.mem_cap_gb,
             "allow_dangerous_flags": l.allow_dangerous_flags,
             "max_pids": l.max_pids, "publish": l.publish,
+            "allow_build": l.allow_build, "pull_allow": l.pull_allow,
+            "push_allow": l.push_allow,
         }),
     }
 }
@@ -188,6 +193,8 @@ fn effective_limits_json(l: &Option<pb::EffectiveLimits>) -> Value {
         "cpu_cap_cores": l.cpu_cap_cores, "mem_cap_gb": l.mem_cap_gb,
         "allow_dangerous_flags": l.allow_dangerous_flags,
         "max_pids": l.max_pids, "publish": l.publish,
+        "allow_build": l.allow_build, "pull_allow": l.pull_allow,
+        "push_allow": l.push_allow,
     })
 }
 
@@ -518,11 +525,18 @@ impl Out {
         if socket(a.socket) == "limited" {
             let l = a.limits.clone().unwrap_or_default();
             println!(
-                "limits: {} containers, {} volumes, {} networks, {} GB storage, {} cores, {} GB memory, {} pids, ports {}, dangerous flags {}",
+                "limits: {} containers, {} volumes, {} networks, {} GB storage, {} cores, {} GB memory, {} pids, ports {}, dangerous flags {}, builds {}",
                 l.max_containers, l.max_volumes, l.max_networks, l.max_storage_gb,
                 l.cpu_cap_cores, l.mem_cap_gb, l.max_pids, l.publish,
-                if l.allow_dangerous_flags { "allowed" } else { "not allowed" }
+                if l.allow_dangerous_flags { "allowed" } else { "not allowed" },
+                if l.allow_build { "allowed" } else { "not allowed" }
             );
+            if !l.pull_allow.is_empty() {
+                println!("pull: {}", l.pull_allow.join(" "));
+            }
+            if !l.push_allow.is_empty() {
+                println!("push: {}", l.push_allow.join(" "));
+            }
         }
         if a.provenance.is_empty() {
             println!("no active grant reaches this user");

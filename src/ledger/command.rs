@@ -337,7 +337,7 @@ impl Command {
                 }
                 Ok(Event::GrantIssued {
                     subject: subject.clone(),
-                    spec: *spec,
+                    spec: spec.clone(),
                     expires_at_ns: *expires_at_ns,
                     reason: reason.clone(),
                     builtin: false,
@@ -444,7 +444,7 @@ impl Command {
                 }
                 Ok(Event::GrantIssued {
                     subject: Subject::Group(group.clone()),
-                    spec: *spec,
+                    spec: spec.clone(),
                     expires_at_ns: None,
                     reason: format!("built-in group {group:?} from configuration"),
                     builtin: true,
@@ -619,6 +619,13 @@ pub fn validate_spec(spec: &GrantSpec) -> Result<(), Error> {
                 "max_pids must be from 16 to 1000000, not {p}"
             )));
         }
+    }
+    for (name, list) in [
+        ("pull_allow", &spec.limits.pull_allow),
+        ("push_allow", &spec.limits.push_allow),
+    ] {
+        super::image_ref::patterns(list)
+            .map_err(|e| Error::InvalidGrant(format!("{name}: {e}")))?;
     }
     for (name, v) in [
         ("max_storage_gb", spec.limits.max_storage_gb),

@@ -64,7 +64,7 @@ text_enum! {
 }
 
 /// Limits of a `limited` grant as issued: an unset field takes its default.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_containers: Option<u32>,
@@ -85,6 +85,16 @@ pub struct Limits {
     pub max_pids: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<PublishPorts>,
+    /// Image builds (the classic builder) through the limited socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_build: Option<bool>,
+    /// Image references the user may pull (patterns over `registry/repo[:tag]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_allow: Vec<String>,
+    /// Registries (patterns over `registry/repo[:tag]`) the user may push their own
+    /// namespace's images to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub push_allow: Vec<String>,
 }
 
 impl Limits {
@@ -107,12 +117,15 @@ impl Limits {
                 .unwrap_or(d.allow_dangerous_flags),
             max_pids: self.max_pids.unwrap_or(d.max_pids),
             publish: self.publish.unwrap_or(d.publish),
+            allow_build: self.allow_build.unwrap_or(d.allow_build),
+            pull_allow: self.pull_allow.clone(),
+            push_allow: self.push_allow.clone(),
         }
     }
 }
 
 /// Limits after combination; all zero unless the effective socket is `limited`.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EffectiveLimits {
     pub max_containers: u32,
     pub max_volumes: u32,
@@ -126,6 +139,12 @@ pub struct EffectiveLimits {
     pub max_pids: u32,
     #[serde(default)]
     pub publish: PublishPorts,
+    #[serde(default)]
+    pub allow_build: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub push_allow: Vec<String>,
 }
 
 impl EffectiveLimits {
@@ -139,10 +158,22 @@ impl EffectiveLimits {
         allow_dangerous_flags: false,
         max_pids: 4096,
         publish: PublishPorts::Off,
+        allow_build: false,
+        pull_allow: Vec::new(),
+        push_allow: Vec::new(),
     };
 
-    /// Per-field maximum; dangerous flags OR.
+    /// Per-field maximum; dangerous flags and builds OR; allowlists unite.
     pub fn max(self, o: EffectiveLimits) -> EffectiveLimits {
+        let unite = |a: Vec<String>, b: Vec<String>| {
+            let mut v = a;
+            for p in b {
+                if !v.contains(&p) {
+                    v.push(p);
+                }
+            }
+            v
+        };
         EffectiveLimits {
             max_containers: self.max_containers.max(o.max_containers),
             max_volumes: self.max_volumes.max(o.max_volumes),
@@ -157,12 +188,15 @@ impl EffectiveLimits {
             } else {
                 o.publish
             },
+            allow_build: self.allow_build || o.allow_build,
+            pull_allow: unite(self.pull_allow, o.pull_allow),
+            push_allow: unite(self.push_allow, o.push_allow),
         }
     }
 }
 
 /// What a grant gives.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct GrantSpec {
     pub socket: SocketAccess,
     /// Meaningful for raw only; stored as rw otherwise.

@@ -7,7 +7,7 @@ use super::event::{EffectiveLimits, GrantSpec, SocketAccess, SocketMode, UnixNan
 /// The combination of some grants under the DESIGN §2 rules. Combining is associative
 /// and commutative, so a subject's grants are folded once when they change
 /// ([`super::state::GrantSet`]) and an evaluation merges one fold per source.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fold {
     pub(super) socket: SocketAccess,
     pub(super) rw: bool,
@@ -25,7 +25,10 @@ impl Fold {
             SocketAccess::Raw => self.rw |= spec.socket_mode == SocketMode::Rw,
             SocketAccess::Limited => {
                 let l = spec.limits.resolved();
-                self.limits = Some(self.limits.map_or(l, |acc| acc.max(l)));
+                self.limits = Some(match self.limits.take() {
+                    Some(acc) => acc.max(l),
+                    None => l,
+                });
             }
             SocketAccess::None => {}
         }
@@ -36,9 +39,9 @@ impl Fold {
         self.socket = self.socket.max(o.socket);
         self.rw |= o.rw;
         self.privileged |= o.privileged;
-        self.limits = match (self.limits, o.limits) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
+        self.limits = match (self.limits.take(), &o.limits) {
+            (Some(a), Some(b)) => Some(a.max(b.clone())),
+            (a, b) => a.or_else(|| b.clone()),
         };
     }
 
@@ -67,7 +70,7 @@ impl Fold {
     #[inline]
     pub(super) fn effective_limits(&self) -> EffectiveLimits {
         if self.socket == SocketAccess::Limited {
-            self.limits.unwrap_or_default()
+            self.limits.clone().unwrap_or_default()
         } else {
             EffectiveLimits::default()
         }

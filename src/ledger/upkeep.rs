@@ -40,7 +40,7 @@ impl Ledger {
             let current: Vec<_> = st
                 .open_grants_of(&event::Subject::Group(name.clone()))
                 .filter(|g| g.builtin)
-                .map(|g| (g.id, g.spec))
+                .map(|g| (g.id, g.spec.clone()))
                 .collect();
             if current.iter().any(|(_, s)| s == spec) && current.len() == 1 {
                 continue;
@@ -58,7 +58,7 @@ impl Ledger {
                 None,
                 Command::IssueBuiltinGrant {
                     group: name.clone(),
-                    spec: *spec,
+                    spec: spec.clone(),
                 },
             )
             .await?;

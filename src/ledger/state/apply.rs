@@ -114,7 +114,7 @@ impl State {
                 let grant = GrantState {
                     id: seq,
                     subject: subject.clone(),
-                    spec: *spec,
+                    spec: spec.clone(),
                     expires_at_ns: *expires_at_ns,
                     reason: reason.clone(),
                     issued_by: actor.to_string(),

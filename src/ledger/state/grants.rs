@@ -73,7 +73,7 @@ impl GrantSet {
     #[inline]
     pub fn fold_at(&self, at_ns: UnixNanos) -> Fold {
         if self.summary.holds_at(at_ns) {
-            return self.all;
+            return self.all.clone();
         }
         let mut f = Fold::default();
         for g in self.active_at(at_ns) {

@@ -30,13 +30,17 @@ pub mod books;
 pub mod budget;
 pub mod classify;
 pub mod daemon;
+pub mod dockerfile;
 pub mod endpoints;
 pub mod fields;
 pub mod filters;
+pub mod image_calls;
+pub mod images;
 pub mod owner;
 pub mod path;
 pub mod peer;
 pub mod plan;
+pub mod query;
 pub mod refusal;
 pub mod rules;
 pub mod serve;
@@ -106,7 +110,7 @@ impl Default for Settings {
             revoke_grace: Duration::from_secs(30),
             network_pools: Vec::new(),
             image_namespace: Default::default(),
-            max_build_context: 2 << 30,
+            max_build_context: 512 << 20,
         }
     }
 }
@@ -480,7 +484,7 @@ mod tests {
         };
         let grant = Command::IssueGrant {
             subject: Subject::User("alice".into()),
-            spec,
+            spec: spec.clone(),
             expires_at_ns: None,
             reason: "t".into(),
         };

@@ -378,7 +378,7 @@ pub struct ServeArgs {
     /// names a registry, `registry.example/{user}/`.
     #[arg(long, env = config::ENV_PROXY_IMAGE_NAMESPACE, value_name = "TEMPLATE")]
     pub proxy_image_namespace: Option<String>,
-    /// The largest build context the limited socket reads [default: 2GiB].
+    /// The largest build context the limited socket reads [default: 512MiB].
     #[arg(long, env = config::ENV_PROXY_MAX_BUILD_CONTEXT, value_name = "SIZE")]
     pub proxy_max_build_context: Option<String>,
     /// Cluster mode: etcd's client URLs, comma-separated [default: none, one node on
@@ -562,7 +562,7 @@ pub enum GroupCmd {
 #[derive(Debug, Subcommand)]
 pub enum GrantCmd {
     /// Give a user or group Docker privileges.
-    Issue(IssueArgs),
+    Issue(Box<IssueArgs>),
     /// End a grant now (its id is the seq it was issued at).
     #[command(
         after_help = "Example:\n  privledger grant revoke 7 --reason \"project ended (ticket OPS-12)\""

@@ -374,7 +374,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
         },
         Cmd::Grant { cmd: g, .. } => match g {
             GrantCmd::Issue(a) => {
-                let g = c.admin.issue_grant(issue_request(a)?).await?.into_inner();
+                let g = c.admin.issue_grant(issue_request(*a)?).await?.into_inner();
                 out.grants(&[g], true);
             }
             GrantCmd::Revoke {

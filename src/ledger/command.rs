@@ -482,6 +482,15 @@ impl Command {
                 {
                     check_docker_text("resource", v, 256, true)?;
                 }
+                if p.images.len() + p.removed.len() > 1000 {
+                    return Err(Error::InvalidText {
+                        field: "images",
+                        problem: "a proxy call names at most 1000 images".into(),
+                    });
+                }
+                for i in p.images.iter().chain(&p.removed) {
+                    check_docker_text("image", i, 80, false)?;
+                }
                 names::reason_text(&p.reason)?;
                 Ok(Event::ProxyCall(p.clone()))
             }

@@ -505,6 +505,9 @@ text_enum! {
         Forwarded = "forwarded",
         /// Refused by a rule (the reason names it); nothing reached the daemon.
         Refused = "refused",
+        /// The daemon's answer to a forwarded call that made or removed images (a
+        /// build, pull, import, commit, tag or delete): `images` and `removed` say which.
+        Completed = "completed",
     }
 }
 
@@ -527,6 +530,12 @@ pub struct ProxyCall {
     /// Who was on the other end of the socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<ProxyPeer>,
+    /// A completed call: the image ids it made (or tagged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// A completed call: the image ids it deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
 }
 
 /// The process that made a call on a limited socket, as the kernel names it
@@ -729,9 +738,20 @@ impl Event {
                     || p.resource
                         .as_deref()
                         .is_some_and(|r| container_matches(r, "", subject))
+                    || p.images
+                        .iter()
+                        .chain(&p.removed)
+                        .any(|i| image_matches(i, subject))
             }
         }
     }
+}
+
+/// An image id (`sha256:<hex>`), named in full, by its hex, or by 12 or more of it.
+fn image_matches(id: &str, subject: &str) -> bool {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    let s = subject.strip_prefix("sha256:").unwrap_or(subject);
+    s.len() >= 12 && hex.starts_with(s)
 }
 
 /// A container id (full, or a prefix of at least 12 characters, as `docker ps` shows)

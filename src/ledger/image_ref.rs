@@ -45,8 +45,11 @@ impl Reference {
         if let Some(t) = tag {
             let ok = !t.is_empty()
                 && t.len() <= 128
-                && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+                && t.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
             if !ok {
                 return Err(format!("{s:?}: {t:?} is not a valid tag"));
             }
@@ -127,7 +130,8 @@ fn registry_ok(r: &str) -> bool {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`.
@@ -173,10 +177,7 @@ impl Pattern {
         if p.is_empty() || p.len() > 256 {
             return bad("must be 1 to 256 characters");
         }
-        if !p
-            .bytes()
-            .all(|b| is_alnum(b) || b"._-/:*".contains(&b))
-        {
+        if !p.bytes().all(|b| is_alnum(b) || b"._-/:*".contains(&b)) {
             return bad("may hold lowercase letters, digits and . _ - / : * only");
         }
         let slash = p.rfind('/').map_or(0, |i| i + 1);
@@ -320,13 +321,27 @@ mod tests {
         let d = format!("busybox@sha256:{}", "a".repeat(64));
         assert_eq!(r(&d), format!("docker.io/library/{d}"));
         for bad in [
-            "", "Busybox", "a//b", "a/", "/a", "a:", "a:-x", "a@sha256:12", "a b", "-a", "a..b",
-            "host:port/x", "a/b:c/d",
+            "",
+            "Busybox",
+            "a//b",
+            "a/",
+            "/a",
+            "a:",
+            "a:-x",
+            "a@sha256:12",
+            "a b",
+            "-a",
+            "a..b",
+            "host:port/x",
+            "a/b:c/d",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} must not parse");
         }
         assert_eq!(
-            Reference::parse("busybox").unwrap().with_default_tag().to_string(),
+            Reference::parse("busybox")
+                .unwrap()
+                .with_default_tag()
+                .to_string(),
             "docker.io/library/busybox:latest"
         );
     }
@@ -363,7 +378,10 @@ mod tests {
         assert!(!h("alice", "alicex/tools"));
         assert!(!h("alice", "alice"));
         assert!(!h("alice", "bob/alice"));
-        assert!(!h("Alice", "alice/tools"), "no namespace for a name no image can hold");
+        assert!(
+            !h("Alice", "alice/tools"),
+            "no namespace for a name no image can hold"
+        );
         let ns = Namespace::parse("registry.example/{user}").unwrap();
         let h = |u: &str, s: &str| ns.holds(u, &Reference::parse(s).unwrap());
         assert!(h("alice", "registry.example/alice/x:1"));

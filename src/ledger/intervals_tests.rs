@@ -62,7 +62,7 @@ fn command(s: &Step) -> Command {
         Step::Op(o) => to_cmd(o),
         Step::Expiring(u, spec, e) => Command::IssueGrant {
             subject: Subject::User(format!("u{u}")),
-            spec: *spec,
+            spec: spec.clone(),
             expires_at_ns: Some(now_ns() + i64::from(*e) * 100_000),
             reason: "expiring".into(),
         },

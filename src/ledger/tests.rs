@@ -506,6 +506,13 @@ pub(super) fn spec() -> impl Strategy<Value = GrantSpec> {
                     PublishPorts::Off
                 }
             }),
+            allow_build: d.map(|x| !x),
+            pull_allow: match pids.map(|p| p % 3) {
+                Some(0) => vec!["busybox".into()],
+                Some(1) => vec!["busybox".into(), "127.0.0.1:5000/**".into()],
+                _ => vec![],
+            },
+            push_allow: vec![],
         });
     let limited = (limits, any::<bool>()).prop_map(|(limits, privileged)| GrantSpec {
         socket: SocketAccess::Limited,
@@ -547,19 +554,19 @@ pub(super) fn to_cmd(op: &Op) -> Command {
         },
         Op::GrantUser(u, s) => Command::IssueGrant {
             subject: Subject::User(format!("u{u}")),
-            spec: *s,
+            spec: s.clone(),
             expires_at_ns: None,
             reason: "p".into(),
         },
         Op::GrantGroup(g, s) => Command::IssueGrant {
             subject: Subject::Group(format!("g{g}")),
-            spec: *s,
+            spec: s.clone(),
             expires_at_ns: None,
             reason: "p".into(),
         },
         Op::GrantGroupExpiring(g, s, e) => Command::IssueGrant {
             subject: Subject::Group(format!("g{g}")),
-            spec: *s,
+            spec: s.clone(),
             expires_at_ns: Some(now_ns() + i64::from(*e) * 1_000_000_000),
             reason: "p".into(),
         },
@@ -630,7 +637,7 @@ proptest! {
                     let (socket, mode, privileged, limits, mut ids) = scan(&st, &user, at);
                     prop_assert_eq!(a.socket, socket);
                     prop_assert_eq!(a.privileged, privileged);
-                    prop_assert_eq!(a.limits, limits);
+                    prop_assert_eq!(&a.limits, &limits);
                     if socket == SocketAccess::Raw {
                         prop_assert_eq!(a.socket_mode, mode);
                     }
@@ -675,7 +682,10 @@ fn scan(
         rw |= g.spec.socket == SocketAccess::Raw && g.spec.socket_mode == SocketMode::Rw;
         if g.spec.socket == SocketAccess::Limited {
             let l = g.spec.limits.resolved();
-            limits = Some(limits.map_or(l, |a| a.max(l)));
+            limits = Some(match limits.take() {
+                Some(a) => a.max(l),
+                None => l,
+            });
         }
     }
     let limits = match (socket, limits) {

@@ -62,6 +62,22 @@ pub enum Route {
     Connect(String, &'static str),
     /// `POST /{kind}/prune`: filtered to the owner.
     Prune(Kind),
+    /// `POST /build`: a classic build (query, context and Dockerfile checked).
+    Build,
+    /// `POST /images/create`: a pull (`fromImage`) or an import (`fromSrc=-`).
+    ImageCreate,
+    /// `POST /images/{name}/tag`.
+    ImageTag(String),
+    /// `POST /images/{name}/push`.
+    ImagePush(String),
+    /// `DELETE /images/{name}`.
+    ImageRemove(String),
+    /// `GET /images/{name}/get`, or `GET /images/get?names=...`.
+    ImageSave(Option<String>),
+    /// `POST /images/prune`: the user's own images only.
+    ImagePrune,
+    /// `POST /commit`: a container of the user's, onto the user's namespace.
+    Commit,
 }
 
 impl Route {
@@ -81,10 +97,12 @@ impl Route {
 /// Why a request is not served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotServed {
-    #[error("BuildKit sessions are not served by the limited socket; build images elsewhere")]
+    #[error("{}", super::images::BUILDKIT)]
     BuildKit,
-    #[error("image builds, pushes, imports and deletes are not allowed on the limited socket")]
-    Images,
+    #[error("the limited socket builds with the classic builder, whose cache is your images: use `docker image prune`")]
+    BuildPrune,
+    #[error("`docker load` would apply the tags in the archive as they stand: use `docker import` onto your own namespace, or pull")]
+    Load,
     #[error("{method} {path} is not on the limited socket's list of endpoints")]
     NotListed { method: String, path: String },
 }
@@ -97,15 +115,9 @@ pub fn endpoint(
 ) -> Result<(&'static super::endpoints::Endpoint, Route), NotServed> {
     let s = path.segments();
     match (method, s.as_slice()) {
-        // An image's name may hold slashes: read-only, served outside the table.
-        ("GET", ["images", name @ .., "json"]) if !name.is_empty() => {
-            return Ok((&IMAGE_INSPECT, Route::ImageRead))
-        }
         (_, ["session"] | ["grpc"]) => return Err(NotServed::BuildKit),
-        (_, ["build"] | ["build", ..]) => return Err(NotServed::Images),
-        (_, ["images", ..]) if super::endpoints::find(method, &s).is_none() => {
-            return Err(NotServed::Images)
-        }
+        (_, ["build", "prune"]) => return Err(NotServed::BuildPrune),
+        (_, ["images", "load"]) => return Err(NotServed::Load),
         _ => {}
     }
     super::endpoints::find(method, &s).ok_or_else(|| NotServed::NotListed {
@@ -113,14 +125,6 @@ pub fn endpoint(
         path: format!("/{}", s.join("/")),
     })
 }
-
-static IMAGE_INSPECT: super::endpoints::Endpoint = super::endpoints::Endpoint {
-    methods: &["GET"],
-    path: &[],
-    route: |_| Route::ImageRead,
-    body: super::endpoints::BodyRule::None,
-    recorded: false,
-};
 
 /// The route of `method` on `path`, or why it is not served.
 pub fn classify(method: &str, path: &CanonicalPath) -> Result<Route, NotServed> {
@@ -216,16 +220,15 @@ mod tests {
             ("GET", "/info"),
             ("GET", "/system/df"),
             ("POST", "/containers/abc/copy"),
-            ("PUT", "/containers/abc/archive"),
-            ("GET", "/containers/abc/export"),
+            ("POST", "/containers/abc/archive"),
             ("POST", "/containers/abc/commit"),
-            ("POST", "/commit"),
+            ("POST", "/images/load"),
+            ("GET", "/images/search"),
+            ("POST", "/build/prune"),
+            ("POST", "/build/cancel"),
             ("GET", "/containers/abc/attach/ws"),
             ("POST", "/containers/json"),
             ("DELETE", "/containers/abc/json"),
-            ("POST", "/images/create"),
-            ("DELETE", "/images/busybox"),
-            ("POST", "/build"),
             ("POST", "/session"),
             ("POST", "/grpc"),
             ("POST", "/swarm/init"),

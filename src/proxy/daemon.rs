@@ -21,7 +21,7 @@ pub struct Daemon {
     socket: PathBuf,
     /// The socket path hex-encoded, as hyperlocal's connector reads it from a URI.
     host: String,
-    client: Client<UnixConnector, Full<Bytes>>,
+    client: Client<UnixConnector, super::serve::Body>,
 }
 
 impl Daemon {
@@ -41,6 +41,16 @@ impl Daemon {
     /// Sends `req` (its URI holding the path and query) on a pooled connection;
     /// upgrades are kept.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
+        self.send_body(req.map(|b| b.map_err(|e| match e {}).boxed()))
+            .await
+    }
+
+    /// Sends `req` with a body of any kind (a build context or an archive streamed
+    /// as it arrives).
+    pub async fn send_body(
+        &self,
+        req: Request<super::serve::Body>,
+    ) -> Result<Response<Incoming>, Error> {
         let (mut parts, body) = req.into_parts();
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = format!("unix://{}:0{pq}", self.host)

@@ -13,6 +13,9 @@ pub enum Seg {
     Lit(&'static str),
     /// Any one segment: the resource's name or id, handed to the route.
     Id,
+    /// One or more segments, slashes kept: an image's name (`host:5000/a/b:tag`), as
+    /// the daemon's router reads `{name:.*}`.
+    Name,
 }
 
 /// The rule a body is checked by.
@@ -29,13 +32,19 @@ pub enum BodyRule {
     ExecStart,
     /// A network connect or disconnect (the network may be a shared one).
     Connect,
+    /// A tar forwarded as it arrives (a copy into a container, an import).
+    Stream,
+    /// A build's context: read (bounded) for its Dockerfile, then forwarded.
+    BuildContext,
+    /// A commit's container config.
+    Commit,
 }
 
 pub struct Endpoint {
     pub methods: &'static [&'static str],
     pub path: &'static [Seg],
     /// The route, from the segments `Seg::Id` matched.
-    pub route: fn(&[&str]) -> Route,
+    pub route: fn(&[String]) -> Route,
     pub body: BodyRule,
     /// Recorded in the ledger before it is forwarded (every call that changes
     /// something); reads are not.
@@ -44,9 +53,9 @@ pub struct Endpoint {
 
 use BodyRule as B;
 use Kind::*;
-use Seg::{Id, Lit};
+use Seg::{Id, Lit, Name};
 
-fn id(ids: &[&str]) -> String {
+fn id(ids: &[String]) -> String {
     ids.first().map(|s| s.to_string()).unwrap_or_default()
 }
 
@@ -59,13 +68,26 @@ macro_rules! row {
 const GET: &[&str] = &["GET"];
 const POST: &[&str] = &["POST"];
 const DELETE: &[&str] = &["DELETE"];
+const READ: &[&str] = &["GET", "HEAD"];
 
 // One row per line: the table reads as a table.
 #[rustfmt::skip]
 pub static ENDPOINTS: &[Endpoint] = &[
     row!(&["GET", "HEAD"], [Lit("_ping")], |_| Route::Public, B::None, false),
     row!(GET, [Lit("version")], |_| Route::Public, B::None, false),
+    // Images: the literals first, then the names (which may hold slashes).
     row!(GET, [Lit("images"), Lit("json")], |_| Route::ImageRead, B::None, false),
+    row!(GET, [Lit("images"), Lit("get")], |_| Route::ImageSave(None), B::None, false),
+    row!(POST, [Lit("images"), Lit("create")], |_| Route::ImageCreate, B::Stream, true),
+    row!(POST, [Lit("images"), Lit("prune")], |_| Route::ImagePrune, B::None, true),
+    row!(GET, [Lit("images"), Name, Lit("json")], |_| Route::ImageRead, B::None, false),
+    row!(GET, [Lit("images"), Name, Lit("history")], |_| Route::ImageRead, B::None, false),
+    row!(GET, [Lit("images"), Name, Lit("get")], |i| Route::ImageSave(Some(id(i))), B::None, false),
+    row!(POST, [Lit("images"), Name, Lit("tag")], |i| Route::ImageTag(id(i)), B::None, true),
+    row!(POST, [Lit("images"), Name, Lit("push")], |i| Route::ImagePush(id(i)), B::None, true),
+    row!(DELETE, [Lit("images"), Name], |i| Route::ImageRemove(id(i)), B::None, true),
+    row!(POST, [Lit("build")], |_| Route::Build, B::BuildContext, true),
+    row!(POST, [Lit("commit")], |_| Route::Commit, B::Commit, true),
     row!(GET, [Lit("events")], |_| Route::Events, B::None, false),
     // Containers.
     row!(GET, [Lit("containers"), Lit("json")], |_| Route::List(Container), B::None, false),
@@ -77,6 +99,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
     row!(GET, [Lit("containers"), Id, Lit("stats")], |i| Route::Read(Container, id(i)), B::None, false),
     row!(GET, [Lit("containers"), Id, Lit("changes")], |i| Route::Read(Container, id(i)), B::None, false),
     row!(POST, [Lit("containers"), Id, Lit("wait")], |i| Route::Read(Container, id(i)), B::None, false),
+    row!(READ, [Lit("containers"), Id, Lit("archive")], |i| Route::Read(Container, id(i)), B::None, false),
+    row!(GET, [Lit("containers"), Id, Lit("export")], |i| Route::Read(Container, id(i)), B::None, false),
+    row!(&["PUT"], [Lit("containers"), Id, Lit("archive")], |i| Route::Act(Container, id(i), "archive"), B::Stream, true),
     row!(POST, [Lit("containers"), Id, Lit("start")], |i| Route::Act(Container, id(i), "start"), B::None, true),
     row!(POST, [Lit("containers"), Id, Lit("stop")], |i| Route::Act(Container, id(i), "stop"), B::None, true),
     row!(POST, [Lit("containers"), Id, Lit("restart")], |i| Route::Act(Container, id(i), "restart"), B::None, true),
@@ -110,17 +135,34 @@ pub static ENDPOINTS: &[Endpoint] = &[
 ];
 
 impl Endpoint {
-    /// The captured segments if `method` and `segs` match this row.
-    fn matches<'a>(&self, method: &str, segs: &[&'a str]) -> Option<Vec<&'a str>> {
-        if !self.methods.contains(&method) || segs.len() != self.path.len() {
+    /// The captured segments if `method` and `segs` match this row (a `Name`
+    /// captures every segment between the literals around it, joined by slashes).
+    fn matches(&self, method: &str, segs: &[&str]) -> Option<Vec<String>> {
+        if !self.methods.contains(&method) {
+            return None;
+        }
+        let segs: Vec<String> = match self.path.iter().position(|p| matches!(p, Name)) {
+            Some(at) => {
+                let after = self.path.len() - at - 1;
+                if segs.len() < self.path.len() {
+                    return None;
+                }
+                let mut v: Vec<String> = segs[..at].iter().map(|s| s.to_string()).collect();
+                v.push(segs[at..segs.len() - after].join("/"));
+                v.extend(segs[segs.len() - after..].iter().map(|s| s.to_string()));
+                v
+            }
+            None => segs.iter().map(|s| s.to_string()).collect(),
+        };
+        if segs.len() != self.path.len() {
             return None;
         }
         let mut ids = Vec::new();
         for (pat, seg) in self.path.iter().zip(segs) {
             match pat {
-                Lit(w) if w == seg => {}
+                Lit(w) if *w == seg => {}
                 Lit(_) => return None,
-                Id => ids.push(*seg),
+                Id | Name => ids.push(seg),
             }
         }
         Some(ids)
@@ -145,7 +187,7 @@ mod tests {
         for e in ENDPOINTS {
             let writes = e.methods.iter().any(|m| matches!(*m, "POST" | "DELETE"));
             let read_like = matches!(
-                (e.route)(&["x"]),
+                (e.route)(&["x".to_string()]),
                 Route::Read(..) | Route::Exec(_, "inspect")
             );
             if writes && !read_like {
@@ -156,7 +198,11 @@ mod tests {
                 );
             }
             if e.body != BodyRule::None {
-                assert!(e.methods == POST, "{:?}: only a POST takes a body", e.path);
+                assert!(
+                    e.methods == POST || e.methods == ["PUT"],
+                    "{:?}: only a POST or a PUT takes a body",
+                    e.path
+                );
             }
         }
     }
@@ -169,5 +215,29 @@ mod tests {
         assert_eq!(r, Route::Prune(Volume));
         let (_, r) = find("GET", &["containers", "json"]).unwrap();
         assert_eq!(r, Route::List(Container));
+        let (_, r) = find("POST", &["images", "create"]).unwrap();
+        assert_eq!(r, Route::ImageCreate);
+        let (_, r) = find("GET", &["images", "get"]).unwrap();
+        assert_eq!(r, Route::ImageSave(None));
+    }
+
+    #[test]
+    fn an_image_name_keeps_its_slashes() {
+        let (_, r) = find("POST", &["images", "127.0.0.1:5000", "a", "b:1", "tag"]).unwrap();
+        assert_eq!(r, Route::ImageTag("127.0.0.1:5000/a/b:1".into()));
+        let (_, r) = find("DELETE", &["images", "alice", "x"]).unwrap();
+        assert_eq!(r, Route::ImageRemove("alice/x".into()));
+        let (_, r) = find("GET", &["images", "foo", "json", "history"]).unwrap();
+        assert_eq!(
+            r,
+            Route::ImageRead,
+            "the history of foo/json, as the daemon reads it"
+        );
+        let (_, r) = find("GET", &["images", "a", "b", "get"]).unwrap();
+        assert_eq!(r, Route::ImageSave(Some("a/b".into())));
+        assert!(
+            find("POST", &["images", "tag"]).is_none(),
+            "a name is one segment or more"
+        );
     }
 }

@@ -32,6 +32,9 @@ pub fn body(rule: BodyRule, json: Value, cx: &Context<'_>) -> Result<Option<Chec
         BodyRule::ExecCreate => rules::exec_create(json, a)?,
         BodyRule::ExecStart => rules::exec_start(json, a)?,
         BodyRule::Connect => rules::network_connect(json, a, cx.shared_network)?,
+        BodyRule::Commit => rules::commit_config(json, a, cx.stamp)?,
+        // Not JSON: read (a build's context) or streamed by the executor.
+        BodyRule::Stream | BodyRule::BuildContext => return Ok(None),
     };
     Ok(Some(checked))
 }
@@ -55,6 +58,9 @@ mod tests {
             publish: rules::Publish::Off,
             shared_networks: vec![],
             network_pools: vec![],
+            build: false,
+            pull_allow: vec![],
+            push_allow: vec![],
         };
         let stamp = Stamp {
             owner: "alice".into(),

@@ -34,6 +34,11 @@ pub struct Allowance {
     /// Address pools a user's network may take its subnet from (none: the
     /// daemon's own pools only).
     pub network_pools: Vec<Ipv4Net>,
+    /// Image builds (the classic builder).
+    pub build: bool,
+    /// The grant's pull and push allowlists (image reference patterns).
+    pub pull_allow: Vec<String>,
+    pub push_allow: Vec<String>,
 }
 
 /// An IPv4 network in CIDR form (`10.250.0.0/16`).
@@ -903,6 +908,24 @@ fn stamp_labels(labels: &mut Value, stamp: &Stamp) {
 // --- the bodies -------------------------------------------------------------------
 
 /// `POST /containers/create`.
+/// A commit's config (`container.Config`, nothing of the host's): the create table's
+/// fields but `HostConfig` and `NetworkingConfig`, the owner stamped on its labels.
+/// No body keeps the container's own config, which already carries them.
+pub fn commit_config(mut body: Value, a: &Allowance, stamp: &Stamp) -> Result<Checked, Refusal> {
+    let mut ctx = Ctx::new(a);
+    if body.is_null() {
+        return Ok(checked(body, ctx));
+    }
+    for k in ["HostConfig", "NetworkingConfig"] {
+        if body.get(k).is_some() {
+            return refuse(k, "a commit's config holds no host settings");
+        }
+    }
+    fields::walk(&mut ctx, &fields::CONTAINER_CREATE, &mut body)?;
+    stamp_labels(obj(&mut body).entry("Labels").or_insert(Value::Null), stamp);
+    Ok(checked(body, ctx))
+}
+
 pub fn container_create(mut body: Value, a: &Allowance, stamp: &Stamp) -> Result<Checked, Refusal> {
     let mut ctx = Ctx::new(a);
     fields::walk(&mut ctx, &fields::CONTAINER_CREATE, &mut body)?;
@@ -1048,6 +1071,9 @@ mod tests {
             publish: Publish::Off,
             shared_networks: vec!["hub".into()],
             network_pools: Vec::new(),
+            build: false,
+            pull_allow: Vec::new(),
+            push_allow: Vec::new(),
         }
     }
 

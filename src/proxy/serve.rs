@@ -77,9 +77,9 @@ pub struct Caller {
 }
 
 /// A call refused or failed before or instead of the daemon's answer.
-struct Answer {
-    status: StatusCode,
-    message: String,
+pub struct Answer {
+    pub status: StatusCode,
+    pub message: String,
 }
 
 impl Answer {
@@ -148,6 +148,8 @@ pub async fn handle(c: Caller, req: Request<Incoming>) -> Result<Response<Body>,
                     outcome: ProxyOutcome::Refused,
                     reason: answer.message.chars().take(1024).collect(),
                     peer: Some(c.peer.peer.clone()),
+                    images: Vec::new(),
+                    removed: Vec::new(),
                 };
                 if let Err(e) = record(&c, call).await {
                     warn!(user = %c.user, error = %e, "a refusal could not be recorded");
@@ -160,7 +162,7 @@ pub async fn handle(c: Caller, req: Request<Incoming>) -> Result<Response<Body>,
 
 type Failure = (Answer, Option<String>, Option<String>);
 
-async fn record(c: &Caller, call: ProxyCall) -> Result<(), Error> {
+pub(super) async fn record(c: &Caller, call: ProxyCall) -> Result<(), Error> {
     c.shared
         .books
         .record(call)
@@ -225,26 +227,6 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     })?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, body) = req.into_parts();
-    let body = Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            failp(
-                Answer::refused(format!("refused by the limited socket (body): {e}")),
-                None,
-            )
-        })?
-        .to_bytes();
-    let json = if body.is_empty() {
-        Value::Null
-    } else {
-        super::strict_json::parse(&body).map_err(|e| {
-            failp(
-                Answer::refused(format!("refused by the limited socket (strict body): {e}")),
-                None,
-            )
-        })?
-    };
     let settings = &c.shared.settings;
     let allowance = Allowance {
         dangerous: access.limits.allow_dangerous_flags,
@@ -255,10 +237,64 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         publish: access.limits.publish,
         shared_networks: settings.allow_networks.clone(),
         network_pools: settings.network_pools.clone(),
+        build: access.limits.allow_build,
+        pull_allow: access.limits.pull_allow.clone(),
+        push_allow: access.limits.push_allow.clone(),
     };
     let stamp = Stamp {
         owner: c.user.clone(),
         decision: c.decision.clone(),
+    };
+    if matches!(
+        route,
+        Route::Build
+            | Route::ImageCreate
+            | Route::ImageTag(_)
+            | Route::ImagePush(_)
+            | Route::ImageRemove(_)
+            | Route::ImageSave(_)
+            | Route::ImagePrune
+            | Route::Commit
+    ) {
+        let call = super::image_calls::Call {
+            c,
+            method: method.clone(),
+            shown: shown.clone(),
+            route: route.clone(),
+            version: path.version,
+            allowance: &allowance,
+            limits: &access.limits,
+            stamp: &stamp,
+        };
+        return super::image_calls::serve(call, parts, body)
+            .await
+            .map_err(|(a, res)| failp(a, res));
+    }
+    // A tar streamed into a container is forwarded as it arrives; JSON bodies are read.
+    let (streamed, body) = if row.body == BodyRule::Stream {
+        (Some(body), Bytes::new())
+    } else {
+        let b = Limited::new(body, MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| {
+                failp(
+                    Answer::refused(format!("refused by the limited socket (body): {e}")),
+                    None,
+                )
+            })?
+            .to_bytes();
+        (None, b)
+    };
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        super::strict_json::parse(&body).map_err(|e| {
+            failp(
+                Answer::refused(format!("refused by the limited socket (strict body): {e}")),
+                None,
+            )
+        })?
     };
     let refused = |e: Refusal| failp(e.into(), None);
     let d = &c.shared.daemon;
@@ -448,6 +484,8 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             outcome: ProxyOutcome::Forwarded,
             reason: String::new(),
             peer: Some(c.peer.peer.clone()),
+            images: Vec::new(),
+            removed: Vec::new(),
         };
         // Fail closed: a call the ledger cannot record does not happen.
         record(c, call)
@@ -464,21 +502,18 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         target.push('?');
         target.push_str(q);
     }
-    let body = match &checked {
-        Some(ch) if !ch.body.is_null() => Bytes::from(ch.body.to_string()),
-        _ => body,
-    };
-    let mut fwd = Request::builder().method(parts.method.clone()).uri(&target);
-    for (k, v) in &parts.headers {
-        if k != header::CONTENT_LENGTH && k != header::TRANSFER_ENCODING && k != header::HOST {
-            fwd = fwd.header(k, v);
-        }
-    }
-    let fwd = fwd
-        .header(header::HOST, "docker")
-        .header(header::CONTENT_LENGTH, body.len())
-        .body(Full::new(body))
-        .map_err(|e| failp(Answer::refused(e.to_string()), None))?;
+    let (body, len, content_type): (Body, Option<usize>, Option<&'static str>) =
+        match (streamed, &checked) {
+            (Some(incoming), _) => (incoming.boxed(), None, Some("application/x-tar")),
+            (None, Some(ch)) if !ch.body.is_null() => {
+                let b = Bytes::from(ch.body.to_string());
+                let n = b.len();
+                (full(b), Some(n), Some("application/json"))
+            }
+            (None, _) => (full(body.clone()), Some(body.len()), None),
+        };
+    let fwd = forward_request(&parts, &target, body, len, content_type)
+        .map_err(|e| failp(e.into(), None))?;
     debug!(user = %c.user, %method, path = %target, "forwarding");
     // A container prune leaves the pruned containers' anonymous volumes behind,
     // no longer counted: they are removed after it (they were the user's alone).
@@ -487,7 +522,7 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         _ => None,
     };
     let mut resp = d
-        .send(fwd)
+        .send_body(fwd)
         .await
         .map_err(|e| failp(e.into(), resource.clone()))?;
     if let (Some(before), true) = (pruning, resp.status().is_success()) {
@@ -555,6 +590,12 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
         ));
     }
+    // The classic builder is the one served: a CLI that reads the daemon's default
+    // from `/_ping` builds with it, with no DOCKER_BUILDKIT=0 needed.
+    if route == Route::Public && shown.ends_with("/_ping") {
+        resp.headers_mut()
+            .insert("builder-version", header::HeaderValue::from_static("1"));
+    }
     // What can stream for as long as the caller likes (events, logs or stats
     // followed, wait) ends with the access; lists and the rest are finite.
     let streams = matches!(route, Route::Events | Route::Read(Kind::Container, _));
@@ -562,6 +603,37 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         return Ok(resp.map(|b| b.boxed()));
     }
     Ok(resp.map(|b| revocable(b, c.ended.clone())))
+}
+
+/// The request forwarded to the daemon: the caller's headers but those that frame
+/// the body or name its kind, which the proxy sets itself. A caller's
+/// `Content-Type: application/x-www-form-urlencoded` would have the daemon read
+/// parameters out of the body, past every check of the query.
+pub(super) fn forward_request(
+    parts: &hyper::http::request::Parts,
+    target: &str,
+    body: Body,
+    len: Option<usize>,
+    content_type: Option<&'static str>,
+) -> Result<Request<Body>, Error> {
+    let mut fwd = Request::builder().method(parts.method.clone()).uri(target);
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_LENGTH
+            && k != header::TRANSFER_ENCODING
+            && k != header::HOST
+            && k != header::CONTENT_TYPE
+        {
+            fwd = fwd.header(k, v);
+        }
+    }
+    fwd = fwd.header(header::HOST, "docker");
+    if let Some(n) = len {
+        fwd = fwd.header(header::CONTENT_LENGTH, n);
+    }
+    if let Some(ct) = content_type {
+        fwd = fwd.header(header::CONTENT_TYPE, ct);
+    }
+    fwd.body(body).map_err(|e| Error::Daemon(e.to_string()))
 }
 
 /// Removes an anonymous volume nothing mounts any more (the daemon refuses one in use).
@@ -577,7 +649,9 @@ async fn remove_volume(d: &Daemon, name: &str) {
 }
 
 /// The daemon's answer read whole.
-async fn whole(resp: Response<Incoming>) -> Result<(hyper::http::response::Parts, Bytes), Error> {
+pub(super) async fn whole(
+    resp: Response<Incoming>,
+) -> Result<(hyper::http::response::Parts, Bytes), Error> {
     let (parts, b) = resp.into_parts();
     let bytes = b
         .collect()
@@ -587,7 +661,7 @@ async fn whole(resp: Response<Incoming>) -> Result<(hyper::http::response::Parts
     Ok((parts, bytes))
 }
 
-fn full(bytes: Bytes) -> Body {
+pub(super) fn full(bytes: Bytes) -> Body {
     Full::new(bytes).map_err(|e| match e {}).boxed()
 }
 
@@ -604,7 +678,7 @@ pub async fn revoked(ended: &mut watch::Receiver<Option<u64>>) {
 }
 
 /// A streamed answer that ends when the user's access does.
-fn revocable(mut body: Incoming, mut ended: watch::Receiver<Option<u64>>) -> Body {
+pub(super) fn revocable(mut body: Incoming, mut ended: watch::Receiver<Option<u64>>) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         loop {
@@ -736,7 +810,7 @@ async fn body_ref(c: &Caller, kind: Kind, name: &str) -> Result<String, Answer> 
 }
 
 /// The full id of `name`, if the caller owns it; 404 otherwise.
-async fn owned(c: &Caller, kind: Kind, name: &str) -> Result<String, Answer> {
+pub(super) async fn owned(c: &Caller, kind: Kind, name: &str) -> Result<String, Answer> {
     match resolve(&c.shared.daemon, kind, name).await? {
         Some(r) if r.owner.as_deref() == Some(c.user.as_str()) => Ok(r.id),
         _ => Err(Answer::not_found(kind, name)),

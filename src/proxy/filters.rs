@@ -18,7 +18,16 @@ pub fn owner_filter(existing: Option<&str>, user: &str) -> Result<String, String
         },
     };
     let want = format!("{LABEL_OWNER}={user}");
-    match f.entry("label").or_insert_with(|| Value::Array(Vec::new())) {
+    // One form throughout: the daemon reads the map form, or else the list form,
+    // never a mix. A new `label` takes the form of the keys already there.
+    let lists = f.values().any(Value::is_array);
+    match f.entry("label").or_insert_with(|| {
+        if lists {
+            Value::Array(Vec::new())
+        } else {
+            Value::Object(Map::new())
+        }
+    }) {
         Value::Array(a) => a.push(Value::String(want)),
         Value::Object(m) => {
             m.insert(want, Value::Bool(true));
@@ -99,8 +108,15 @@ mod tests {
         assert!(q.starts_with("all=1&"));
         assert_eq!(
             filters_of(&q)["label"],
-            serde_json::json!(["privledger.owner=alice"])
+            serde_json::json!({"privledger.owner=alice": true})
         );
+        // `docker image prune -a` sends the map form; a list beside it is refused.
+        let asked = encode(r#"{"dangling":{"false":true}}"#);
+        let f = filters_of(&with_owner_filter(Some(&format!("filters={asked}")), "a").unwrap());
+        assert_eq!(f["label"], serde_json::json!({"privledger.owner=a": true}));
+        let asked = encode(r#"{"status":["exited"]}"#);
+        let f = filters_of(&with_owner_filter(Some(&format!("filters={asked}")), "a").unwrap());
+        assert_eq!(f["label"], serde_json::json!(["privledger.owner=a"]));
         let asked = encode(r#"{"label":["app=web"],"status":["running"]}"#);
         let q = with_owner_filter(Some(&format!("filters={asked}")), "alice").unwrap();
         let f = filters_of(&q);

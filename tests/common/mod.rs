@@ -14,6 +14,8 @@ use tonic::transport::Channel;
 
 pub mod etcd;
 pub mod pki;
+pub mod proxy_rig;
+pub mod registry;
 mod requests;
 pub use requests::*;
 

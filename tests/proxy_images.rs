@@ -1,0 +1,407 @@
+//! Issue 24: the limited socket builds, pulls, pushes, saves, copies, exports and
+//! commits the user's own, through the real docker CLI, the real daemon and a real
+//! registry on loopback; and the same attacks that work on the raw socket (the
+//! test's own check that they are attacks) change nothing through it: no host
+//! network for a build, no fetch from the host, no other user's image or container,
+//! no shared tag re-pointed.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use common::proxy_rig::*;
+use common::registry::{Bait, Registry};
+use common::*;
+use privledger::pb;
+
+/// `docker ARGS` on `sock` with `env`: (success, stdout, stderr).
+async fn docker_on(sock: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.args(args)
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+const CLASSIC: &[(&str, &str)] = &[("DOCKER_BUILDKIT", "0")];
+
+async fn works(sock: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = docker_on(sock, args, CLASSIC).await;
+    assert!(ok, "docker {args:?} must work: {err}");
+    out
+}
+
+async fn refused_saying(sock: &Path, args: &[&str], why: &str) {
+    let (ok, out, err) = docker_on(sock, args, CLASSIC).await;
+    assert!(!ok, "docker {args:?} must be refused; it printed {out}");
+    assert!(
+        err.contains(why),
+        "docker {args:?}: {err:?} should say {why:?}"
+    );
+}
+
+/// A build context directory holding `dockerfile` (and a file to copy).
+fn context(dockerfile: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(d.path().join("hello.txt"), "hello from the context\n").unwrap();
+    d
+}
+
+fn image_id(name: &str) -> String {
+    docker(&["image", "inspect", "-f", "{{.Id}}", name])
+}
+
+/// The host's own socket: the attacks must work there, or they test nothing.
+const HOST: &str = "/var/run/docker.sock";
+
+fn grant(build: bool, pull: &[String], push: &[String]) -> pb::Limits {
+    pb::Limits {
+        allow_build: Some(build),
+        pull_allow: pull.to_vec(),
+        push_allow: push.to_vec(),
+        ..limits(6, 4, 2)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_else() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let Some(reg) = Registry::start().await else {
+        return;
+    };
+    let host = Path::new(HOST);
+    let (alice, bob) = (r.user("alice"), r.user("bob"));
+    let rg = reg.addr.clone();
+    r.grant_limited(
+        &alice,
+        grant(
+            true,
+            &[
+                format!("{rg}/lib/**"),
+                format!("{rg}/hub/**"),
+                format!("{rg}/{alice}/**"),
+            ],
+            &[format!("{rg}/**")],
+        ),
+    )
+    .await;
+    r.grant_limited(&bob, grant(true, &[], &[])).await;
+    let a = r.spawn(&alice).await;
+    let b = r.spawn(&bob).await;
+    let tag = r.tag.clone();
+
+    // The registry holds a library image and the hub's image; the hub's tag here
+    // was made here (not pulled), as an operator's local build is.
+    let lib = format!("{rg}/lib/busybox:{tag}");
+    docker(&["tag", TEST_IMAGE, &lib]);
+    docker(&["push", &lib]);
+    docker(&["rmi", &lib]);
+    let shared = format!("{rg}/hub/notebook:{tag}");
+    let other = context("FROM privledger-test-busybox:latest\nRUN echo other > /other\n");
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        &shared,
+        &other.path().display().to_string(),
+    ]);
+    docker(&["push", &shared]);
+    let shared_local = context("FROM privledger-test-busybox:latest\nRUN echo hub > /hub\n");
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        &shared,
+        &shared_local.path().display().to_string(),
+    ]);
+    let shared_id = image_id(&shared);
+
+    // 1. Build and run: the classic builder by DOCKER_BUILDKIT=0 and by the CLI's
+    // own choice (no buildx here; the socket says the classic builder is the one).
+    let app = format!("{alice}/app:1");
+    let ctx = context(
+        "FROM privledger-test-busybox:latest\nCOPY hello.txt /hello.txt\nRUN echo built > /built\nLABEL purpose=test\n",
+    );
+    let cdir = ctx.path().display().to_string();
+    works(&a, &["build", "-t", &app, &cdir]).await;
+    let (ok, _, err) = docker_on(&a, &["build", "-t", &format!("{alice}/app:2"), &cdir], &[]).await;
+    assert!(ok, "a build with the CLI's default builder: {err}");
+    let out = works(&a, &["run", "--rm", &app, "cat", "/hello.txt", "/built"]).await;
+    assert_eq!(out, "hello from the context\nbuilt");
+    let labels = docker(&["image", "inspect", "-f", "{{json .Config.Labels}}", &app]);
+    assert!(
+        labels.contains(&format!("\"privledger.owner\":\"{alice}\"")),
+        "{labels}"
+    );
+    let app_id = image_id(&app);
+
+    // 2. A build's refusals, each checked against the raw socket first.
+    let bait_ctx = context("FROM privledger-test-busybox:latest\n");
+    let tarball = {
+        let out = std::process::Command::new("tar")
+            .args([
+                "-c",
+                "-C",
+                &bait_ctx.path().display().to_string(),
+                "Dockerfile",
+            ])
+            .output()
+            .unwrap();
+        out.stdout
+    };
+    let bait = Bait::start(tarball, "application/x-tar").await;
+    let fetch = context(&format!(
+        "FROM privledger-test-busybox:latest\nADD http://{}/payload /payload\n",
+        bait.addr
+    ));
+    let fdir = fetch.path().display().to_string();
+    let hostnet = ["build", "--network", "host", "-q", &cdir];
+    let cgroup = [
+        "build",
+        "--cgroup-parent",
+        "/privledger-escape",
+        "-q",
+        &cdir,
+    ];
+    for (args, why) in [
+        (&hostnet[..], "networkmode"),
+        (&["build", "-q", &fdir][..], "ADD http"),
+        (&cgroup[..], "cgroupparent"),
+    ] {
+        let before = bait.hits();
+        refused_saying(&a, args, why).await;
+        assert_eq!(
+            bait.hits(),
+            before,
+            "docker {args:?}: nothing reached the host's service"
+        );
+        if why != "cgroupparent" {
+            let (ok, _, err) = docker_on(host, args, CLASSIC).await;
+            assert!(ok, "the raw socket builds {args:?}: {err}");
+        }
+    }
+    // A context the daemon fetches itself (the CLI downloads a URL context on its own
+    // side, so this is the API's `remote`).
+    let remote = format!(
+        "/build?q=1&remote={}",
+        urlencode(&format!("http://{}/ctx.tar", bait.addr))
+    );
+    let before = bait.hits();
+    let (status, body) = raw(&a, "POST", &remote, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("query remote"), "{body}");
+    assert_eq!(bait.hits(), before);
+    let (status, body) = raw(host, "POST", &remote, None).await;
+    assert_eq!(
+        status, 200,
+        "the raw socket fetches a remote context: {body}"
+    );
+    assert!(bait.hits() >= 2, "the raw socket fetched ADD and remote");
+    let unlisted = context(&format!("FROM {rg}/elsewhere/x:{tag}\n"));
+    refused_saying(
+        &a,
+        &["build", "-q", &unlisted.path().display().to_string()],
+        "would pull",
+    )
+    .await;
+    refused_saying(
+        &b,
+        &["build", "-q", "-t", &format!("{alice}/x"), &cdir],
+        "not yours to tag",
+    )
+    .await;
+    let bk = docker_on(&a, &["build", "-q", &cdir], &[("DOCKER_BUILDKIT", "1")]).await;
+    assert!(!bk.0, "BuildKit is not served");
+
+    // 3. The shared tag is not re-pointed: not by a build, a tag, a pull or a commit;
+    // on the raw socket each of these would.
+    refused_saying(
+        &a,
+        &["build", "-q", "-t", &shared, &cdir],
+        "not yours to tag",
+    )
+    .await;
+    refused_saying(&a, &["tag", &app, &shared], "not yours to tag").await;
+    refused_saying(&a, &["pull", &shared], "was not pulled from its registry").await;
+    assert_eq!(
+        image_id(&shared),
+        shared_id,
+        "the hub's tag still names its image"
+    );
+    let raw_shared = format!("{rg}/hub/raw:{tag}");
+    docker(&["tag", &shared, &raw_shared]);
+    let (ok, _, err) = docker_on(host, &["tag", &app, &raw_shared], &[]).await;
+    assert!(
+        ok && image_id(&raw_shared) == app_id,
+        "the raw socket re-points a tag: {err}"
+    );
+    docker(&["rmi", &raw_shared]);
+
+    // 4. Pull inside and outside the list; push onto the user's own namespace only.
+    works(&a, &["pull", &lib]).await;
+    refused_saying(
+        &a,
+        &["pull", &format!("{rg}/elsewhere/x:{tag}")],
+        "pull list",
+    )
+    .await;
+    refused_saying(&b, &["pull", &lib], "allows no pulls").await;
+    let pushed = format!("{rg}/{alice}/app:1");
+    works(&a, &["tag", &app, &pushed]).await;
+    works(&a, &["push", &pushed]).await;
+    refused_saying(&a, &["push", &lib], "not yours to push").await;
+    works(&a, &["rmi", &pushed]).await;
+    works(&a, &["pull", &pushed]).await;
+    assert_eq!(image_id(&pushed), app_id, "pushed and pulled back");
+
+    // 5. Save one's own and the pull list's; another user's image is neither saved,
+    // tagged, nor removed (by name or by id).
+    let work = tempfile::tempdir().unwrap();
+    let saved = work.path().join("app.tar");
+    works(&a, &["save", "-o", &saved.display().to_string(), &app]).await;
+    assert!(std::fs::metadata(&saved).unwrap().len() > 1000);
+    let secret = format!("{bob}/secret:1");
+    let (ok, _, err) = docker_on(&b, &["build", "-q", "-t", &secret, &cdir], CLASSIC).await;
+    assert!(ok, "{err}");
+    let secret_id = image_id(&secret);
+    let other_tar = work.path().join("secret.tar").display().to_string();
+    refused_saying(&a, &["save", "-o", &other_tar, &secret], "neither yours").await;
+    refused_saying(
+        &a,
+        &["tag", &secret, &format!("{alice}/stolen")],
+        "neither yours",
+    )
+    .await;
+    refused_saying(&a, &["rmi", &secret], "not yours to remove").await;
+    refused_saying(&a, &["rmi", "-f", &secret_id], "not yours to remove").await;
+    assert_eq!(image_id(&secret), secret_id);
+
+    // 6. Copy in and out, export and commit, on one's own container only.
+    let c1 = format!("cp-{tag}");
+    works(&a, &["run", "-d", "--name", &c1, &app, "sleep", "600"]).await;
+    let file = work.path().join("in.txt");
+    std::fs::write(&file, "copied in\n").unwrap();
+    works(
+        &a,
+        &["cp", &file.display().to_string(), &format!("{c1}:/in.txt")],
+    )
+    .await;
+    let back = work.path().join("back.txt");
+    works(
+        &a,
+        &["cp", &format!("{c1}:/in.txt"), &back.display().to_string()],
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
+    let exported = work.path().join("fs.tar");
+    works(&a, &["export", "-o", &exported.display().to_string(), &c1]).await;
+    assert!(std::fs::metadata(&exported).unwrap().len() > 100_000);
+    let snap = format!("{alice}/snap:1");
+    works(&a, &["commit", "--change", "ENV SNAP=1", &c1, &snap]).await;
+    let out = works(
+        &a,
+        &["run", "--rm", &snap, "sh", "-c", "cat /in.txt; echo $SNAP"],
+    )
+    .await;
+    assert_eq!(out, "copied in\n1");
+    refused_saying(&a, &["commit", &c1, &shared], "not yours to tag").await;
+    refused_saying(
+        &a,
+        &["commit", "--change", "ONBUILD RUN id", &c1, &snap],
+        "ONBUILD",
+    )
+    .await;
+    let bc = format!("bobs-{tag}");
+    let (ok, _, err) = docker_on(
+        &b,
+        &["run", "-d", "--name", &bc, &secret, "sleep", "600"],
+        &[],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let stolen = work.path().join("stolen").display().to_string();
+    refused_saying(
+        &a,
+        &["cp", &format!("{bc}:/built"), &stolen],
+        "No such container",
+    )
+    .await;
+    refused_saying(&a, &["export", "-o", &stolen, &bc], "No such container").await;
+    refused_saying(
+        &a,
+        &["commit", &bc, &format!("{alice}/bobs")],
+        "No such container",
+    )
+    .await;
+
+    // 7. Prune touches only one's own; removal of one's own tag works.
+    works(&a, &["rm", "-f", &c1]).await;
+    works(&a, &["rmi", &snap]).await;
+    works(&a, &["image", "prune", "-af"]).await;
+    assert_eq!(
+        image_id(&secret),
+        secret_id,
+        "bob's image survives alice's prune"
+    );
+    assert_eq!(image_id(&shared), shared_id);
+    let (present, _, _) = docker_on(host, &["image", "inspect", &app], &[]).await;
+    assert!(!present, "alice's unused images were pruned");
+
+    // 8. The record: every build, pull, tag, push, commit and delete, with the image
+    // ids they made or removed.
+    let calls = proxy_calls(&mut r).await;
+    let mine: Vec<&serde_json::Value> = calls
+        .iter()
+        .filter(|c| c["user"] == alice.as_str())
+        .collect();
+    let completed = |p: &str| {
+        mine.iter()
+            .filter(|c| c["outcome"] == "completed" && c["path"].as_str().unwrap_or("").contains(p))
+            .count()
+    };
+    assert!(completed("/build") >= 2, "{mine:#?}");
+    assert!(completed("/images/create") >= 2, "pulls");
+    assert!(completed("/commit") >= 1);
+    assert!(completed("/tag") >= 1);
+    assert!(mine.iter().any(|c| c["outcome"] == "completed"
+        && c["images"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|x| x == app_id.as_str()))));
+    assert!(mine
+        .iter()
+        .any(|c| c["removed"].as_array().is_some_and(|i| !i.is_empty())));
+    for c in &calls {
+        let text = c.to_string();
+        assert!(
+            !text.contains("X-Registry-Auth") && !text.contains("auth"),
+            "{text}"
+        );
+    }
+    let refusals = mine.iter().filter(|c| c["outcome"] == "refused").count();
+    assert!(refusals >= 10, "every refusal is on the record: {refusals}");
+
+    docker(&["rmi", "-f", &shared]);
+}

@@ -68,6 +68,19 @@ fn context(dockerfile: &str) -> tempfile::TempDir {
     d
 }
 
+/// Images the test made on the raw socket, or for the hub: removed at the end.
+struct Debris(Vec<String>);
+
+impl Drop for Debris {
+    fn drop(&mut self) {
+        for i in &self.0 {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", i])
+                .output();
+        }
+    }
+}
+
 fn image_id(name: &str) -> String {
     docker(&["image", "inspect", "-f", "{{.Id}}", name])
 }
@@ -92,6 +105,7 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
     let Some(reg) = Registry::start().await else {
         return;
     };
+    let mut debris = Debris(Vec::new());
     let host = Path::new(HOST);
     let (alice, bob) = (r.user("alice"), r.user("bob"));
     let rg = reg.addr.clone();
@@ -119,6 +133,7 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
     docker(&["tag", TEST_IMAGE, &lib]);
     docker(&["push", &lib]);
     docker(&["rmi", &lib]);
+    debris.0.push(lib.clone());
     let shared = format!("{rg}/hub/notebook:{tag}");
     let other = context("FROM privledger-test-busybox:latest\nRUN echo other > /other\n");
     docker(&[
@@ -138,6 +153,7 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
         &shared_local.path().display().to_string(),
     ]);
     let shared_id = image_id(&shared);
+    debris.0.push(shared_id.clone());
 
     // 1. Build and run: the classic builder by DOCKER_BUILDKIT=0 and by the CLI's
     // own choice (no buildx here; the socket says the classic builder is the one).
@@ -199,8 +215,9 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
             "docker {args:?}: nothing reached the host's service"
         );
         if why != "cgroupparent" {
-            let (ok, _, err) = docker_on(host, args, CLASSIC).await;
+            let (ok, made, err) = docker_on(host, args, CLASSIC).await;
             assert!(ok, "the raw socket builds {args:?}: {err}");
+            debris.0.push(made);
         }
     }
     // A context the daemon fetches itself (the CLI downloads a URL context on its own
@@ -403,5 +420,150 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
     let refusals = mine.iter().filter(|c| c["outcome"] == "refused").count();
     assert!(refusals >= 10, "every refusal is on the record: {refusals}");
 
-    docker(&["rmi", "-f", &shared]);
+    // `report images --user`: the images the ledger saw the user make, less those
+    // it saw removed.
+    let report = |user: &str| {
+        let out = std::process::Command::new(binary())
+            .args([
+                "--server",
+                &format!("http://{}", r.s.addr),
+                "--token",
+                &r.s.admin_token,
+            ])
+            .args(["report", "images", "--user", user, "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let held = report(&alice);
+    let ids: Vec<&str> = held["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&image_id(TEST_IMAGE).as_str()),
+        "the pull: {held}"
+    );
+    assert!(
+        !ids.contains(&app_id.as_str()),
+        "pruned, so no longer held: {held}"
+    );
+    assert!(
+        !ids.contains(&secret_id.as_str()),
+        "bob's image is not alice's"
+    );
+    let bobs = report(&bob);
+    assert!(bobs.to_string().contains(&secret_id), "{bobs}");
+}
+
+/// Imports, `load`, and the storage budget, which images now count against.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_land_in_the_users_namespace_and_images_count_against_storage() {
+    let Some(mut r) = Rig::start().await else {
+        return;
+    };
+    let (carol, dave) = (r.user("carol"), r.user("dave"));
+    r.grant_limited(&carol, grant(true, &[], &[])).await;
+    r.grant_limited(
+        &dave,
+        pb::Limits {
+            max_storage_gb: Some(0.000_001),
+            ..grant(true, &[], &[])
+        },
+    )
+    .await;
+    let c = r.spawn(&carol).await;
+    let d = r.spawn(&dave).await;
+    let host = Path::new(HOST);
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs.tar");
+    let st = std::process::Command::new("tar")
+        .args(["-c", "-f"])
+        .arg(&rootfs)
+        .args(["-C", "/bin", "busybox"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let rootfs = rootfs.display().to_string();
+
+    // An import onto the user's namespace is theirs; onto another name it is not.
+    let imported = format!("{carol}/imported:1");
+    works(&c, &["import", &rootfs, &imported]).await;
+    let owner = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"privledger.owner\"}}",
+        &imported,
+    ]);
+    assert_eq!(owner, carol);
+    refused_saying(
+        &c,
+        &["import", &rootfs, &format!("{dave}/planted:1")],
+        "not yours to tag",
+    )
+    .await;
+    refused_saying(
+        &c,
+        &[
+            "import",
+            "--change",
+            "LABEL privledger.owner=x",
+            &rootfs,
+            &imported,
+        ],
+        "privledger",
+    )
+    .await;
+    // fromSrc as a URL: the daemon would fetch it from the host's network.
+    let (status, body) = raw(
+        &c,
+        "POST",
+        "/images/create?fromSrc=http%3A%2F%2F127.0.0.1%3A9%2Fx.tar&repo=x",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("fromSrc must be -"), "{body}");
+    // `docker load` applies the archive's own tags: refused, saying what to do.
+    let saved = work.path().join("saved.tar").display().to_string();
+    works(&c, &["save", "-o", &saved, &imported]).await;
+    refused_saying(&c, &["load", "-i", &saved], "docker import").await;
+    // A form body would have the daemon read parameters past the query's checks.
+    let (status, _) = raw(
+        &c,
+        "POST",
+        "/build",
+        Some("networkmode=host&remote=http://127.0.0.1:9/"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = raw(host, "GET", "/images/json", None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Over the storage budget: the first build fits, the next is refused.
+    let ctx = context("FROM privledger-test-busybox:latest\nRUN echo x > /x\n");
+    let cdir = ctx.path().display().to_string();
+    works(&d, &["build", "-q", "-t", &format!("{dave}/one"), &cdir]).await;
+    refused_saying(
+        &d,
+        &["build", "-q", "-t", &format!("{dave}/two"), &cdir],
+        "storage",
+    )
+    .await;
+    refused_saying(
+        &d,
+        &["import", &rootfs, &format!("{dave}/three")],
+        "storage",
+    )
+    .await;
+    works(&d, &["rmi", &format!("{dave}/one")]).await;
+    works(&d, &["build", "-q", "-t", &format!("{dave}/two"), &cdir]).await;
 }

@@ -727,6 +727,18 @@ pub enum ReportCmd {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// The images a user made through their limited socket (built, pulled,
+    /// imported, committed or tagged) and has not removed through it, from the
+    /// ledger's `proxy_call` entries.
+    #[command(after_help = "Example:\n  privledger report images --user alice --json")]
+    Images {
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// Output format (--json means --format json).
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -490,6 +490,31 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
             };
             super::report::access(&r, format)?;
         }
+        Cmd::Report {
+            cmd: ReportCmd::Images { user, format },
+            ..
+        } => {
+            let mut s = c
+                .audit
+                .stream(pb::StreamRequest {
+                    from_seq: 1,
+                    follow: false,
+                    kinds: vec!["proxy_call".into()],
+                    subject: user.clone(),
+                })
+                .await?
+                .into_inner();
+            let mut held = super::report::ImagesHeld::default();
+            while let Some(e) = s.message().await? {
+                held.add(&user, &e);
+            }
+            let format = if out.json {
+                super::args::Format::Json
+            } else {
+                format
+            };
+            held.print(&user, format)?;
+        }
         Cmd::Audit { cmd: a, .. } => match a {
             AuditCmd::Tail {
                 from,

@@ -221,9 +221,160 @@ fn table(r: &pb::AccessIntervalsResponse, w: &mut dyn Write) -> std::io::Result<
     writeln!(w, "{t}")
 }
 
+/// One image a user made through their limited socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageHeld {
+    pub id: String,
+    /// The entry that recorded it (the latest, when made again).
+    pub seq: u64,
+    pub time: Option<prost_types::Timestamp>,
+    /// The call that made it (`POST /build`) and the name it was given.
+    pub call: String,
+    pub name: String,
+}
+
+/// The images a user made and has not removed, folded over their `proxy_call`
+/// entries in order: `completed` entries add their `images` and drop their `removed`.
+#[derive(Debug, Default)]
+pub struct ImagesHeld {
+    pub images: Vec<ImageHeld>,
+}
+
+impl ImagesHeld {
+    pub fn add(&mut self, user: &str, e: &pb::Entry) {
+        let Ok(v) = serde_json::from_slice::<Value>(&e.body) else {
+            return;
+        };
+        let ev = &v["event"];
+        if ev["user"] != user || ev["outcome"] != "completed" {
+            return;
+        }
+        let ids = |k: &str| -> Vec<String> {
+            ev[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        };
+        for gone in ids("removed") {
+            self.images.retain(|i| i.id != gone);
+        }
+        for id in ids("images") {
+            self.images.retain(|i| i.id != id);
+            self.images.push(ImageHeld {
+                id,
+                seq: e.seq,
+                time: e.time,
+                call: format!(
+                    "{} {}",
+                    ev["method"].as_str().unwrap_or(""),
+                    ev["path"].as_str().unwrap_or("")
+                ),
+                name: ev["resource"].as_str().unwrap_or("").to_string(),
+            });
+        }
+    }
+
+    pub fn print(&self, user: &str, format: Format) -> Result<(), CliError> {
+        let mut out = std::io::stdout().lock();
+        let r = match format {
+            Format::Json => {
+                let v: Vec<Value> = self
+                    .images
+                    .iter()
+                    .map(|i| {
+                        json!({
+                            "image": i.id, "seq": i.seq, "time": output::ts_json(&i.time),
+                            "call": i.call, "name": i.name,
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", json!({ "user": user, "images": v }))
+            }
+            Format::Csv => {
+                let mut w = csv::Writer::from_writer(out);
+                let mut rows = vec![["image", "seq", "time", "call", "name"].map(String::from)];
+                for i in &self.images {
+                    rows.push([
+                        i.id.clone(),
+                        i.seq.to_string(),
+                        ts(&i.time),
+                        i.call.clone(),
+                        defuse_formula(i.name.clone()),
+                    ]);
+                }
+                for r in rows {
+                    w.write_record(&r).map_err(|e| CliError::Io(e.into()))?;
+                }
+                w.flush()
+            }
+            Format::Table if self.images.is_empty() => writeln!(
+                out,
+                "the ledger records no image that {} made through a limited socket and still holds",
+                escape(user)
+            ),
+            Format::Table => {
+                let mut t = output::table(&["image", "made at", "by", "name"]);
+                for i in &self.images {
+                    t.add_row(vec![
+                        i.id.clone(),
+                        format!("{} (seq {})", ts(&i.time), i.seq),
+                        escape(&i.call).into_owned(),
+                        escape(&i.name).into_owned(),
+                    ]);
+                }
+                writeln!(out, "{t}")
+            }
+        };
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            r => r.map_err(CliError::Io),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_held_fold_made_and_removed_in_order() {
+        let entry = |seq: u64, ev: Value| pb::Entry {
+            seq,
+            kind: "proxy_call".into(),
+            body: serde_json::to_vec(&json!({ "event": ev })).unwrap().into(),
+            ..Default::default()
+        };
+        let mut h = ImagesHeld::default();
+        let made = |id: &str| json!({"user": "a", "outcome": "completed", "method": "POST", "path": "/build", "images": [id]});
+        h.add("a", &entry(1, made("sha256:1")));
+        h.add("a", &entry(2, made("sha256:2")));
+        h.add(
+            "a",
+            &entry(
+                3,
+                json!({"user": "b", "outcome": "completed", "images": ["sha256:9"]}),
+            ),
+        );
+        h.add(
+            "a",
+            &entry(
+                4,
+                json!({"user": "a", "outcome": "forwarded", "images": ["sha256:8"]}),
+            ),
+        );
+        h.add(
+            "a",
+            &entry(
+                5,
+                json!({"user": "a", "outcome": "completed", "removed": ["sha256:1"]}),
+            ),
+        );
+        let ids: Vec<&str> = h.images.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, vec!["sha256:2"]);
+        assert_eq!(h.images[0].call, "POST /build");
+    }
 
     #[test]
     fn cells_a_spreadsheet_would_run_are_made_text() {

@@ -18,7 +18,7 @@ use super::images::{self, Policy};
 use super::query::Query;
 use super::refusal::{refuse, Refusal};
 use super::rules::{Allowance, Stamp};
-use super::serve::{full, owned, record, revoked, whole, Answer, Body, Caller};
+use super::serve::{full, owned, record, revoked, whole, Answer, Body, Caller, Unread};
 use super::Error;
 use crate::ledger::event::{EffectiveLimits, ProxyCall, ProxyOutcome};
 use crate::ledger::image_ref::Reference;
@@ -165,7 +165,7 @@ fn empty() -> Body {
 }
 
 /// Serves one image call.
-pub async fn serve(call: Call<'_>, parts: Parts, body: Incoming) -> Result<Response<Body>, Failed> {
+pub async fn serve(call: Call<'_>, parts: Parts, body: Unread) -> Result<Response<Body>, Failed> {
     let q = Query::parse(parts.uri.query()).map_err(refused)?;
     let policy = call.policy();
     match call.route.clone() {
@@ -247,10 +247,13 @@ async fn build(
     policy: &Policy<'_>,
     q: Query,
     parts: Parts,
-    body: Incoming,
+    mut body: Unread,
 ) -> Result<Response<Body>, Failed> {
     let b = images::build(q, policy, call.allowance, call.stamp).map_err(refused)?;
     let max = call.c.shared.settings.max_build_context;
+    let Some(body) = body.take() else {
+        return Err(refused(Refusal::new("body", "no build context")));
+    };
     let context = Limited::new(body, max as usize)
         .collect()
         .await
@@ -321,10 +324,12 @@ async fn pull(
     policy: &Policy<'_>,
     q: Query,
     parts: Parts,
-    body: Incoming,
+    mut body: Unread,
 ) -> Result<Response<Body>, Failed> {
     q.only(&["fromImage", "tag", "platform"]).map_err(refused)?;
-    no_body(body).await?;
+    if let Some(b) = body.take() {
+        no_body(b).await?;
+    }
     let from = q.one("fromImage").map_err(refused)?.unwrap_or("");
     let r = policy
         .pull_ref(from, q.one("tag").map_err(refused)?)
@@ -365,7 +370,7 @@ async fn import(
     policy: &Policy<'_>,
     q: Query,
     parts: Parts,
-    body: Incoming,
+    mut body: Unread,
 ) -> Result<Response<Body>, Failed> {
     q.only(&["fromSrc", "repo", "tag", "message", "changes", "platform"])
         .map_err(refused)?;
@@ -395,6 +400,9 @@ async fn import(
     fwd.push("changes", owner_label(call.stamp));
     call.storage().await?;
     call.record_forwarded(target.clone()).await?;
+    let Some(body) = body.take() else {
+        return Err(refused(Refusal::new("body", "no archive")));
+    };
     let resp = call
         .send(
             &parts,
@@ -598,7 +606,7 @@ async fn commit(
     policy: &Policy<'_>,
     q: Query,
     parts: Parts,
-    body: Incoming,
+    mut body: Unread,
 ) -> Result<Response<Body>, Failed> {
     q.only(&[
         "container",
@@ -637,11 +645,14 @@ async fn commit(
     let changes: Vec<String> = q.all("changes").iter().map(|s| s.to_string()).collect();
     dockerfile::check_changes(&changes).map_err(refused)?;
     fwd.push("changes", owner_label(call.stamp));
-    let bytes = Limited::new(body, 1 << 20)
-        .collect()
-        .await
-        .map_err(|e| refused(Refusal::new("body", e)))?
-        .to_bytes();
+    let bytes = match body.take() {
+        Some(b) => Limited::new(b, 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| refused(Refusal::new("body", e)))?
+            .to_bytes(),
+        None => Bytes::new(),
+    };
     let json = if bytes.is_empty() {
         Value::Null
     } else {
@@ -786,11 +797,17 @@ fn scan_line(line: &[u8], watch: &Watch, made: &mut Option<String>, failed: &mut
         *failed = true;
     }
     let id = match watch {
-        Watch::AuxId => v.pointer("/aux/ID").and_then(Value::as_str),
+        // `-q` buffers the output: the id comes alone, as the stream's text.
+        Watch::AuxId => v
+            .pointer("/aux/ID")
+            .or_else(|| v.get("stream"))
+            .and_then(Value::as_str),
         Watch::Status => v.get("status").and_then(Value::as_str),
         Watch::Pulled(_) => None,
     };
-    if let Some(id) = id.filter(|s| s.starts_with("sha256:")) {
-        *made = Some(id.trim().to_string());
+    if let Some(id) = id.map(str::trim).filter(|s| {
+        s.len() == 71 && s.starts_with("sha256:") && s[7..].bytes().all(|b| b.is_ascii_hexdigit())
+    }) {
+        *made = Some(id.to_string());
     }
 }

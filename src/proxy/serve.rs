@@ -191,6 +191,10 @@ fn with_volumes_removed(q: Option<&str>) -> String {
 }
 
 async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>, Failure> {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, body) = req.into_parts();
+    // Whatever is refused before the body is taken, the caller still reads why.
+    let mut body = Unread::new(body);
     let fail = |a: Answer| (a, None, None);
     if let Some(seq) = *c.ended.borrow() {
         return Err(fail(Answer::refused(format!(
@@ -211,22 +215,20 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     if let Some(why) = &c.peer.refused {
         return Err(fail(Refusal::new("caller", why).into()));
     }
-    let path = CanonicalPath::parse(req.uri().path()).map_err(|e| {
+    let path = CanonicalPath::parse(parts.uri.path()).map_err(|e| {
         fail(Answer::refused(format!(
             "refused by the limited socket (path): {e}"
         )))
     })?;
     let shown = path.to_string();
     let failp = |a: Answer, res: Option<String>| (a, Some(shown.clone()), res);
-    let method = req.method().to_string();
+    let method = parts.method.to_string();
     let (row, route) = endpoint(&method, &path).map_err(|e| {
         failp(
             Answer::refused(format!("refused by the limited socket (endpoint): {e}")),
             None,
         )
     })?;
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let (parts, body) = req.into_parts();
     let settings = &c.shared.settings;
     let allowance = Allowance {
         dangerous: access.limits.allow_dangerous_flags,
@@ -271,19 +273,23 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             .map_err(|(a, res)| failp(a, res));
     }
     // A tar streamed into a container is forwarded as it arrives; JSON bodies are read.
-    let (streamed, body) = if row.body == BodyRule::Stream {
+    let (mut streamed, body) = if row.body == BodyRule::Stream {
         (Some(body), Bytes::new())
     } else {
-        let b = Limited::new(body, MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| {
-                failp(
-                    Answer::refused(format!("refused by the limited socket (body): {e}")),
-                    None,
-                )
-            })?
-            .to_bytes();
+        let b = Limited::new(
+            body.take()
+                .ok_or_else(|| fail(Answer::refused("no body")))?,
+            MAX_BODY,
+        )
+        .collect()
+        .await
+        .map_err(|e| {
+            failp(
+                Answer::refused(format!("refused by the limited socket (body): {e}")),
+                None,
+            )
+        })?
+        .to_bytes();
         (None, b)
     };
     let json = if body.is_empty() {
@@ -503,7 +509,7 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         target.push_str(q);
     }
     let (body, len, content_type): (Body, Option<usize>, Option<&'static str>) =
-        match (streamed, &checked) {
+        match (streamed.as_mut().and_then(Unread::take), &checked) {
             (Some(incoming), _) => (incoming.boxed(), None, Some("application/x-tar")),
             (None, Some(ch)) if !ch.body.is_null() => {
                 let b = Bytes::from(ch.body.to_string());
@@ -634,6 +640,39 @@ pub(super) fn forward_request(
         fwd = fwd.header(header::CONTENT_TYPE, ct);
     }
     fwd.body(body).map_err(|e| Error::Daemon(e.to_string()))
+}
+
+/// A request body not (yet) forwarded. Dropped unread, it is drained in the
+/// background (bounded): a refusal answered while the caller is still sending a
+/// tar would otherwise reach it as a broken pipe instead of the reason.
+pub struct Unread(Option<Incoming>);
+
+/// The most of a refused call's body drained, and for how long.
+const DRAIN_BYTES: usize = 1 << 30;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Unread {
+    pub(super) fn new(body: Incoming) -> Unread {
+        Unread(Some(body))
+    }
+
+    /// The body, to forward or read; it is then the taker's.
+    pub(super) fn take(&mut self) -> Option<Incoming> {
+        self.0.take()
+    }
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        if let Some(body) = self.0.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let drain = Limited::new(body, DRAIN_BYTES).collect();
+                    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+                });
+            }
+        }
+    }
 }
 
 /// Removes an anonymous volume nothing mounts any more (the daemon refuses one in use).

@@ -57,7 +57,7 @@ GRANT_STATUS_REVOKED: GrantStatus
 GRANT_STATUS_EXPIRED: GrantStatus
 
 class Limits(_message.Message):
-    __slots__ = ("max_containers", "max_volumes", "max_networks", "max_storage_gb", "cpu_cap_cores", "mem_cap_gb", "allow_dangerous_flags", "max_pids", "publish")
+    __slots__ = ("max_containers", "max_volumes", "max_networks", "max_storage_gb", "cpu_cap_cores", "mem_cap_gb", "allow_dangerous_flags", "max_pids", "publish", "allow_build", "pull_allow", "push_allow")
     MAX_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     MAX_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     MAX_NETWORKS_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,9 @@ class Limits(_message.Message):
     ALLOW_DANGEROUS_FLAGS_FIELD_NUMBER: _ClassVar[int]
     MAX_PIDS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_BUILD_FIELD_NUMBER: _ClassVar[int]
+    PULL_ALLOW_FIELD_NUMBER: _ClassVar[int]
+    PUSH_ALLOW_FIELD_NUMBER: _ClassVar[int]
     max_containers: int
     max_volumes: int
     max_networks: int
@@ -76,10 +79,13 @@ class Limits(_message.Message):
     allow_dangerous_flags: bool
     max_pids: int
     publish: str
-    def __init__(self, max_containers: _Optional[int] = ..., max_volumes: _Optional[int] = ..., max_networks: _Optional[int] = ..., max_storage_gb: _Optional[float] = ..., cpu_cap_cores: _Optional[float] = ..., mem_cap_gb: _Optional[float] = ..., allow_dangerous_flags: _Optional[bool] = ..., max_pids: _Optional[int] = ..., publish: _Optional[str] = ...) -> None: ...
+    allow_build: bool
+    pull_allow: _containers.RepeatedScalarFieldContainer[str]
+    push_allow: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, max_containers: _Optional[int] = ..., max_volumes: _Optional[int] = ..., max_networks: _Optional[int] = ..., max_storage_gb: _Optional[float] = ..., cpu_cap_cores: _Optional[float] = ..., mem_cap_gb: _Optional[float] = ..., allow_dangerous_flags: _Optional[bool] = ..., max_pids: _Optional[int] = ..., publish: _Optional[str] = ..., allow_build: _Optional[bool] = ..., pull_allow: _Optional[_Iterable[str]] = ..., push_allow: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EffectiveLimits(_message.Message):
-    __slots__ = ("max_containers", "max_volumes", "max_networks", "max_storage_gb", "cpu_cap_cores", "mem_cap_gb", "allow_dangerous_flags", "max_pids", "publish")
+    __slots__ = ("max_containers", "max_volumes", "max_networks", "max_storage_gb", "cpu_cap_cores", "mem_cap_gb", "allow_dangerous_flags", "max_pids", "publish", "allow_build", "pull_allow", "push_allow")
     MAX_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     MAX_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     MAX_NETWORKS_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +95,9 @@ class EffectiveLimits(_message.Message):
     ALLOW_DANGEROUS_FLAGS_FIELD_NUMBER: _ClassVar[int]
     MAX_PIDS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_BUILD_FIELD_NUMBER: _ClassVar[int]
+    PULL_ALLOW_FIELD_NUMBER: _ClassVar[int]
+    PUSH_ALLOW_FIELD_NUMBER: _ClassVar[int]
     max_containers: int
     max_volumes: int
     max_networks: int
@@ -98,7 +107,10 @@ class EffectiveLimits(_message.Message):
     allow_dangerous_flags: bool
     max_pids: int
     publish: str
-    def __init__(self, max_containers: _Optional[int] = ..., max_volumes: _Optional[int] = ..., max_networks: _Optional[int] = ..., max_storage_gb: _Optional[float] = ..., cpu_cap_cores: _Optional[float] = ..., mem_cap_gb: _Optional[float] = ..., allow_dangerous_flags: _Optional[bool] = ..., max_pids: _Optional[int] = ..., publish: _Optional[str] = ...) -> None: ...
+    allow_build: bool
+    pull_allow: _containers.RepeatedScalarFieldContainer[str]
+    push_allow: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, max_containers: _Optional[int] = ..., max_volumes: _Optional[int] = ..., max_networks: _Optional[int] = ..., max_storage_gb: _Optional[float] = ..., cpu_cap_cores: _Optional[float] = ..., mem_cap_gb: _Optional[float] = ..., allow_dangerous_flags: _Optional[bool] = ..., max_pids: _Optional[int] = ..., publish: _Optional[str] = ..., allow_build: _Optional[bool] = ..., pull_allow: _Optional[_Iterable[str]] = ..., push_allow: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Subject(_message.Message):
     __slots__ = ("user", "group")

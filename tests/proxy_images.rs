@@ -252,6 +252,13 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
     .await;
     let bk = docker_on(&a, &["build", "-q", &cdir], &[("DOCKER_BUILDKIT", "1")]).await;
     assert!(!bk.0, "BuildKit is not served");
+    for path in ["/build?version=2", "/session", "/grpc"] {
+        let (status, body) = raw(&a, "POST", path, None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("classic builder"), "{path}: {body}");
+    }
+    // --pull pulls every base afresh: one off the pull list is refused even when here.
+    refused_saying(&a, &["build", "-q", "--pull", &cdir], "would pull").await;
 
     // 3. The shared tag is not re-pointed: not by a build, a tag, a pull or a commit;
     // on the raw socket each of these would.
@@ -315,6 +322,25 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
     refused_saying(&a, &["rmi", &secret], "not yours to remove").await;
     refused_saying(&a, &["rmi", "-f", &secret_id], "not yours to remove").await;
     assert_eq!(image_id(&secret), secret_id);
+    // Nor run, built from, or used as a cache.
+    refused_saying(
+        &a,
+        &["run", "--rm", &secret, "true"],
+        "another user's image",
+    )
+    .await;
+    let from_secret = context(&format!("FROM {secret}\n"));
+    let fsdir = from_secret.path().display().to_string();
+    refused_saying(&a, &["build", "-q", &fsdir], "another user's image").await;
+    refused_saying(
+        &a,
+        &["build", "-q", "--cache-from", &secret, &cdir],
+        "another user's image",
+    )
+    .await;
+    let (ok, made, err) = docker_on(host, &["build", "-q", &fsdir], CLASSIC).await;
+    assert!(ok, "the raw socket builds from anyone's image: {err}");
+    debris.0.push(made);
 
     // 6. Copy in and out, export and commit, on one's own container only.
     let c1 = format!("cp-{tag}");

@@ -277,6 +277,7 @@ async fn build(
         };
         match present {
             Some(img) => {
+                images::usable(&call.c.user, name, &img).map_err(refused)?;
                 // Its ONBUILD triggers run in this build: they pass the same rules.
                 if !img.onbuild.is_empty() {
                     let text = format!("FROM scratch\n{}", img.onbuild.join("\n"));
@@ -299,6 +300,11 @@ async fn build(
                     ),
                 )))
             }
+        }
+    }
+    for name in &b.cache_from {
+        if let Some(img) = call.inspect(name).await? {
+            images::usable(&call.c.user, name, &img).map_err(refused)?;
         }
     }
     call.storage().await?;

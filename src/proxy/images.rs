@@ -69,6 +69,15 @@ pub async fn inspect(d: &Daemon, name: &str) -> Result<Option<Image>, Error> {
     Ok(status.is_success().then(|| Image::from_inspect(&v)))
 }
 
+/// An image a user may run or build from: theirs, or one no user owns (the hub's,
+/// a pulled one); never another user's.
+pub fn usable(user: &str, asked: &str, img: &Image) -> Result<(), Refusal> {
+    match img.owner.as_deref() {
+        Some(o) if o != user => refuse("image owner", format!("{asked} is another user's image")),
+        _ => Ok(()),
+    }
+}
+
 /// The user's images (labelled as theirs) and their total size.
 pub async fn owned(d: &Daemon, user: &str) -> Result<(Vec<String>, u64), Error> {
     let filters = serde_json::json!({ "label": [format!("{LABEL_OWNER}={user}")] });
@@ -291,6 +300,8 @@ pub struct Build {
     pub build_args: HashMap<String, String>,
     /// Every base image is pulled afresh (`pull=1`).
     pub pull: bool,
+    /// Images the build may take cached steps from.
+    pub cache_from: Vec<String>,
 }
 
 pub const BUILDKIT: &str = "BuildKit is not served by the limited socket: build with the classic builder (DOCKER_BUILDKIT=0 docker build ...)";
@@ -469,14 +480,15 @@ pub fn build(
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect(),
     };
-    if let Some(c) = q.one("cachefrom")? {
-        serde_json::from_str::<Vec<String>>(c).map_err(|e| {
+    let cache_from = match q.one("cachefrom")? {
+        None | Some("") => Vec::new(),
+        Some(c) => serde_json::from_str::<Vec<String>>(c).map_err(|e| {
             Refusal::new(
                 "query cachefrom",
                 format!("a JSON list of image names: {e}"),
             )
-        })?;
-    }
+        })?,
+    };
     // Intermediate containers are nobody's: they go, whatever the build's outcome.
     q.set("rm", "1");
     q.set("forcerm", "1");
@@ -492,6 +504,7 @@ pub fn build(
         dockerfile,
         build_args,
         pull,
+        cache_from,
     })
 }
 

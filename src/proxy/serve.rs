@@ -406,6 +406,18 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
                 })?;
             rules::rewrite(&mut ch.body, &r, &id);
         }
+        // A container runs an image that is the user's or nobody's (the hub's, a
+        // pulled one), never another user's.
+        if route == Route::Create(Kind::Container) {
+            if let Some(image) = ch.body.get("Image").and_then(Value::as_str) {
+                let img = super::images::inspect(d, image)
+                    .await
+                    .map_err(|e| failp(e.into(), None))?;
+                if let Some(img) = img {
+                    super::images::usable(&c.user, image, &img).map_err(refused)?;
+                }
+            }
+        }
     }
 
     // Quotas: counted and created under the user's lock.

@@ -68,12 +68,36 @@ fn context(dockerfile: &str) -> tempfile::TempDir {
     d
 }
 
-/// Images the test made on the raw socket, or for the hub: removed at the end.
-struct Debris(Vec<String>);
+/// Images the test made on the raw socket, and every image of its registry: removed
+/// at the end (children before their parents).
+struct Debris(Vec<String>, String);
 
 impl Drop for Debris {
     fn drop(&mut self) {
-        for i in &self.0 {
+        let listed = std::process::Command::new("docker")
+            .args([
+                "images",
+                "--digests",
+                "--format",
+                "{{.Repository}} {{.Tag}} {{.Digest}}",
+            ])
+            .output();
+        if let Ok(o) = listed {
+            // By name, never by id: a tag of the shared test image has its id.
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                let f: Vec<&str> = line.split(' ').collect();
+                if let [repo, tag, digest] = f[..] {
+                    if repo.starts_with(&self.1) {
+                        self.0.push(if tag == "<none>" {
+                            format!("{repo}@{digest}")
+                        } else {
+                            format!("{repo}:{tag}")
+                        });
+                    }
+                }
+            }
+        }
+        for i in self.0.iter().rev() {
             let _ = std::process::Command::new("docker")
                 .args(["rmi", "-f", i])
                 .output();
@@ -105,7 +129,7 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
     let Some(reg) = Registry::start().await else {
         return;
     };
-    let mut debris = Debris(Vec::new());
+    let mut debris = Debris(Vec::new(), format!("{}/", reg.addr));
     let host = Path::new(HOST);
     let (alice, bob) = (r.user("alice"), r.user("bob"));
     let rg = reg.addr.clone();

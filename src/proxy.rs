@@ -28,6 +28,7 @@
 
 pub mod books;
 pub mod budget;
+pub mod build_context;
 pub mod classify;
 pub mod daemon;
 pub mod dockerfile;

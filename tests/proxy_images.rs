@@ -516,7 +516,11 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
 /// Imports, `load`, and the storage budget, which images now count against.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imports_land_in_the_users_namespace_and_images_count_against_storage() {
-    let Some(mut r) = Rig::start().await else {
+    let Some(mut r) = Rig::start_with(|cfg| {
+        cfg.docker.proxy_settings.max_build_context = 4 << 20;
+    })
+    .await
+    else {
         return;
     };
     let (carol, dave) = (r.user("carol"), r.user("dave"));
@@ -616,4 +620,44 @@ async fn imports_land_in_the_users_namespace_and_images_count_against_storage() 
     .await;
     works(&d, &["rmi", &format!("{dave}/one")]).await;
     works(&d, &["build", "-q", "-t", &format!("{dave}/two"), &cdir]).await;
+
+    // A context streams to the daemon as it comes, but its end waits for the check:
+    // a Dockerfile at the end of 3 MiB that fetches from the host is refused, and
+    // nothing was fetched; past proxy.max_build_context, a context is refused.
+    let bait = Bait::start(b"payload".to_vec(), "text/plain").await;
+    let late = context(&format!(
+        "FROM privledger-test-busybox:latest\nADD http://{}/x /x\n",
+        bait.addr
+    ));
+    std::fs::write(late.path().join("0-first"), vec![1u8; 3 << 20]).unwrap();
+    let ldir = late.path().display().to_string();
+    refused_saying(&c, &["build", "-q", &ldir], "ADD http").await;
+    refused_saying(&c, &["build", "-q", "--compress", &ldir], "ADD http").await;
+    assert_eq!(bait.hits(), 0, "the refused build never ran");
+    std::fs::write(late.path().join("0-first"), vec![1u8; 5 << 20]).unwrap();
+    refused_saying(&c, &["build", "-q", &ldir], "at most").await;
+    let (ok, made, err) = docker_on(host, &["build", "-q", &ldir], CLASSIC).await;
+    assert!(ok && bait.hits() == 1, "the raw socket fetches: {err}");
+    let _ = docker_on(host, &["rmi", &made], &[]).await;
+    // A large context that passes streams through whole.
+    let big = context("FROM privledger-test-busybox:latest\nCOPY 0-first /first\n");
+    std::fs::write(big.path().join("0-first"), vec![2u8; 3 << 20]).unwrap();
+    let out = works(
+        &c,
+        &[
+            "build",
+            "-q",
+            "-t",
+            &format!("{carol}/big"),
+            &big.path().display().to_string(),
+        ],
+    )
+    .await;
+    assert!(out.starts_with("sha256:"), "{out}");
+    let size = works(
+        &c,
+        &["run", "--rm", &format!("{carol}/big"), "wc", "-c", "/first"],
+    )
+    .await;
+    assert!(size.starts_with(&(3u64 << 20).to_string()), "{size}");
 }

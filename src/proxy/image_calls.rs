@@ -250,22 +250,176 @@ async fn build(
     mut body: Unread,
 ) -> Result<Response<Body>, Failed> {
     let b = images::build(q, policy, call.allowance, call.stamp).map_err(refused)?;
-    let max = call.c.shared.settings.max_build_context;
-    let Some(body) = body.take() else {
+    let Some(mut incoming) = body.take() else {
         return Err(refused(Refusal::new("body", "no build context")));
     };
-    let context = Limited::new(body, max as usize)
-        .collect()
-        .await
-        .map_err(|e| {
-            refused(Refusal::new(
-                "build context",
-                format!("{e} (the limited socket reads at most {max} bytes of context; proxy.max_build_context)"),
-            ))
-        })?
-        .to_bytes();
-    let text = images::dockerfile_in(&context, &b.dockerfile).map_err(refused)?;
-    let scan = dockerfile::scan(&text, &b.build_args).map_err(refused)?;
+    // The upstream call starts at once and its context streams as it arrives; the
+    // archive's end waits for the checks (`build_context`).
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let upstream_body =
+        http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+    let target = call.path(&format!("/build?{}", b.query.encoded()));
+    let req = super::serve::forward_request(
+        &parts,
+        &target,
+        upstream_body,
+        None,
+        Some("application/x-tar"),
+    )
+    .map_err(daemon)?;
+    let shared = call.c.shared.clone();
+    let upstream = tokio::spawn(async move { shared.daemon.send_body(req).await });
+    let mut up = Upstream { tx: Some(tx) };
+    let streamed = stream_context(call, &b, &mut incoming, &mut up).await;
+    // What the caller still sends of a refused context is drained (so they read why).
+    drop(Unread::new(incoming));
+    let checked = match streamed {
+        Ok((text, held)) => check_build(call, policy, &b, &text)
+            .await
+            .map(|r| (r, held)),
+        Err(e) => Err(e),
+    };
+    let (resource, held) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            // Never a clean end: the daemon must not read a whole archive.
+            up.abort().await;
+            upstream.abort();
+            return Err(e);
+        }
+    };
+    if !held.is_empty() {
+        up.send(Bytes::from(held)).await;
+    }
+    up.finish();
+    let resp = match upstream.await {
+        Ok(r) => r.map_err(daemon)?,
+        Err(e) => {
+            return Err(daemon(Error::Daemon(format!(
+                "the build did not complete: {e}"
+            ))))
+        }
+    };
+    Ok(observed(call, resp, resource, Watch::AuxId))
+}
+
+/// The upstream body of a streamed build.
+struct Upstream {
+    tx: Option<
+        tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, super::serve::BoxError>>,
+    >,
+}
+
+impl Upstream {
+    /// Forwards `bytes`; once the daemon stops reading (it answered early), nothing.
+    async fn send(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            if tx.send(Ok(hyper::body::Frame::data(bytes))).await.is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// Ends the body with an error: the connection is cut before the body's end.
+    async fn abort(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let cut: super::serve::BoxError = "the build was refused".into();
+            let _ = tx.send(Err(cut)).await;
+        }
+    }
+
+    /// Ends the body cleanly.
+    fn finish(&mut self) {
+        self.tx = None;
+    }
+}
+
+/// Reads the caller's context, forwarding what may go as it arrives: a plain tar up
+/// to its end marker; a compressed one not at all (it is read whole first). The
+/// Dockerfile's text and what is held back.
+async fn stream_context(
+    call: &Call<'_>,
+    b: &images::Build,
+    incoming: &mut Incoming,
+    up: &mut Upstream,
+) -> Result<(String, Vec<u8>), Failed> {
+    let max = call.c.shared.settings.max_build_context;
+    let mut watch = super::build_context::TarWatch::new(&b.dockerfile);
+    // None until the first bytes say whether the tar is compressed.
+    let mut plain: Option<bool> = None;
+    let mut held: Vec<u8> = Vec::new();
+    let mut total: u64 = 0;
+    let too_big = || {
+        refused(Refusal::new(
+            "build context",
+            format!(
+                "the limited socket reads at most {max} bytes of context (proxy.max_build_context)"
+            ),
+        ))
+    };
+    loop {
+        let (data, last) = match incoming.frame().await {
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => (d, false),
+                Err(_) => continue, // trailers
+            },
+            Some(Err(e)) => return Err(refused(Refusal::new("build context", e))),
+            None => (Bytes::new(), true),
+        };
+        total += data.len() as u64;
+        if total > max {
+            return Err(too_big());
+        }
+        if plain.is_none() {
+            held.extend_from_slice(&data);
+            if held.len() < 6 && !last {
+                continue;
+            }
+            let compressed = held.starts_with(&[0x1f, 0x8b, 0x08]);
+            if held.starts_with(b"BZh") || held.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+                return Err(refused(Refusal::new(
+                    "build context",
+                    "send the context as a plain or gzipped tar",
+                )));
+            }
+            plain = Some(!compressed);
+            if !compressed {
+                let first = std::mem::take(&mut held);
+                let n = watch.feed(&first).map_err(refused)?;
+                up.send(Bytes::copy_from_slice(&first[..n])).await;
+                held.extend_from_slice(&first[n..]);
+            }
+        } else if plain == Some(true) {
+            let n = watch.feed(&data).map_err(refused)?;
+            up.send(data.slice(..n)).await;
+            held.extend_from_slice(&data[n..]);
+        } else {
+            held.extend_from_slice(&data);
+        }
+        if last {
+            break;
+        }
+    }
+    let text = if plain == Some(true) {
+        watch.finish().map_err(refused)?
+    } else {
+        images::dockerfile_in(&held, &b.dockerfile).map_err(refused)?
+    };
+    Ok((text, held))
+}
+
+/// The Dockerfile's rules, its base images, the budget, then the record: the
+/// resource recorded (the tags), once the build may go.
+async fn check_build(
+    call: &Call<'_>,
+    policy: &Policy<'_>,
+    b: &images::Build,
+    text: &str,
+) -> Result<Option<String>, Failed> {
+    let scan = dockerfile::scan(text, &b.build_args).map_err(refused)?;
     for name in &scan.images {
         let r = Reference::parse(name)
             .map_err(|e| refused(Refusal::new("dockerfile", e)))?
@@ -311,18 +465,7 @@ async fn build(
     let tags: Vec<String> = b.tags.iter().map(ToString::to_string).collect();
     let resource = (!tags.is_empty()).then(|| tags.join(" "));
     call.record_forwarded(resource.clone()).await?;
-    let len = context.len();
-    let resp = call
-        .send(
-            &parts,
-            "/build".into(),
-            Some(b.query.encoded()),
-            Full::new(context).map_err(|e| match e {}).boxed(),
-            Some(len),
-            Some("application/x-tar"),
-        )
-        .await?;
-    Ok(observed(call, resp, resource, Watch::AuxId))
+    Ok(resource)
 }
 
 async fn pull(
@@ -414,7 +557,7 @@ async fn import(
             &parts,
             "/images/create".into(),
             Some(fwd.encoded()),
-            body.boxed(),
+            super::serve::boxed(body),
             None,
             Some("application/x-tar"),
         )
@@ -738,7 +881,7 @@ fn observed(
     watch: Watch,
 ) -> Response<Body> {
     if !resp.status().is_success() {
-        return resp.map(|b| b.boxed());
+        return resp.map(super::serve::boxed);
     }
     let (parts, mut body) = resp.into_parts();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -790,8 +933,9 @@ fn observed(
             }
         }
     });
-    let body =
-        http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .map_err(super::serve::BoxError::from)
+        .boxed();
     Response::from_parts(parts, body)
 }
 

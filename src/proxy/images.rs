@@ -523,7 +523,7 @@ pub fn dockerfile_in(context: &[u8], name: &str) -> Result<String, Refusal> {
     } else {
         Box::new(context)
     };
-    let want = normalize(name);
+    let want = super::build_context::normalize(name);
     let mut archive = tar::Archive::new(reader);
     let mut links: Vec<String> = Vec::new();
     let mut paths: Vec<String> = Vec::new();
@@ -536,7 +536,7 @@ pub fn dockerfile_in(context: &[u8], name: &str) -> Result<String, Refusal> {
         let path = entry
             .path()
             .map_err(|e| bad(format!("a path in the tar: {e}")))?;
-        let path = normalize(&path.to_string_lossy());
+        let path = super::build_context::normalize(&path.to_string_lossy());
         let kind = entry.header().entry_type();
         if kind.is_symlink() {
             links.push(path.clone());
@@ -567,21 +567,6 @@ pub fn dockerfile_in(context: &[u8], name: &str) -> Result<String, Refusal> {
             .map_err(|_| bad("no Dockerfile in the context".into())),
         None => Err(bad(format!("no {name} in the context"))),
     }
-}
-
-/// `./a/../Dockerfile` → `Dockerfile`: the path relative to the context's root.
-fn normalize(p: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for s in p.split('/') {
-        match s {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
-    out.join("/")
 }
 
 #[cfg(test)]

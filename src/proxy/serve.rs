@@ -32,7 +32,16 @@ use crate::ledger::event::{ProxyCall, ProxyOutcome, SocketAccess};
 /// Largest request body read (a container config is a few kB).
 const MAX_BODY: usize = 1 << 20;
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// An error of a body, the caller's or the daemon's: a body ending in one is not a
+/// whole body (a refused build's upstream body ends so).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A body from hyper, as a [`Body`].
+pub fn boxed(b: Incoming) -> Body {
+    b.map_err(BoxError::from).boxed()
+}
 
 /// What every user's socket shares.
 pub struct Shared {
@@ -522,7 +531,7 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     }
     let (body, len, content_type): (Body, Option<usize>, Option<&'static str>) =
         match (streamed.as_mut().and_then(Unread::take), &checked) {
-            (Some(incoming), _) => (incoming.boxed(), None, Some("application/x-tar")),
+            (Some(incoming), _) => (boxed(incoming), None, Some("application/x-tar")),
             (None, Some(ch)) if !ch.body.is_null() => {
                 let b = Bytes::from(ch.body.to_string());
                 let n = b.len();
@@ -618,7 +627,7 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
     // followed, wait) ends with the access; lists and the rest are finite.
     let streams = matches!(route, Route::Events | Route::Read(Kind::Container, _));
     if !streams || resp.headers().contains_key(header::CONTENT_LENGTH) {
-        return Ok(resp.map(|b| b.boxed()));
+        return Ok(resp.map(boxed));
     }
     Ok(resp.map(|b| revocable(b, c.ended.clone())))
 }
@@ -742,7 +751,9 @@ pub(super) fn revocable(mut body: Incoming, mut ended: watch::Receiver<Option<u6
             }
         }
     });
-    http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
+    http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .map_err(BoxError::from)
+        .boxed()
 }
 
 /// After a create: the container is the caller's, and its anonymous volumes (the

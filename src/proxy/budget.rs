@@ -1,5 +1,6 @@
-//! The storage budget: disk used per owner (containers' writable layers and volumes),
-//! refreshed in the background from one `/system/df` call, never on a create's path.
+//! The storage budget: disk used per owner (containers' writable layers, volumes and
+//! images), refreshed in the background from one `/system/df` call, never on a
+//! create's path, and again after a call that made images.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,6 +32,20 @@ impl Budget {
             .unwrap_or(0)
     }
 
+    /// Counts `bytes` more for `user` until the next refresh (an image just made).
+    pub fn add(&self, user: &str, bytes: u64) {
+        let mut m = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(user.to_string()).or_default() += bytes;
+    }
+
+    /// Counts `bytes` less for `user` until the next refresh (an image just removed).
+    pub fn sub(&self, user: &str, bytes: u64) {
+        let mut m = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = m.get_mut(user) {
+            *v = v.saturating_sub(bytes);
+        }
+    }
+
     pub async fn refresh(&self, d: &Daemon) {
         match d.get_json("/system/df").await {
             Ok((s, v)) if s.is_success() => {
@@ -43,8 +58,10 @@ impl Budget {
     }
 }
 
-/// Per owner: writable layers of containers plus the size of volumes. A volume
-/// without an owner label (an anonymous one) is its container's owner's.
+/// Per owner: writable layers of containers, the size of volumes and of images. A
+/// volume without an owner label (an anonymous one) is its container's owner's; an
+/// image is its labelled owner's (layers it shares with others are counted in full:
+/// the budget is what the user's images hold, not what they alone hold).
 fn usage(df: &Value) -> HashMap<String, u64> {
     let mut out: HashMap<String, u64> = HashMap::new();
     let owner = |labels: Option<&Value>| {
@@ -76,6 +93,11 @@ fn usage(df: &Value) -> HashMap<String, u64> {
             }
         }
     }
+    for i in list("Images") {
+        if let Some(o) = owner(i.get("Labels")) {
+            *out.entry(o).or_default() += size(i, "/Size");
+        }
+    }
     // Volumes' sizes are -1 when unknown.
     for v in list("Volumes") {
         let name = v.get("Name").and_then(Value::as_str).unwrap_or("");
@@ -100,6 +122,10 @@ mod tests {
                  "Mounts": [{"Type": "volume", "Name": "anon1"}]},
                 {"SizeRw": 7, "Labels": {}, "Mounts": [{"Type": "volume", "Name": "anon2"}]},
             ],
+            "Images": [
+                {"Size": 300, "Labels": {"privledger.owner": "a"}},
+                {"Size": 999, "Labels": null},
+            ],
             "Volumes": [
                 {"Name": "v", "UsageData": {"Size": 1000}, "Labels": {"privledger.owner": "a"}},
                 {"Name": "w", "UsageData": {"Size": -1}, "Labels": {"privledger.owner": "b"}},
@@ -108,7 +134,7 @@ mod tests {
             ]
         });
         let u = usage(&df);
-        assert_eq!(u["a"], 1100);
+        assert_eq!(u["a"], 1400, "layers, volumes and images");
         assert_eq!(
             u["b"], 5050,
             "an anonymous volume is its container's owner's"

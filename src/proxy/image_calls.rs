@@ -114,12 +114,10 @@ impl Call<'_> {
         }
     }
 
-    /// The user's images and the budget: a call that adds images is refused when the
-    /// user is over it.
-    async fn storage(&self) -> Result<(), Failed> {
-        let d = &self.c.shared.daemon;
-        let (_, image_bytes) = images::owned(d, &self.c.user).await.map_err(daemon)?;
-        let used = self.c.shared.budget.used(&self.c.user) + image_bytes;
+    /// The budget (the user's images, containers and volumes at the last refresh): a
+    /// call that adds images is refused while the user is past it.
+    fn storage(&self) -> Result<(), Failed> {
+        let used = self.c.shared.budget.used(&self.c.user);
         let budget = (self.limits.max_storage_gb * 1e9) as u64;
         if used > budget {
             return Err(refused(Refusal::new(
@@ -220,6 +218,9 @@ pub async fn serve(call: Call<'_>, parts: Parts, body: Unread) -> Result<Respons
             if rparts.status.is_success() {
                 let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let removed = deleted(v.get("ImagesDeleted").unwrap_or(&Value::Null));
+                if let Some(n) = v.get("SpaceReclaimed").and_then(Value::as_u64) {
+                    call.c.shared.budget.sub(&call.c.user, n);
+                }
                 call.record_completed(None, Vec::new(), removed).await;
             }
             Ok(Response::from_parts(rparts, full(bytes)))
@@ -461,7 +462,7 @@ async fn check_build(
             images::usable(&call.c.user, name, &img).map_err(refused)?;
         }
     }
-    call.storage().await?;
+    call.storage()?;
     let tags: Vec<String> = b.tags.iter().map(ToString::to_string).collect();
     let resource = (!tags.is_empty()).then(|| tags.join(" "));
     call.record_forwarded(resource.clone()).await?;
@@ -485,7 +486,7 @@ async fn pull(
         .map_err(refused)?;
     let existing = call.inspect(&r.to_string()).await?;
     images::pull_keeps_tags(policy, &r, existing.as_ref()).map_err(refused)?;
-    call.storage().await?;
+    call.storage()?;
     call.record_forwarded(Some(r.to_string())).await?;
     let mut fwd = Query::default();
     fwd.set("fromImage", r.name());
@@ -547,7 +548,7 @@ async fn import(
     let changes: Vec<String> = q.all("changes").iter().map(|s| s.to_string()).collect();
     dockerfile::check_changes(&changes).map_err(refused)?;
     fwd.push("changes", owner_label(call.stamp));
-    call.storage().await?;
+    call.storage()?;
     call.record_forwarded(target.clone()).await?;
     let Some(body) = body.take() else {
         return Err(refused(Refusal::new("body", "no archive")));
@@ -690,7 +691,11 @@ async fn remove(
     let (rparts, bytes) = whole(resp).await.map_err(daemon)?;
     if rparts.status.is_success() {
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        call.record_completed(Some(img.id.clone()), Vec::new(), deleted(&v))
+        let removed = deleted(&v);
+        if mine && removed.contains(&img.id) {
+            call.c.shared.budget.sub(user, img.size);
+        }
+        call.record_completed(Some(img.id.clone()), Vec::new(), removed)
             .await;
     }
     Ok(Response::from_parts(rparts, full(bytes)))
@@ -808,7 +813,7 @@ async fn commit(
         super::strict_json::parse(&bytes).map_err(|e| refused(Refusal::new("strict body", e)))?
     };
     let checked = super::rules::commit_config(json, call.allowance, call.stamp).map_err(refused)?;
-    call.storage().await?;
+    call.storage()?;
     call.record_forwarded(target.clone().or(Some(id.clone())))
         .await?;
     let (body, len, ct): (Body, usize, Option<&'static str>) = if checked.body.is_null() {
@@ -836,6 +841,9 @@ async fn commit(
     if rparts.status.is_success() {
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if let Some(made) = v.get("Id").and_then(Value::as_str) {
+            if let Ok(Some(img)) = images::inspect(&call.c.shared.daemon, made).await {
+                call.c.shared.budget.add(&call.c.user, img.size);
+            }
             call.record_completed(target.or(Some(id)), vec![made.to_string()], Vec::new())
                 .await;
         }
@@ -914,17 +922,24 @@ fn observed(
                 _ = revoked(&mut ended) => break,
             }
         }
-        drop(tx);
         if failed {
             return;
         }
-        if let Watch::Pulled(r) = &watch {
-            made = images::inspect(&c.shared.daemon, r)
-                .await
-                .ok()
-                .flatten()
-                .map(|i| i.id);
+        // Before the caller sees the end: the image it made counts against its budget
+        // from the next call on (the background refresh would see it only later).
+        let d = &c.shared.daemon;
+        let image = match (&watch, &made) {
+            (Watch::Pulled(r), _) => images::inspect(d, r).await.ok().flatten(),
+            (_, Some(id)) => images::inspect(d, id).await.ok().flatten(),
+            _ => None,
+        };
+        if let Some(img) = &image {
+            made = Some(img.id.clone());
+            if img.owner.as_deref() == Some(c.user.as_str()) {
+                c.shared.budget.add(&c.user, img.size);
+            }
         }
+        drop(tx);
         if let Some(id) = made {
             let mut call = record_as;
             call.images = vec![id];

@@ -78,28 +78,6 @@ pub fn usable(user: &str, asked: &str, img: &Image) -> Result<(), Refusal> {
     }
 }
 
-/// The user's images (labelled as theirs) and their total size.
-pub async fn owned(d: &Daemon, user: &str) -> Result<(Vec<String>, u64), Error> {
-    let filters = serde_json::json!({ "label": [format!("{LABEL_OWNER}={user}")] });
-    let path = format!(
-        "/images/json?filters={}",
-        super::filters::encode(&filters.to_string())
-    );
-    let (status, v) = d.get_json(&path).await?;
-    if !status.is_success() {
-        return Err(Error::Daemon(format!("image list: {status}")));
-    }
-    let mut ids = Vec::new();
-    let mut size = 0;
-    for i in v.as_array().into_iter().flatten() {
-        if let Some(id) = i.get("Id").and_then(Value::as_str) {
-            ids.push(id.to_string());
-        }
-        size += i.get("Size").and_then(Value::as_u64).unwrap_or(0);
-    }
-    Ok((ids, size))
-}
-
 /// The image rules of one user's grant.
 pub struct Policy<'a> {
     pub user: &'a str,

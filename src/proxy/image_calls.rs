@@ -260,6 +260,7 @@ async fn build(
     let upstream_body =
         http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
     let target = call.path(&format!("/build?{}", b.query.encoded()));
+    tracing::debug!(user = %call.c.user, %target, "a build forwarded");
     let req = super::serve::forward_request(
         &parts,
         &target,
@@ -928,18 +929,19 @@ fn observed(
         // Before the caller sees the end: the image it made counts against its budget
         // from the next call on (the background refresh would see it only later).
         let d = &c.shared.daemon;
-        let image = match (&watch, &made) {
-            (Watch::Pulled(r), _) => images::inspect(d, r).await.ok().flatten(),
-            (_, Some(id)) => images::inspect(d, id).await.ok().flatten(),
-            _ => None,
-        };
-        if let Some(img) = &image {
-            made = Some(img.id.clone());
+        if let Some(img) = match &made {
+            Some(id) => images::inspect(d, id).await.ok().flatten(),
+            None => None,
+        } {
             if img.owner.as_deref() == Some(c.user.as_str()) {
                 c.shared.budget.add(&c.user, img.size);
             }
         }
         drop(tx);
+        // A pulled image is nobody's (not counted): its id is looked up for the record.
+        if let Watch::Pulled(r) = &watch {
+            made = images::inspect(d, r).await.ok().flatten().map(|i| i.id);
+        }
         if let Some(id) = made {
             let mut call = record_as;
             call.images = vec![id];

@@ -437,6 +437,52 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
     let (present, _, _) = docker_on(host, &["image", "inspect", &app], &[]).await;
     assert!(!present, "alice's unused images were pruned");
 
+    // The test's own check: what works here works on the raw socket too, and a pull
+    // there does replace the hub's tag.
+    let raw_app = format!("{rg}/rawcheck/app:{tag}");
+    debris.0.push(raw_app.clone());
+    for args in [
+        vec!["build", "-q", "-t", &raw_app, &cdir],
+        vec!["run", "--rm", &raw_app, "cat", "/built"],
+        vec!["save", "-o", &other_tar, &raw_app],
+        vec![
+            "run",
+            "-d",
+            "--name",
+            &format!("raw-{tag}"),
+            &raw_app,
+            "sleep",
+            "600",
+        ],
+        vec![
+            "cp",
+            &file.display().to_string(),
+            &format!("raw-{tag}:/in.txt"),
+        ],
+        vec![
+            "cp",
+            &format!("raw-{tag}:/in.txt"),
+            &back.display().to_string(),
+        ],
+        vec![
+            "export",
+            "-o",
+            &exported.display().to_string(),
+            &format!("raw-{tag}"),
+        ],
+        vec!["commit", &format!("raw-{tag}"), &format!("{raw_app}-snap")],
+        vec!["rm", "-f", &format!("raw-{tag}")],
+        vec!["rmi", &format!("{raw_app}-snap")],
+    ] {
+        let (ok, _, err) = docker_on(host, &args, CLASSIC).await;
+        assert!(ok, "the raw socket: docker {args:?}: {err}");
+    }
+    let (ok, _, err) = docker_on(host, &["pull", &shared], &[]).await;
+    assert!(
+        ok && image_id(&shared) != shared_id,
+        "a raw pull replaces the hub's tag: {err}"
+    );
+
     // 8. The record: every build, pull, tag, push, commit and delete, with the image
     // ids they made or removed.
     let calls = proxy_calls(&mut r).await;

@@ -794,6 +794,34 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_call_concerns_its_user_and_the_images_it_made_or_removed() {
+        let id = format!("sha256:{}", "ab".repeat(32));
+        let call = Event::ProxyCall(ProxyCall {
+            user: "alice".into(),
+            decision_id: None,
+            method: "POST".into(),
+            path: "/build".into(),
+            resource: Some("alice/app:1".into()),
+            outcome: ProxyOutcome::Completed,
+            reason: String::new(),
+            peer: None,
+            images: vec![id.clone()],
+            removed: vec![],
+        });
+        assert!(call.concerns(1, "alice"));
+        assert!(call.concerns(1, &id));
+        assert!(
+            call.concerns(1, &id[7..19]),
+            "12 hex digits, as docker images shows"
+        );
+        assert!(!call.concerns(1, &id[7..15]), "too short to name an image");
+        assert!(!call.concerns(1, "bob"));
+        let json = serde_json::to_value(&call).unwrap();
+        assert_eq!(json["outcome"], "completed");
+        assert!(json.get("removed").is_none(), "empty lists are left out");
+    }
+
+    #[test]
     fn event_body_is_tagged_json_with_kind() {
         let e = Event::MemberAdded {
             group: "g".into(),

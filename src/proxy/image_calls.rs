@@ -198,7 +198,7 @@ pub async fn serve(call: Call<'_>, parts: Parts, body: Unread) -> Result<Respons
                 .await?;
             Ok(streamed(&call, resp))
         }
-        Route::ImageRemove(name) => remove(&call, &policy, q, &name, parts).await,
+        Route::ImageRemove(name) => remove(&call, q, &name, parts).await,
         Route::ImageSave(name) => save(&call, &policy, q, name, parts).await,
         Route::ImagePrune => {
             let query = super::filters::with_owner_filter(parts.uri.query(), &call.c.user)
@@ -629,7 +629,6 @@ async fn tag(
 
 async fn remove(
     call: &Call<'_>,
-    policy: &Policy<'_>,
     q: Query,
     name: &str,
     parts: Parts,
@@ -675,7 +674,6 @@ async fn remove(
         } else {
             format!("{name}: remove your tags of it, or name it by id")
         };
-        let _ = policy;
         return Err((
             Refusal::new("image owner", why).into(),
             Some(img.id.clone()),

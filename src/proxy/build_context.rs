@@ -353,29 +353,31 @@ pub fn normalize(p: &str) -> String {
     out.join("/")
 }
 
+/// A tar of `entries` (path, data, type, link), GNU or USTAR headers: for tests.
+#[cfg(test)]
+pub fn tar_of(entries: &[(&str, &[u8], tar::EntryType, Option<&str>)], gnu: bool) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, kind, link) in entries {
+        let mut h = if gnu {
+            tar::Header::new_gnu()
+        } else {
+            tar::Header::new_ustar()
+        };
+        h.set_entry_type(*kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        b.append_data(&mut h, path, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tar::EntryType as T;
-
-    fn tar_of(entries: &[(&str, &[u8], T, Option<&str>)], gnu: bool) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (path, data, kind, link) in entries {
-            let mut h = if gnu {
-                tar::Header::new_gnu()
-            } else {
-                tar::Header::new_ustar()
-            };
-            h.set_entry_type(*kind);
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            if let Some(l) = link {
-                h.set_link_name(l).unwrap();
-            }
-            b.append_data(&mut h, path, *data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
 
     /// Feeds `ctx` in chunks of `step`; the Dockerfile, and how much went before the
     /// end's last byte.

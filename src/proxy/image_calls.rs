@@ -158,6 +158,21 @@ impl Call<'_> {
     }
 }
 
+impl Call<'_> {
+    /// A call without a body whose whole answer is read (tag, delete, prune).
+    async fn ask(
+        &self,
+        parts: &Parts,
+        path: String,
+        query: String,
+    ) -> Result<(hyper::http::response::Parts, Bytes), Failed> {
+        let resp = self
+            .send(parts, path, Some(query), empty(), Some(0), None)
+            .await?;
+        whole(resp).await.map_err(daemon)
+    }
+}
+
 fn empty() -> Body {
     Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
 }
@@ -204,17 +219,7 @@ pub async fn serve(call: Call<'_>, parts: Parts, body: Unread) -> Result<Respons
             let query = super::filters::with_owner_filter(parts.uri.query(), &call.c.user)
                 .map_err(|e| refused(Refusal::new("filters", e)))?;
             call.record_forwarded(None).await?;
-            let resp = call
-                .send(
-                    &parts,
-                    "/images/prune".into(),
-                    Some(query),
-                    empty(),
-                    Some(0),
-                    None,
-                )
-                .await?;
-            let (rparts, bytes) = whole(resp).await.map_err(daemon)?;
+            let (rparts, bytes) = call.ask(&parts, "/images/prune".into(), query).await?;
             if rparts.status.is_success() {
                 let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let removed = deleted(v.get("ImagesDeleted").unwrap_or(&Value::Null));
@@ -532,23 +537,7 @@ async fn import(
         )));
     }
     let mut fwd = q.clone();
-    let target = match q.one("repo").map_err(refused)?.filter(|r| !r.is_empty()) {
-        Some(repo) => {
-            let full = match q.one("tag").map_err(refused)?.filter(|t| !t.is_empty()) {
-                Some(t) => format!("{repo}:{t}"),
-                None => repo.to_string(),
-            };
-            let r = policy.own_tag(&full).map_err(refused)?;
-            let (name, tag) = tag_of(&r);
-            fwd.set("repo", name);
-            fwd.set("tag", tag);
-            Some(r.to_string())
-        }
-        None => None,
-    };
-    let changes: Vec<String> = q.all("changes").iter().map(|s| s.to_string()).collect();
-    dockerfile::check_changes(&changes).map_err(refused)?;
-    fwd.push("changes", owner_label(call.stamp));
+    let target = new_image(call, policy, &q, &mut fwd)?;
     call.storage()?;
     call.record_forwarded(target.clone()).await?;
     let Some(body) = body.take() else {
@@ -565,6 +554,60 @@ async fn import(
         )
         .await?;
     Ok(observed(call, resp, target, Watch::Status))
+}
+
+/// An import's or a commit's new image: its `repo` and `tag` (when given) in the
+/// user's namespace, written normalized into `fwd`; its `changes` checked, and the
+/// owner's label appended to them. The name it will carry, if any.
+fn new_image(
+    call: &Call<'_>,
+    policy: &Policy<'_>,
+    q: &Query,
+    fwd: &mut Query,
+) -> Result<Option<String>, Failed> {
+    let target = match repo_tag(q)? {
+        Some(full) => {
+            let r = policy.own_tag(&full).map_err(refused)?;
+            let (name, tag) = tag_of(&r);
+            fwd.set("repo", name);
+            fwd.set("tag", tag);
+            Some(r.to_string())
+        }
+        None => None,
+    };
+    let changes: Vec<String> = q.all("changes").iter().map(|s| s.to_string()).collect();
+    dockerfile::check_changes(&changes).map_err(refused)?;
+    fwd.push("changes", owner_label(call.stamp));
+    Ok(target)
+}
+
+/// `repo[:tag]` of a tag, import or commit query; `None` without a `repo`.
+fn repo_tag(q: &Query) -> Result<Option<String>, Failed> {
+    let Some(repo) = q.one("repo").map_err(refused)?.filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        match q.one("tag").map_err(refused)?.filter(|t| !t.is_empty()) {
+            Some(t) => format!("{repo}:{t}"),
+            None => repo.to_string(),
+        },
+    ))
+}
+
+/// The image `name` names, if the user may read it whole (save it, tag it).
+async fn readable(
+    call: &Call<'_>,
+    policy: &Policy<'_>,
+    name: &str,
+) -> Result<images::Image, Failed> {
+    let Some(img) = call.inspect(name).await? else {
+        return Err(no_such_image(name));
+    };
+    if !policy.readable(name, &img) {
+        let why = format!("{name} is neither yours nor on your grant's pull list");
+        return Err((Refusal::new("image owner", why).into(), Some(img.id)));
+    }
+    Ok(img)
 }
 
 /// The change that makes an imported or committed image the user's.
@@ -584,42 +627,18 @@ async fn tag(
     parts: Parts,
 ) -> Result<Response<Body>, Failed> {
     q.only(&["repo", "tag"]).map_err(refused)?;
-    let repo = q.one("repo").map_err(refused)?.unwrap_or("");
-    let asked = match q.one("tag").map_err(refused)?.filter(|t| !t.is_empty()) {
-        Some(t) => format!("{repo}:{t}"),
-        None => repo.to_string(),
-    };
+    let asked = repo_tag(&q)?.unwrap_or_default();
     let target = policy.own_tag(&asked).map_err(refused)?;
-    let Some(img) = call.inspect(name).await? else {
-        return Err(no_such_image(name));
-    };
-    if !policy.readable(name, &img) {
-        return Err((
-            Refusal::new(
-                "image owner",
-                format!("{name} is neither yours nor on your grant's pull list"),
-            )
-            .into(),
-            Some(img.id.clone()),
-        ));
-    }
+    let img = readable(call, policy, name).await?;
     call.record_forwarded(Some(img.id.clone())).await?;
     let (n, t) = tag_of(&target);
     let mut fwd = Query::default();
     fwd.set("repo", n);
     fwd.set("tag", t);
     // The image as checked, by its id: not whatever the name means a moment later.
-    let resp = call
-        .send(
-            &parts,
-            images::image_path(&img.id, "/tag"),
-            Some(fwd.encoded()),
-            empty(),
-            Some(0),
-            None,
-        )
+    let (rparts, bytes) = call
+        .ask(&parts, images::image_path(&img.id, "/tag"), fwd.encoded())
         .await?;
-    let (rparts, bytes) = whole(resp).await.map_err(daemon)?;
     if rparts.status.is_success() {
         call.record_completed(Some(target.to_string()), vec![img.id.clone()], Vec::new())
             .await;
@@ -684,10 +703,7 @@ async fn remove(
         Some(r) => images::image_path(&r.with_default_tag().to_string(), ""),
         None => images::image_path(&img.id, ""),
     };
-    let resp = call
-        .send(&parts, path, Some(q.encoded()), empty(), Some(0), None)
-        .await?;
-    let (rparts, bytes) = whole(resp).await.map_err(daemon)?;
+    let (rparts, bytes) = call.ask(&parts, path, q.encoded()).await?;
     if rparts.status.is_success() {
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let removed = deleted(&v);
@@ -721,19 +737,7 @@ async fn save(
         return Err(refused(Refusal::new("images", "name the images to save")));
     }
     for n in &names {
-        let Some(img) = call.inspect(n).await? else {
-            return Err(no_such_image(n));
-        };
-        if !policy.readable(n, &img) {
-            return Err((
-                Refusal::new(
-                    "image owner",
-                    format!("{n} is neither yours nor on your grant's pull list"),
-                )
-                .into(),
-                Some(img.id.clone()),
-            ));
-        }
+        readable(call, policy, n).await?;
     }
     let (path, query) = match name {
         Some(n) => (images::image_path(&n, "/get"), None),
@@ -781,23 +785,7 @@ async fn commit(
         .map_err(|a| (a, Some(name.clone())))?;
     let mut fwd = q.clone();
     fwd.set("container", id.clone());
-    let target = match q.one("repo").map_err(refused)?.filter(|r| !r.is_empty()) {
-        Some(repo) => {
-            let full = match q.one("tag").map_err(refused)?.filter(|t| !t.is_empty()) {
-                Some(t) => format!("{repo}:{t}"),
-                None => repo.to_string(),
-            };
-            let r = policy.own_tag(&full).map_err(refused)?;
-            let (n, t) = tag_of(&r);
-            fwd.set("repo", n);
-            fwd.set("tag", t);
-            Some(r.to_string())
-        }
-        None => None,
-    };
-    let changes: Vec<String> = q.all("changes").iter().map(|s| s.to_string()).collect();
-    dockerfile::check_changes(&changes).map_err(refused)?;
-    fwd.push("changes", owner_label(call.stamp));
+    let target = new_image(call, policy, &q, &mut fwd)?;
     let bytes = match body.take() {
         Some(b) => Limited::new(b, 1 << 20)
             .collect()

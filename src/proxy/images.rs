@@ -671,18 +671,7 @@ mod tests {
     }
 
     fn tar_of(entries: &[(&str, &[u8], tar::EntryType, Option<&str>)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (path, data, kind, link) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(*kind);
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            if let Some(l) = link {
-                h.set_link_name(l).unwrap();
-            }
-            b.append_data(&mut h, path, *data).unwrap();
-        }
-        b.into_inner().unwrap()
+        crate::proxy::build_context::tar_of(entries, true)
     }
 
     #[test]

@@ -401,6 +401,18 @@ async fn a_limited_user_builds_pulls_copies_and_exports_their_own_and_nothing_el
         "ONBUILD",
     )
     .await;
+    // A commit's config is a create's, less the host's: no owner label of another,
+    // no host settings.
+    for (body, why) in [
+        (r#"{"Labels":{"privledger.owner":"someone"}}"#, "privledger"),
+        (r#"{"HostConfig":{"Privileged":true}}"#, "HostConfig"),
+        (r#"{"Env":["A=1"],"Frobnicate":1}"#, "Frobnicate"),
+    ] {
+        let path = format!("/commit?container={c1}&repo={alice}/raw");
+        let (status, answer) = raw(&a, "POST", &path, Some(body)).await;
+        assert_eq!(status, 403, "{body}: {answer}");
+        assert!(answer.contains(why), "{body}: {answer}");
+    }
     let bc = format!("bobs-{tag}");
     let (ok, _, err) = docker_on(
         &b,
@@ -680,10 +692,34 @@ async fn imports_land_in_the_users_namespace_and_images_count_against_storage() 
     refused_saying(&c, &["build", "-q", &ldir], "ADD http").await;
     refused_saying(&c, &["build", "-q", "--compress", &ldir], "ADD http").await;
     assert_eq!(bait.hits(), 0, "the refused build never ran");
+    // A base image's ONBUILD trigger runs in the build that uses it: it is checked too.
+    let trap = format!("{carol}-trap:{}", r.tag);
+    let trapctx = context(&format!(
+        "FROM privledger-test-busybox:latest\nONBUILD ADD http://{}/x /x\n",
+        bait.addr
+    ));
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        &trap,
+        &trapctx.path().display().to_string(),
+    ]);
+    let user_of_trap = context(&format!("FROM {trap}\n"));
+    let udir = user_of_trap.path().display().to_string();
+    refused_saying(&c, &["build", "-q", &udir], "ONBUILD").await;
+    assert_eq!(bait.hits(), 0);
+    let (ok, made, err) = docker_on(host, &["build", "-q", &udir], CLASSIC).await;
+    assert!(
+        ok && bait.hits() == 1,
+        "the raw socket runs the trigger: {err}"
+    );
+    let _ = docker_on(host, &["rmi", &made], &[]).await;
+    docker(&["rmi", &trap]);
     std::fs::write(late.path().join("0-first"), vec![1u8; 5 << 20]).unwrap();
     refused_saying(&c, &["build", "-q", &ldir], "at most").await;
     let (ok, made, err) = docker_on(host, &["build", "-q", &ldir], CLASSIC).await;
-    assert!(ok && bait.hits() == 1, "the raw socket fetches: {err}");
+    assert!(ok && bait.hits() == 2, "the raw socket fetches: {err}");
     let _ = docker_on(host, &["rmi", &made], &[]).await;
     // A large context that passes streams through whole.
     let big = context("FROM privledger-test-busybox:latest\nCOPY 0-first /first\n");

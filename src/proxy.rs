@@ -37,6 +37,7 @@ pub mod fields;
 pub mod filters;
 pub mod image_calls;
 pub mod images;
+pub mod info;
 pub mod owner;
 pub mod path;
 pub mod peer;
@@ -504,7 +505,7 @@ mod tests {
             },
         );
         let sock = proxy.ensure("alice", Some("d-1")).unwrap();
-        let (status, body) = call(&sock, "GET", "/info").await;
+        let (status, body) = call(&sock, "GET", "/system/df").await;
         assert_eq!(status, 403, "{body}");
         let refusals = ledger.snapshot().seq;
         assert_eq!(refusals, 2, "the refusal was recorded");

@@ -34,6 +34,20 @@ async fn two_users_each_see_and_touch_only_their_own() {
     )
     .await;
     assert_eq!(must(&a, &["ps", "-q", "--no-trunc"]).await, id);
+    // Another user's container, or nothing at all, is the daemon's "No such object";
+    // `docker info` works and says nothing of the host's name or everyone's counts.
+    for name in [web.as_str(), "nothing-here"] {
+        let (ok, _, err) = as_user(&b, &["inspect", name], None).await;
+        assert!(
+            !ok && err.contains("No such object"),
+            "inspect {name}: {err}"
+        );
+    }
+    let info = must(&a, &["info", "--format", "{{json .}}"]).await;
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["OSType"], "linux", "{info}");
+    assert!(info["Name"].as_str().unwrap_or("").is_empty(), "{info}");
+    assert_eq!(info["Swarm"]["LocalNodeState"], "inactive");
     let (ok, out, err) = as_user(&a, &["exec", "-i", &web, "cat"], Some("hi\n")).await;
     assert!(ok && out == "hi", "exec -i: {out:?} {err}");
     must(&a, &["logs", &web]).await;
@@ -237,7 +251,7 @@ async fn quotas_hold_under_parallel_creates_and_escapes_are_refused() {
         "quota",
     )
     .await;
-    refused(&sock, &["info"], "not on the limited socket's list").await;
+    refused(&sock, &["plugin", "ls"], "not on the limited socket's list").await;
     refused(&sock, &["system", "df"], "not on the limited socket's list").await;
 
     // Raw requests: version variants, case folds, duplicates, smuggled paths.
@@ -276,7 +290,7 @@ async fn quotas_hold_under_parallel_creates_and_escapes_are_refused() {
         ("GET", "/v1.41//containers/json", None),
         ("GET", "/v1..41/containers/json", None),
         ("GET", "/v1/containers/json", None),
-        ("GET", "/info", None),
+        ("GET", "/system/df", None),
         ("POST", "/session", None),
         (
             "GET",

@@ -36,6 +36,10 @@ impl Kind {
 pub enum Route {
     /// `/_ping`, `/version`: nothing to own.
     Public,
+    /// `GET /info`, answered with what the CLI needs ([`super::info`]).
+    Info,
+    /// A host-level object no limited user sees (a plugin): not found.
+    Hidden(&'static str, String),
     /// Image list and inspect: images are shared and read-only here.
     ImageRead,
     /// `GET /containers/json`, `/volumes`, `/networks`: filtered to the owner.
@@ -217,7 +221,6 @@ mod tests {
     #[test]
     fn everything_else_is_refused() {
         for (m, p) in [
-            ("GET", "/info"),
             ("GET", "/system/df"),
             ("POST", "/containers/abc/copy"),
             ("POST", "/containers/abc/archive"),
@@ -233,6 +236,7 @@ mod tests {
             ("POST", "/grpc"),
             ("POST", "/swarm/init"),
             ("GET", "/plugins"),
+            ("POST", "/plugins/x/enable"),
             ("POST", "/plugins/pull"),
             ("GET", "/secrets"),
             ("POST", "/auth"),

@@ -75,6 +75,10 @@ const READ: &[&str] = &["GET", "HEAD"];
 pub static ENDPOINTS: &[Endpoint] = &[
     row!(&["GET", "HEAD"], [Lit("_ping")], |_| Route::Public, B::None, false),
     row!(GET, [Lit("version")], |_| Route::Public, B::None, false),
+    row!(GET, [Lit("info")], |_| Route::Info, B::None, false),
+    // Host-level objects a limited user cannot see: answered as not found, so that
+    // `docker inspect <name>` ends with the daemon's "No such object".
+    row!(GET, [Lit("plugins"), Name, Lit("json")], |i| Route::Hidden("plugin", id(i)), B::None, false),
     // Images: the literals first, then the names (which may hold slashes).
     row!(GET, [Lit("images"), Lit("json")], |_| Route::ImageRead, B::None, false),
     row!(GET, [Lit("images"), Lit("get")], |_| Route::ImageSave(None), B::None, false),

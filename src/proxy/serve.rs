@@ -324,6 +324,16 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
         }
     }
 
+    if let Route::Hidden(kind, name) = &route {
+        return Err(failp(
+            Answer {
+                status: StatusCode::NOT_FOUND,
+                message: format!("No such {kind}: {name}"),
+            },
+            Some(name.clone()),
+        ));
+    }
+
     // The resource on the path, resolved to its full id and checked for ownership;
     // the id, never the name, is forwarded.
     let mut segments = path.segments.clone();
@@ -560,6 +570,17 @@ async fn serve(c: &Caller, mut req: Request<Incoming>) -> Result<Response<Body>,
             }
         }
         return Ok(Response::from_parts(rparts, full(bytes)));
+    }
+    if route == Route::Info && resp.status().is_success() {
+        let (rparts, bytes) = whole(resp).await.map_err(|e| failp(e.into(), None))?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| failp(Error::Daemon(e.to_string()).into(), None))?;
+        let mut rparts = rparts;
+        rparts.headers.remove(header::CONTENT_LENGTH);
+        return Ok(Response::from_parts(
+            rparts,
+            full(Bytes::from(super::info::filtered(&v).to_string())),
+        ));
     }
     if let (true, Route::Read(kind, name)) = (inspect && resp.status().is_success(), &route) {
         let (rparts, bytes) = whole(resp).await.map_err(|e| failp(e.into(), None))?;

@@ -22,6 +22,11 @@ GRPCIO_TOOLS_VERSION=1.85.1
 PYTEST_VERSION=9.2.0
 # The compose example is checked by parsing it.
 PYYAML_VERSION=6.0.3
+# The KubeSpawner hook is tested against the real package (offline): the JupyterHub
+# version is the end-to-end test's.
+KUBESPAWNER_VERSION=7.1.0
+JUPYTERHUB_VERSION=5.5.4
+export PRIVLEDGER_REQUIRE_KUBESPAWNER=1
 
 export PRIVLEDGER_BIN="${PRIVLEDGER_BIN:-$repo/target/debug/privledger}"
 case "$PRIVLEDGER_BIN" in /*) ;; *) PRIVLEDGER_BIN="$repo/$PRIVLEDGER_BIN" ;; esac
@@ -37,7 +42,8 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check --quiet)
 "${pip[@]}" install --upgrade pip
 # A real (non-editable) install: the tests must import what users would install.
 "${pip[@]}" install --upgrade --force-reinstall --no-deps "$here"
-"${pip[@]}" install "$here" "pytest==$PYTEST_VERSION" "grpcio-tools==$GRPCIO_TOOLS_VERSION" "pyyaml==$PYYAML_VERSION"
+"${pip[@]}" install "$here" "pytest==$PYTEST_VERSION" "grpcio-tools==$GRPCIO_TOOLS_VERSION" "pyyaml==$PYYAML_VERSION" \
+    "jupyterhub==$JUPYTERHUB_VERSION" "jupyterhub-kubespawner==$KUBESPAWNER_VERSION"
 rm -rf "$here/build" "$here"/*.egg-info
 
 # Run from the test directory's parent with the venv's pytest (not `python -m`,

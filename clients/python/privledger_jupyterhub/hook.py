@@ -266,8 +266,10 @@ def _describe_failure(settings: HookSettings, err: BaseException) -> str:
     return f"cannot get a decision from the privledger server at {where} ({type(err).__name__}: {err})"
 
 
-async def run_hook(settings: HookSettings, spawner: Any) -> Any:
-    """One spawn: returns the Decision, or None when none could be obtained."""
+async def obtain_decision(settings: HookSettings, spawner: Any) -> Any:
+    """AuthorizeSpawn for the spawner's user, server and image: the Decision, or
+    None when none could be obtained and the hook is set to deny. Raises
+    :class:`PrivledgerUnavailable` when it is set to refuse. Changes nothing."""
     user = spawner.user.name
     server_name = getattr(spawner, "name", "") or ""
     image = getattr(spawner, "image", "") or ""
@@ -276,7 +278,7 @@ async def run_hook(settings: HookSettings, spawner: Any) -> Any:
     log = spawner.log
     try:
         token = settings.token()
-        decision = await _ask_nodes(
+        return await _ask_nodes(
             settings,
             token,
             user=user,
@@ -288,9 +290,6 @@ async def run_hook(settings: HookSettings, spawner: Any) -> Any:
         raise
     except Exception as err:  # noqa: BLE001 - fail closed on anything
         why = _describe_failure(settings, err)
-        # Fail closed either way: no socket, no privileged flag, no stale labels.
-        apply_fragments(spawner, Fragments.nothing(), settings.guard)
-        _set_decision(spawner, None)
         if settings.on_unavailable == "refuse":
             msg = (
                 f"privledger: refusing to start the server of user {user!r}"
@@ -309,25 +308,44 @@ async def run_hook(settings: HookSettings, spawner: Any) -> Any:
         )
         return None
 
-    frags = Fragments.from_decision(decision)
-    apply_fragments(spawner, frags, settings.guard)
-    _set_decision(spawner, decision)
-    log.info(
+
+def log_decision(spawner: Any, decision: Any, frags: Fragments) -> None:
+    """The decision in the Hub's log: its id, seq, outcome and what it gives."""
+    spawner.log.info(
         "privledger: decision %s (seq %d) for user %r server %r image %r: %s: %s%s",
         decision.decision_id,
         decision.seq,
-        user,
-        server_name,
-        image,
+        spawner.user.name,
+        getattr(spawner, "name", "") or "",
+        getattr(spawner, "image", "") or "",
         "allowed" if decision.allowed else "no privileges",
         decision.reason,
         "".join(f"; bind {b.host}:{b.container}:{b.mode}" for b in frags.binds)
         + ("; privileged" if frags.privileged else ""),
     )
+
+
+async def run_hook(settings: HookSettings, spawner: Any) -> Any:
+    """One spawn: returns the Decision, or None when none could be obtained."""
+    try:
+        decision = await obtain_decision(settings, spawner)
+    except PrivledgerUnavailable:
+        # Fail closed either way: no socket, no privileged flag, no stale labels.
+        apply_fragments(spawner, Fragments.nothing(), settings.guard)
+        set_decision(spawner, None)
+        raise
+    if decision is None:
+        apply_fragments(spawner, Fragments.nothing(), settings.guard)
+        set_decision(spawner, None)
+        return None
+    frags = Fragments.from_decision(decision)
+    apply_fragments(spawner, frags, settings.guard)
+    set_decision(spawner, decision)
+    log_decision(spawner, decision, frags)
     return decision
 
 
-def _set_decision(spawner: Any, decision: Any) -> None:
+def set_decision(spawner: Any, decision: Any) -> None:
     try:
         spawner.privledger_decision = decision
     except AttributeError:  # pragma: no cover - a spawner with __slots__

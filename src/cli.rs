@@ -111,6 +111,17 @@ fn hoist_connection_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStri
 /// Parses the command line; help and version exit 0, any usage error 64.
 fn parse() -> Result<Cli, ExitCode> {
     use clap::FromArgMatches;
+    // An empty connection variable is unset (`PRIVLEDGER_SERVER= privledger status`
+    // asks the default server), not an empty address. Single-threaded here.
+    for name in [
+        crate::config::ENV_SERVER,
+        crate::config::ENV_TOKEN,
+        crate::config::ENV_TOKEN_FILE,
+    ] {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(name);
+        }
+    }
     let args = hoist_connection_flags(std::env::args_os().collect());
     match command()
         .try_get_matches_from(args)
@@ -157,9 +168,18 @@ pub fn main() -> ExitCode {
     };
     match &cli.command {
         Cmd::Completions { shell } => {
+            // Written whole, then copied out: `completions fish | head -1` closes the
+            // pipe early, and clap_complete panics on a failed write of its own.
             let mut cmd = command();
-            clap_complete::generate(*shell, &mut cmd, "privledger", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "privledger", &mut script);
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("privledger: cannot write the completions: {e}");
+                    Exit::Failed.into()
+                }
+                _ => ExitCode::SUCCESS,
+            };
         }
         Cmd::Man { out } => return man(out.as_deref()),
         _ => {}
@@ -247,7 +267,12 @@ async fn serve(cfg: Config) -> ExitCode {
             Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("privledger: cannot listen on {addr}: {e}");
-                return ExitCode::FAILURE;
+                // Taken by another process: the service is unavailable (EX_UNAVAILABLE).
+                return if e.kind() == std::io::ErrorKind::AddrInUse {
+                    Exit::Unavailable.into()
+                } else {
+                    ExitCode::FAILURE
+                };
             }
         },
         None => None,

@@ -319,6 +319,49 @@ fn unreachable_server_is_one_clear_line() {
     );
 }
 
+/// Small defects a first week of use tripped over (issue 27, point 7): a completion
+/// piped into `head` ends quietly, an empty `PRIVLEDGER_SERVER` is unset, and a port
+/// in use exits 69 naming the address.
+#[test]
+fn completions_into_head_an_empty_server_variable_and_a_taken_port() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "'{}' completions {shell} | head -1 >/dev/null; echo \"${{PIPESTATUS:-}}\"",
+                binary().display()
+            ))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{shell}: {err}");
+    }
+    let out = Command::new(binary())
+        .env("PRIVLEDGER_SERVER", "")
+        .args(["--token", "x", "check", "alice"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("invalid server address"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:50051") || out.status.success(),
+        "{err}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(binary())
+        .args(["serve", "--listen", &addr.to_string(), "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr.to_string()), "{err}");
+}
+
 /// `--at` takes RFC 3339 times with a numeric offset, meaning the same instant as in
 /// UTC (only `Z` was accepted before).
 #[test]

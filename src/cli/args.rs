@@ -14,7 +14,8 @@ Exit codes:
   1   the server refused or could not do the request (its message says why), or a local file could not be read or written
   2   verify: an entry does not verify (the first bad seq is printed)
   64  usage: the command line is wrong (unknown flag, missing or malformed value); nothing was sent
-  69  the server could not be reached, or is unavailable (a retry may succeed)
+  69  the server could not be reached, or is unavailable (a retry may succeed);
+      serve: its listen address is taken by another process
   77  not allowed: no token, an unknown, revoked or expired one, or its role may not do this
 
 Environment: every flag with [env: NAME] can be set by that variable. With --json, output and errors are JSON (errors on stderr).";

@@ -6,6 +6,7 @@ mod client;
 mod export;
 mod output;
 mod report;
+mod tail;
 mod watch;
 
 use std::process::ExitCode;

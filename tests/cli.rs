@@ -319,6 +319,47 @@ fn unreachable_server_is_one_clear_line() {
     );
 }
 
+/// `audit tail` for a busy host (issue 27, point 3): the last N, from a time, kinds
+/// left out, `docker` as the containers' churn; a pipe still gets everything from 1.
+#[test]
+fn audit_tail_the_last_n_since_a_time_and_kinds_left_out() {
+    // No watcher: the daemon's containers would add entries while the test counts.
+    let s = Served::start_in(tempfile::tempdir().unwrap(), &["--docker", "off"]);
+    for g in ["g1", "g2", "g3", "g4", "g5"] {
+        s.ok(&["group", "create", g]);
+    }
+    let seqs = |out: &str| -> Vec<u64> {
+        out.lines()
+            .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let all = seqs(&s.ok(&["audit", "tail"]));
+    assert_eq!(all[0], 1, "a pipe gets every entry from seq 1");
+    let head = *all.last().unwrap();
+    assert_eq!(
+        seqs(&s.ok(&["audit", "tail", "-n", "3"])),
+        vec![head - 2, head - 1, head]
+    );
+    let created = s.ok(&["audit", "tail", "-n", "2", "--kind", "group_created"]);
+    assert_eq!(created.lines().count(), 2, "{created}");
+    assert!(
+        created.contains("group=g4") && created.contains("group=g5"),
+        "{created}"
+    );
+    let without = s.ok(&["audit", "tail", "--exclude-kind", "group_created"]);
+    assert!(!without.contains("group_created"), "{without}");
+    assert!(!without.is_empty());
+    let docker = s.ok(&["audit", "tail", "--kind", "docker"]);
+    assert!(docker.is_empty(), "no container here: {docker}");
+    // --since: a time after every entry leaves none; one before all leaves all.
+    let later = s.ok(&["audit", "tail", "--since", "2999-01-01T00:00:00Z"]);
+    assert!(later.is_empty(), "{later}");
+    let since = s.ok(&["audit", "tail", "--since", "2000-01-01T00:00:00Z"]);
+    assert_eq!(seqs(&since), all);
+    let (code, _, err) = s.cli(&["audit", "tail", "--since", "yesterday"]);
+    assert_eq!(code, 64, "{err}");
+}
+
 /// Small defects a first week of use tripped over (issue 27, point 7): a completion
 /// piped into `head` ends quietly, an empty `PRIVLEDGER_SERVER` is unset, and a port
 /// in use exits 69 naming the address.

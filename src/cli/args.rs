@@ -763,17 +763,32 @@ pub enum AuditCmd {
     #[command(after_help = "Examples:\n  \
         privledger audit tail --from 1 --kind grant_issued --kind grant_revoked\n  \
         privledger audit tail --follow --subject alice\n  \
-        privledger audit tail --kind alert --wide")]
+        privledger audit tail --kind alert --wide\n  \
+        privledger audit tail -n 50 --exclude-kind docker\n  \
+        privledger audit tail --since 2026-12-01T08:00:00Z --kind proxy_call\n\n\
+        Without --from or -n, a terminal is shown the last 20 entries; a pipe or a file\n\
+        gets every entry from seq 1.")]
     Tail {
-        /// First seq.
-        #[arg(long, default_value_t = 1)]
-        from: u64,
+        /// First seq [default: the last 20 on a terminal, seq 1 otherwise].
+        #[arg(long)]
+        from: Option<u64>,
+        /// The last N entries (of those the other filters keep).
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
+        /// Only entries at or after this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
         /// Keep the stream open and print new entries as they are appended.
         #[arg(long)]
         follow: bool,
-        /// Only entries of this kind, or alerts of this kind (repeatable).
+        /// Only entries of this kind, or alerts of this kind (repeatable; `docker` is
+        /// the containers' churn: docker_container and container_stopped).
         #[arg(long = "kind", value_name = "KIND", value_parser = kind_values())]
         kinds: Vec<String>,
+        /// Leave out entries of this kind, or alerts of this kind (repeatable; `docker`
+        /// as for --kind).
+        #[arg(long = "exclude-kind", value_name = "KIND", value_parser = kind_values())]
+        exclude_kinds: Vec<String>,
         /// Only entries concerning this user, group, token or grant id.
         #[arg(long)]
         subject: Option<String>,
@@ -826,12 +841,30 @@ pub enum AuditCmd {
 }
 
 /// Every entry kind and alert kind, for `--kind`'s help and completion.
+/// `--kind docker`: the entries of containers coming and going.
+pub const DOCKER_KINDS_WORD: &str = "docker";
+pub const DOCKER_KINDS: &[&str] = &["docker_container", "container_stopped"];
+
+/// The kinds a `--kind` list names, `docker` spelled out.
+pub fn expand_kinds(kinds: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in kinds {
+        if k == DOCKER_KINDS_WORD {
+            out.extend(DOCKER_KINDS.iter().map(|s| s.to_string()));
+        } else {
+            out.push(k);
+        }
+    }
+    out
+}
+
 fn kind_values() -> clap::builder::PossibleValuesParser {
     use crate::ledger::event::{AlertKind, EventKind};
     let words: Vec<&'static str> = EventKind::ALL
         .iter()
         .map(|k| k.as_str())
         .chain(AlertKind::ALL.iter().map(|k| k.as_str()))
+        .chain(std::iter::once(DOCKER_KINDS_WORD))
         .collect();
     clap::builder::PossibleValuesParser::new(words)
 }

@@ -1,6 +1,5 @@
 //! Client commands: connect with a bearer token, call the RPC, print the answer.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -518,38 +517,51 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
         Cmd::Audit { cmd: a, .. } => match a {
             AuditCmd::Tail {
                 from,
+                lines,
+                since,
                 follow,
                 kinds,
+                exclude_kinds,
                 subject,
                 wide,
             } => {
-                let mut s = c
-                    .audit
-                    .stream(pb::StreamRequest {
-                        from_seq: from,
-                        follow,
-                        kinds,
-                        subject: subject.unwrap_or_default(),
+                let since_ns = since
+                    .as_deref()
+                    .map(|t| {
+                        parse_rfc3339(t)
+                            .map_err(|e| {
+                                CliError::Usage(format!(
+                                    "--since {t:?} is not an RFC 3339 time: {e}"
+                                ))
+                            })
+                            .map(|t| {
+                                t.duration_since(SystemTime::UNIX_EPOCH)
+                                    .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                            })
                     })
-                    .await?
-                    .into_inner();
-                let stdout = std::io::stdout();
-                while let Some(e) = s.message().await? {
-                    let mut lock = stdout.lock();
-                    let line = if out.json {
-                        output::entry_json(&e).to_string()
+                    .transpose()?;
+                let tail = super::tail::Tail {
+                    from,
+                    lines: lines.or_else(|| {
+                        (from.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                            .then_some(20)
+                    }),
+                    since_ns,
+                    follow,
+                    kinds: super::args::expand_kinds(kinds),
+                    exclude: super::args::expand_kinds(exclude_kinds),
+                    subject: subject.unwrap_or_default(),
+                };
+                let show = |e: &pb::Entry| {
+                    if out.json {
+                        output::entry_json(e).to_string()
                     } else if wide {
-                        output::entry_line(&e)
+                        output::entry_line(e)
                     } else {
-                        output::entry_short(&e)
-                    };
-                    if writeln!(lock, "{line}")
-                        .and_then(|()| lock.flush())
-                        .is_err()
-                    {
-                        break; // stdout closed (e.g. piped into head)
+                        output::entry_short(e)
                     }
-                }
+                };
+                super::tail::run(&mut c, &tail, show).await?;
             }
             AuditCmd::Export {
                 out: path,

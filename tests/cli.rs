@@ -358,6 +358,19 @@ fn audit_tail_the_last_n_since_a_time_and_kinds_left_out() {
     assert_eq!(seqs(&since), all);
     let (code, _, err) = s.cli(&["audit", "tail", "--since", "yesterday"]);
     assert_eq!(code, 64, "{err}");
+    // Strict times (point 4): a zone is needed, and the future is not answered.
+    for args in [
+        &["check", "alice", "--at", "2026-12-01T08:00:00"][..],
+        &["audit", "tail", "--since", "2026-12-01 08:00:00"][..],
+        &["report", "access", "--from", "2026-12-01T08:00:00"][..],
+    ] {
+        let (code, _, err) = s.cli(args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert!(err.contains("add Z (UTC) or an offset"), "{args:?}: {err}");
+    }
+    let (code, _, err) = s.cli(&["check", "alice", "--at", "2999-01-01T00:00:00Z"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("in the future"), "{err}");
 }
 
 /// Small defects a first week of use tripped over (issue 27, point 7): a completion

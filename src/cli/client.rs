@@ -129,6 +129,12 @@ fn parse_position(flag: &str, at: Option<String>) -> Result<Option<pb::Position>
                 "{flag} {at:?} is neither a seq nor an RFC 3339 time: {e}"
             ))
         })?;
+        // The ledger holds nothing yet of a time to come, as of a seq past its head.
+        if t > SystemTime::now() + std::time::Duration::from_secs(1) {
+            return Err(CliError::Usage(format!(
+                "{flag} {at:?} is in the future; the ledger can answer up to now"
+            )));
+        }
         pb::position::At::Time(system_time(t))
     };
     Ok(Some(pb::Position { at: Some(at_pos) }))
@@ -137,10 +143,17 @@ fn parse_position(flag: &str, at: Option<String>) -> Result<Option<pb::Position>
 /// An RFC 3339 time: `Z`, a numeric offset (`+01:00`, `-0530`) or none (UTC).
 fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
     let s = s.trim();
-    // humantime reads `Z` and zone-less times; an offset is taken off by hand.
+    // humantime reads `Z`; an offset is taken off by hand. A time without either is
+    // refused: read as UTC by one person and as local time by the next, it would
+    // name two instants.
     let (base, offset_secs) = match split_offset(s) {
         Some((base, secs)) => (base, secs),
-        None => (s, 0),
+        None if s.ends_with(['Z', 'z']) => (s, 0),
+        None => {
+            return Err(format!(
+                "{s:?} has no time zone: add Z (UTC) or an offset such as +01:00"
+            ))
+        }
     };
     let t = humantime::parse_rfc3339_weak(base).map_err(|e| e.to_string())?;
     let shift = std::time::Duration::from_secs(offset_secs.unsigned_abs());
@@ -825,7 +838,6 @@ mod tests {
             "2026-12-01T01:28:30-05:30",
             "2026-12-01T06:58:30+00:00",
             "2026-12-01 07:58:30+01:00",
-            "2026-12-01T06:58:30",
         ] {
             assert_eq!(parse_rfc3339(same).unwrap(), z, "{same}");
         }
@@ -837,8 +849,13 @@ mod tests {
             "2026-12-01T07:58:30+1",
             "2026-12-01T07:58:30+25:00",
             "yesterday",
+            "2026-12-01T06:58:30",
+            "2026-12-01 06:58:30",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
+        assert!(parse_rfc3339("2026-12-01T06:58:30")
+            .unwrap_err()
+            .contains("add Z (UTC) or an offset"));
     }
 }

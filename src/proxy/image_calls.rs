@@ -862,13 +862,17 @@ enum Watch {
     Pulled(String),
 }
 
-/// A streamed answer passed through as it comes, ending with the access, and
-/// recorded as completed with the image it made.
+/// A streamed answer (a push, a save) passed through as it comes, ending with the
+/// access.
 fn streamed(call: &Call<'_>, resp: Response<Incoming>) -> Response<Body> {
     let ended = call.c.ended.clone();
     resp.map(|b| super::serve::revocable(b, ended))
 }
 
+/// A streamed answer that makes an image (a build, a pull, an import), passed through
+/// as it comes and read on the way for the image's id: once it ends well, the image
+/// is counted against the user's budget (before the caller sees the end) and recorded
+/// as `completed`. It ends with the access, too.
 fn observed(
     call: &Call<'_>,
     resp: Response<Incoming>,

@@ -40,6 +40,7 @@ fn append(c: &mut Criterion) {
                             .map(|i| Command::AddMember {
                                 group: common::group_name(i % pop.groups),
                                 user: user_name(1_000_000 + i),
+                                reason: None,
                             })
                             .collect(),
                         _ => decisions(&pop, n),

@@ -192,11 +192,6 @@ fn sync_member(
     add: bool,
 ) -> Result<Option<Command>, RequestError> {
     if caller.role != crate::ledger::event::Role::Sync {
-        if !r.reason.is_empty() {
-            return Err(RequestError::Refused(
-                "`reason` is recorded for the group sync's member changes only",
-            ));
-        }
         return Ok(None);
     }
     if !r.users.is_empty() {
@@ -210,6 +205,11 @@ fn sync_member(
         add,
         reason: r.reason.clone(),
     }))
+}
+
+/// A request's `reason`: none when empty (proto3 cannot tell unset from empty).
+fn reason_of(r: String) -> Option<String> {
+    (!r.is_empty()).then_some(r)
 }
 
 fn receipt(c: &Committed) -> pb::MutationReceipt {
@@ -268,7 +268,10 @@ impl pb::admin_server::Admin for Api {
             .submit(
                 &caller,
                 r.request_id,
-                Command::DeleteGroup { group: r.name },
+                Command::DeleteGroup {
+                    group: r.name,
+                    reason: reason_of(r.reason),
+                },
             )
             .await?;
         Ok(Response::new(receipt(&c)))
@@ -336,15 +339,18 @@ impl pb::admin_server::Admin for Api {
             users.insert(0, r.user);
         }
         let n = users.len();
+        let reason = reason_of(r.reason);
         let cmd = if n == 1 {
             Command::AddMember {
                 group: r.group,
                 user: users.remove(0),
+                reason,
             }
         } else {
             Command::AddMembers {
                 group: r.group,
                 users,
+                reason,
             }
         };
         let c = self.submit(&caller, r.request_id, cmd).await?;
@@ -372,6 +378,7 @@ impl pb::admin_server::Admin for Api {
                 Command::RemoveMember {
                     group: r.group,
                     user: r.user,
+                    reason: reason_of(r.reason),
                 },
             )
             .await?;

@@ -253,9 +253,17 @@ fn operator_walkthrough_through_the_cli() {
 
     // Errors: one line, non-zero, nothing appended.
     let before = s.json(&["audit", "head"])["seq"].clone();
-    let (code, _, err) = s.cli(&["group", "delete", "docker-privileged"]);
+    let (code, _, err) = s.cli(&["group", "delete", "docker-privileged", "--reason", "x"]);
     assert_ne!(code, 0);
     assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+    // Reasons on every change of access (issue 27, point 2): a deletion needs one,
+    // and so does removing a member of a built-in group; both are recorded.
+    let (code, _, err) = s.cli(&["group", "delete", "nope"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--reason"), "{err}");
+    let (code, _, err) = s.cli(&["group", "remove-member", "docker-privileged", "alice"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("a reason is required"), "{err}");
     let (code, _, err) = s.cli(&[
         "grant", "issue", "--user", "bob", "--socket", "root", "--reason", "x",
     ]);
@@ -971,7 +979,14 @@ fn report_access_spans_end_where_access_ended_and_check_at_agrees() {
         "once",
     ]);
     let expires = carol["expires_at"].as_str().unwrap().to_string();
-    let bob_out = s.json(&["group", "remove-member", "g", "bob"])["seq"]
+    let bob_out = s.json(&[
+        "group",
+        "remove-member",
+        "g",
+        "bob",
+        "--reason",
+        "left the team",
+    ])["seq"]
         .as_u64()
         .unwrap();
     // Carol's grant ends by itself: wait (bounded) until check says so.
@@ -983,7 +998,13 @@ fn report_access_spans_end_where_access_ended_and_check_at_agrees() {
         );
         std::thread::yield_now();
     }
-    let deleted = s.json(&["group", "delete", "g"])["seq"].as_u64().unwrap();
+    let deleted = s.json(&["group", "delete", "g", "--reason", "project over"])["seq"]
+        .as_u64()
+        .unwrap();
+    let removed = s.ok(&["audit", "tail", "--kind", "member_removed"]);
+    assert!(removed.contains("left the team"), "{removed}");
+    let gone = s.ok(&["audit", "tail", "--kind", "group_deleted", "--wide"]);
+    assert!(gone.contains("project over"), "{gone}");
 
     let raw = s.json(&["report", "access", "--socket", "raw"]);
     let spans = raw["intervals"].as_array().unwrap();

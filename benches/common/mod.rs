@@ -74,7 +74,11 @@ impl Population {
         self.events()
             .map(|e| match e {
                 Event::GroupCreated { group } => Command::CreateGroup { group },
-                Event::MemberAdded { group, user, .. } => Command::AddMember { group, user },
+                Event::MemberAdded { group, user, .. } => Command::AddMember {
+                    group,
+                    user,
+                    reason: None,
+                },
                 Event::GrantIssued {
                     subject,
                     spec,

@@ -88,6 +88,7 @@ fn seeds() -> Vec<(u8, Vec<u8>)> {
             pb::DeleteGroupRequest {
                 name: "g".into(),
                 request_id: String::new(),
+                reason: "r".into(),
             }
             .encode_to_vec()
         }),

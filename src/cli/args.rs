@@ -502,9 +502,19 @@ pub enum GroupCmd {
         request_id: Option<String>,
     },
     /// Delete a group: its memberships and grants end (built-in groups cannot be).
+    #[command(
+        after_help = "Example:\n  privledger group delete ml-infra --reason \"team dissolved (ticket OPS-31)\" --yes\n\n\
+        On a terminal, --yes is needed: every member loses what the group's grants give."
+    )]
     Delete {
         /// Group name.
         name: String,
+        /// Why (mandatory; recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+        /// Delete without asking (needed on a terminal).
+        #[arg(long)]
+        yes: bool,
         /// Idempotency key.
         #[arg(long)]
         request_id: Option<String>,
@@ -526,6 +536,9 @@ pub enum GroupCmd {
         /// The users to add.
         #[arg(required = true, num_args = 1..)]
         users: Vec<String>,
+        /// Why (recorded with each entry).
+        #[arg(long)]
+        reason: Option<String>,
         /// Idempotency key.
         #[arg(long)]
         request_id: Option<String>,
@@ -549,11 +562,18 @@ pub enum GroupCmd {
         request_id: Option<String>,
     },
     /// Remove a user from a group.
+    #[command(
+        after_help = "Example:\n  privledger group remove-member docker-privileged bob --reason \"left the project\""
+    )]
     RemoveMember {
         /// Group name.
         group: String,
         /// The user.
         user: String,
+        /// Why (recorded; mandatory for a built-in group, whose members hold the raw
+        /// socket).
+        #[arg(long)]
+        reason: Option<String>,
         /// Idempotency key.
         #[arg(long)]
         request_id: Option<String>,

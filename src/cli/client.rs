@@ -290,12 +290,23 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                     .into_inner();
                 out.group(&g);
             }
-            GroupCmd::Delete { name, request_id } => {
+            GroupCmd::Delete {
+                name,
+                reason,
+                yes,
+                request_id,
+            } => {
+                if !yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                    return Err(CliError::Usage(format!(
+                        "deleting group {name:?} ends its memberships and its grants; add --yes to go ahead"
+                    )));
+                }
                 let r = c
                     .admin
                     .delete_group(pb::DeleteGroupRequest {
                         name: name.clone(),
                         request_id: rid(request_id),
+                        reason,
                     })
                     .await?
                     .into_inner();
@@ -338,6 +349,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
             GroupCmd::AddMember {
                 group,
                 mut users,
+                reason,
                 request_id,
             } => {
                 // One user goes in `user`, several in `users` (one entry each, all or
@@ -359,7 +371,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                         user,
                         request_id: rid(request_id),
                         users: more,
-                        reason: String::new(),
+                        reason: reason.unwrap_or_default(),
                     })
                     .await?
                     .into_inner();
@@ -368,6 +380,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
             GroupCmd::RemoveMember {
                 group,
                 user,
+                reason,
                 request_id,
             } => {
                 let r = c
@@ -377,7 +390,7 @@ async fn dispatch(conn: &Connection, cmd: Cmd, out: &Out) -> Result<Exit, CliErr
                         user: user.clone(),
                         request_id: rid(request_id),
                         users: Vec::new(),
-                        reason: String::new(),
+                        reason: reason.unwrap_or_default(),
                     })
                     .await?
                     .into_inner();

@@ -244,7 +244,7 @@ pub fn entry_json(e: &pb::Entry) -> Value {
 fn short_fields(kind: &str) -> Vec<&'static str> {
     match kind {
         "group_created" | "builtin_group_restored" => vec!["group"],
-        "group_deleted" => vec!["group", "removed_members", "ended_grants"],
+        "group_deleted" => vec!["group", "removed_members", "ended_grants", "reason"],
         "member_added" | "member_removed" => vec!["group", "user", "reason"],
         "group_sync_changed" => vec!["group", "synced", "reason"],
         "grant_issued" => vec!["subject", "spec", "expires_at_ns", "reason"],

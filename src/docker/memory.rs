@@ -601,16 +601,22 @@ mod tests {
         r.submit(Command::AddMember {
             group: "g".into(),
             user: "carol".into(),
+            reason: None,
         })
         .await;
         let carol = r.submit(grant(Subject::Group("g".into()))).await;
         r.submit(Command::RemoveMember {
             group: "g".into(),
             user: "carol".into(),
+            reason: Some("test".into()),
         })
         .await;
         r.submit(revoke(carol.seq)).await;
-        r.submit(Command::DeleteGroup { group: "g".into() }).await;
+        r.submit(Command::DeleteGroup {
+            group: "g".into(),
+            reason: Some("test".into()),
+        })
+        .await;
         // Alice regains the privilege, then loses it again: one more alert.
         let again = r.submit(grant(Subject::User("alice".into()))).await;
         let lost_again = r.submit(revoke(again.seq)).await;

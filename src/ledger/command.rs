@@ -15,21 +15,29 @@ pub enum Command {
     CreateGroup {
         group: String,
     },
+    /// Why is required: a deletion ends memberships and grants.
     DeleteGroup {
         group: String,
+        reason: Option<String>,
     },
+    /// Why is optional (the entry keeps it when given).
     AddMember {
         group: String,
         user: String,
+        reason: Option<String>,
     },
     /// Several members at once: one `member_added` entry each, all or none.
     AddMembers {
         group: String,
         users: Vec<String>,
+        reason: Option<String>,
     },
+    /// Why is required to remove a member of a built-in group (one that gives the
+    /// raw socket), optional otherwise.
     RemoveMember {
         group: String,
         user: String,
+        reason: Option<String>,
     },
     /// The group sync (a `sync` token) adds (`add`) or removes a member of a synced
     /// group, saying why.
@@ -118,10 +126,10 @@ impl Command {
         use serde_json::json;
         let v = match self {
             Command::CreateGroup { group } => json!(["create_group", group]),
-            Command::DeleteGroup { group } => json!(["delete_group", group]),
-            Command::AddMember { group, user } => json!(["add_member", group, user]),
-            Command::AddMembers { group, users } => json!(["add_members", group, users]),
-            Command::RemoveMember { group, user } => json!(["remove_member", group, user]),
+            Command::DeleteGroup { group, .. } => json!(["delete_group", group]),
+            Command::AddMember { group, user, .. } => json!(["add_member", group, user]),
+            Command::AddMembers { group, users, .. } => json!(["add_members", group, users]),
+            Command::RemoveMember { group, user, .. } => json!(["remove_member", group, user]),
             Command::SyncMember {
                 group,
                 user,
@@ -200,7 +208,12 @@ impl Command {
     /// The commands a compound command stands for, appended together or not at all
     /// (`None`: the command is one entry).
     pub fn parts(&self) -> Result<Option<Vec<Command>>, Error> {
-        let Command::AddMembers { group, users } = self else {
+        let Command::AddMembers {
+            group,
+            users,
+            reason,
+        } = self
+        else {
             return Ok(None);
         };
         let bad = |problem: String| Error::InvalidText {
@@ -226,6 +239,7 @@ impl Command {
                 .map(|u| Command::AddMember {
                     group: group.clone(),
                     user: u.clone(),
+                    reason: reason.clone(),
                 })
                 .collect(),
         ))
@@ -261,13 +275,15 @@ impl Command {
                     group: group.clone(),
                 })
             }
-            Command::DeleteGroup { group } => {
+            Command::DeleteGroup { group, reason } => {
                 let g = group_named(group)?;
                 if g.builtin {
                     return Err(Error::BuiltinGroup(group.clone()));
                 }
+                names::reason(reason.as_deref().unwrap_or(""))?;
                 Ok(Event::GroupDeleted {
                     group: group.clone(),
+                    reason: reason.clone(),
                     removed_members: st.members_sorted(g),
                     ended_grants: st
                         .open_grants_of(&Subject::Group(group.clone()))
@@ -278,12 +294,34 @@ impl Command {
             Command::AddMembers { .. } => Err(Error::Inconsistent(
                 "a compound command is appended through its parts",
             )),
-            Command::AddMember { group, user } | Command::RemoveMember { group, user } => {
+            Command::AddMember {
+                group,
+                user,
+                reason,
+            }
+            | Command::RemoveMember {
+                group,
+                user,
+                reason,
+            } => {
                 let add = matches!(self, Command::AddMember { .. });
-                if group_named(group)?.synced {
+                let g = group_named(group)?;
+                if g.synced {
                     return Err(Error::SyncedGroup(group.clone()));
                 }
-                member_change(st, group, user, add, None)
+                match reason {
+                    Some(r) => names::reason(r)?,
+                    None if !add && g.builtin => {
+                        return Err(Error::InvalidText {
+                            field: "reason",
+                            problem: format!(
+                                "removing {user:?} from the built-in group {group:?} takes their Docker socket away: a reason is required"
+                            ),
+                        })
+                    }
+                    None => {}
+                }
+                member_change(st, group, user, add, reason.clone())
             }
             Command::SyncMember {
                 group,

@@ -71,6 +71,7 @@ fn seeds() -> (Vec<Vec<u8>>, Vec<u8>) {
             Command::AddMember {
                 group: "g".into(),
                 user: "jörg".into(),
+                reason: None,
             },
             Command::IssueGrant {
                 subject: Subject::Group("g".into()),
@@ -102,6 +103,7 @@ fn seeds() -> (Vec<Vec<u8>>, Vec<u8>) {
             Command::RemoveMember {
                 group: "g".into(),
                 user: "jörg".into(),
+                reason: Some("test".into()),
             },
             Command::RevokeToken { name: "hub".into() },
         ];

@@ -568,6 +568,9 @@ pub enum Event {
         group: String,
         removed_members: Vec<String>,
         ended_grants: Vec<Seq>,
+        /// Why (required since the reason became mandatory; absent before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A built-in group from configuration was missing (or not yet marked built-in)
     /// at start.
@@ -694,6 +697,7 @@ impl Event {
                 group,
                 removed_members,
                 ended_grants,
+                ..
             } => {
                 is(group)
                     || removed_members.iter().any(|m| is(m))

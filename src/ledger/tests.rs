@@ -57,7 +57,15 @@ async fn group_with(l: &Ledger, group: &str, user: &str) {
     )
     .await;
     let user = user.into();
-    ok(l, Command::AddMember { group, user }).await;
+    ok(
+        l,
+        Command::AddMember {
+            group,
+            user,
+            reason: None,
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -129,6 +137,7 @@ async fn validation_refuses_and_appends_nothing() {
         Command::AddMember {
             group: "missing".into(),
             user: "a".into(),
+            reason: None,
         },
         Command::RevokeGrant {
             grant_id: 99,
@@ -136,6 +145,7 @@ async fn validation_refuses_and_appends_nothing() {
         },
         Command::DeleteGroup {
             group: "nope".into(),
+            reason: Some("test".into()),
         },
         grant(user("a"), SocketAccess::None, SocketMode::Rw, false),
         grant(user("a"), SocketAccess::Limited, SocketMode::Ro, false),
@@ -186,7 +196,10 @@ async fn idempotent_retry_appends_once_and_different_op_is_refused() {
         .submit(
             "t",
             Some("r1".into()),
-            Command::DeleteGroup { group: "g".into() },
+            Command::DeleteGroup {
+                group: "g".into(),
+                reason: Some("test".into()),
+            },
         )
         .await
         .unwrap_err();
@@ -219,6 +232,7 @@ async fn concurrent_writers_share_batches_and_every_ack_is_durable() {
                 Command::AddMember {
                     group: "g".into(),
                     user: format!("u{i}"),
+                    reason: None,
                 },
             )
             .await
@@ -261,6 +275,7 @@ async fn point_in_time_sees_the_past() {
         Command::AddMember {
             group: "g".into(),
             user: "alice".into(),
+            reason: None,
         },
     )
     .await;
@@ -278,6 +293,7 @@ async fn point_in_time_sees_the_past() {
         Command::RemoveMember {
             group: "g".into(),
             user: "alice".into(),
+            reason: Some("test".into()),
         },
     )
     .await;
@@ -543,14 +559,17 @@ pub(super) fn to_cmd(op: &Op) -> Command {
         },
         Op::Delete(g) => Command::DeleteGroup {
             group: format!("g{g}"),
+            reason: Some("test".into()),
         },
         Op::Add(g, u) => Command::AddMember {
             group: format!("g{g}"),
             user: format!("u{u}"),
+            reason: None,
         },
         Op::Remove(g, u) => Command::RemoveMember {
             group: format!("g{g}"),
             user: format!("u{u}"),
+            reason: Some("test".into()),
         },
         Op::GrantUser(u, s) => Command::IssueGrant {
             subject: Subject::User(format!("u{u}")),
@@ -825,20 +844,24 @@ fn mutations_and_variants() -> Vec<(Command, Command)> {
             Command::AddMember {
                 group: "g1".into(),
                 user: "alice".into(),
+                reason: None,
             },
             Command::AddMember {
                 group: "g1".into(),
                 user: "bob".into(),
+                reason: None,
             },
         ),
         (
             Command::RemoveMember {
                 group: "g1".into(),
                 user: "alice".into(),
+                reason: Some("test".into()),
             },
             Command::RemoveMember {
                 group: "g1".into(),
                 user: "bob".into(),
+                reason: Some("test".into()),
             },
         ),
         (
@@ -870,8 +893,14 @@ fn mutations_and_variants() -> Vec<(Command, Command)> {
             Command::RevokeToken { name: "t2".into() },
         ),
         (
-            Command::DeleteGroup { group: "g1".into() },
-            Command::DeleteGroup { group: "g2".into() },
+            Command::DeleteGroup {
+                group: "g1".into(),
+                reason: Some("test".into()),
+            },
+            Command::DeleteGroup {
+                group: "g2".into(),
+                reason: Some("test".into()),
+            },
         ),
     ]
 }

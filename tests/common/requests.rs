@@ -44,13 +44,14 @@ pub fn grant_req(
 }
 
 /// Adds `u` to group `g` (no request_id).
+/// A member change, with a reason (required to remove a member of a built-in group).
 pub fn member(g: &str, u: &str) -> pb::MemberRequest {
     pb::MemberRequest {
         group: g.into(),
         user: u.into(),
         request_id: String::new(),
         users: vec![],
-        reason: String::new(),
+        reason: "test".into(),
     }
 }
 
@@ -76,6 +77,7 @@ pub fn delete_group(name: &str) -> pb::DeleteGroupRequest {
     pb::DeleteGroupRequest {
         name: name.into(),
         request_id: String::new(),
+        reason: "test".into(),
     }
 }
 

@@ -185,7 +185,7 @@ def test_revocation_between_spawns(server, hook, make_spawner, username):
     first = sp.privledger_decision
     assert first.allowed and SOCKET in sp.extra_host_config["binds"]
 
-    server.cli("group", "remove-member", "docker-privileged", username)
+    server.cli("group", "remove-member", "docker-privileged", username, "--reason", "test")
     run(hook, sp)
     second, binds = assert_common(sp, username)
     assert not second.allowed

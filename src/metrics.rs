@@ -2,10 +2,10 @@
 //! recording helpers the RPC layer and the ledger writer call.
 //!
 //! Recording goes through the `metrics` facade, so it costs an atomic load and does
-//! nothing when no exporter is installed (the default). The exporter serves the text
-//! format over its own small HTTP listener (`GET /metrics`, any path answers). Only one
-//! recorder can exist per process: a second server in the same process (tests) serves
-//! without an endpoint of its own and logs a warning.
+//! nothing when no exporter is installed (the default). The text format is served over
+//! a small HTTP listener of ours: `GET /metrics` answers, every other path is a 404.
+//! Only one recorder can exist per process: a second server in the same process
+//! (tests) serves without an endpoint of its own and logs a warning.
 //!
 //! This module knows neither tonic nor sled, so the ledger may call it.
 
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// RPCs finished, by `method` (the gRPC path) and `status` (the gRPC code name).
 pub const RPC_REQUESTS: &str = "privledger_rpc_requests_total";
@@ -47,6 +47,13 @@ pub const CLUSTER_WRITER: &str = "privledger_cluster_writer";
 pub const CLUSTER_SILENCE: &str = "privledger_cluster_etcd_silence_seconds";
 /// 1 while etcd reports an alarm (NOSPACE: its quota is full), by `alarm`.
 pub const ETCD_ALARM: &str = "privledger_cluster_etcd_alarm";
+/// Alerts recorded, by `kind` (`unauthorized_socket_mount`, `stale_grant`, ...).
+pub const ALERTS: &str = "privledger_alerts_total";
+/// Limited-socket calls recorded, by `outcome` (`forwarded`, `refused`,
+/// `completed`) and, for a refusal, the `rule` that refused it.
+pub const PROXY_CALLS: &str = "privledger_proxy_calls_total";
+/// Spawn decisions recorded, by the `socket` they give (`none`, `raw`, `limited`).
+pub const SPAWN_DECISIONS: &str = "privledger_spawn_decisions_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -67,7 +74,7 @@ pub enum Error {
 /// Set once the process-wide recorder is installed.
 static INSTALLED: OnceLock<SocketAddr> = OnceLock::new();
 
-/// Installs the process-wide recorder and returns the exporter's HTTP server, to be
+/// Installs the process-wide recorder and returns the metrics HTTP server, to be
 /// spawned on the runtime (it runs until aborted). Must be called inside a tokio
 /// runtime; the listener is bound before this returns, so a busy port is an error
 /// here, not later.
@@ -81,8 +88,7 @@ pub fn install(
         addr,
         message: e.to_string(),
     };
-    let (recorder, exporter) = PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(RPC_DURATION.into()), LATENCY_BUCKETS)
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full(FLUSH_DURATION.into()), LATENCY_BUCKETS)
@@ -90,15 +96,62 @@ pub fn install(
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(DOCKER_LAG.into()), LATENCY_BUCKETS))
         .map_err(|e| exporter_err(&e))?
-        .build()
+        .build_recorder();
+    let handle = recorder.handle();
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
         .map_err(|e| exporter_err(&e))?;
     if INSTALLED.set(addr).is_err() || metrics::set_global_recorder(recorder).is_err() {
         return Err(Error::AlreadyInstalled);
     }
     describe();
-    Ok(async move {
-        let _ = exporter.await;
-    })
+    Ok(serve(listener, handle))
+}
+
+/// `GET /metrics` (or `HEAD`) answers the text format; anything else is a 404, so a
+/// scraper pointed at the wrong path is told so rather than fed metrics.
+async fn serve(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
+    use http_body_util::Full;
+    use hyper::{Method, Response, StatusCode};
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let handle = handle.clone();
+                    async move {
+                        let (status, body) = match (req.method(), req.uri().path()) {
+                            (&Method::GET | &Method::HEAD, "/metrics") => {
+                                (StatusCode::OK, handle.render())
+                            }
+                            _ => (
+                                StatusCode::NOT_FOUND,
+                                "not found: metrics are at /metrics\n".into(),
+                            ),
+                        };
+                        let mut r = Response::new(Full::new(bytes::Bytes::from(body)));
+                        *r.status_mut() = status;
+                        if status == StatusCode::OK {
+                            r.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static(
+                                    "text/plain; version=0.0.4",
+                                ),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 fn describe() {
@@ -138,6 +191,15 @@ fn describe() {
         "Docker watcher disconnections and failed attaches (each followed by a retry)"
     );
     describe_gauge!(DOCKER_ATTACHED, "1 while the Docker watcher follows events");
+    describe_counter!(ALERTS, "alerts recorded, by kind");
+    describe_counter!(
+        PROXY_CALLS,
+        "limited-socket calls recorded, by outcome and (refusals) the refusing rule"
+    );
+    describe_counter!(
+        SPAWN_DECISIONS,
+        "spawn decisions recorded, by the socket they give"
+    );
     describe_gauge!(
         STORAGE_WRITABLE,
         "1 while storage takes writes, 0 while writes are refused after a storage failure"
@@ -180,6 +242,22 @@ pub fn writer_batch(entries: usize, flush: Duration, head: u64, allowed: u64, de
     if denied > 0 {
         metrics::counter!(DECISIONS, "outcome" => "denied").increment(denied);
     }
+}
+
+/// An alert of `kind` was recorded.
+pub fn alert(kind: &'static str) {
+    metrics::counter!(ALERTS, "kind" => kind).increment(1);
+}
+
+/// A limited-socket call was recorded: its outcome, and the rule of a refusal
+/// (from a bounded set: the endpoint table's and the field tables' names).
+pub fn proxy_call(outcome: &'static str, rule: String) {
+    metrics::counter!(PROXY_CALLS, "outcome" => outcome, "rule" => rule).increment(1);
+}
+
+/// A spawn decision giving `socket` was recorded.
+pub fn spawn_decision(socket: &'static str) {
+    metrics::counter!(SPAWN_DECISIONS, "socket" => socket).increment(1);
 }
 
 /// A follower applied a batch of the cluster's log.

@@ -445,6 +445,11 @@ impl Writer {
                 _ => (a, d),
             });
             crate::metrics::writer_batch(p.raws.len(), flush_time, state.seq, allowed, denied);
+            if crate::metrics::enabled() {
+                for e in &p.entries {
+                    count(&e.event);
+                }
+            }
             if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1)
                 && self.checkpointer.as_ref().is_some_and(|c| c.offer(&state))
             {
@@ -701,4 +706,31 @@ fn refuse(m: Msg, why: impl Fn() -> Error) {
             let _ = s.send(());
         }
     }
+}
+
+/// The per-kind counters of one appended event (alerts, limited-socket calls, spawn
+/// decisions).
+fn count(event: &Event) {
+    match event {
+        Event::Alert(a) => crate::metrics::alert(a.alert.as_str()),
+        Event::SpawnDecided(sd) => crate::metrics::spawn_decision(sd.socket.as_str()),
+        Event::ProxyCall(p) => {
+            let rule = match p.outcome {
+                crate::ledger::event::ProxyOutcome::Refused => refusal_rule(&p.reason),
+                _ => String::new(),
+            };
+            crate::metrics::proxy_call(p.outcome.as_str(), rule)
+        }
+        _ => {}
+    }
+}
+
+/// The rule a refusal names (`refused by the limited socket (RULE): ...`); a
+/// resource that is not the caller's is answered as not found.
+fn refusal_rule(reason: &str) -> String {
+    reason
+        .strip_prefix("refused by the limited socket (")
+        .and_then(|r| r.split_once("):"))
+        .map(|(rule, _)| rule.chars().take(64).collect())
+        .unwrap_or_else(|| "not found".into())
 }

@@ -54,6 +54,12 @@ pub const ALERTS: &str = "privledger_alerts_total";
 pub const PROXY_CALLS: &str = "privledger_proxy_calls_total";
 /// Spawn decisions recorded, by the `socket` they give (`none`, `raw`, `limited`).
 pub const SPAWN_DECISIONS: &str = "privledger_spawn_decisions_total";
+/// Users holding the raw socket now (as of the last change of access).
+pub const HOLDERS_RAW: &str = "privledger_users_raw_socket";
+/// Users holding a limited socket now.
+pub const HOLDERS_LIMITED: &str = "privledger_users_limited_socket";
+/// Users who may run privileged containers now.
+pub const HOLDERS_PRIVILEGED: &str = "privledger_users_privileged";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -200,6 +206,12 @@ fn describe() {
         SPAWN_DECISIONS,
         "spawn decisions recorded, by the socket they give"
     );
+    describe_gauge!(HOLDERS_RAW, "users holding the raw Docker socket now");
+    describe_gauge!(HOLDERS_LIMITED, "users holding a limited Docker socket now");
+    describe_gauge!(
+        HOLDERS_PRIVILEGED,
+        "users who may run privileged containers now"
+    );
     describe_gauge!(
         STORAGE_WRITABLE,
         "1 while storage takes writes, 0 while writes are refused after a storage failure"
@@ -253,6 +265,13 @@ pub fn alert(kind: &'static str) {
 /// (from a bounded set: the endpoint table's and the field tables' names).
 pub fn proxy_call(outcome: &'static str, rule: String) {
     metrics::counter!(PROXY_CALLS, "outcome" => outcome, "rule" => rule).increment(1);
+}
+
+/// How many users hold the raw socket, a limited one, and `--privileged`.
+pub fn access_holders(raw: usize, limited: usize, privileged: usize) {
+    metrics::gauge!(HOLDERS_RAW).set(raw as f64);
+    metrics::gauge!(HOLDERS_LIMITED).set(limited as f64);
+    metrics::gauge!(HOLDERS_PRIVILEGED).set(privileged as f64);
 }
 
 /// A spawn decision giving `socket` was recorded.

@@ -121,6 +121,8 @@ async fn metrics_endpoint_reports_rpcs_decisions_and_writer() {
         r#"privledger_rpc_requests_total{method="/privledger.v1.Admin/GetGroup",status="NOT_FOUND"} 1"#,
         r#"privledger_decisions_total{outcome="denied"} 1"#,
         r#"privledger_spawn_decisions_total{socket="none"} 1"#,
+        "privledger_users_raw_socket 0",
+        "privledger_users_privileged 0",
         "privledger_rpc_duration_seconds_bucket{",
         "privledger_writer_batch_entries_bucket{",
         "privledger_writer_flush_seconds_count",
@@ -139,6 +141,7 @@ async fn metrics_endpoint_reports_rpcs_decisions_and_writer() {
             r#"privledger_alerts_total{kind="unauthorized_socket_mount"} "#,
             r#"privledger_proxy_calls_total{outcome="refused",rule="endpoint"} 1"#,
             r#"privledger_spawn_decisions_total{socket="limited"} 1"#,
+            "privledger_users_limited_socket 1",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

@@ -449,6 +449,9 @@ impl Writer {
                 for e in &p.entries {
                     count(&e.event);
                 }
+                if p.entries.iter().any(|e| changes_access(&e.event)) {
+                    holders(&state);
+                }
             }
             if self.since_checkpoint >= self.cfg.checkpoint_interval.max(1)
                 && self.checkpointer.as_ref().is_some_and(|c| c.offer(&state))
@@ -733,4 +736,32 @@ fn refusal_rule(reason: &str) -> String {
         .and_then(|r| r.split_once("):"))
         .map(|(rule, _)| rule.chars().take(64).collect())
         .unwrap_or_else(|| "not found".into())
+}
+
+/// Whether an event can change who holds access (and the server's start, so that the
+/// gauges are set from the first batch).
+fn changes_access(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::ServerStarted { .. }
+            | Event::GrantIssued { .. }
+            | Event::GrantRevoked { .. }
+            | Event::GrantExpired { .. }
+            | Event::MemberAdded { .. }
+            | Event::MemberRemoved { .. }
+            | Event::GroupDeleted { .. }
+            | Event::BuiltinGroupRestored { .. }
+    )
+}
+
+/// The gauges of users holding the raw socket, a limited one, and `--privileged` now.
+fn holders(state: &Arc<State>) {
+    use crate::ledger::event::SocketAccess;
+    let who = super::policy::who_has_access(state, super::time::now_ns());
+    let count = |f: &dyn Fn(&super::policy::Access) -> bool| who.iter().filter(|a| f(a)).count();
+    crate::metrics::access_holders(
+        count(&|a| a.socket == SocketAccess::Raw),
+        count(&|a| a.socket == SocketAccess::Limited),
+        count(&|a| a.privileged),
+    );
 }

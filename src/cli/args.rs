@@ -7,8 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, cluster, Overrides};
 
-/// Exit codes, shown in `--help` and the man page (see [`super::Exit`]).
-const EXIT_CODES: &str = "\
+/// Exit codes, shown in `--help` and the man page (see [`super::Exit`]); the
+/// README's table is this one, row for row (a test checks).
+pub const EXIT_CODES: &str = "\
 Exit codes:
   0   success
   1   the server refused or could not do the request (its message says why), or a local file could not be read or written
@@ -934,4 +935,47 @@ pub enum TokenCmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod exit_code_table {
+    /// `(code, meaning)` rows of [`super::EXIT_CODES`], continuation lines joined.
+    fn rows() -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        for line in super::EXIT_CODES.lines().skip(1) {
+            if line.trim().is_empty() {
+                break;
+            }
+            let t = line.trim();
+            match t.split_once(char::is_whitespace) {
+                Some((code, text)) if code.bytes().all(|b| b.is_ascii_digit()) => {
+                    rows.push((code.to_string(), text.trim().to_string()))
+                }
+                _ => {
+                    if let Some(last) = rows.last_mut() {
+                        last.1 = format!("{} {t}", last.1);
+                    }
+                }
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn the_readme_shows_the_same_exit_codes_as_help_and_the_man_page() {
+        let readme = include_str!("../../README.md");
+        let table: Vec<(String, String)> = readme
+            .lines()
+            .skip_while(|l| *l != "| code | meaning |")
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split(" | ").collect();
+                (cells[0].trim().to_string(), cells[1].trim().to_string())
+            })
+            .collect();
+        assert_eq!(table, rows());
+        let codes: Vec<u8> = rows().iter().map(|(c, _)| c.parse().unwrap()).collect();
+        assert_eq!(codes, vec![0, 1, 2, 64, 69, 77], "every super::Exit code");
+    }
 }

@@ -42,39 +42,42 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
                 dir.path().join("data").display()
             ),
         )
         .unwrap();
-        let child = std::process::Command::new(bin)
+        let mut child = std::process::Command::new(bin)
             .arg("serve")
             .arg(&config)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        // Ready once it logs "listening on" (it logs that after binding); the reader
+        // keeps draining its log so that the registry never blocks on a full pipe.
+        let stderr = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if line.contains("listening on") {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
         let r = Registry {
             addr,
             child,
             _dir: dir,
         };
-        // Ready when /v2/ answers (bounded).
-        for _ in 0..200 {
-            if let Ok(mut s) = tokio::net::TcpStream::connect(&r.addr).await {
-                let req = format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", r.addr);
-                if s.write_all(req.as_bytes()).await.is_ok() {
-                    let mut buf = vec![0u8; 64];
-                    if let Ok(n) = s.read(&mut buf).await {
-                        if String::from_utf8_lossy(&buf[..n]).contains(" 200 ") {
-                            return Some(r);
-                        }
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+            Ok(Ok(())) => Some(r),
+            _ => panic!("the registry on {} did not come up", r.addr),
         }
-        panic!("the registry on {} did not come up", r.addr);
     }
 }
 

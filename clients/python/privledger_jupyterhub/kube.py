@@ -33,9 +33,8 @@ earlier spawn needs undoing.
 from __future__ import annotations
 
 import inspect
-import os
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .fragments import LABEL_PREFIX, Fragments, SocketGuard, normalize
 from .hook import (
@@ -176,43 +175,25 @@ def apply_to_pod(
 
 
 def make_modify_pod_hook(
-    server: str | Iterable[str] | None = None,
-    token: str | None = None,
-    *,
-    token_file: str | os.PathLike | None = None,
-    on_unavailable: str | None = None,
-    timeout: float | str | None = None,
-    host_socket: str | Iterable[str] | None = None,
-    limited_host_dir: str | None = None,
-    ca_file: str | None = None,
-    cert_file: str | os.PathLike | None = None,
-    key_file: str | os.PathLike | None = None,
+    *args: Any,
     before: Callable[[Any, Any], Any] | None = None,
+    **settings_kwargs: Any,
 ) -> Callable[[Any, Any], Any]:
     """Builds an async ``modify_pod_hook`` for KubeSpawner.
 
-    The settings are :func:`make_pre_spawn_hook`'s. ``host_socket`` is the path of
-    the node's Docker socket as privledger grants it (BinderHub's per-node daemon:
-    its socket's ``hostPath``); ``limited_host_dir`` the agent's directory of
-    per-user sockets on each node.
+    The settings are exactly :func:`make_pre_spawn_hook`'s (``server``, ``token``,
+    ``token_file``, ``on_unavailable``, ``timeout``, ``host_socket``,
+    ``limited_host_dir``, ``ca_file``, ``cert_file``, ``key_file``), read by the same
+    :func:`resolve_settings`. ``host_socket`` is the path of the node's Docker socket
+    as privledger grants it (BinderHub's per-node daemon: its socket's ``hostPath``);
+    ``limited_host_dir`` the agent's directory of per-user sockets on each node.
 
     before: an existing ``modify_pod_hook`` (plain or async, ``(spawner, pod)``) to
     keep. It runs first; the decision is applied to the pod it returns, so nothing it
     adds can give a socket or ``privileged`` that privledger did not.
     """
     _models()
-    settings = resolve_settings(
-        server,
-        token,
-        token_file=token_file,
-        on_unavailable=on_unavailable,
-        timeout=timeout,
-        host_socket=host_socket,
-        limited_host_dir=limited_host_dir,
-        ca_file=ca_file,
-        cert_file=cert_file,
-        key_file=key_file,
-    )
+    settings = resolve_settings(*args, **settings_kwargs)
 
     async def privledger_modify_pod_hook(spawner: Any, pod: Any) -> Any:
         if before is not None:
